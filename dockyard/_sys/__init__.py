@@ -1,0 +1,1 @@
+"""Kernel and process seam: subprocesses, mounts, atomic files."""

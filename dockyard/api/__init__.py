@@ -1,0 +1,1 @@
+"""HTTP adapter: Docker Engine API requests in, domain calls, Docker JSON out."""

@@ -1,0 +1,14 @@
+"""Typed application keys under which the daemon's wiring places each service."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from dockyard.events import EventBus
+
+EVENTS = web.AppKey("events", EventBus)
+IMAGES: web.AppKey[Any] = web.AppKey("images")  # dockyard.images.service.ImageService
+CONTAINERS: web.AppKey[Any] = web.AppKey("containers")  # dockyard.containers.service.ContainerService
+SYSTEM: web.AppKey[Any] = web.AppKey("system")  # dockyard.daemon.wiring.SystemInfo

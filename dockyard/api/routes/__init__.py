@@ -1,0 +1,1 @@
+"""One module per Docker API object group."""

@@ -1,0 +1,152 @@
+"""System routes: /_ping, /version, /info, /events, /system/df."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import platform
+import time
+from typing import Any
+
+from aiohttp import web
+
+from dockyard.api import keys, versions
+from dockyard.api.app import Routes
+from dockyard.api.schemas import check_filter_keys, filters
+from dockyard.timefmt import parse_time_param
+from dockyard.errdefs import InvalidArgument
+
+routes = Routes()
+
+_PING_HEADERS = {
+    "Api-Version": versions.API_VERSION,
+    "Builder-Version": "1",
+    "Docker-Experimental": "false",
+    "Swarm": "inactive",
+    "Ostype": "linux",
+    "Cache-Control": "no-cache, no-store, must-revalidate",
+    "Pragma": "no-cache",
+}
+
+
+@routes.get("/_ping")
+async def ping(request: web.Request) -> web.Response:
+    return web.Response(text="OK", headers=_PING_HEADERS)
+
+
+@routes.head("/_ping")
+async def ping_head(request: web.Request) -> web.Response:
+    return web.Response(headers={**_PING_HEADERS, "Content-Length": "0"})
+
+
+@routes.get("/version")
+async def version(request: web.Request) -> web.Response:
+    uname = platform.uname()
+    comp = {
+        "Name": "Engine",
+        "Version": versions.ENGINE_VERSION,
+        "Details": {
+            "ApiVersion": versions.API_VERSION,
+            "MinAPIVersion": versions.MIN_API_VERSION,
+            "Os": "linux",
+            "Arch": "amd64",
+            "KernelVersion": uname.release,
+            "GitCommit": "dockyard",
+            "GoVersion": f"python{platform.python_version()}",
+            "Experimental": "false",
+            "BuildTime": "",
+        },
+    }
+    return web.json_response(
+        {
+            "Platform": {"Name": "Dockyard Engine"},
+            "Components": [comp],
+            "Version": versions.ENGINE_VERSION,
+            "ApiVersion": versions.API_VERSION,
+            "MinAPIVersion": versions.MIN_API_VERSION,
+            "GitCommit": "dockyard",
+            "GoVersion": f"python{platform.python_version()}",
+            "Os": "linux",
+            "Arch": "amd64",
+            "KernelVersion": uname.release,
+            "BuildTime": "",
+        }
+    )
+
+
+@routes.get("/info")
+async def info(request: web.Request) -> web.Response:
+    return web.json_response(await request.app[keys.SYSTEM].info())
+
+
+@routes.get("/system/df")
+async def system_df(request: web.Request) -> web.Response:
+    return web.json_response(await request.app[keys.SYSTEM].disk_usage())
+
+
+def _parse_time(value: str | None, name: str) -> float | None:
+    """Docker accepts Unix seconds (with fraction), RFC 3339, or a duration like 10m."""
+    if not value:
+        return None
+    try:
+        return parse_time_param(value)
+    except ValueError:
+        raise InvalidArgument(f"invalid value for {name}: {value!r}") from None
+
+
+def _event_matches(ev: dict[str, Any], f: dict[str, list[str]]) -> bool:
+    attrs = ev["Actor"]["Attributes"]
+    for key, wanted in f.items():
+        if key == "type" and ev["Type"] not in wanted:
+            return False
+        if key == "event" and ev["Action"] not in wanted and ev["Action"].split(":")[0] not in wanted:
+            return False
+        if key == "container" and (
+            ev["Type"] != "container"
+            or not any(ev["Actor"]["ID"].startswith(w) or attrs.get("name") == w for w in wanted)
+        ):
+            return False
+        if key == "image" and not any(
+            w in (ev["Actor"]["ID"], attrs.get("image"), attrs.get("name")) for w in wanted
+        ):
+            return False
+        if key == "label" and not all(
+            (attrs.get(w.split("=", 1)[0]) == w.split("=", 1)[1]) if "=" in w else w in attrs for w in wanted
+        ):
+            return False
+    return True
+
+
+@routes.get("/events")
+async def events(request: web.Request) -> web.StreamResponse:
+    bus = request.app[keys.EVENTS]
+    since = _parse_time(request.query.get("since"), "since")
+    until = _parse_time(request.query.get("until"), "until")
+    f = filters(request)
+    check_filter_keys(f, {"type", "event", "container", "image", "label", "daemon", "network", "volume", "scope"})
+    queue = bus.subscribe()
+    try:
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await resp.prepare(request)
+        if since is not None:
+            for ev in bus.history():
+                if ev["timeNano"] / 1e9 >= since and (until is None or ev["timeNano"] / 1e9 <= until):
+                    if _event_matches(ev, f):
+                        await resp.write(json.dumps(ev).encode() + b"\n")
+        while True:
+            timeout = None if until is None else until - time.time()
+            if timeout is not None and timeout <= 0:
+                break
+            try:
+                async with asyncio.timeout(timeout):
+                    ev = await queue.get()
+            except TimeoutError:
+                break
+            if since is not None and ev["timeNano"] / 1e9 < since:
+                continue
+            if _event_matches(ev, f):
+                await resp.write(json.dumps(ev).encode() + b"\n")
+        await resp.write_eof()
+        return resp
+    finally:
+        bus.unsubscribe(queue)

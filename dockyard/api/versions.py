@@ -1,0 +1,12 @@
+"""API version negotiation: what we advertise and what we accept."""
+
+from __future__ import annotations
+
+API_VERSION = "1.47"
+MIN_API_VERSION = "1.24"
+ENGINE_VERSION = "27.5.0"  # the Docker release whose API we speak; clients print it
+
+
+def parse(v: str) -> tuple[int, int]:
+    major, _, minor = v.partition(".")
+    return int(major), int(minor or 0)

@@ -1,0 +1,1 @@
+"""Containers: records, the state machine, lifecycle, logs, attach, exec."""

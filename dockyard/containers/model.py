@@ -1,0 +1,241 @@
+"""The container record: built from a create request and an image, stored as Docker's shape.
+
+The record is the document `GET /containers/{id}/json` returns, plus a private
+`Dockyard` section (bundle paths, conmon pid, the image reference the user typed) that the
+inspect view strips. Validation of the create request lives here, so a bad request fails
+before anything is written.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+from dockyard.errdefs import InvalidArgument
+from dockyard.runtime.spec import ALL_CAPS, normalize_cap
+
+ZERO_TIME = "0001-01-01T00:00:00Z"
+DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+RESTART_POLICIES = {"", "no", "always", "unless-stopped", "on-failure"}
+STATIC_NETWORK_MODES = {"", "default", "bridge", "none", "host"}
+
+
+def now_rfc3339() -> str:
+    ns = time.time_ns()
+    secs, nanos = divmod(ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{nanos:09d}Z"
+
+
+def new_id() -> str:
+    return secrets.token_hex(32)
+
+
+def _default_host_config() -> dict[str, Any]:
+    return {
+        "Binds": None, "ContainerIDFile": "", "LogConfig": {"Type": "json-file", "Config": {}},
+        "NetworkMode": "bridge", "PortBindings": {}, "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
+        "AutoRemove": False, "VolumeDriver": "", "VolumesFrom": None, "ConsoleSize": [0, 0],
+        "CapAdd": None, "CapDrop": None, "CgroupnsMode": "host", "Dns": [], "DnsOptions": [],
+        "DnsSearch": [], "ExtraHosts": None, "GroupAdd": None, "IpcMode": "private", "Cgroup": "",
+        "Links": None, "OomScoreAdj": 0, "PidMode": "", "Privileged": False, "PublishAllPorts": False,
+        "ReadonlyRootfs": False, "SecurityOpt": None, "UTSMode": "", "UsernsMode": "", "ShmSize": 67108864,
+        "Runtime": "runc", "Isolation": "", "CpuShares": 0, "Memory": 0, "NanoCpus": 0,
+        "CgroupParent": "", "BlkioWeight": 0, "BlkioWeightDevice": [], "BlkioDeviceReadBps": [],
+        "BlkioDeviceWriteBps": [], "BlkioDeviceReadIOps": [], "BlkioDeviceWriteIOps": [],
+        "CpuPeriod": 0, "CpuQuota": 0, "CpuRealtimePeriod": 0, "CpuRealtimeRuntime": 0,
+        "CpusetCpus": "", "CpusetMems": "", "Devices": [], "DeviceCgroupRules": None,
+        "DeviceRequests": None, "MemoryReservation": 0, "MemorySwap": 0, "MemorySwappiness": None,
+        "OomKillDisable": None, "PidsLimit": None, "Ulimits": None, "CpuCount": 0, "CpuPercent": 0,
+        "IOMaximumIOps": 0, "IOMaximumBandwidth": 0, "MaskedPaths": None, "ReadonlyPaths": None,
+        "Init": None, "Tmpfs": None, "Sysctls": None, "Mounts": None,
+    }  # fmt: skip
+
+
+def _parse_bind(spec: str) -> dict[str, Any]:
+    parts = spec.split(":")
+    if len(parts) < 2 or len(parts) > 3:
+        raise InvalidArgument(f"invalid volume specification: '{spec}'")
+    src, dst = parts[0], parts[1]
+    mode = parts[2] if len(parts) == 3 else ""
+    if not dst.startswith("/"):
+        raise InvalidArgument(f"invalid volume specification: '{spec}': invalid mount config: mount path must be absolute")
+    if not src.startswith("/"):
+        raise InvalidArgument(f"invalid volume specification: '{spec}': named volumes are not supported yet")
+    opts = [o for o in mode.split(",") if o]
+    for o in opts:
+        if o not in ("ro", "rw", "z", "Z", "private", "rprivate", "shared", "rshared", "slave", "rslave", "nocopy"):
+            raise InvalidArgument(f"invalid volume specification: '{spec}': invalid mode: {o}")
+    return {"Source": src, "Destination": dst, "RW": "ro" not in opts, "Mode": mode}
+
+
+def _validate_host_config(hc: dict[str, Any]) -> None:
+    mem = int(hc.get("Memory") or 0)
+    if mem and mem < 6 * 1024 * 1024:
+        raise InvalidArgument("Minimum memory limit allowed is 6MB")
+    swap = int(hc.get("MemorySwap") or 0)
+    if mem and swap > 0 and swap < mem:
+        raise InvalidArgument("Minimum memoryswap limit should be larger than memory limit, see usage")
+    if swap and swap != -1 and not mem:
+        raise InvalidArgument("You should always set the Memory limit when using Memoryswap limit, see usage")
+    if int(hc.get("NanoCpus") or 0) < 0 or int(hc.get("CpuShares") or 0) < 0:
+        raise InvalidArgument("Range of CPUs is from 0.01 to the number of CPUs available")
+    if hc.get("CpusetCpus") and not re.fullmatch(r"[0-9,\-]+", str(hc["CpusetCpus"])):
+        raise InvalidArgument(f"Invalid value {hc['CpusetCpus']} for cpuset cpus")
+    rp = hc.get("RestartPolicy") or {}
+    name = rp.get("Name", "") or ""
+    if name not in RESTART_POLICIES:
+        raise InvalidArgument(f"invalid restart policy: unknown policy '{name}'; use one of 'no', 'always', 'on-failure' or 'unless-stopped'")
+    if rp.get("MaximumRetryCount") and name != "on-failure":
+        raise InvalidArgument(f"invalid restart policy: maximum retry count can only be used with 'on-failure'")
+    if int(rp.get("MaximumRetryCount") or 0) < 0:
+        raise InvalidArgument("invalid restart policy: maximum retry count cannot be negative")
+    if hc.get("AutoRemove") and name not in ("", "no"):
+        raise InvalidArgument("can't create 'AutoRemove' container with restart policy")
+    mode = hc.get("NetworkMode") or ""
+    if mode not in STATIC_NETWORK_MODES and not mode.startswith("container:"):
+        raise InvalidArgument(f"network {mode} not found")
+    for cap in (hc.get("CapAdd") or []) + (hc.get("CapDrop") or []):
+        c = normalize_cap(cap)
+        if c != "CAP_ALL" and c not in ALL_CAPS:
+            raise InvalidArgument(f"unknown capability: \"{c}\"")
+    for b in hc.get("Binds") or []:
+        _parse_bind(b)
+    for dest in hc.get("Tmpfs") or {}:
+        if not dest.startswith("/"):
+            raise InvalidArgument(f"invalid mount config for type \"tmpfs\": mount path must be absolute: {dest}")
+    for h in hc.get("ExtraHosts") or []:
+        if ":" not in h and "=" not in h:
+            raise InvalidArgument(f"invalid argument \"{h}\" for \"--add-host\" flag: bad format for add-host")
+    if int(hc.get("ShmSize") or 0) < 0:
+        raise InvalidArgument("SHM size can not be less than 0")
+
+
+def merge_config(body: dict[str, Any], image_config: dict[str, Any]) -> dict[str, Any]:
+    """The container's Config: the request's fields over the image's defaults."""
+    img = image_config.get("config") or image_config.get("Config") or {}
+    cfg: dict[str, Any] = {
+        "Hostname": "", "Domainname": "", "User": "", "AttachStdin": False, "AttachStdout": False,
+        "AttachStderr": False, "Tty": False, "OpenStdin": False, "StdinOnce": False, "Env": None,
+        "Cmd": None, "Image": "", "Volumes": None, "WorkingDir": "", "Entrypoint": None,
+        "OnBuild": None, "Labels": {},
+    }  # fmt: skip
+    for key in cfg:
+        if body.get(key) is not None:
+            cfg[key] = copy.deepcopy(body[key])
+    for key in ("ExposedPorts", "StopSignal", "StopTimeout", "Healthcheck", "NetworkDisabled", "MacAddress", "Shell"):
+        if body.get(key) is not None:
+            cfg[key] = copy.deepcopy(body[key])
+    if isinstance(cfg["Cmd"], str):
+        cfg["Cmd"] = [cfg["Cmd"]]
+    if isinstance(cfg["Entrypoint"], str):
+        cfg["Entrypoint"] = [cfg["Entrypoint"]]
+    if body.get("Entrypoint") is None:
+        cfg["Entrypoint"] = img.get("Entrypoint")
+        cfg["Cmd"] = cfg["Cmd"] or img.get("Cmd")
+    elif cfg["Entrypoint"] in ([], [""]):
+        # `--entrypoint ""` resets the image's entrypoint (and, as in Docker, its Cmd)
+        cfg["Entrypoint"] = None
+    env = list(img.get("Env") or [DEFAULT_PATH])
+    keys = {e.split("=", 1)[0]: i for i, e in enumerate(env)}
+    for e in body.get("Env") or []:
+        k = e.split("=", 1)[0]
+        if k in keys:
+            env[keys[k]] = e
+        else:
+            keys[k] = len(env)
+            env.append(e)
+    cfg["Env"] = env
+    cfg["WorkingDir"] = cfg["WorkingDir"] or img.get("WorkingDir") or ""
+    cfg["User"] = cfg["User"] or img.get("User") or ""
+    labels = dict(img.get("Labels") or {})
+    labels.update(body.get("Labels") or {})
+    cfg["Labels"] = labels
+    if img.get("ExposedPorts") or cfg.get("ExposedPorts"):
+        cfg["ExposedPorts"] = {**(img.get("ExposedPorts") or {}), **(cfg.get("ExposedPorts") or {})}
+    if "StopSignal" not in cfg and img.get("StopSignal"):
+        cfg["StopSignal"] = img["StopSignal"]
+    if img.get("Volumes") and not cfg["Volumes"]:
+        cfg["Volumes"] = img["Volumes"]
+    return cfg
+
+
+def build_record(
+    cid: str, name: str, body: dict[str, Any], image_id: str, image_ref: str, image_config: dict[str, Any],
+    container_dir: Path,
+) -> dict[str, Any]:
+    hc = _default_host_config()
+    hc_in = body.get("HostConfig") or {}
+    _validate_host_config(hc_in)
+    for k, v in hc_in.items():
+        if v is not None or k in hc:
+            hc[k] = v
+    if not hc.get("NetworkMode") or hc["NetworkMode"] == "default":
+        hc["NetworkMode"] = "bridge"
+    if not hc.get("RestartPolicy") or not hc["RestartPolicy"].get("Name"):
+        hc["RestartPolicy"] = {"Name": "no", "MaximumRetryCount": 0}
+    if not hc.get("ShmSize"):
+        hc["ShmSize"] = 67108864
+    if not hc.get("Runtime"):
+        hc["Runtime"] = "runc"
+    cfg = merge_config(body, image_config)
+    cfg["Image"] = image_ref
+    if not cfg["Hostname"]:
+        cfg["Hostname"] = "" if hc["NetworkMode"] == "host" else cid[:12]
+    argv = list(cfg["Entrypoint"] or []) + list(cfg["Cmd"] or [])
+    if not argv:
+        raise InvalidArgument("no command specified")
+    mounts = [
+        {"Type": "bind", "Source": b["Source"], "Destination": b["Destination"], "Mode": b["Mode"],
+         "RW": b["RW"], "Propagation": "rprivate"}
+        for b in (_parse_bind(s) for s in hc.get("Binds") or [])
+    ]  # fmt: skip
+    return {
+        "Id": cid,
+        "Created": now_rfc3339(),
+        "Path": argv[0],
+        "Args": argv[1:],
+        "State": {
+            "Status": "created", "Running": False, "Paused": False, "Restarting": False,
+            "OOMKilled": False, "Dead": False, "Pid": 0, "ExitCode": 0, "Error": "",
+            "StartedAt": ZERO_TIME, "FinishedAt": ZERO_TIME,
+        },  # fmt: skip
+        "Image": image_id,
+        "ResolvConfPath": str(container_dir / "resolv.conf"),
+        "HostnamePath": str(container_dir / "hostname"),
+        "HostsPath": str(container_dir / "hosts"),
+        "LogPath": str(container_dir / "ctr.log"),
+        "Name": name,
+        "RestartCount": 0,
+        "Driver": "overlay2",
+        "Platform": "linux",
+        "MountLabel": "",
+        "ProcessLabel": "",
+        "AppArmorProfile": "",
+        "ExecIDs": None,
+        "HostConfig": hc,
+        "GraphDriver": {"Name": "overlay2", "Data": {}},
+        "Mounts": mounts,
+        "Config": cfg,
+        "NetworkSettings": {
+            "Bridge": "", "SandboxID": "", "SandboxKey": "", "Ports": {}, "HairpinMode": False,
+            "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0, "SecondaryIPAddresses": None,
+            "SecondaryIPv6Addresses": None, "EndpointID": "", "Gateway": "", "GlobalIPv6Address": "",
+            "GlobalIPv6PrefixLen": 0, "IPAddress": "", "IPPrefixLen": 0, "IPv6Gateway": "", "MacAddress": "",
+            "Networks": {hc["NetworkMode"]: {
+                "IPAMConfig": None, "Links": None, "Aliases": None, "MacAddress": "", "NetworkID": "",
+                "EndpointID": "", "Gateway": "", "IPAddress": "", "IPPrefixLen": 0, "IPv6Gateway": "",
+                "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "DriverOpts": None, "DNSNames": None,
+            }},
+        },  # fmt: skip
+        "Dockyard": {"ConmonPid": 0, "ExecIDs": []},
+    }
+
+
+def inspect_view(record: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in record.items() if k != "Dockyard"}
+    out["ExecIDs"] = record.get("Dockyard", {}).get("ExecIDs") or None
+    return out

@@ -1,0 +1,711 @@
+"""ContainerService: the lifecycle of containers (create, start, stop, kill, pause, wait,
+remove, rename, update), exit handling, and reconcile after a daemon restart.
+
+Each operation reloads the record, checks the state guard, acts, and persists, under the
+container's own lock. conmon owns each running container's stdio, log and exit code;
+the daemon notices an exit through a pidfd on conmon and then finishes the bookkeeping
+(runtime delete, unmount, record, events, waiters, auto-remove). Nothing about a
+container lives only in memory: after a restart, `start()` adopts every container.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import signal as signals
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from dockyard import errdefs
+from dockyard._sys import mount as sysmount
+from dockyard._sys.fs import write_atomic
+from dockyard._sys.netns import set_loopback_up
+from dockyard.containers import names, state
+from dockyard.containers.attach import AttachConnection
+from dockyard.containers.files import resolve_user, write_container_files
+from dockyard.containers.model import ZERO_TIME, build_record, inspect_view, new_id, now_rfc3339
+from dockyard.events import EventBus
+from dockyard.runtime import spec as ocispec
+from dockyard.runtime.monitor import Conmon
+from dockyard.runtime.oci import OCIRuntime, RuntimeFailed
+from dockyard.store import Store
+
+log = logging.getLogger(__name__)
+
+Record = dict[str, Any]
+
+
+class ContainerNotFound(errdefs.NotFound):
+    pass
+
+
+def parse_signal(sig: str | int | None, default: int = signals.SIGKILL) -> int:
+    if sig is None or sig == "":
+        return default
+    if isinstance(sig, int) or str(sig).isdigit():
+        n = int(sig)
+        if n <= 0 or n > 64:
+            raise errdefs.InvalidArgument(f"Invalid signal: {sig}")
+        return n
+    name = str(sig).upper()
+    if not name.startswith("SIG"):
+        name = "SIG" + name
+    try:
+        return int(signals.Signals[name])
+    except KeyError:
+        raise errdefs.InvalidArgument(f"Invalid signal: {sig}") from None
+
+
+class ContainerService:
+    def __init__(self, store: Store, images: Any, events: EventBus, cfg: Any) -> None:
+        self.store = store
+        self.images = images
+        self.events = events
+        self.cfg = cfg
+        self.root: Path = cfg.data_root / "containers"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.conmon = Conmon(cfg.conmon, cfg.exec_root / "exits", cfg.exec_root / "sock")
+        self._runtime_root = cfg.exec_root / "runtime"
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._watched: dict[str, int] = {}  # container id -> pidfd of its conmon
+        self._exit_waiters: dict[str, list[asyncio.Future[Record]]] = {}
+        self._remove_waiters: dict[str, list[asyncio.Future[Record]]] = {}
+        # attach sessions waiting for a start: (go: may connect now?, ready: connected)
+        self._start_waiters: dict[str, list[tuple[asyncio.Future[bool], asyncio.Future[None]]]] = {}
+        self._recently_removed: dict[str, tuple[float, Record]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # ---- wiring -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Adopt every container: running ones keep running, exits while we were away are recorded."""
+        for rec in self.store.containers.all():
+            st = state.status(rec)
+            if st in (state.RUNNING, state.PAUSED, state.RESTARTING):
+                pid = int(rec["Dockyard"].get("ConmonPid") or 0)
+                if pid and _alive(pid):
+                    self._watch(rec["Id"], pid)
+                else:
+                    await self._handle_exit(rec["Id"])
+
+    async def stop(self) -> None:
+        loop = asyncio.get_running_loop()
+        for cid, fd in list(self._watched.items()):
+            loop.remove_reader(fd)
+            os.close(fd)
+        self._watched.clear()
+        for t in list(self._tasks):
+            t.cancel()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ---- lookup ---------------------------------------------------------------------------
+
+    def lock(self, cid: str) -> asyncio.Lock:
+        return self._locks.setdefault(cid, asyncio.Lock())
+
+    def resolve_id(self, ref: str) -> str:
+        """Full id, name (with or without the slash) or unambiguous id prefix."""
+        if not ref:
+            raise ContainerNotFound("No such container: ")
+        if len(ref) == 64 and self.store.containers.get(ref) is not None:
+            return ref
+        by_name = self.store.containers.ids_by_name(ref if ref.startswith("/") else "/" + ref)
+        if by_name:
+            return by_name[0]
+        matches = self.store.containers.ids_with_prefix(ref) if ref.isalnum() else []
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise errdefs.InvalidArgument(f"multiple IDs found with provided prefix: {ref}")
+        raise ContainerNotFound(f"No such container: {ref}")
+
+    def get(self, ref: str) -> Record:
+        cid = self.resolve_id(ref)
+        rec = self.store.containers.get(cid)
+        if rec is None:
+            raise ContainerNotFound(f"No such container: {ref}")
+        return rec
+
+    def save(self, rec: Record) -> None:
+        self.store.containers.put(rec["Id"], rec, name=rec["Name"])
+
+    def inspect(self, ref: str) -> Record:
+        return inspect_view(self.get(ref))
+
+    def all(self) -> list[Record]:
+        return self.store.containers.all()
+
+    def ids_using_image(self, image_id: str) -> list[str]:
+        return [r["Id"] for r in self.all() if r["Image"] == image_id]
+
+    def running_ids_using_image(self, image_id: str) -> list[str]:
+        return [r["Id"] for r in self.all() if r["Image"] == image_id and r["State"]["Running"]]
+
+    def bundle(self, cid: str) -> Path:
+        return self.root / cid
+
+    def runtime(self, rec: Record) -> OCIRuntime:
+        name = rec["HostConfig"].get("Runtime") or self.cfg.default_runtime
+        return OCIRuntime(self.cfg.runtime_path(name), self._runtime_root / name)
+
+    def _attrs(self, rec: Record, **extra: str) -> dict[str, str]:
+        attrs = {"image": rec["Config"]["Image"], "name": rec["Name"].lstrip("/")}
+        attrs.update({k: str(v) for k, v in (rec["Config"].get("Labels") or {}).items()})
+        attrs.update(extra)
+        return attrs
+
+    def publish(self, rec: Record, action: str, **extra: str) -> None:
+        self.events.publish("container", action, rec["Id"], self._attrs(rec, **extra))
+
+    # ---- create -----------------------------------------------------------------------------
+
+    async def create(self, body: dict[str, Any], name: str | None, platform: str | None = None) -> tuple[str, list[str]]:
+        image_ref = body.get("Image") or ""
+        if not image_ref:
+            raise errdefs.InvalidArgument("config cannot be empty in order to create a container")
+        if platform and not platform.startswith("linux"):
+            raise errdefs.InvalidArgument(f"image with platform {platform} is not supported")
+        image = self.images.resolve(image_ref)
+        hc = body.get("HostConfig") or {}
+        if hc.get("Runtime"):
+            self.cfg.runtime_path(hc["Runtime"])
+        cid = new_id()
+        if name:
+            full_name = names.validate(name)
+            self._check_name_free(full_name)
+        else:
+            full_name = names.generate()
+            for i in range(1, 10):
+                if not self.store.containers.ids_by_name(full_name):
+                    break
+                full_name = names.generate(i)
+        cdir = self.bundle(cid)
+        rec = build_record(cid, full_name, body, image.id, image_ref, image.config, cdir)
+        mode = rec["HostConfig"]["NetworkMode"]
+        if mode.startswith("container:"):
+            self.get(mode.split(":", 1)[1])
+        warnings: list[str] = []
+        cdir.mkdir(parents=True)
+        try:
+            write_container_files(cdir, rec)
+            self.images.prepare_rootfs(cid, image.id)
+            try:
+                with self.store.transaction():
+                    if name:
+                        self._check_name_free(full_name)
+                    self.save(rec)
+            except errdefs.Conflict:
+                raise
+            except Exception as err:  # the UNIQUE index on names closes the race
+                if "UNIQUE" in str(err):
+                    self._check_name_free(full_name)
+                raise
+        except BaseException:
+            self.images.remove_rootfs(cid)
+            shutil.rmtree(cdir, ignore_errors=True)
+            raise
+        self.publish(rec, "create")
+        return cid, warnings
+
+    def _check_name_free(self, full_name: str) -> None:
+        ids = self.store.containers.ids_by_name(full_name)
+        if ids:
+            raise errdefs.Conflict(
+                f'Conflict. The container name "{full_name}" is already in use by container "{ids[0]}". '
+                "You have to remove (or rename) that container to be able to reuse that name."
+            )
+
+    # ---- start ------------------------------------------------------------------------------
+
+    async def start_container(self, ref: str) -> None:
+        cid = self.resolve_id(ref)
+        async with self.lock(cid):
+            rec = self.get(cid)
+            state.check("start", rec)
+            await self._start_locked(rec)
+
+    def _rootfs(self, cid: str) -> Path:
+        return self.bundle(cid) / "rootfs"
+
+    def _mount_rootfs(self, rec: Record) -> Path:
+        rootfs = self._rootfs(rec["Id"])
+        rootfs.mkdir(exist_ok=True)
+        if not sysmount.is_mounted(rootfs):
+            m = self.images.prepare_rootfs(rec["Id"], rec["Image"])
+            sysmount.mount(m, rootfs)
+        return rootfs
+
+    def _unmount_rootfs(self, cid: str) -> None:
+        sysmount.unmount(self._rootfs(cid))
+
+    def _network_ns(self, rec: Record) -> str | None:
+        mode = rec["HostConfig"]["NetworkMode"]
+        if mode == "host":
+            return None
+        if mode.startswith("container:"):
+            other = self.get(mode.split(":", 1)[1])
+            if not other["State"]["Running"]:
+                raise errdefs.Conflict(f"cannot join network of a non running container: {other['Id']}")
+            return f"/proc/{other['State']['Pid']}/ns/net"
+        return "new"
+
+    def _build_spec(self, rec: Record, rootfs: Path) -> dict[str, Any]:
+        cfg, hc = rec["Config"], rec["HostConfig"]
+        cdir = self.bundle(rec["Id"])
+        args = [rec["Path"], *rec["Args"]]
+        mounts: list[ocispec.BindMount] = [
+            ocispec.BindMount(str(cdir / "hostname"), "/etc/hostname"),
+            ocispec.BindMount(str(cdir / "hosts"), "/etc/hosts"),
+            ocispec.BindMount(str(cdir / "resolv.conf"), "/etc/resolv.conf"),
+        ]
+        if hc.get("Init"):
+            init = shutil.which(self.cfg.init_path) or self.cfg.init_path
+            mounts.append(ocispec.BindMount(init, "/sbin/docker-init", readonly=True))
+            args = ["/sbin/docker-init", "--", *args]
+        for m in rec["Mounts"]:
+            if m["Type"] == "bind":
+                if not os.path.exists(m["Source"]):
+                    os.makedirs(m["Source"], exist_ok=True)  # Docker creates missing bind sources
+                mounts.append(ocispec.BindMount(m["Source"], m["Destination"], readonly=not m["RW"]))
+        env = list(cfg.get("Env") or [])
+        if not any(e.startswith("HOSTNAME=") for e in env):
+            env.insert(1 if env else 0, f"HOSTNAME={cfg.get('Hostname') or ''}")
+        if cfg.get("Tty") and not any(e.startswith("TERM=") for e in env):
+            env.append("TERM=xterm")
+        security = hc.get("SecurityOpt") or []
+        inp = ocispec.SpecInput(
+            args=args,
+            env=env,
+            cwd=cfg.get("WorkingDir") or "/",
+            user=resolve_user(rootfs, cfg.get("User") or ""),
+            hostname=cfg.get("Hostname") or "",
+            domainname=cfg.get("Domainname") or "",
+            terminal=bool(cfg.get("Tty")),
+            readonly_rootfs=bool(hc.get("ReadonlyRootfs")),
+            privileged=bool(hc.get("Privileged")),
+            cap_add=tuple(hc.get("CapAdd") or ()),
+            cap_drop=tuple(hc.get("CapDrop") or ()),
+            network_ns=self._network_ns(rec),
+            ipc_host=hc.get("IpcMode") == "host",
+            pid_host=hc.get("PidMode") == "host",
+            uts_host=hc.get("UTSMode") == "host" or hc["NetworkMode"] == "host",
+            mounts=tuple(mounts),
+            tmpfs=dict(hc.get("Tmpfs") or {}),
+            shm_size=int(hc.get("ShmSize") or 67108864),
+            sysctls=dict(hc.get("Sysctls") or {}),
+            ulimits=tuple(hc.get("Ulimits") or ()),
+            resources=ocispec.resources(hc),
+            cgroups_path=f"/dockyard/{rec['Id']}",
+            seccomp="seccomp=unconfined" not in security and "seccomp:unconfined" not in security,
+            oom_score_adj=int(hc.get("OomScoreAdj") or 0),
+        )
+        return ocispec.build(inp)
+
+    async def _start_locked(self, rec: Record) -> None:
+        cid = rec["Id"]
+        cdir = self.bundle(cid)
+        runtime = self.runtime(rec)
+        created = False
+        try:
+            rootfs = await asyncio.to_thread(self._mount_rootfs, rec)
+            if cfg_wd := rec["Config"].get("WorkingDir"):
+                (rootfs / cfg_wd.lstrip("/")).mkdir(parents=True, exist_ok=True)
+            spec = self._build_spec(rec, rootfs)
+            write_atomic(cdir / "config.json", json.dumps(spec).encode())
+            started = await self.conmon.create(
+                cid, rec["Name"].lstrip("/"), cdir, Path(rec["LogPath"]), runtime,
+                terminal=bool(rec["Config"].get("Tty")),
+                stdin=bool(rec["Config"].get("OpenStdin")),
+                stdin_once=bool(rec["Config"].get("StdinOnce")),
+            )  # fmt: skip
+            created = True
+            if spec["linux"]["namespaces"] and any(
+                ns == {"type": "network"} for ns in spec["linux"]["namespaces"]
+            ):
+                await asyncio.to_thread(set_loopback_up, started.pid)
+            await self._release_attachers(cid, True)
+            await runtime.start(cid)
+        except BaseException as err:
+            await self._release_attachers(cid, False)
+            await self._cleanup_failed_start(rec, runtime, created)
+            msg = str(err)
+            rec["State"]["Error"] = msg
+            rec["State"]["ExitCode"] = 127 if _is_not_found(msg) else 126 if "permission denied" in msg else 128
+            self.save(rec)
+            if isinstance(err, RuntimeFailed | errdefs.Internal) and (_is_not_found(msg) or "permission denied" in msg):
+                raise errdefs.InvalidArgument(_runtime_message(msg)) from err
+            raise
+        rec["State"].update(
+            Status=state.RUNNING, Running=True, Paused=False, Restarting=False, OOMKilled=False, Dead=False,
+            Pid=started.pid, ExitCode=0, Error="", StartedAt=now_rfc3339(), FinishedAt=ZERO_TIME,
+        )  # fmt: skip
+        rec["Dockyard"]["ConmonPid"] = started.conmon_pid
+        rec["Dockyard"]["ManuallyStopped"] = False
+        self.save(rec)
+        self._watch(cid, started.conmon_pid)
+        self.publish(rec, "start")
+
+    async def _release_attachers(self, cid: str, go: bool) -> None:
+        """Attach sessions waiting for this start connect now, before the process runs,
+        so they see all of its output."""
+        waiters = self._start_waiters.pop(cid, [])
+        for go_fut, _ in waiters:
+            if not go_fut.done():
+                go_fut.set_result(go)
+        if waiters and go:
+            try:
+                async with asyncio.timeout(5):
+                    await asyncio.gather(*(ready for _, ready in waiters), return_exceptions=True)
+            except TimeoutError:
+                log.warning("attach to %s did not connect in time", cid[:12])
+
+    async def _cleanup_failed_start(self, rec: Record, runtime: OCIRuntime, created: bool) -> None:
+        cid = rec["Id"]
+        if created:
+            try:
+                await runtime.delete(cid)
+            except errdefs.DockyardError:
+                pass
+            pid = _read_int(self.bundle(cid) / "conmon.pid")
+            if pid and _alive(pid):
+                try:
+                    os.kill(pid, signals.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        await asyncio.to_thread(self._unmount_rootfs, cid)
+
+    # ---- exits -----------------------------------------------------------------------------
+
+    def _watch(self, cid: str, conmon_pid: int) -> None:
+        if cid in self._watched:
+            return
+        try:
+            fd = os.pidfd_open(conmon_pid)
+        except ProcessLookupError:
+            self._spawn(self._handle_exit(cid))
+            return
+        self._watched[cid] = fd
+        asyncio.get_running_loop().add_reader(fd, self._on_conmon_exit, cid)
+
+    def _on_conmon_exit(self, cid: str) -> None:
+        fd = self._watched.pop(cid, None)
+        if fd is not None:
+            asyncio.get_running_loop().remove_reader(fd)
+            os.close(fd)
+        self._spawn(self._handle_exit(cid))
+
+    async def _handle_exit(self, cid: str) -> None:
+        async with self.lock(cid):
+            rec = self.store.containers.get(cid)
+            if rec is None or not rec["State"]["Running"]:
+                return
+            code = self.conmon.read_exit(cid)
+            if code is None:
+                code = 137  # conmon died without recording; the container went with it
+            oom = (self.bundle(cid) / "oom").exists()
+            try:
+                await self.runtime(rec).delete(cid)
+            except errdefs.DockyardError as err:
+                log.debug("runtime delete %s: %s", cid[:12], err)
+            await asyncio.to_thread(self._unmount_rootfs, cid)
+            rec["State"].update(
+                Status=state.EXITED, Running=False, Paused=False, Restarting=False, Pid=0,
+                ExitCode=code, OOMKilled=oom, FinishedAt=now_rfc3339(),
+            )  # fmt: skip
+            rec["Dockyard"]["ConmonPid"] = 0
+            self.save(rec)
+            if oom:
+                self.publish(rec, "oom")
+            self.publish(rec, "die", exitCode=str(code))
+            for fut in self._exit_waiters.pop(cid, []):
+                if not fut.done():
+                    fut.set_result(rec)
+            auto_remove = rec["HostConfig"].get("AutoRemove")
+        if auto_remove:
+            try:
+                await self.remove(cid, force=True)
+            except errdefs.NotFound:
+                pass
+
+    # ---- stop / kill / restart ---------------------------------------------------------------
+
+    def _exit_future(self, cid: str) -> asyncio.Future[Record]:
+        fut: asyncio.Future[Record] = asyncio.get_running_loop().create_future()
+        self._exit_waiters.setdefault(cid, []).append(fut)
+        return fut
+
+    async def _signal(self, rec: Record, sig: int) -> None:
+        pid = int(rec["State"]["Pid"] or 0)
+        if not pid:
+            return
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        if rec["State"]["Paused"] and sig in (signals.SIGKILL, signals.SIGTERM):
+            # a frozen process cannot act on a signal: thaw it (Docker does the same)
+            try:
+                await self.runtime(rec).resume(rec["Id"])
+            except errdefs.DockyardError:
+                pass
+
+    async def stop(self, ref: str, timeout: int | None = None, signal: str | None = None) -> None:
+        cid = self.resolve_id(ref)
+        async with self.lock(cid):
+            rec = self.get(cid)
+            state.check("stop", rec)
+            rec["Dockyard"]["ManuallyStopped"] = True
+            self.save(rec)
+            fut = self._exit_future(cid)
+        await self._stop_running(rec, fut, timeout, signal)
+
+    async def _stop_running(self, rec: Record, fut: asyncio.Future[Record], timeout: int | None, signal: str | None) -> None:
+        cfg = rec["Config"]
+        sig = parse_signal(signal or cfg.get("StopSignal"), signals.SIGTERM)
+        if timeout is None:
+            timeout = cfg.get("StopTimeout")
+            timeout = 10 if timeout is None else int(timeout)
+        await self._signal(rec, sig)
+        try:
+            if timeout < 0:
+                await fut
+                return
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(fut)
+            return
+        except TimeoutError:
+            pass
+        await self._signal(rec, signals.SIGKILL)
+        await fut
+
+    async def kill(self, ref: str, signal: str | None = None) -> None:
+        cid = self.resolve_id(ref)
+        sig = parse_signal(signal, signals.SIGKILL)
+        async with self.lock(cid):
+            rec = self.get(cid)
+            state.check("kill", rec)
+            if sig == signals.SIGKILL:
+                rec["Dockyard"]["ManuallyStopped"] = True
+                self.save(rec)
+                fut = self._exit_future(cid)
+            await self._signal(rec, sig)
+            self.publish(rec, "kill", signal=str(sig))
+        if sig == signals.SIGKILL:
+            await fut
+
+    async def restart(self, ref: str, timeout: int | None = None, signal: str | None = None) -> None:
+        cid = self.resolve_id(ref)
+        rec = self.get(cid)
+        if rec["State"]["Running"]:
+            try:
+                await self.stop(cid, timeout, signal)
+            except errdefs.NotModified:
+                pass
+        async with self.lock(cid):
+            rec = self.get(cid)
+            if not rec["State"]["Running"]:
+                await self._start_locked(rec)
+        self.publish(self.get(cid), "restart")
+
+    # ---- pause -------------------------------------------------------------------------------
+
+    async def pause(self, ref: str) -> None:
+        cid = self.resolve_id(ref)
+        async with self.lock(cid):
+            rec = self.get(cid)
+            state.check("pause", rec)
+            await self.runtime(rec).pause(cid)
+            rec["State"].update(Status=state.PAUSED, Paused=True)
+            self.save(rec)
+            self.publish(rec, "pause")
+
+    async def unpause(self, ref: str) -> None:
+        cid = self.resolve_id(ref)
+        async with self.lock(cid):
+            rec = self.get(cid)
+            state.check("unpause", rec)
+            await self.runtime(rec).resume(cid)
+            rec["State"].update(Status=state.RUNNING, Paused=False)
+            self.save(rec)
+            self.publish(rec, "unpause")
+
+    # ---- wait --------------------------------------------------------------------------------
+
+    async def wait(self, ref: str, condition: str = "not-running") -> Record:
+        if condition not in ("not-running", "next-exit", "removed", ""):
+            raise errdefs.InvalidArgument(f"invalid condition: \"{condition}\"")
+        try:
+            cid = self.resolve_id(ref)
+        except errdefs.NotFound:
+            gone = self._recently_removed.get(ref) or self._recently_removed.get("/" + ref)
+            if gone and condition == "removed":
+                return gone[1]
+            raise
+        rec = self.get(cid)
+        loop = asyncio.get_running_loop()
+        if condition == "removed":
+            fut: asyncio.Future[Record] = loop.create_future()
+            self._remove_waiters.setdefault(cid, []).append(fut)
+            return await fut
+        if condition in ("not-running", "") and not rec["State"]["Running"] and state.status(rec) != state.RESTARTING:
+            return rec
+        return await self._exit_future(cid)
+
+    # ---- remove ------------------------------------------------------------------------------
+
+    async def remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:
+        cid = self.resolve_id(ref)
+        rec = self.get(cid)
+        if rec["State"]["Running"]:
+            if not force:
+                state.check("remove", rec)
+            try:
+                await self.kill(cid, "SIGKILL")
+            except (errdefs.Conflict, errdefs.NotFound):
+                pass
+        async with self.lock(cid):
+            rec = self.store.containers.get(cid)
+            if rec is None:
+                return
+            if rec["State"]["Running"]:
+                state.check("remove", rec)
+            if rec["State"]["Status"] == state.REMOVING:
+                raise errdefs.Conflict(f"removal of container {cid[:12]} is already in progress")
+            await asyncio.to_thread(self._unmount_rootfs, cid)
+            await asyncio.to_thread(self.images.remove_rootfs, cid)
+            await asyncio.to_thread(shutil.rmtree, self.bundle(cid), True)
+            self.conmon.exit_file(cid).unlink(missing_ok=True)
+            self.store.containers.delete(cid)
+            for eid in rec["Dockyard"].get("ExecIDs") or []:
+                self.store.execs.delete(eid)
+            self._locks.pop(cid, None)
+        self.publish(rec, "destroy")
+        now = time.monotonic()
+        self._recently_removed = {k: v for k, v in self._recently_removed.items() if now - v[0] < 60}
+        self._recently_removed[cid] = self._recently_removed[rec["Name"]] = (now, rec)
+        for fut in self._exit_waiters.pop(cid, []) + self._remove_waiters.pop(cid, []):
+            if not fut.done():
+                fut.set_result(rec)
+        for go, _ in self._start_waiters.pop(cid, []):
+            if not go.done():
+                go.set_result(False)
+
+    # ---- rename / update ---------------------------------------------------------------------
+
+    async def rename(self, ref: str, new_name: str) -> None:
+        if not new_name:
+            raise errdefs.InvalidArgument("Neither old nor new names may be empty")
+        cid = self.resolve_id(ref)
+        full = names.validate(new_name)
+        async with self.lock(cid):
+            rec = self.get(cid)
+            if rec["Name"] == full:
+                raise errdefs.InvalidArgument("Renaming a container with the same name as its current name")
+            self._check_name_free(full)
+            old = rec["Name"]
+            rec["Name"] = full
+            self.save(rec)
+            self.publish(rec, "rename", oldName=old)
+
+    async def update(self, ref: str, body: dict[str, Any]) -> list[str]:
+        cid = self.resolve_id(ref)
+        allowed = {
+            "CpuShares", "Memory", "MemorySwap", "MemoryReservation", "NanoCpus", "CpuPeriod", "CpuQuota",
+            "CpusetCpus", "CpusetMems", "PidsLimit", "RestartPolicy", "BlkioWeight", "KernelMemory",
+        }  # fmt: skip
+        async with self.lock(cid):
+            rec = self.get(cid)
+            hc = dict(rec["HostConfig"])
+            for k, v in body.items():
+                if k in allowed and v is not None and v != "" and not (k != "RestartPolicy" and v == 0):
+                    hc[k] = v
+            from dockyard.containers.model import _validate_host_config
+
+            _validate_host_config(hc)
+            if hc.get("Memory") and rec["HostConfig"].get("MemorySwap") and "MemorySwap" not in body:
+                if int(hc["MemorySwap"]) != -1 and int(hc["MemorySwap"]) < int(hc["Memory"]):
+                    hc["MemorySwap"] = 2 * int(hc["Memory"])
+            if rec["State"]["Running"]:
+                res = ocispec.resources(hc)
+                if res:
+                    await self.runtime(rec).update(cid, res)
+            rec["HostConfig"] = hc
+            self.save(rec)
+            self.publish(rec, "update")
+        return []
+
+    # ---- attach ------------------------------------------------------------------------------
+
+    async def open_attach(self, ref: str) -> tuple[Record, AttachConnection | None]:
+        """Connects to conmon's attach socket, first waiting for the start of a created container.
+
+        Returns (record, None) when the container is not running and will not start.
+        """
+        cid = self.resolve_id(ref)
+        rec = self.get(cid)
+        if state.status(rec) == state.CREATED:
+            loop = asyncio.get_running_loop()
+            go: asyncio.Future[bool] = loop.create_future()
+            ready: asyncio.Future[None] = loop.create_future()
+            self._start_waiters.setdefault(cid, []).append((go, ready))
+            try:
+                if not await go:
+                    return self.get(cid), None
+                return self.get(cid), await AttachConnection.open(self.bundle(cid))
+            finally:
+                if not ready.done():
+                    ready.set_result(None)
+        if not rec["State"]["Running"]:
+            return rec, None
+        return rec, await AttachConnection.open(self.bundle(cid))
+
+    def resize(self, ref: str, height: int, width: int) -> None:
+        rec = self.get(ref)
+        if not rec["State"]["Running"]:
+            raise errdefs.Conflict(f"Container {rec['Id']} is not running")
+        self.conmon.resize(self.bundle(rec["Id"]), height, width)
+
+    def is_running(self, cid: str) -> Callable[[], bool]:
+        def check() -> bool:
+            rec = self.store.containers.get(cid)
+            return bool(rec and rec["State"]["Running"])
+
+        return check
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _read_int(path: Path) -> int:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return 0
+
+
+def _is_not_found(msg: str) -> bool:
+    return "executable file not found" in msg or "no such file or directory" in msg
+
+
+def _runtime_message(msg: str) -> str:
+    return f"failed to create task for container: OCI runtime create failed: {msg}: unknown"

@@ -1,0 +1,1 @@
+"""The daemon: configuration, wiring, startup and shutdown. No logic of its own."""

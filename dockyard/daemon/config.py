@@ -1,0 +1,101 @@
+"""Daemon configuration: command-line flags merged over daemon.json (Docker's key names)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_HOST = "unix:///run/dockyard.sock"
+
+
+@dataclass
+class DaemonConfig:
+    hosts: list[str] = field(default_factory=lambda: [DEFAULT_HOST])
+    data_root: Path = Path("/var/lib/dockyard")
+    exec_root: Path = Path("/run/dockyard")
+    pidfile: Path | None = None
+    log_level: str = "info"
+    default_runtime: str = "runc"
+    runtimes: dict[str, str] = field(default_factory=dict)  # name -> binary path
+    conmon: str = "conmon"
+    init_path: str = "tini-static"
+    tlscacert: str | None = None
+    tlscert: str | None = None
+    tlskey: str | None = None
+    tlsverify: bool = False
+
+    def runtime_path(self, name: str | None) -> str:
+        name = name or self.default_runtime
+        path = self.runtimes.get(name) or shutil.which(name)
+        if not path:
+            from dockyard.errdefs import InvalidArgument
+
+            raise InvalidArgument(f"unknown or invalid runtime name: {name}")
+        return path
+
+
+def parse_args(argv: list[str] | None = None) -> DaemonConfig:
+    p = argparse.ArgumentParser(prog="dockyardd", description="Dockyard container engine daemon")
+    p.add_argument("-H", "--host", action="append", dest="hosts", help="socket to listen on (repeatable)")
+    p.add_argument("--data-root", help="root of persistent state (default /var/lib/dockyard)")
+    p.add_argument("--exec-root", help="root of runtime state (default /run/dockyard)")
+    p.add_argument("--config-file", default=None, help="daemon.json (default /etc/dockyard/daemon.json)")
+    p.add_argument("--runtime", "--default-runtime", dest="default_runtime", help="default OCI runtime")
+    p.add_argument("--add-runtime", action="append", default=[], metavar="NAME=PATH")
+    p.add_argument("--log-level", "-l", choices=["debug", "info", "warn", "error", "fatal"])
+    p.add_argument("--pidfile", "-p")
+    p.add_argument("--tlscacert")
+    p.add_argument("--tlscert")
+    p.add_argument("--tlskey")
+    p.add_argument("--tlsverify", action="store_true", default=None)
+    args = p.parse_args(argv)
+
+    cfg = DaemonConfig()
+    cfg_path = Path(args.config_file or "/etc/dockyard/daemon.json")
+    if cfg_path.exists():
+        _apply_file(cfg, json.loads(cfg_path.read_text()))
+    elif args.config_file:
+        p.error(f"config file {cfg_path} does not exist")
+    if args.hosts:
+        cfg.hosts = args.hosts
+    if args.data_root:
+        cfg.data_root = Path(args.data_root)
+    if args.exec_root:
+        cfg.exec_root = Path(args.exec_root)
+    if args.default_runtime:
+        cfg.default_runtime = args.default_runtime
+    for item in args.add_runtime:
+        name, _, path = item.partition("=")
+        cfg.runtimes[name] = path
+    if args.log_level:
+        cfg.log_level = args.log_level
+    if args.pidfile:
+        cfg.pidfile = Path(args.pidfile)
+    for key in ("tlscacert", "tlscert", "tlskey", "tlsverify"):
+        if getattr(args, key) is not None:
+            setattr(cfg, key, getattr(args, key))
+    return cfg
+
+
+def _apply_file(cfg: DaemonConfig, data: dict[str, object]) -> None:
+    """daemon.json uses Docker's key names."""
+    if "hosts" in data:
+        cfg.hosts = list(data["hosts"])  # type: ignore[arg-type]
+    if "data-root" in data:
+        cfg.data_root = Path(str(data["data-root"]))
+    if "exec-root" in data:
+        cfg.exec_root = Path(str(data["exec-root"]))
+    if "pidfile" in data:
+        cfg.pidfile = Path(str(data["pidfile"]))
+    if "log-level" in data:
+        cfg.log_level = str(data["log-level"])
+    if "default-runtime" in data:
+        cfg.default_runtime = str(data["default-runtime"])
+    for name, spec in dict(data.get("runtimes", {})).items():  # type: ignore[call-overload]
+        cfg.runtimes[name] = spec["path"] if isinstance(spec, dict) else str(spec)
+    for key in ("tlscacert", "tlscert", "tlskey", "tlsverify"):
+        if key in data:
+            setattr(cfg, key, data[key])

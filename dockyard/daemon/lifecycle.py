@@ -1,0 +1,77 @@
+"""Startup, listening, reconcile and shutdown.
+
+SIGTERM stops the daemon cleanly and leaves containers running (live-restore): conmon
+owns each container's stdio, log and exit code, so nothing is lost while we are away.
+On start the container service reconciles its records against what conmon left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import ssl
+from pathlib import Path
+
+from aiohttp import web
+
+from dockyard.daemon.config import DaemonConfig
+from dockyard.daemon.wiring import build
+
+log = logging.getLogger(__name__)
+
+
+def _tls_context(cfg: DaemonConfig) -> ssl.SSLContext | None:
+    if not (cfg.tlscert and cfg.tlskey):
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cfg.tlscert, cfg.tlskey)
+    if cfg.tlsverify:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        if cfg.tlscacert:
+            ctx.load_verify_locations(cfg.tlscacert)
+    return ctx
+
+
+async def serve(cfg: DaemonConfig) -> None:
+    cfg.data_root.mkdir(parents=True, exist_ok=True, mode=0o711)
+    cfg.exec_root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if cfg.pidfile:
+        cfg.pidfile.write_text(f"{os.getpid()}\n")
+    graph = build(cfg)
+    await graph.start()
+
+    runner = web.AppRunner(graph.app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
+    await runner.setup()
+    for host in cfg.hosts:
+        if host.startswith("unix://"):
+            path = Path(host[len("unix://") :])
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if path.is_socket():
+                path.unlink()
+            site: web.BaseSite = web.UnixSite(runner, str(path))
+            await site.start()
+            os.chmod(path, 0o660)
+        elif host.startswith("tcp://"):
+            hostport = host[len("tcp://") :]
+            h, _, p = hostport.rpartition(":")
+            site = web.TCPSite(runner, h or "0.0.0.0", int(p or 2375), ssl_context=_tls_context(cfg))
+            await site.start()
+        else:
+            raise SystemExit(f"dockyardd: unsupported host {host!r} (use unix:// or tcp://)")
+        log.info("listening on %s", host)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down; containers keep running")
+    await runner.cleanup()
+    await graph.stop()
+    for host in cfg.hosts:
+        if host.startswith("unix://"):
+            Path(host[len("unix://") :]).unlink(missing_ok=True)
+    if cfg.pidfile:
+        cfg.pidfile.unlink(missing_ok=True)

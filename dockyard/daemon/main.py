@@ -1,0 +1,26 @@
+"""`dockyardd`: parse flags, set up logging, run the daemon until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+from dockyard.daemon.config import parse_args
+from dockyard.daemon.lifecycle import serve
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg = parse_args(argv)
+    level = {"warn": "WARNING", "fatal": "CRITICAL"}.get(cfg.log_level, cfg.log_level.upper())
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        asyncio.run(serve(cfg))
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

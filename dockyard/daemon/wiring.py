@@ -1,0 +1,48 @@
+"""Builds the object graph: store, event bus, services, and the aiohttp app over them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from dockyard.api import keys
+from dockyard.api.app import create_app
+from dockyard.api.routes import containers as container_routes
+from dockyard.api.routes import exec as exec_routes
+from dockyard.api.routes import images as image_routes
+from dockyard.api.routes import system as system_routes
+from dockyard.containers.service import ContainerService
+from dockyard.daemon.config import DaemonConfig
+from dockyard.events import EventBus
+from dockyard.images.service import ImageService
+from dockyard.store import Store
+from dockyard.system.service import SystemService
+
+
+@dataclass
+class Graph:
+    app: web.Application
+    store: Store
+    containers: ContainerService
+
+    async def start(self) -> None:
+        await self.containers.start()
+
+    async def stop(self) -> None:
+        await self.containers.stop()
+        self.store.close()
+
+
+def build(cfg: DaemonConfig) -> Graph:
+    store = Store(cfg.data_root / "db.sqlite")
+    events = EventBus()
+    images = ImageService(store, cfg.data_root, events)
+    containers = ContainerService(store, images, events, cfg)
+    images.set_usage_check(containers.ids_using_image)
+    system = SystemService(cfg, images, containers)
+    app = create_app(
+        {keys.EVENTS: events, keys.IMAGES: images, keys.CONTAINERS: containers, keys.SYSTEM: system},
+        [system_routes.routes, image_routes.routes, container_routes.routes, exec_routes.routes],
+    )
+    return Graph(app, store, containers)

@@ -1,0 +1,61 @@
+"""The closed set of error classes every layer raises.
+
+Domain code raises these (or subclasses them); `api/errors.py` holds the one map from class
+to HTTP status and `client/` holds the inverse. Messages are lowercase, without a trailing
+period, and name the object they are about.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AlreadyExists",
+    "Conflict",
+    "DockyardError",
+    "Internal",
+    "InvalidArgument",
+    "NotFound",
+    "NotModified",
+    "PermissionDenied",
+    "Unavailable",
+    "Unsupported",
+]
+
+
+class DockyardError(Exception):
+    """Base of every error a user can cause or see."""
+
+
+class NotFound(DockyardError):
+    pass
+
+
+class InvalidArgument(DockyardError):
+    pass
+
+
+class AlreadyExists(DockyardError):
+    pass
+
+
+class Conflict(DockyardError):
+    pass
+
+
+class NotModified(DockyardError):
+    pass
+
+
+class PermissionDenied(DockyardError):
+    pass
+
+
+class Unavailable(DockyardError):
+    pass
+
+
+class Unsupported(DockyardError):
+    pass
+
+
+class Internal(DockyardError):
+    pass

@@ -1,0 +1,50 @@
+"""Docker's time formats on the wire: RFC 3339 with nanoseconds, and time query parameters.
+
+Bottom layer: the API parses parameters with it, containers parse their logs with it.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import datetime, timezone
+
+ZERO_TIME = "0001-01-01T00:00:00Z"
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ns|us|ms|s|m|h)$")
+_UNITS = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+
+
+def rfc3339(ts_ns: int | None) -> str:
+    """Unix nanoseconds as Docker prints them: 2024-01-02T03:04:05.123456789Z."""
+    if not ts_ns:
+        return ZERO_TIME
+    secs, nanos = divmod(ts_ns, 1_000_000_000)
+    base = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
+    return f"{base}.{nanos:09d}Z"
+
+
+def parse_rfc3339(value: str) -> float:
+    """RFC 3339 (nanoseconds allowed) to Unix seconds."""
+    m = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)?$", value)
+    if not m:
+        raise ValueError(value)
+    base = datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S")
+    tz = m.group(3) or "Z"
+    if tz == "Z":
+        base = base.replace(tzinfo=timezone.utc)
+    else:
+        base = datetime.fromisoformat(m.group(1) + tz)
+    frac = float("0." + m.group(2)) if m.group(2) else 0.0
+    return base.timestamp() + frac
+
+
+def parse_time_param(value: str) -> float:
+    """`since`/`until`: Unix seconds[.nanos], RFC 3339, or a Go duration meaning "ago"."""
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    m = _DURATION.match(value)
+    if m:
+        return time.time() - float(m.group(1)) * _UNITS[m.group(2)]
+    return parse_rfc3339(value)

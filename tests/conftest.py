@@ -1,0 +1,192 @@
+"""Shared fixtures: a real dockyardd on a temporary socket and data root, and its clients.
+
+The daemon runs once per test session. Tests drive it through the real docker CLI,
+docker-py and the dockyard CLI; each test removes what it made.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class Daemon:
+    root: Path
+    socket: Path
+    proc: subprocess.Popen[bytes]
+    log: Path
+    extra_args: tuple[str, ...] = ()
+
+    @property
+    def host(self) -> str:
+        return f"unix://{self.socket}"
+
+    @property
+    def data_root(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def exec_root(self) -> Path:
+        return self.root / "run"
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=30)
+
+    def start(self) -> None:
+        """(Re)start the daemon process on the same roots and socket."""
+        self.proc = _spawn(self.root, self.socket, self.log, self.extra_args)
+        _wait_for_socket(self)
+
+
+def _spawn(root: Path, sock: Path, log: Path, extra: tuple[str, ...]) -> subprocess.Popen[bytes]:
+    argv = [
+        sys.executable, "-m", "dockyard.daemon.main",
+        "-H", f"unix://{sock}",
+        "--data-root", str(root / "data"),
+        "--exec-root", str(root / "run"),
+        "--config-file", str(root / "daemon.json"),
+        "--log-level", "debug",
+        *extra,
+    ]  # fmt: skip
+    out = open(log, "ab")
+    return subprocess.Popen(argv, stdout=out, stderr=out, cwd=REPO)
+
+
+def _wait_for_socket(d: Daemon, timeout: float = 20) -> None:
+    client = docker.APIClient(base_url=d.host, version="1.47", timeout=5)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if d.proc.poll() is not None:
+            raise RuntimeError(f"dockyardd exited early:\n{d.log.read_text()[-4000:]}")
+        try:
+            client.ping()
+            return
+        except Exception:
+            time.sleep(0.05)
+    raise RuntimeError(f"dockyardd did not answer:\n{d.log.read_text()[-4000:]}")
+
+
+def make_daemon(extra: tuple[str, ...] = ()) -> Daemon:
+    root = Path(tempfile.mkdtemp(prefix="dy-", dir="/tmp"))
+    (root / "daemon.json").write_text("{}")
+    sock = root / "d.sock"
+    log = root / "daemon.log"
+    d = Daemon(root, sock, _spawn(root, sock, log, extra), log, extra)
+    _wait_for_socket(d)
+    return d
+
+
+def destroy_daemon(d: Daemon) -> None:
+    """Remove every container, stop the daemon, and leave no mount or file behind."""
+    if d.proc.poll() is None:
+        try:
+            client = docker.APIClient(base_url=d.host, version="1.47", timeout=60)
+            for c in client.containers(all=True):
+                client.remove_container(c["Id"], force=True)
+        except Exception:
+            pass
+        d.stop()
+    with open("/proc/self/mountinfo") as f:
+        mounts = [line.split()[4] for line in f if str(d.root) in line.split()[4]]
+    for m in sorted(mounts, key=len, reverse=True):
+        subprocess.run(["umount", "-l", m], check=False)
+    shutil.rmtree(d.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def daemon() -> Iterator[Daemon]:
+    d = make_daemon()
+    yield d
+    destroy_daemon(d)
+
+
+def make_busybox_rootfs(dest: Path) -> None:
+    (dest / "bin").mkdir(parents=True)
+    for d in ("etc", "tmp", "proc", "sys", "dev", "root", "var", "home"):
+        (dest / d).mkdir()
+    shutil.copy2("/bin/busybox", dest / "bin" / "busybox")
+    applets = subprocess.run(["/bin/busybox", "--list"], capture_output=True, text=True, check=True).stdout
+    for a in applets.split():
+        if a != "busybox":
+            os.symlink("busybox", dest / "bin" / a)
+    (dest / "etc" / "passwd").write_text(
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\n"
+    )
+    (dest / "etc" / "group").write_text("root:x:0:\nnogroup:x:65534:\n")
+
+
+def import_busybox(host: str, ref: str = "busybox:latest") -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        rootfs = Path(tmp) / "rootfs"
+        make_busybox_rootfs(rootfs)
+        tar = subprocess.run(["tar", "-C", str(rootfs), "-c", "."], capture_output=True, check=True).stdout
+        subprocess.run(
+            ["docker", "import", "-c", 'CMD ["sh"]', "-", ref],
+            input=tar, capture_output=True, check=True, env={**os.environ, "DOCKER_HOST": host},
+        )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def busybox(daemon: Daemon) -> str:
+    import_busybox(daemon.host)
+    return "busybox:latest"
+
+
+Runner = Callable[..., "subprocess.CompletedProcess[str]"]
+
+
+def _runner(argv0: list[str], host: str) -> Runner:
+    def run(*args: str, input: str | None = None, check: bool = True, timeout: float = 60):
+        env = {**os.environ, "DOCKER_HOST": host, "DOCKER_BUILDKIT": "0"}
+        res = subprocess.run(
+            [*argv0, *args], input=input, capture_output=True, text=True, timeout=timeout, env=env
+        )
+        if check and res.returncode != 0:
+            raise AssertionError(f"{argv0} {args} exited {res.returncode}:\n{res.stdout}\n{res.stderr}")
+        return res
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def docker_cli(daemon: Daemon) -> Runner:
+    """The real docker CLI pointed at our daemon."""
+    return _runner(["docker"], daemon.host)
+
+
+@pytest.fixture(scope="session")
+def dockyard_cli(daemon: Daemon) -> Runner:
+    """Our own CLI pointed at our daemon."""
+    return _runner([str(BIN / "dockyard"), "-H", daemon.host], daemon.host)
+
+
+@pytest.fixture(scope="session")
+def docker_py(daemon: Daemon) -> Iterator[docker.DockerClient]:
+    client = docker.DockerClient(base_url=daemon.host, version="auto", timeout=60)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def unique() -> Callable[[str], str]:
+    """unique("web") -> "web-<random>": names that never collide between tests."""
+    import secrets
+
+    return lambda prefix: f"{prefix}-{secrets.token_hex(4)}"
