@@ -228,18 +228,18 @@ def df(format_: str | None, verbose: bool) -> None:
     cache_active = sum(1 for b in cache if b.get("InUse"))
 
     def pct(part: float, total: float) -> str:
-        return f"{fmt.human_size(part)} ({int(part * 100 / total) if total else 0}%)" if total else \
-            fmt.human_size(part)
+        return f"{fmt.human_size(part, 4)} ({int(part * 100 / total) if total else 0}%)" if total else \
+            fmt.human_size(part, 4)
 
     rows = [
         {"Type": "Images", "TotalCount": str(len(imgs)), "Active": str(img_active),
-         "Size": fmt.human_size(img_total), "Reclaimable": pct(img_reclaim, img_total)},
+         "Size": fmt.human_size(img_total, 4), "Reclaimable": pct(img_reclaim, img_total)},
         {"Type": "Containers", "TotalCount": str(len(ctrs)), "Active": str(ctr_active),
-         "Size": fmt.human_size(ctr_size), "Reclaimable": pct(ctr_reclaim, ctr_size)},
+         "Size": fmt.human_size(ctr_size, 4), "Reclaimable": pct(ctr_reclaim, ctr_size)},
         {"Type": "Local Volumes", "TotalCount": str(len(vols)), "Active": str(vol_active),
-         "Size": fmt.human_size(vol_size), "Reclaimable": pct(vol_reclaim, vol_size)},
+         "Size": fmt.human_size(vol_size, 4), "Reclaimable": pct(vol_reclaim, vol_size)},
         {"Type": "Build Cache", "TotalCount": str(len(cache)), "Active": str(cache_active),
-         "Size": fmt.human_size(cache_size), "Reclaimable": fmt.human_size(cache_size)},
+         "Size": fmt.human_size(cache_size, 4), "Reclaimable": fmt.human_size(cache_size, 4)},
     ]
     fmt.render(rows, format_, default="table {{.Type}}\t{{.TotalCount}}\t{{.Active}}\t{{.Size}}\t{{.Reclaimable}}",
                headers={"Type": "TYPE", "TotalCount": "TOTAL", "Active": "ACTIVE", "Size": "SIZE",
