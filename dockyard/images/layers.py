@@ -1,0 +1,125 @@
+"""The layer store: extracted layers keyed by chain ID, shared by every image and container.
+
+Owns `layers/` under the data root and the `layers` table. A layer is created from an
+uncompressed layer tar already committed to the content store (keyed by its diff ID, so
+`docker save` can hand out the exact bytes again), extracted by `unpack.Extractor` into a
+temporary directory and renamed into place. It must not decide when a layer is garbage:
+the image service counts references (every image's chain IDs) and calls `remove`.
+
+Layout::
+
+    layers/
+      tmp-<random>/diff        an extraction in progress (swept at startup)
+      <chain-id hex>/diff      the extracted layer: an overlay lowerdir, never modified
+
+Rows (`store.layers`)::
+
+    id = chain id  ->  {"chain_id", "diff_id", "parent" (chain id or null), "size"}
+
+    chain_id(L0) = diff_id(L0)
+    chain_id(Ln) = sha256(chain_id(Ln-1) + " " + diff_id(Ln))
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from dockyard.errdefs import NotFound
+from dockyard.images.content import ContentStore
+from dockyard.images.unpack import Extractor
+from dockyard.store import Store
+
+__all__ = ["Layer", "LayerStore", "chain_id", "chain_ids"]
+
+log = logging.getLogger(__name__)
+
+
+def chain_id(parent: str | None, diff_id: str) -> str:
+    if parent is None:
+        return diff_id
+    return "sha256:" + hashlib.sha256(f"{parent} {diff_id}".encode()).hexdigest()
+
+
+def chain_ids(diff_ids: list[str]) -> list[str]:
+    out: list[str] = []
+    parent: str | None = None
+    for d in diff_ids:
+        parent = chain_id(parent, d)
+        out.append(parent)
+    return out
+
+
+@dataclass(frozen=True)
+class Layer:
+    chain_id: str
+    diff_id: str
+    parent: str | None
+    size: int
+
+
+class LayerStore:
+    def __init__(self, store: Store, root: Path, content: ContentStore) -> None:
+        self._store = store
+        self.root = root
+        self._content = content
+        root.mkdir(parents=True, exist_ok=True)
+        for stale in root.glob("tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+
+    def get(self, chain: str) -> Layer | None:
+        doc = self._store.layers.get(chain)
+        if doc is None:
+            return None
+        return Layer(doc["chain_id"], doc["diff_id"], doc.get("parent"), int(doc.get("size", 0)))
+
+    def diff_dir(self, chain: str) -> Path:
+        return self.root / chain.removeprefix("sha256:") / "diff"
+
+    def exists(self, chain: str) -> bool:
+        return self._store.layers.get(chain) is not None and self.diff_dir(chain).is_dir()
+
+    def create(self, parent: str | None, diff_id: str) -> tuple[Layer, bool]:
+        """Extract the committed blob `diff_id` on top of `parent` (blocking).
+
+        Returns the layer and whether it was created now (False: it already existed)."""
+        chain = chain_id(parent, diff_id)
+        existing = self.get(chain)
+        if existing is not None and self.diff_dir(chain).is_dir():
+            return existing, False
+        tmp = self.root / f"tmp-{secrets.token_hex(8)}"
+        (tmp / "diff").mkdir(parents=True)
+        try:
+            with self._content.open(diff_id) as f:
+                res = Extractor(tmp / "diff").extract(f)  # type: ignore[arg-type]
+            final = self.diff_dir(chain).parent
+            if final.exists():  # a row went missing while the files stayed: replace them
+                shutil.rmtree(final)
+            tmp.rename(final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        layer = Layer(chain, diff_id, parent, res.size)
+        self._store.layers.put(
+            chain, {"chain_id": chain, "diff_id": diff_id, "parent": parent, "size": res.size}, name=diff_id
+        )
+        log.info("layer %s created (diff %s, %d bytes)", chain[:19], diff_id[:19], res.size)
+        return layer, True
+
+    def remove(self, chain: str) -> int:
+        """Delete the layer's files, its row and (when no other layer has it) its blob."""
+        layer = self.get(chain)
+        if layer is None:
+            raise NotFound(f"layer {chain} not found")
+        self._store.layers.delete(chain)
+        shutil.rmtree(self.diff_dir(chain).parent, ignore_errors=True)
+        if not self._store.layers.ids_by_name(layer.diff_id):
+            self._content.delete(layer.diff_id)
+        return layer.size
+
+    def ids(self) -> list[str]:
+        return [r[0] for r in self._store.layers.rows()]

@@ -1,0 +1,72 @@
+"""Overlay snapshots for containers: a writable upper and work dir over shared lowers.
+
+Owns `snapshots/` under the data root. The lower directories are image layers owned by the
+layer store and shared read-only between every image and container that uses them; this
+module only creates and removes the per-container directories and describes the mount as
+a `Mount` record. It must not mount anything itself (the container engine does that).
+
+Layout::
+
+    snapshots/<key>/
+      upper/     the container's writes (overlay upperdir)
+      work/      overlay's scratch space (workdir; same filesystem as upper)
+      empty/     an empty lowerdir, only for images without layers (overlay needs one)
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from dockyard._sys.mount import Mount
+from dockyard.errdefs import InvalidArgument
+
+__all__ = ["OverlaySnapshotter"]
+
+
+class OverlaySnapshotter:
+    """Flow::
+
+        m = snaps.prepare("3f2a...", [top_layer_dir, ..., bottom_layer_dir])
+        mount(m, rootfs)      # by the caller; later: unmount(rootfs)
+        snaps.changes / diff over snaps.upper("3f2a...")
+        snaps.remove("3f2a...")
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def _dir(self, key: str) -> Path:
+        if not key or "/" in key or key in (".", ".."):
+            raise InvalidArgument(f"invalid snapshot key {key!r}")
+        return self.root / key
+
+    def upper(self, key: str) -> Path:
+        return self._dir(key) / "upper"
+
+    def work(self, key: str) -> Path:
+        return self._dir(key) / "work"
+
+    def prepare(self, key: str, lowers: list[Path]) -> Mount:
+        """Create (idempotently) the snapshot dirs; lowers are top-first."""
+        d = self._dir(key)
+        (d / "upper").mkdir(parents=True, exist_ok=True)
+        (d / "work").mkdir(exist_ok=True)
+        if not lowers:
+            (d / "empty").mkdir(exist_ok=True)
+            lowers = [d / "empty"]
+        opts = (
+            "lowerdir=" + ":".join(str(p) for p in lowers),
+            f"upperdir={d / 'upper'}",
+            f"workdir={d / 'work'}",
+            # Lowers are shared by many mounts; the inode index would tie a lower to one upper.
+            "index=off",
+        )
+        return Mount("overlay", "overlay", opts)
+
+    def remove(self, key: str) -> None:
+        shutil.rmtree(self._dir(key), ignore_errors=True)
+
+    def keys(self) -> list[str]:
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir())
