@@ -27,9 +27,14 @@ class StatusError(Exception):
 
 
 class State:
+    """Per-invocation state: the client and the exit code used for daemon errors."""
+
+    current: State | None = None
+
     def __init__(self, host: str | None) -> None:
         self.client = Client(host)
         self.error_code = 1  # run/create switch this to 125, as docker does
+        State.current = self
 
 
 def state() -> State:

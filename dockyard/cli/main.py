@@ -39,10 +39,8 @@ for module in (run, containers, interactive, copy, images, system):
 
 def main(argv: list[str] | None = None) -> None:
     code = 0
-    state_holder: dict[str, State] = {}
     try:
         with cli.make_context("dockyard", list(sys.argv[1:] if argv is None else argv)) as ctx:
-            state_holder["s"] = ctx.obj
             cli.invoke(ctx)
     except StatusError as err:
         if err.message:
@@ -50,8 +48,7 @@ def main(argv: list[str] | None = None) -> None:
         code = err.code
     except errdefs.DockyardError as err:
         click.echo(error_text(err), err=True)
-        st = state_holder.get("s")
-        code = st.error_code if st else 1
+        code = State.current.error_code if State.current else 1
     except TemplateError as err:
         click.echo(str(err), err=True)
         code = 1
