@@ -147,36 +147,31 @@ class ImageService:
         self.tmp.mkdir(parents=True, exist_ok=True)
         self._lock = asyncio.Lock()
         self._usage_check: Callable[[str], list[str]] = lambda image_id: []
-        self._running_check: Callable[[str], bool] | None = None
+        self._running_ids: Callable[[str], list[str]] | None = None
 
     # -- wiring ---------------------------------------------------------------------------
 
     def set_usage_check(self, fn: Callable[[str], list[str]]) -> None:
-        """fn(image_id) -> IDs of containers using it. An item may also be an object with
-        `id` and `running` attributes or a dict with "Id"/"Running", or a (id, running)
-        tuple; plain strings are asked about through the running check, if any."""
-        self._usage_check = fn
+        """fn(image_id) -> IDs of containers using it (running or not).
 
-    def set_running_check(self, fn: Callable[[str], bool]) -> None:
-        """fn(container_id) -> whether it is running (for rmi's hard conflict)."""
-        self._running_check = fn
+        When fn is a bound method of an object that also has
+        `running_ids_using_image(image_id)`, that one tells running from stopped (rmi's
+        hard conflict); `set_running_check` sets it explicitly."""
+        self._usage_check = fn
+        owner = getattr(fn, "__self__", None)
+        running = getattr(owner, "running_ids_using_image", None)
+        if callable(running) and self._running_ids is None:
+            self._running_ids = running
+
+    def set_running_check(self, fn: Callable[[str], list[str]]) -> None:
+        """fn(image_id) -> IDs of the running containers using it."""
+        self._running_ids = fn
 
     def _usage(self, image_id: str) -> _Usage:
-        running: list[str] = []
-        stopped: list[str] = []
-        for item in self._usage_check(image_id) or []:
-            if isinstance(item, tuple):
-                cid, is_running = str(item[0]), bool(item[1])
-            elif isinstance(item, dict):
-                cid = str(item.get("Id") or item.get("id"))
-                is_running = bool(item.get("Running") or item.get("running"))
-            elif isinstance(item, str):
-                cid = item
-                is_running = bool(self._running_check and self._running_check(item))
-            else:
-                cid = str(getattr(item, "id"))
-                is_running = bool(getattr(item, "running", False))
-            (running if is_running else stopped).append(cid)
+        users = [str(u) for u in self._usage_check(image_id) or []]
+        running_set = set(self._running_ids(image_id) or []) if self._running_ids else set()
+        running = [u for u in users if u in running_set]
+        stopped = [u for u in users if u not in running_set]
         return _Usage(running, stopped)
 
     # -- lookups --------------------------------------------------------------------------
