@@ -146,7 +146,7 @@ def write_binary(chunks: Iterable[bytes], output: str | None, what: str) -> None
                 f.write(c)
         return
     if sys.stdout.isatty():
-        raise StatusError(1, f"cowardly refusing to save to a terminal. Use the -o flag or redirect")
+        raise StatusError(1, "cowardly refusing to save to a terminal. Use the -o flag or redirect")
     out = sys.stdout.buffer
     for c in chunks:
         out.write(c)

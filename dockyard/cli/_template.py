@@ -98,8 +98,10 @@ FUNCS: dict[str, Callable[..., Any]] = {
 
 def _printf(fmt: str, args: tuple[Any, ...]) -> str:
     conv = re.sub(r"%v|%s|%d|%q", "{}", fmt)
-    vals = [json.dumps(go_str(a)) if m == "%q" else go_str(a)
-            for a, m in zip(args, re.findall(r"%v|%s|%d|%q", fmt))]
+    vals = [
+        json.dumps(go_str(a)) if m == "%q" else go_str(a)
+        for a, m in zip(args, re.findall(r"%v|%s|%d|%q", fmt), strict=False)
+    ]
     return conv.format(*vals)
 
 
@@ -163,7 +165,7 @@ def parse(src: str) -> list[_Node]:
         trim_next = part.endswith("-}}")
         inner = part[2:-2].strip("-").strip()
         word = inner.split(None, 1)[0] if inner else ""
-        rest = inner[len(word):].strip()
+        rest = inner[len(word) :].strip()
         if word in ("if", "range", "with"):
             node = _Node(word, pipe=_lex_pipe(rest))
             stack[-1][1].append(node)

@@ -5,8 +5,6 @@ Each command is a thin translation of docker's flags into client calls plus dock
 
 from __future__ import annotations
 
-import datetime as _dt
-import os
 import sys
 import threading
 import time
@@ -17,7 +15,13 @@ import click
 from dockyard import errdefs
 from dockyard.cli import formatting as fmt
 from dockyard.cli._common import (
-    StatusError, client, for_each, parse_bytes, parse_filters, parse_since, write_binary,
+    StatusError,
+    client,
+    for_each,
+    parse_bytes,
+    parse_filters,
+    parse_since,
+    write_binary,
 )
 from dockyard.cli.contexts import ContainerCtx, StatsCtx
 from dockyard.cli.interactive import run_session
@@ -30,13 +34,23 @@ PS_DEFAULT = "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Statu
 @click.option("-a", "--all", "all_", is_flag=True, help="Show all containers (default shows just running)")
 @click.option("-f", "--filter", "filters", multiple=True, help="Filter output based on conditions provided")
 @click.option("--format", "format_", help="Format output using a custom template")
-@click.option("-n", "--last", type=int, default=-1, help="Show n last created containers (includes all states)")
+@click.option(
+    "-n", "--last", type=int, default=-1, help="Show n last created containers (includes all states)"
+)
 @click.option("-l", "--latest", is_flag=True, help="Show the latest created container (includes all states)")
 @click.option("--no-trunc", is_flag=True, help="Don't truncate output")
 @click.option("-q", "--quiet", is_flag=True, help="Only display container IDs")
 @click.option("-s", "--size", is_flag=True, help="Display total file sizes")
-def ps(all_: bool, filters: tuple[str, ...], format_: str | None, last: int, latest: bool,
-       no_trunc: bool, quiet: bool, size: bool) -> None:
+def ps(
+    all_: bool,
+    filters: tuple[str, ...],
+    format_: str | None,
+    last: int,
+    latest: bool,
+    no_trunc: bool,
+    quiet: bool,
+    size: bool,
+) -> None:
     """List containers"""
     params: dict[str, Any] = {"all": int(all_ or latest or last > 0)}
     if latest:
@@ -81,9 +95,14 @@ def start(containers: tuple[str, ...], attach: bool, interactive: bool, detach_k
     conn = c.attach_socket(cid, stdin=use_stdin, detach_keys=detach_keys)
     wait = c.wait_begin(cid, "next-exit")
     c.start(cid)
-    detached = run_session(conn, is_tty=is_tty, stdin=use_stdin, detach_keys=detach_keys,
-                           resize=lambda h, w: c.resize(cid, height=h, width=w),
-                           sig_proxy=lambda s: c.kill(cid, s))
+    detached = run_session(
+        conn,
+        is_tty=is_tty,
+        stdin=use_stdin,
+        detach_keys=detach_keys,
+        resize=lambda h, w: c.resize(cid, height=h, width=w),
+        sig_proxy=lambda s: c.kill(cid, s),
+    )
     if not detached:
         code = int(wait().get("StatusCode", 0))
         if code:
@@ -125,8 +144,12 @@ def _post_ok(c: Any, path: str, name: str, params: dict[str, Any]) -> None:
 def kill(containers: tuple[str, ...], sig: str | None) -> None:
     """Kill one or more running containers"""
     c = client()
-    for_each(containers, lambda n: c.request("POST", "/containers/{0}/kill", n,
-                                             params={"signal": sig} if sig else None, stream=False))
+    for_each(
+        containers,
+        lambda n: c.request(
+            "POST", "/containers/{0}/kill", n, params={"signal": sig} if sig else None, stream=False
+        ),
+    )
 
 
 @click.command("rm")
@@ -137,16 +160,7 @@ def kill(containers: tuple[str, ...], sig: str | None) -> None:
 def rm(containers: tuple[str, ...], force: bool, volumes: bool, link: bool) -> None:
     """Remove one or more containers"""
     c = client()
-
-    def remove(name: str) -> None:
-        try:
-            c.remove_container(name, v=volumes, link=link, force=force)
-        except errdefs.NotFound:
-            if not force:
-                raise
-            raise  # docker reports unknown names even with -f
-
-    for_each(containers, remove)
+    for_each(containers, lambda n: c.remove_container(n, v=volumes, link=link, force=force))
 
 
 @click.command("pause")
@@ -203,9 +217,17 @@ def wait(containers: tuple[str, ...]) -> None:
 @click.option("--pids-limit", type=int, help="Tune container pids limit (set -1 for unlimited)")
 @click.option("--restart", help="Restart policy to apply when a container exits")
 @click.argument("containers", nargs=-1, required=True)
-def update(containers: tuple[str, ...], cpus: str | None, cpu_shares: int | None, cpuset_cpus: str | None,
-           memory: str | None, memory_swap: str | None, memory_reservation: str | None,
-           pids_limit: int | None, restart: str | None) -> None:
+def update(
+    containers: tuple[str, ...],
+    cpus: str | None,
+    cpu_shares: int | None,
+    cpuset_cpus: str | None,
+    memory: str | None,
+    memory_swap: str | None,
+    memory_reservation: str | None,
+    pids_limit: int | None,
+    restart: str | None,
+) -> None:
     """Update configuration of one or more containers"""
     from dockyard.cli.runopts import _restart
 
@@ -246,15 +268,31 @@ def update(containers: tuple[str, ...], cpus: str | None, cpu_shares: int | None
 @click.option("-t", "--timestamps", is_flag=True, help="Show timestamps")
 @click.option("--until", help="Show logs before a timestamp or relative (e.g. 42m)")
 @click.argument("container")
-def logs(container: str, details: bool, follow: bool, since: str | None, tail: str, timestamps: bool,
-         until: str | None) -> None:
+def logs(
+    container: str,
+    details: bool,
+    follow: bool,
+    since: str | None,
+    tail: str,
+    timestamps: bool,
+    until: str | None,
+) -> None:
     """Fetch the logs of a container"""
     c = client()
     info = c.inspect_container(container)
-    params = {"stdout": 1, "stderr": 1, "follow": int(follow), "timestamps": int(timestamps),
-              "details": int(details), "tail": tail, "since": parse_since(since), "until": parse_since(until)}
-    resp = c.request("GET", "/containers/{0}/logs", info["Id"],
-                     params={k: v for k, v in params.items() if v is not None})
+    params = {
+        "stdout": 1,
+        "stderr": 1,
+        "follow": int(follow),
+        "timestamps": int(timestamps),
+        "details": int(details),
+        "tail": tail,
+        "since": parse_since(since),
+        "until": parse_since(until),
+    }
+    resp = c.request(
+        "GET", "/containers/{0}/logs", info["Id"], params={k: v for k, v in params.items() if v is not None}
+    )
     tty = bool(info["Config"].get("Tty"))
     multiplexed = not tty or "multiplexed" in resp.headers.get("Content-Type", "")
     dec = FrameDecoder(tty=not multiplexed)
@@ -316,12 +354,25 @@ def port(container: str, private_port: str | None) -> None:
 @click.option("-p/--no-pause", "--pause", "pause_", default=True, help="Pause container during commit")
 @click.argument("container")
 @click.argument("repository", required=False)
-def commit(container: str, repository: str | None, author: str | None, change: tuple[str, ...],
-           message: str | None, pause_: bool) -> None:
+def commit(
+    container: str,
+    repository: str | None,
+    author: str | None,
+    change: tuple[str, ...],
+    message: str | None,
+    pause_: bool,
+) -> None:
     """Create a new image from a container's changes"""
     repo, tag = _split_ref(repository) if repository else (None, None)
-    params: dict[str, Any] = {"container": container, "repo": repo, "tag": tag, "comment": message,
-                              "author": author, "pause": int(pause_), "changes": list(change) or None}
+    params: dict[str, Any] = {
+        "container": container,
+        "repo": repo,
+        "tag": tag,
+        "comment": message,
+        "author": author,
+        "pause": int(pause_),
+        "changes": list(change) or None,
+    }
     res = client().post_json("/commit", body={}, params={k: v for k, v in params.items() if v is not None})
     click.echo(res["Id"])
 
@@ -353,8 +404,8 @@ def export(container: str, output: str | None) -> None:
 def container_prune(force: bool, filters: tuple[str, ...]) -> None:
     """Remove all stopped containers"""
     if not force and not click.confirm(
-            "WARNING! This will remove all stopped containers.\nAre you sure you want to continue?",
-            default=False):
+        "WARNING! This will remove all stopped containers.\nAre you sure you want to continue?", default=False
+    ):
         return
     res = prune_containers(filters)
     reclaimed = res.get("SpaceReclaimed") or 0
@@ -374,8 +425,9 @@ def prune_containers(filters: tuple[str, ...]) -> dict[str, Any]:
     return dict(res)
 
 
-STATS_DEFAULT = ("table {{.ID}}\t{{.Name}}\t{{.CPUPerc}}\t{{.MemUsage}}\t{{.MemPerc}}\t"
-                 "{{.NetIO}}\t{{.BlockIO}}\t{{.PIDs}}")
+STATS_DEFAULT = (
+    "table {{.ID}}\t{{.Name}}\t{{.CPUPerc}}\t{{.MemUsage}}\t{{.MemPerc}}\t{{.NetIO}}\t{{.BlockIO}}\t{{.PIDs}}"
+)
 
 
 @click.command("stats")
@@ -384,7 +436,9 @@ STATS_DEFAULT = ("table {{.ID}}\t{{.Name}}\t{{.CPUPerc}}\t{{.MemUsage}}\t{{.MemP
 @click.option("--no-stream", is_flag=True, help="Disable streaming stats and only pull the first result")
 @click.option("--no-trunc", is_flag=True, help="Do not truncate output")
 @click.argument("containers", nargs=-1)
-def stats(all_: bool, format_: str | None, no_stream: bool, no_trunc: bool, containers: tuple[str, ...]) -> None:
+def stats(
+    all_: bool, format_: str | None, no_stream: bool, no_trunc: bool, containers: tuple[str, ...]
+) -> None:
     """Display a live stream of container(s) resource usage statistics"""
     c = client()
     names = list(containers) or [x["Id"] for x in c.containers(all=all_)]
@@ -419,8 +473,26 @@ def stats(all_: bool, format_: str | None, no_stream: bool, no_trunc: bool, cont
         sys.stdout.flush()
 
 
-CONTAINER_COMMANDS = [ps, start, stop, restart, kill, rm, pause, unpause, rename, wait, update, logs, top,
-                      diff, port, commit, export, stats]
+CONTAINER_COMMANDS = [
+    ps,
+    start,
+    stop,
+    restart,
+    kill,
+    rm,
+    pause,
+    unpause,
+    rename,
+    wait,
+    update,
+    logs,
+    top,
+    diff,
+    port,
+    commit,
+    export,
+    stats,
+]
 
 
 def register(group: click.Group) -> None:

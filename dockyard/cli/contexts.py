@@ -41,12 +41,38 @@ def format_ports(ports: list[dict[str, Any]] | None) -> str:
 
 
 class ContainerCtx(_Ctx):
-    FIELDS = ("Command", "CreatedAt", "ID", "Image", "Labels", "LocalVolumes", "Mounts", "Names",
-              "Networks", "Ports", "RunningFor", "Size", "State", "Status")
-    HEADERS = {"ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND", "CreatedAt": "CREATED AT",
-               "RunningFor": "CREATED", "Status": "STATUS", "Ports": "PORTS", "Names": "NAMES",
-               "Size": "SIZE", "Labels": "LABELS", "Mounts": "MOUNTS", "Networks": "NETWORKS",
-               "State": "STATE", "LocalVolumes": "LOCAL VOLUMES"}
+    FIELDS = (
+        "Command",
+        "CreatedAt",
+        "ID",
+        "Image",
+        "Labels",
+        "LocalVolumes",
+        "Mounts",
+        "Names",
+        "Networks",
+        "Ports",
+        "RunningFor",
+        "Size",
+        "State",
+        "Status",
+    )
+    HEADERS = {
+        "ID": "CONTAINER ID",
+        "Image": "IMAGE",
+        "Command": "COMMAND",
+        "CreatedAt": "CREATED AT",
+        "RunningFor": "CREATED",
+        "Status": "STATUS",
+        "Ports": "PORTS",
+        "Names": "NAMES",
+        "Size": "SIZE",
+        "Labels": "LABELS",
+        "Mounts": "MOUNTS",
+        "Networks": "NETWORKS",
+        "State": "STATE",
+        "LocalVolumes": "LOCAL VOLUMES",
+    }
 
     def __init__(self, c: dict[str, Any], trunc: bool = True) -> None:
         self.c = c
@@ -128,16 +154,37 @@ class ContainerCtx(_Ctx):
 
     @property
     def Networks(self) -> str:  # noqa: N802
-        nets = ((self.c.get("NetworkSettings") or {}).get("Networks") or {})
+        nets = (self.c.get("NetworkSettings") or {}).get("Networks") or {}
         return ",".join(sorted(nets))
 
 
 class ImageCtx(_Ctx):
-    FIELDS = ("Containers", "CreatedAt", "CreatedSince", "Digest", "ID", "Repository", "SharedSize",
-              "Size", "Tag", "UniqueSize", "VirtualSize")
-    HEADERS = {"Repository": "REPOSITORY", "Tag": "TAG", "ID": "IMAGE ID", "CreatedSince": "CREATED",
-               "CreatedAt": "CREATED AT", "Size": "SIZE", "Digest": "DIGEST", "Containers": "CONTAINERS",
-               "VirtualSize": "VIRTUAL SIZE", "SharedSize": "SHARED SIZE", "UniqueSize": "UNIQUE SIZE"}
+    FIELDS = (
+        "Containers",
+        "CreatedAt",
+        "CreatedSince",
+        "Digest",
+        "ID",
+        "Repository",
+        "SharedSize",
+        "Size",
+        "Tag",
+        "UniqueSize",
+        "VirtualSize",
+    )
+    HEADERS = {
+        "Repository": "REPOSITORY",
+        "Tag": "TAG",
+        "ID": "IMAGE ID",
+        "CreatedSince": "CREATED",
+        "CreatedAt": "CREATED AT",
+        "Size": "SIZE",
+        "Digest": "DIGEST",
+        "Containers": "CONTAINERS",
+        "VirtualSize": "VIRTUAL SIZE",
+        "SharedSize": "SHARED SIZE",
+        "UniqueSize": "UNIQUE SIZE",
+    }
 
     def __init__(self, img: dict[str, Any], repo: str, tag: str, digest: str, trunc: bool = True) -> None:
         self.i, self.Repository, self.Tag, self.Digest, self.trunc = img, repo, tag, digest, trunc
@@ -181,8 +228,14 @@ class ImageCtx(_Ctx):
 
 class HistoryCtx(_Ctx):
     FIELDS = ("Comment", "CreatedAt", "CreatedBy", "CreatedSince", "ID", "Size")
-    HEADERS = {"ID": "IMAGE", "CreatedSince": "CREATED", "CreatedAt": "CREATED AT",
-               "CreatedBy": "CREATED BY", "Size": "SIZE", "Comment": "COMMENT"}
+    HEADERS = {
+        "ID": "IMAGE",
+        "CreatedSince": "CREATED",
+        "CreatedAt": "CREATED AT",
+        "CreatedBy": "CREATED BY",
+        "Size": "SIZE",
+        "Comment": "COMMENT",
+    }
 
     def __init__(self, h: dict[str, Any], trunc: bool = True, human: bool = True) -> None:
         self.h, self.trunc, self.human = h, trunc, human
@@ -220,9 +273,17 @@ class HistoryCtx(_Ctx):
 
 class StatsCtx(_Ctx):
     FIELDS = ("BlockIO", "CPUPerc", "Container", "ID", "MemPerc", "MemUsage", "Name", "NetIO", "PIDs")
-    HEADERS = {"Container": "CONTAINER", "ID": "CONTAINER ID", "Name": "NAME", "CPUPerc": "CPU %",
-               "MemUsage": "MEM USAGE / LIMIT", "MemPerc": "MEM %", "NetIO": "NET I/O",
-               "BlockIO": "BLOCK I/O", "PIDs": "PIDS"}
+    HEADERS = {
+        "Container": "CONTAINER",
+        "ID": "CONTAINER ID",
+        "Name": "NAME",
+        "CPUPerc": "CPU %",
+        "MemUsage": "MEM USAGE / LIMIT",
+        "MemPerc": "MEM %",
+        "NetIO": "NET I/O",
+        "BlockIO": "BLOCK I/O",
+        "PIDs": "PIDS",
+    }
 
     def __init__(self, container: str, s: dict[str, Any]) -> None:
         self.Container = container
@@ -239,8 +300,9 @@ class StatsCtx(_Ctx):
     @property
     def CPUPerc(self) -> str:  # noqa: N802
         cpu, pre = self.s.get("cpu_stats") or {}, self.s.get("precpu_stats") or {}
-        cpu_delta = (cpu.get("cpu_usage") or {}).get("total_usage", 0) - \
-            (pre.get("cpu_usage") or {}).get("total_usage", 0)
+        cpu_delta = (cpu.get("cpu_usage") or {}).get("total_usage", 0) - (pre.get("cpu_usage") or {}).get(
+            "total_usage", 0
+        )
         sys_delta = (cpu.get("system_cpu_usage") or 0) - (pre.get("system_cpu_usage") or 0)
         ncpu = cpu.get("online_cpus") or len((cpu.get("cpu_usage") or {}).get("percpu_usage") or []) or 1
         pct = (cpu_delta / sys_delta) * ncpu * 100.0 if sys_delta > 0 and cpu_delta > 0 else 0.0
@@ -275,7 +337,7 @@ class StatsCtx(_Ctx):
     @property
     def BlockIO(self) -> str:  # noqa: N802
         r = w = 0
-        for e in ((self.s.get("blkio_stats") or {}).get("io_service_bytes_recursive") or []):
+        for e in (self.s.get("blkio_stats") or {}).get("io_service_bytes_recursive") or []:
             op = str(e.get("op", "")).lower()
             if op == "read":
                 r += e.get("value", 0)

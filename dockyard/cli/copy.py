@@ -88,13 +88,13 @@ def _from_container(ctr: str, spath: str, dpath: str) -> int:
         target_dir, rename_to = dpath, ""
     else:
         if dpath.endswith("/"):
-            raise StatusError(1, f"destination directory \"{dpath}\" must exist")
+            raise StatusError(1, f'destination directory "{dpath}" must exist')
         if not src_is_dir and os.path.exists(dpath) and os.path.isdir(dpath):
             target_dir, rename_to = dpath, None
         else:
             target_dir, rename_to = os.path.dirname(os.path.abspath(dpath)), os.path.basename(dpath)
             if not os.path.isdir(target_dir):
-                raise StatusError(1, f"destination directory \"{target_dir}\" must exist")
+                raise StatusError(1, f'destination directory "{target_dir}" must exist')
             if contents_only:
                 os.makedirs(dpath, exist_ok=True)
                 target_dir, rename_to = dpath, ""
@@ -127,7 +127,7 @@ def _to_container(spath: str, ctr: str, dpath: str, archive: bool) -> int:
     if spath == "-":
         st = _stat(ctr, dpath)
         if st is None or not (int(st.get("mode", 0)) & _DIR_BIT):
-            raise StatusError(1, f"destination \"{ctr}:{dpath}\" must be a directory")
+            raise StatusError(1, f'destination "{ctr}:{dpath}" must be a directory')
         c.put_archive(ctr, dpath, sys.stdin.buffer.read())
         return 0
     if not os.path.lexists(spath):
@@ -138,7 +138,9 @@ def _to_container(spath: str, ctr: str, dpath: str, archive: bool) -> int:
         target, arcname = dpath, ("." if contents_only else os.path.basename(os.path.normpath(spath)))
     else:
         if dpath.endswith("/"):
-            raise StatusError(1, f"Error response from daemon: Could not find the file {dpath} in container {ctr}")
+            raise StatusError(
+                1, f"Error response from daemon: Could not find the file {dpath} in container {ctr}"
+            )
         if st is not None and os.path.isdir(spath):
             raise StatusError(1, "cannot copy directory to existing file")
         target = os.path.dirname(dpath.rstrip("/")) or "/"
@@ -146,6 +148,7 @@ def _to_container(spath: str, ctr: str, dpath: str, archive: bool) -> int:
     total = 0
     with tempfile.TemporaryFile() as spool:
         with tarfile.open(fileobj=spool, mode="w") as tf:
+
             def strip_owner(info: tarfile.TarInfo) -> tarfile.TarInfo:
                 nonlocal total
                 if info.isfile():

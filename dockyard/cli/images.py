@@ -14,8 +14,9 @@ from typing import IO, Any
 
 import click
 
+from dockyard import errdefs
 from dockyard.cli import formatting as fmt
-from dockyard.cli._common import StatusError, client, error_text, for_each, parse_filters, write_binary
+from dockyard.cli._common import StatusError, client, error_text, parse_filters, write_binary
 from dockyard.cli.contexts import HistoryCtx, ImageCtx
 from dockyard.client import Client
 
@@ -58,8 +59,15 @@ def image_rows(images: list[dict[str, Any]], *, trunc: bool, digests: bool) -> l
 @click.option("--no-trunc", is_flag=True, help="Don't truncate output")
 @click.option("-q", "--quiet", is_flag=True, help="Only show image IDs")
 @click.argument("reference", required=False)
-def images(all_: bool, digests: bool, filters: tuple[str, ...], format_: str | None, no_trunc: bool,
-           quiet: bool, reference: str | None) -> None:
+def images(
+    all_: bool,
+    digests: bool,
+    filters: tuple[str, ...],
+    format_: str | None,
+    no_trunc: bool,
+    quiet: bool,
+    reference: str | None,
+) -> None:
     """List images"""
     flt = parse_filters(filters)
     if reference:
@@ -90,11 +98,14 @@ def rmi(images_: tuple[str, ...], force: bool, no_prune: bool) -> None:
     failed = False
     for name in images_:
         try:
-            resp = c.request("DELETE", "/images/{0}", name,
-                             params={"force": int(force), "noprune": int(no_prune)}, stream=False)
-        except Exception as err:  # noqa: BLE001 - report each failure and go on, like docker
-            if not hasattr(err, "from_daemon") and not isinstance(err, StatusError):
-                raise
+            resp = c.request(
+                "DELETE",
+                "/images/{0}",
+                name,
+                params={"force": int(force), "noprune": int(no_prune)},
+                stream=False,
+            )
+        except errdefs.DockyardError as err:
             click.echo(error_text(err), err=True)
             failed = True
             continue
@@ -113,8 +124,9 @@ def rmi(images_: tuple[str, ...], force: bool, no_prune: bool) -> None:
 def tag(source: str, target: str) -> None:
     """Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE"""
     repo, t = _split_repo_tag(target)
-    client().request("POST", "/images/{0}/tag", source, params={"repo": repo, "tag": t or "latest"},
-                     stream=False)
+    client().request(
+        "POST", "/images/{0}/tag", source, params={"repo": repo, "tag": t or "latest"}, stream=False
+    )
 
 
 @click.command("save")
@@ -178,8 +190,13 @@ def load(input_: str | None, quiet: bool) -> None:
         raise StatusError(1, "requested load from stdin, but stdin is empty")
     f = open(input_, "rb") if input_ else sys.stdin.buffer
     try:
-        resp = c.request("POST", "/images/load", params={"quiet": int(quiet or not sys.stdout.isatty())},
-                         data=_chunks(f), headers={"Content-Type": "application/x-tar"})
+        resp = c.request(
+            "POST",
+            "/images/load",
+            params={"quiet": int(quiet or not sys.stdout.isatty())},
+            data=_chunks(f),
+            headers={"Content-Type": "application/x-tar"},
+        )
         print_progress(c, resp, quiet=False)
     finally:
         if input_:
@@ -192,13 +209,19 @@ def load(input_: str | None, quiet: bool) -> None:
 @click.option("--platform", help="Set platform if server is multi-platform capable")
 @click.argument("source")
 @click.argument("repository", required=False)
-def import_(source: str, repository: str | None, change: tuple[str, ...], message: str | None,
-            platform: str | None) -> None:
+def import_(
+    source: str, repository: str | None, change: tuple[str, ...], message: str | None, platform: str | None
+) -> None:
     """Import the contents from a tarball to create a filesystem image"""
     c = client()
     repo, t = _split_repo_tag(repository) if repository else ("", "")
-    params: dict[str, Any] = {"repo": repo or None, "tag": t or None, "message": message,
-                              "changes": list(change) or None, "platform": platform}
+    params: dict[str, Any] = {
+        "repo": repo or None,
+        "tag": t or None,
+        "message": message,
+        "changes": list(change) or None,
+        "platform": platform,
+    }
     data: Any = None
     if source == "-":
         params["fromSrc"] = "-"
@@ -210,8 +233,13 @@ def import_(source: str, repository: str | None, change: tuple[str, ...], messag
             raise StatusError(1, f"open {source}: no such file or directory")
         params["fromSrc"] = "-"
         data = _chunks(open(source, "rb"))
-    resp = c.request("POST", "/images/create", params={k: v for k, v in params.items() if v is not None},
-                     data=data, headers={"Content-Type": "application/x-tar"})
+    resp = c.request(
+        "POST",
+        "/images/create",
+        params={k: v for k, v in params.items() if v is not None},
+        data=data,
+        headers={"Content-Type": "application/x-tar"},
+    )
     for m in c.iter_json(resp):
         if m.get("status") and not m.get("id") and m["status"].startswith("sha256:"):
             click.echo(m["status"])
@@ -243,8 +271,11 @@ def history(image: str, format_: str | None, human: bool, no_trunc: bool, quiet:
 @click.option("--filter", "filters", multiple=True, help='Provide filter values (e.g. "until=<timestamp>")')
 def image_prune(all_: bool, force: bool, filters: tuple[str, ...]) -> None:
     """Remove unused images"""
-    warning = ("WARNING! This will remove all images without at least one container associated to them."
-               if all_ else "WARNING! This will remove all dangling images.")
+    warning = (
+        "WARNING! This will remove all images without at least one container associated to them."
+        if all_
+        else "WARNING! This will remove all dangling images."
+    )
     if not force and not click.confirm(f"{warning}\nAre you sure you want to continue?", default=False):
         return
     res = prune_images(all_, filters)

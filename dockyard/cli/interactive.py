@@ -6,7 +6,6 @@ Owns the choreography (hijack → pump → exit code); byte moving is `streams`,
 from __future__ import annotations
 
 import signal
-import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -32,7 +31,7 @@ def run_session(
     keys = streams.parse_detach_keys(detach_keys) if stdin and tty.is_tty(0) else b""
     old_handlers: dict[int, Any] = {}
     if sig_proxy and not is_tty and threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
+        for sig in _PROXIED:
             old_handlers[sig] = signal.signal(sig, lambda s, _f: _proxy(sig_proxy, s))
     try:
         with tty.raw_terminal(0) if (is_tty and stdin) else _null():
@@ -47,6 +46,9 @@ def run_session(
     if result.error:
         raise errdefs.Unavailable(f"error reading from container: {result.error}")
     return result.detached
+
+
+_PROXIED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 
 
 def _proxy(send: Callable[[str], None], signum: int) -> None:
@@ -87,7 +89,10 @@ def attach(container: str, detach_keys: str | None, no_stdin: bool, sig_proxy: b
     conn = c.attach_socket(cid, stdin=use_stdin, detach_keys=detach_keys)
     wait = c.wait_begin(cid, "not-running")
     detached = run_session(
-        conn, is_tty=is_tty, stdin=use_stdin, detach_keys=detach_keys,
+        conn,
+        is_tty=is_tty,
+        stdin=use_stdin,
+        detach_keys=detach_keys,
         resize=lambda h, w: c.resize(cid, height=h, width=w),
         sig_proxy=(lambda s: c.kill(cid, s)) if sig_proxy else None,
     )
@@ -113,9 +118,19 @@ def attach(container: str, detach_keys: str | None, no_stdin: bool, sig_proxy: b
 @click.option("-w", "--workdir", help="Working directory inside the container")
 @click.argument("container")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def exec_(container: str, command: tuple[str, ...], detach: bool, detach_keys: str | None,
-          env: tuple[str, ...], env_file: tuple[str, ...], interactive: bool, privileged: bool,
-          use_tty: bool, user: str | None, workdir: str | None) -> None:
+def exec_(
+    container: str,
+    command: tuple[str, ...],
+    detach: bool,
+    detach_keys: str | None,
+    env: tuple[str, ...],
+    env_file: tuple[str, ...],
+    interactive: bool,
+    privileged: bool,
+    use_tty: bool,
+    user: str | None,
+    workdir: str | None,
+) -> None:
     """Execute a command in a running container"""
     from dockyard.cli.runopts import _env_list
 
@@ -138,7 +153,10 @@ def exec_(container: str, command: tuple[str, ...], detach: bool, detach_keys: s
         return
     conn = c.exec_socket(exec_id, tty=use_tty)
     detached = run_session(
-        conn, is_tty=use_tty, stdin=interactive, detach_keys=detach_keys,
+        conn,
+        is_tty=use_tty,
+        stdin=interactive,
+        detach_keys=detach_keys,
         resize=lambda h, w: c.exec_resize(exec_id, height=h, width=w),
     )
     if detached:

@@ -87,8 +87,10 @@ def run(image: str, command: tuple[str, ...], detach: bool, sig_proxy: bool, **o
     wait = None
     if not detach:
         conn = c.attach_socket(
-            cid, stdin=use_stdin,
-            stdout=not attach or "stdout" in attach, stderr=not attach or "stderr" in attach,
+            cid,
+            stdin=use_stdin,
+            stdout=not attach or "stdout" in attach,
+            stderr=not attach or "stderr" in attach,
             detach_keys=opts.get("detach_keys"),
         )
         wait = c.wait_begin(cid, "removed" if opts["auto_remove"] else "next-exit")
@@ -104,7 +106,10 @@ def run(image: str, command: tuple[str, ...], detach: bool, sig_proxy: bool, **o
     assert conn is not None and wait is not None
     is_tty = bool(opts["tty"])
     detached = run_session(
-        conn, is_tty=is_tty, stdin=use_stdin, detach_keys=opts.get("detach_keys"),
+        conn,
+        is_tty=is_tty,
+        stdin=use_stdin,
+        detach_keys=opts.get("detach_keys"),
         resize=lambda h, w: c.resize(cid, height=h, width=w),
         sig_proxy=(lambda s: c.kill(cid, s)) if sig_proxy else None,
     )

@@ -22,7 +22,9 @@ _OPTS: list[Callable[[F], F]] = [
     click.option("-i", "--interactive", is_flag=True, help="Keep STDIN open even if not attached"),
     click.option("-t", "--tty", is_flag=True, help="Allocate a pseudo-TTY"),
     click.option("-a", "--attach", "attach_streams", multiple=True, help="Attach to STDIN, STDOUT or STDERR"),
-    click.option("--rm", "auto_remove", is_flag=True, help="Automatically remove the container when it exits"),
+    click.option(
+        "--rm", "auto_remove", is_flag=True, help="Automatically remove the container when it exits"
+    ),
     click.option("--name", help="Assign a name to the container"),
     click.option("-e", "--env", multiple=True, help="Set environment variables"),
     click.option("--env-file", multiple=True, help="Read in a file of environment variables"),
@@ -84,7 +86,9 @@ _OPTS: list[Callable[[F], F]] = [
     click.option("--health-start-period", help="Start period for the container to initialize"),
     click.option("--no-healthcheck", is_flag=True, help="Disable any container-specified HEALTHCHECK"),
     click.option("--platform", help="Set platform if server is multi-platform capable"),
-    click.option("--pull", default="missing", help='Pull image before running ("always", "missing", "never")'),
+    click.option(
+        "--pull", default="missing", help='Pull image before running ("always", "missing", "never")'
+    ),
     click.option("-q", "--quiet", is_flag=True, help="Suppress the pull output"),
     click.option("--runtime", help="Runtime to use for this container"),
 ]
@@ -134,7 +138,9 @@ def _labels(values: tuple[str, ...], files: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-_PORT_RE = re.compile(r"^(?:(?:\[([0-9a-fA-F:.]+)\]|([0-9.]+))?:)?(?:(\d*(?:-\d+)?):)?(\d+(?:-\d+)?)(?:/(\w+))?$")
+_PORT_RE = re.compile(
+    r"^(?:(?:\[([0-9a-fA-F:.]+)\]|([0-9.]+))?:)?(?:(\d*(?:-\d+)?):)?(\d+(?:-\d+)?)(?:/(\w+))?$"
+)
 
 
 def _port_range(s: str) -> list[int]:
@@ -161,7 +167,7 @@ def parse_ports(specs: tuple[str, ...]) -> tuple[dict[str, dict[str, Any]], dict
                 host_ports = [host] * 1
             else:
                 raise click.BadParameter(f"invalid ranges specified for container and host Ports: {spec}")
-        for cp, hp in zip(ctr_ports, host_ports):
+        for cp, hp in zip(ctr_ports, host_ports, strict=True):
             key = f"{cp}/{proto}"
             exposed[key] = {}
             bindings.setdefault(key, []).append({"HostIp": ip, "HostPort": hp})
@@ -271,7 +277,7 @@ def build_config(image: str, command: tuple[str, ...], o: dict[str, Any], *, det
         try:
             host["NanoCpus"] = int(round(float(o["cpus"]) * 1e9))
         except ValueError:
-            raise click.BadParameter(f"invalid argument \"{o['cpus']}\"", param_hint="'--cpus'") from None
+            raise click.BadParameter(f'invalid argument "{o["cpus"]}"', param_hint="'--cpus'") from None
     if o["cpu_shares"] is not None:
         host["CpuShares"] = o["cpu_shares"]
     if o["cpuset_cpus"]:
@@ -282,20 +288,32 @@ def build_config(image: str, command: tuple[str, ...], o: dict[str, Any], *, det
         host["ShmSize"] = parse_bytes(o["shm_size"], "--shm-size")
     if o["network"]:
         host["NetworkMode"] = o["network"]
-    for key, flag in (("IpcMode", "ipc"), ("PidMode", "pid"), ("UTSMode", "uts"), ("UsernsMode", "userns"),
-                      ("CgroupnsMode", "cgroupns"), ("Runtime", "runtime")):
+    for key, flag in (
+        ("IpcMode", "ipc"),
+        ("PidMode", "pid"),
+        ("UTSMode", "uts"),
+        ("UsernsMode", "userns"),
+        ("CgroupnsMode", "cgroupns"),
+        ("Runtime", "runtime"),
+    ):
         if o[flag]:
             host[key] = o[flag]
     if o["log_driver"] or o["log_opt"]:
-        host["LogConfig"] = {"Type": o["log_driver"] or "",
-                             "Config": dict(x.split("=", 1) for x in o["log_opt"])}
+        host["LogConfig"] = {
+            "Type": o["log_driver"] or "",
+            "Config": dict(x.split("=", 1) for x in o["log_opt"]),
+        }
     if o["device"]:
         host["Devices"] = []
         for d in o["device"]:
             parts = d.split(":")
-            host["Devices"].append({"PathOnHost": parts[0],
-                                    "PathInContainer": parts[1] if len(parts) > 1 else parts[0],
-                                    "CgroupPermissions": parts[2] if len(parts) > 2 else "rwm"})
+            host["Devices"].append(
+                {
+                    "PathOnHost": parts[0],
+                    "PathInContainer": parts[1] if len(parts) > 1 else parts[0],
+                    "CgroupPermissions": parts[2] if len(parts) > 2 else "rwm",
+                }
+            )
     cfg: dict[str, Any] = {
         "Hostname": o["hostname"] or "",
         "Domainname": o["domainname"] or "",
@@ -340,8 +358,11 @@ def _healthcheck(o: dict[str, Any]) -> dict[str, Any] | None:
     hc: dict[str, Any] = {}
     if o["health_cmd"]:
         hc["Test"] = ["CMD-SHELL", o["health_cmd"]]
-    for key, flag in (("Interval", "health_interval"), ("Timeout", "health_timeout"),
-                      ("StartPeriod", "health_start_period")):
+    for key, flag in (
+        ("Interval", "health_interval"),
+        ("Timeout", "health_timeout"),
+        ("StartPeriod", "health_start_period"),
+    ):
         if o[flag]:
             hc[key] = parse_duration_ns(o[flag])
     if o["health_retries"] is not None:

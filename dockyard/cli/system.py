@@ -7,14 +7,14 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import platform
-import sys
 from typing import Any
 
 import click
 
 from dockyard import errdefs
-from dockyard.cli import containers, formatting as fmt, images
-from dockyard.cli._common import StatusError, client, error_text, parse_filters, parse_since, state
+from dockyard.cli import containers, images
+from dockyard.cli import formatting as fmt
+from dockyard.cli._common import StatusError, client, parse_filters, parse_since
 from dockyard.cli.formatting import Template
 
 CLIENT_VERSION = "0.1.0"
@@ -30,8 +30,13 @@ def _go_arch() -> str:
 def version(format_: str | None) -> None:
     """Show the Dockyard version information"""
     c = client()
-    cli_info = {"Version": CLIENT_VERSION, "ApiVersion": "", "Os": "linux", "Arch": _go_arch(),
-                "PythonVersion": platform.python_version()}
+    cli_info = {
+        "Version": CLIENT_VERSION,
+        "ApiVersion": "",
+        "Os": "linux",
+        "Arch": _go_arch(),
+        "PythonVersion": platform.python_version(),
+    }
     server: dict[str, Any] | None = None
     err: errdefs.DockyardError | None = None
     try:
@@ -49,14 +54,17 @@ def version(format_: str | None) -> None:
         click.echo(f" OS/Arch:           linux/{cli_info['Arch']}")
         if server:
             click.echo("\nServer:")
-            comps = server.get("Components") or [{"Name": "Engine", "Version": server.get("Version"),
-                                                  "Details": {}}]
+            comps = server.get("Components") or [
+                {"Name": "Engine", "Version": server.get("Version"), "Details": {}}
+            ]
             for comp in comps:
                 click.echo(f" {comp.get('Name')}:")
                 click.echo(f"  Version:          {comp.get('Version')}")
                 if comp.get("Name") == "Engine":
-                    click.echo(f"  API version:      {server.get('ApiVersion')} "
-                               f"(minimum version {server.get('MinAPIVersion')})")
+                    click.echo(
+                        f"  API version:      {server.get('ApiVersion')} "
+                        f"(minimum version {server.get('MinAPIVersion')})"
+                    )
                     click.echo(f"  Go version:       {server.get('GoVersion', '')}")
                     click.echo(f"  Git commit:       {server.get('GitCommit', '')}")
                     click.echo(f"  Built:            {server.get('BuildTime', '')}")
@@ -148,8 +156,10 @@ def events(filters: tuple[str, ...], format_: str | None, since: str | None, unt
         actor = ev.get("Actor") or {}
         attrs = actor.get("Attributes") or {}
         attr_s = ", ".join(f"{k}={attrs[k]}" for k in sorted(attrs))
-        line = (f"{_rfc3339nano(ev.get('timeNano'), ev.get('time'))} {ev.get('Type', '')} "
-                f"{ev.get('Action', '')} {actor.get('ID', '')}")
+        line = (
+            f"{_rfc3339nano(ev.get('timeNano'), ev.get('time'))} {ev.get('Type', '')} "
+            f"{ev.get('Action', '')} {actor.get('ID', '')}"
+        )
         if attr_s:
             line += f" ({attr_s})"
         click.echo(line)
@@ -158,7 +168,9 @@ def events(filters: tuple[str, ...], format_: str | None, since: str | None, unt
 @click.command("inspect")
 @click.option("-f", "--format", "format_", help="Format output using a custom template")
 @click.option("-s", "--size", is_flag=True, help="Display total file sizes if the type is container")
-@click.option("--type", "type_", type=click.Choice(["container", "image"]), help="Return JSON for specified type")
+@click.option(
+    "--type", "type_", type=click.Choice(["container", "image"]), help="Return JSON for specified type"
+)
 @click.argument("names", nargs=-1, required=True)
 def inspect(names: tuple[str, ...], format_: str | None, size: bool, type_: str | None) -> None:
     """Return low-level information on Dockyard objects"""
@@ -175,8 +187,9 @@ def _inspect(names: tuple[str, ...], format_: str | None, size: bool, type_: str
         for kind in kinds:
             try:
                 if kind == "container":
-                    obj = c.request("GET", "/containers/{0}/json", name, params={"size": int(size)},
-                                    stream=False).json()
+                    obj = c.request(
+                        "GET", "/containers/{0}/json", name, params={"size": int(size)}, stream=False
+                    ).json()
                 else:
                     obj = c.inspect_image(name)
                 break
@@ -198,6 +211,9 @@ def _inspect(names: tuple[str, ...], format_: str | None, size: bool, type_: str
         raise StatusError(1)
 
 
+DF_DEFAULT = "table {{.Type}}\t{{.TotalCount}}\t{{.Active}}\t{{.Size}}\t{{.Reclaimable}}"
+
+
 @click.command("df")
 @click.option("--format", "format_", help="Format output using a custom template")
 @click.option("-v", "--verbose", is_flag=True, help="Show detailed information on space usage")
@@ -213,37 +229,76 @@ def df(format_: str | None, verbose: bool) -> None:
     shared = sum(i.get("SharedSize") or 0 for i in imgs if (i.get("SharedSize") or 0) > 0)
     img_total = img_size - shared if shared else img_size
     img_active = sum(1 for i in imgs if i.get("Containers", 0) > 0 or i.get("Id") in used_images)
-    img_reclaim = sum(i.get("Size") or 0 for i in imgs
-                      if not (i.get("Containers", 0) > 0 or i.get("Id") in used_images))
+    img_reclaim = sum(
+        i.get("Size") or 0 for i in imgs if not (i.get("Containers", 0) > 0 or i.get("Id") in used_images)
+    )
     ctr_size = sum(c.get("SizeRw") or 0 for c in ctrs)
     ctr_active = sum(1 for c in ctrs if c.get("State") == "running")
     ctr_reclaim = sum(c.get("SizeRw") or 0 for c in ctrs if c.get("State") != "running")
-    vol_size = sum(((v.get("UsageData") or {}).get("Size") or 0) for v in vols if
-                   ((v.get("UsageData") or {}).get("Size") or 0) > 0)
+    vol_size = sum(
+        ((v.get("UsageData") or {}).get("Size") or 0)
+        for v in vols
+        if ((v.get("UsageData") or {}).get("Size") or 0) > 0
+    )
     vol_active = sum(1 for v in vols if ((v.get("UsageData") or {}).get("RefCount") or 0) > 0)
-    vol_reclaim = sum(((v.get("UsageData") or {}).get("Size") or 0) for v in vols
-                      if ((v.get("UsageData") or {}).get("RefCount") or 0) == 0
-                      and ((v.get("UsageData") or {}).get("Size") or 0) > 0)
+    vol_reclaim = sum(
+        ((v.get("UsageData") or {}).get("Size") or 0)
+        for v in vols
+        if ((v.get("UsageData") or {}).get("RefCount") or 0) == 0
+        and ((v.get("UsageData") or {}).get("Size") or 0) > 0
+    )
     cache_size = sum(b.get("Size") or 0 for b in cache)
     cache_active = sum(1 for b in cache if b.get("InUse"))
 
     def pct(part: float, total: float) -> str:
-        return f"{fmt.human_size(part, 4)} ({int(part * 100 / total) if total else 0}%)" if total else \
-            fmt.human_size(part, 4)
+        return (
+            f"{fmt.human_size(part, 4)} ({int(part * 100 / total) if total else 0}%)"
+            if total
+            else fmt.human_size(part, 4)
+        )
 
     rows = [
-        {"Type": "Images", "TotalCount": str(len(imgs)), "Active": str(img_active),
-         "Size": fmt.human_size(img_total, 4), "Reclaimable": pct(img_reclaim, img_total)},
-        {"Type": "Containers", "TotalCount": str(len(ctrs)), "Active": str(ctr_active),
-         "Size": fmt.human_size(ctr_size, 4), "Reclaimable": pct(ctr_reclaim, ctr_size)},
-        {"Type": "Local Volumes", "TotalCount": str(len(vols)), "Active": str(vol_active),
-         "Size": fmt.human_size(vol_size, 4), "Reclaimable": pct(vol_reclaim, vol_size)},
-        {"Type": "Build Cache", "TotalCount": str(len(cache)), "Active": str(cache_active),
-         "Size": fmt.human_size(cache_size, 4), "Reclaimable": fmt.human_size(cache_size, 4)},
+        {
+            "Type": "Images",
+            "TotalCount": str(len(imgs)),
+            "Active": str(img_active),
+            "Size": fmt.human_size(img_total, 4),
+            "Reclaimable": pct(img_reclaim, img_total),
+        },
+        {
+            "Type": "Containers",
+            "TotalCount": str(len(ctrs)),
+            "Active": str(ctr_active),
+            "Size": fmt.human_size(ctr_size, 4),
+            "Reclaimable": pct(ctr_reclaim, ctr_size),
+        },
+        {
+            "Type": "Local Volumes",
+            "TotalCount": str(len(vols)),
+            "Active": str(vol_active),
+            "Size": fmt.human_size(vol_size, 4),
+            "Reclaimable": pct(vol_reclaim, vol_size),
+        },
+        {
+            "Type": "Build Cache",
+            "TotalCount": str(len(cache)),
+            "Active": str(cache_active),
+            "Size": fmt.human_size(cache_size, 4),
+            "Reclaimable": fmt.human_size(cache_size, 4),
+        },
     ]
-    fmt.render(rows, format_, default="table {{.Type}}\t{{.TotalCount}}\t{{.Active}}\t{{.Size}}\t{{.Reclaimable}}",
-               headers={"Type": "TYPE", "TotalCount": "TOTAL", "Active": "ACTIVE", "Size": "SIZE",
-                        "Reclaimable": "RECLAIMABLE"})
+    fmt.render(
+        rows,
+        format_,
+        default=DF_DEFAULT,
+        headers={
+            "Type": "TYPE",
+            "TotalCount": "TOTAL",
+            "Active": "ACTIVE",
+            "Size": "SIZE",
+            "Reclaimable": "RECLAIMABLE",
+        },
+    )
 
 
 @click.command("prune")
@@ -256,8 +311,9 @@ def system_prune(all_: bool, force: bool, volumes: bool, filters: tuple[str, ...
     items = ["all stopped containers", "all networks not used by at least one container"]
     if volumes:
         items.append("all anonymous volumes not used by at least one container")
-    items.append("all images without at least one container associated to them" if all_
-                 else "all dangling images")
+    items.append(
+        "all images without at least one container associated to them" if all_ else "all dangling images"
+    )
     items.append("unused build cache" if all_ else "all dangling build cache")
     if not force:
         msg = "WARNING! This will remove:\n" + "".join(f"  - {i}\n" for i in items)
@@ -267,8 +323,10 @@ def system_prune(all_: bool, force: bool, volumes: bool, filters: tuple[str, ...
     total = containers.prune_containers(filters).get("SpaceReclaimed") or 0
     flt = parse_filters(filters)
     try:
-        res = c.post_json("/networks/prune", body={},
-                          params={"filters": json.dumps(flt)} if flt else None) or {}
+        res = (
+            c.post_json("/networks/prune", body={}, params={"filters": json.dumps(flt)} if flt else None)
+            or {}
+        )
         if res.get("NetworksDeleted"):
             click.echo("Deleted Networks:")
             for n in res["NetworksDeleted"]:
@@ -290,10 +348,12 @@ def system_prune(all_: bool, force: bool, volumes: bool, filters: tuple[str, ...
 
 # -- management groups ----------------------------------------------------------------------
 
+
 def _alias(cmd: click.Command, name: str) -> click.Command:
     """A copy of `cmd` registered under another name (`container ls` for `ps`)."""
-    return click.Command(name, callback=cmd.callback, params=cmd.params, help=cmd.help,
-                         context_settings=cmd.context_settings)
+    return click.Command(
+        name, callback=cmd.callback, params=cmd.params, help=cmd.help, context_settings=cmd.context_settings
+    )
 
 
 @click.group("container")
@@ -337,8 +397,13 @@ def register(group: click.Group) -> None:
         system_group.add_command(cmd)
     container_group.add_command(container_inspect)
     container_group.add_command(containers.container_prune)
-    for cmd in containers.CONTAINER_COMMANDS + [run.run, run.create, interactive.attach, interactive.exec_,
-                                                copy.cp]:
+    for cmd in containers.CONTAINER_COMMANDS + [
+        run.run,
+        run.create,
+        interactive.attach,
+        interactive.exec_,
+        copy.cp,
+    ]:
         container_group.add_command(cmd)
     container_group.add_command(_alias(containers.ps, "ls"))
     container_group.add_command(_alias(containers.ps, "list"))

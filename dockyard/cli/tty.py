@@ -25,7 +25,7 @@ def is_tty(fd: int) -> bool:
 
 def size(fd: int | None = None) -> tuple[int, int] | None:
     """(height, width) of the controlling terminal, or None when there is none."""
-    for f in ([fd] if fd is not None else [sys.stdout.fileno(), sys.stdin.fileno()]):
+    for f in [fd] if fd is not None else [sys.stdout.fileno(), sys.stdin.fileno()]:
         try:
             sz = os.get_terminal_size(f)
             if sz.lines and sz.columns:

@@ -7,9 +7,10 @@ returns after the headers, hijacked attach/exec, streamed bodies). It must not p
 from __future__ import annotations
 
 import functools
-import json
 import inspect
+import json
 import os
+import threading
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -106,8 +107,13 @@ class Client:
         """Send a request and raise the mapped error for a non-2xx status."""
         with mapped_errors(self.host):
             resp = self.api.request(
-                method, self.url(path, *args), params=params, data=data, headers=headers,
-                stream=stream, timeout=None,
+                method,
+                self.url(path, *args),
+                params=params,
+                data=data,
+                headers=headers,
+                stream=stream,
+                timeout=None,
             )
         if resp.status_code >= 400:
             try:
@@ -117,14 +123,17 @@ class Client:
             raise from_status(resp.status_code, str(msg).strip())
         return resp
 
-    def post_json(
-        self, path: str, *args: str, body: Any, params: dict[str, Any] | None = None
-    ) -> Any:
+    def post_json(self, path: str, *args: str, body: Any, params: dict[str, Any] | None = None) -> Any:
         """POST a JSON body (None values dropped at the top level) and return the decoded reply."""
         data = {k: v for k, v in body.items() if v is not None} if isinstance(body, dict) else body
         resp = self.request(
-            "POST", path, *args, params=params, data=json.dumps(data),
-            headers={"Content-Type": "application/json"}, stream=False,
+            "POST",
+            path,
+            *args,
+            params=params,
+            data=json.dumps(data),
+            headers={"Content-Type": "application/json"},
+            stream=False,
         )
         if not resp.content:
             return None
@@ -148,33 +157,66 @@ class Client:
             _check(obj, raise_errors)
             yield obj
 
-    def wait_begin(self, container: str, condition: str = "not-running") -> Callable[[], dict[str, Any]]:
+    def wait_begin(
+        self, container: str, condition: str = "not-running", header_timeout: float = 5.0
+    ) -> Callable[[], dict[str, Any]]:
         """POST /wait and return once the daemon answered the headers, so no exit is missed.
 
+        Docker flushes the wait response headers as soon as the waiter is registered, and its
+        CLI relies on that before starting a container. Should a daemon hold the headers back,
+        we go on after `header_timeout` rather than deadlock (the request is on the wire by then).
         Call the returned function to block for the body `{StatusCode, Error}`.
         """
-        resp = self.request("POST", "/containers/{0}/wait", container, params={"condition": condition})
+        box: dict[str, Any] = {}
+        headers = threading.Event()
+
+        def send() -> None:
+            try:
+                box["resp"] = self.request(
+                    "POST", "/containers/{0}/wait", container, params={"condition": condition}
+                )
+            except BaseException as err:  # noqa: BLE001 - handed to the caller below
+                box["err"] = err
+            finally:
+                headers.set()
+
+        thread = threading.Thread(target=send, daemon=True, name="wait")
+        thread.start()
+        headers.wait(header_timeout)
+        if "err" in box:
+            raise box["err"]
 
         def result() -> dict[str, Any]:
+            thread.join()
+            if "err" in box:
+                raise box["err"]
             with mapped_errors(self.host):
-                return dict(resp.json())
+                return dict(box["resp"].json())
 
         return result
 
     def attach_socket(
-        self, container: str, *, stdin: bool, stdout: bool = True, stderr: bool = True,
-        logs: bool = False, detach_keys: str | None = None,
+        self,
+        container: str,
+        *,
+        stdin: bool,
+        stdout: bool = True,
+        stderr: bool = True,
+        logs: bool = False,
+        detach_keys: str | None = None,
     ) -> HijackedConn:
         params = {
-            "stream": 1, "stdin": int(stdin), "stdout": int(stdout), "stderr": int(stderr),
-            "logs": int(logs), "detachKeys": detach_keys,
+            "stream": 1,
+            "stdin": int(stdin),
+            "stdout": int(stdout),
+            "stderr": int(stderr),
+            "logs": int(logs),
+            "detachKeys": detach_keys,
         }
         return hijack(self.host, self.path("/containers/{0}/attach", container), params)
 
     def exec_socket(self, exec_id: str, *, tty: bool) -> HijackedConn:
-        return hijack(
-            self.host, self.path("/exec/{0}/start", exec_id), None, {"Detach": False, "Tty": tty}
-        )
+        return hijack(self.host, self.path("/exec/{0}/start", exec_id), None, {"Detach": False, "Tty": tty})
 
 
 def _check(obj: dict[str, Any], raise_errors: bool) -> None:

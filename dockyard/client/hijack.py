@@ -56,17 +56,13 @@ def _connect(host: str) -> socket.socket:
     raise ValueError(f"unsupported host for attach: {host}")
 
 
-def hijack(
-    host: str, path: str, params: dict[str, Any] | None = None, body: Any = None
-) -> HijackedConn:
+def hijack(host: str, path: str, params: dict[str, Any] | None = None, body: Any = None) -> HijackedConn:
     """POST `path` with `Upgrade: tcp` and return the raw connection once headers are read."""
     try:
         sock = _connect(host)
     except OSError as err:
         raise cannot_connect(host) from err
-    query = urllib.parse.urlencode(
-        {k: v for k, v in (params or {}).items() if v is not None}, doseq=True
-    )
+    query = urllib.parse.urlencode({k: v for k, v in (params or {}).items() if v is not None}, doseq=True)
     data = json.dumps(body).encode() if body is not None else b""
     head = (
         f"POST {path}{'?' + query if query else ''} HTTP/1.1\r\n"

@@ -27,8 +27,9 @@ class _Daemon:
 def _runner(argv0: list[str], host: str):  # type: ignore[no-untyped-def]
     def run(*args: str, input: str | None = None, check: bool = True, timeout: float = 60):
         env = {**os.environ, "DOCKER_HOST": host}
-        res = subprocess.run([*argv0, *args], input=input, capture_output=True, text=True,
-                             timeout=timeout, env=env)
+        res = subprocess.run(
+            [*argv0, *args], input=input, capture_output=True, text=True, timeout=timeout, env=env
+        )
         if check and res.returncode != 0:
             raise AssertionError(f"{argv0} {args} exited {res.returncode}:\n{res.stdout}\n{res.stderr}")
         return res
@@ -63,5 +64,10 @@ def docker_py(daemon: _Daemon) -> Iterator[docker.DockerClient]:
     client.close()
 
 
-FIXTURES = {"daemon": daemon, "busybox": busybox, "dockyard_cli": dockyard_cli,
-            "docker_cli": docker_cli, "docker_py": docker_py}
+FIXTURES = {
+    "daemon": daemon,
+    "busybox": busybox,
+    "dockyard_cli": dockyard_cli,
+    "docker_cli": docker_cli,
+    "docker_py": docker_py,
+}

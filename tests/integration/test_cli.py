@@ -29,7 +29,8 @@ import pytest
 
 if os.environ.get("DOCKYARD_CLI_TEST_HOST"):  # TEMPORARY: see _cli_fixtures_fallback.py
     _spec = importlib.util.spec_from_file_location(
-        "_cli_fixtures_fallback", Path(__file__).with_name("_cli_fixtures_fallback.py"))
+        "_cli_fixtures_fallback", Path(__file__).with_name("_cli_fixtures_fallback.py")
+    )
     assert _spec and _spec.loader
     _fallback = importlib.util.module_from_spec(_spec)
     sys.modules[_spec.name] = _fallback
@@ -76,8 +77,20 @@ def test_run_env_workdir_user(dockyard_cli, busybox, tmp_path):
     env_file = tmp_path / "env"
     env_file.write_text("# comment\nFROMFILE=yes\n")
     res = dockyard_cli(
-        "run", "--rm", "-e", "FOO=bar baz", "--env-file", str(env_file), "-w", "/tmp", "-u", "65534",
-        busybox, "sh", "-c", 'echo "$FOO|$FROMFILE|$(pwd)|$(id -u)"',
+        "run",
+        "--rm",
+        "-e",
+        "FOO=bar baz",
+        "--env-file",
+        str(env_file),
+        "-w",
+        "/tmp",
+        "-u",
+        "65534",
+        busybox,
+        "sh",
+        "-c",
+        'echo "$FOO|$FROMFILE|$(pwd)|$(id -u)"',
     )
     assert res.stdout.strip() == "bar baz|yes|/tmp|65534"
 
@@ -106,8 +119,7 @@ def test_run_stdin_is_piped(dockyard_cli, busybox):
 
 
 def test_run_unknown_image_exits_125(dockyard_cli):
-    res = dockyard_cli("run", "--rm", "--pull", "never", "no-such-image-" + secrets.token_hex(3),
-                       check=False)
+    res = dockyard_cli("run", "--rm", "--pull", "never", "no-such-image-" + secrets.token_hex(3), check=False)
     assert res.returncode == 125
     assert res.stderr.strip()
 
@@ -179,7 +191,7 @@ def test_logs_tail_and_timestamps(dockyard_cli, busybox, cleanup):
     assert dockyard_cli("logs", "--tail", "1", name).stdout == "three\n"
     stamped = dockyard_cli("logs", "-t", name).stdout.splitlines()
     assert len(stamped) == 3
-    for line, word in zip(stamped, ["one", "two", "three"]):
+    for line, word in zip(stamped, ["one", "two", "three"], strict=True):
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z " + word, line), line
 
 
@@ -193,8 +205,9 @@ def test_logs_separates_stderr(dockyard_cli, busybox, cleanup):
 
 def test_exec(dockyard_cli, busybox, cleanup):
     name = started(dockyard_cli, busybox, cleanup)
-    res = dockyard_cli("exec", "-e", "X=42", "-w", "/tmp", name, "sh", "-c", 'echo "$X $(pwd)"; exit 4',
-                       check=False)
+    res = dockyard_cli(
+        "exec", "-e", "X=42", "-w", "/tmp", name, "sh", "-c", 'echo "$X $(pwd)"; exit 4', check=False
+    )
     assert res.returncode == 4
     assert res.stdout == "42 /tmp\n"
     res = dockyard_cli("exec", "-i", name, "cat", input="piped\n")
@@ -224,8 +237,13 @@ def test_inspect_format(dockyard_cli, busybox, cleanup):
 
 def test_unknown_container_errors(dockyard_cli):
     ghost = uniq("ghost")
-    for args in (("rm", ghost), ("stop", ghost), ("logs", ghost), ("exec", ghost, "true"),
-                 ("inspect", "--type", "container", ghost)):
+    for args in (
+        ("rm", ghost),
+        ("stop", ghost),
+        ("logs", ghost),
+        ("exec", ghost, "true"),
+        ("inspect", "--type", "container", ghost),
+    ):
         res = dockyard_cli(*args, check=False)
         assert res.returncode == 1, args
         assert "No such container" in res.stderr, (args, res.stderr)
@@ -288,8 +306,12 @@ def test_top_and_stats(dockyard_cli, busybox, cleanup):
 def test_update(dockyard_cli, busybox, cleanup):
     name = started(dockyard_cli, busybox, cleanup)
     dockyard_cli("update", "--restart", "on-failure:2", name)
-    out = dockyard_cli("inspect", "-f", "{{.HostConfig.RestartPolicy.Name}}:"
-                       "{{.HostConfig.RestartPolicy.MaximumRetryCount}}", name).stdout.strip()
+    out = dockyard_cli(
+        "inspect",
+        "-f",
+        "{{.HostConfig.RestartPolicy.Name}}:{{.HostConfig.RestartPolicy.MaximumRetryCount}}",
+        name,
+    ).stdout.strip()
     assert out == "on-failure:2"
 
 
@@ -307,8 +329,10 @@ def test_cp_both_ways(dockyard_cli, busybox, cleanup, tmp_path):
     dockyard_cli("cp", str(src), f"{name}:/tmp/")
     dockyard_cli("cp", str(src), f"{name}:/tmp/renamed.txt")
     dockyard_cli("cp", str(srcdir), f"{name}:/tmp/")
-    assert dockyard_cli("exec", name, "cat", "/tmp/up.txt", "/tmp/renamed.txt",
-                        "/tmp/updir/sub/f").stdout == "from host\nfrom host\nnested\n"
+    assert (
+        dockyard_cli("exec", name, "cat", "/tmp/up.txt", "/tmp/renamed.txt", "/tmp/updir/sub/f").stdout
+        == "from host\nfrom host\nnested\n"
+    )
 
     dockyard_cli("exec", name, "sh", "-c", "mkdir -p /out/d && echo inside > /out/d/g")
     dockyard_cli("cp", f"{name}:/out/d/g", str(tmp_path / "g.txt"))
@@ -336,8 +360,9 @@ def test_commit(dockyard_cli, busybox, cleanup):
     ref = f"{uniq('commit')}:v1"
     cleanup.append(("image", ref))
     dockyard_cli("exec", name, "sh", "-c", "echo committed > /marker")
-    image_id = dockyard_cli("commit", "-c", "ENV COMMITTED=1", "-m", "a message", "-a", "tester",
-                            name, ref).stdout.strip()
+    image_id = dockyard_cli(
+        "commit", "-c", "ENV COMMITTED=1", "-m", "a message", "-a", "tester", name, ref
+    ).stdout.strip()
     assert image_id.startswith("sha256:")
     out = dockyard_cli("run", "--rm", ref, "sh", "-c", 'cat /marker; echo "$COMMITTED"').stdout
     assert out == "committed\n1\n"
@@ -358,8 +383,10 @@ def test_export_and_import(dockyard_cli, busybox, cleanup, tmp_path):
     cleanup.append(("image", ref))
     res = dockyard_cli("import", "-c", "ENV IMPORTED=yes", "-c", 'CMD ["sh"]', str(out), ref)
     assert res.stdout.strip().startswith("sha256:")
-    assert dockyard_cli("run", "--rm", ref, "sh", "-c", 'cat /exported; echo "$IMPORTED"').stdout == \
-        "exported\nyes\n"
+    assert (
+        dockyard_cli("run", "--rm", ref, "sh", "-c", 'cat /exported; echo "$IMPORTED"').stdout
+        == "exported\nyes\n"
+    )
 
 
 def test_import_minimal_tar(dockyard_cli, busybox, cleanup, tmp_path):
@@ -429,16 +456,28 @@ def test_events(dockyard_cli, busybox, cleanup):
     dockyard_cli("run", "--name", name, busybox, "true")
     until = str(int(time.time()) + 1)
     time.sleep(1.2)
-    res = dockyard_cli("events", "--since", since, "--until", until, "--filter", f"container={name}",
-                       "--format", "{{.Type}} {{.Action}} {{.Actor.Attributes.name}}", timeout=30)
+    res = dockyard_cli(
+        "events",
+        "--since",
+        since,
+        "--until",
+        until,
+        "--filter",
+        f"container={name}",
+        "--format",
+        "{{.Type}} {{.Action}} {{.Actor.Attributes.name}}",
+        timeout=30,
+    )
     lines = res.stdout.splitlines()
     for action in ("create", "start", "die"):
         assert f"container {action} {name}" in lines, lines
-    plain = dockyard_cli("events", "--since", since, "--until", until, "--filter", f"container={name}",
-                         "--filter", "event=die").stdout.splitlines()
+    plain = dockyard_cli(
+        "events", "--since", since, "--until", until, "--filter", f"container={name}", "--filter", "event=die"
+    ).stdout.splitlines()
     assert len(plain) == 1
-    assert re.match(r"\d{4}-\d\d-\d\dT[\d:.]+(Z|[+-]\d\d:\d\d) container die [0-9a-f]{64} \(.*exitCode=0",
-                    plain[0]), plain
+    assert re.match(
+        r"\d{4}-\d\d-\d\dT[\d:.]+(Z|[+-]\d\d:\d\d) container die [0-9a-f]{64} \(.*exitCode=0", plain[0]
+    ), plain
 
 
 def test_version_and_info(dockyard_cli):
@@ -513,7 +552,8 @@ def _pty_session(argv: list[str], steps: list[bytes], host_env: dict[str, str]) 
 def test_run_interactive_tty(daemon, busybox):
     out, code = _pty_session(
         [str(DOCKYARD), "-H", daemon.host, "run", "-it", "--rm", busybox, "sh"],
-        [b"stty size; echo hi; exit 3\r"], {},
+        [b"stty size; echo hi; exit 3\r"],
+        {},
     )
     assert code == 3, out
     assert b"hi\r\n" in out
@@ -525,12 +565,14 @@ def test_exec_interactive_tty_and_detach(daemon, busybox, dockyard_cli, cleanup)
     cleanup.append(("container", name))
     out, code = _pty_session(
         [str(DOCKYARD), "-H", daemon.host, "run", "-it", "--name", name, busybox, "sh"],
-        [b"echo attached\r", b"\x10\x11"], {},
+        [b"echo attached\r", b"\x10\x11"],
+        {},
     )
     assert code == 0 and b"attached" in out
     assert dockyard_cli("inspect", "-f", "{{.State.Running}}", name).stdout.strip() == "true"
     out, code = _pty_session(
         [str(DOCKYARD), "-H", daemon.host, "exec", "-it", name, "sh"],
-        [b"tty; exit 9\r"], {},
+        [b"tty; exit 9\r"],
+        {},
     )
     assert code == 9 and b"/dev/pts/" in out, out
