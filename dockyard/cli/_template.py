@@ -42,7 +42,9 @@ def go_str_inner(v: Any) -> str:
 
 def _json(v: Any) -> str:
     if hasattr(v, "to_json"):
-        v = v.to_json()
+        # CLI contexts marshal through Go's json.Marshal, which escapes HTML characters.
+        out = json.dumps(v.to_json(), ensure_ascii=False, separators=(",", ":"))
+        return out.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     return json.dumps(v, ensure_ascii=False, separators=(",", ":"))
 
 

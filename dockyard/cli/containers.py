@@ -57,7 +57,7 @@ def ps(
         last = 1
     if last > 0:
         params["limit"] = last
-    if size or (format_ and ".Size" in format_):
+    if size or (format_ and (".Size" in format_ or "json ." in format_)):
         params["size"] = 1
     flt = parse_filters(filters)
     if flt:

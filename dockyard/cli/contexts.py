@@ -23,6 +23,14 @@ class _Ctx:
         return json.dumps(self.to_json())
 
 
+def rfc3339(ts: float) -> str:
+    """Go's time.RFC3339 in local time: `Z` for UTC, else `+hh:mm`."""
+    t = time.localtime(ts)
+    off = time.strftime("%z", t)
+    tz = "Z" if off in ("+0000", "-0000") else f"{off[:3]}:{off[3:]}"
+    return time.strftime("%Y-%m-%dT%H:%M:%S", t) + tz
+
+
 def _labels(labels: dict[str, str] | None) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted((labels or {}).items()))
 
@@ -51,6 +59,7 @@ class ContainerCtx(_Ctx):
         "Mounts",
         "Names",
         "Networks",
+        "Platform",
         "Ports",
         "RunningFor",
         "Size",
@@ -149,6 +158,11 @@ class ContainerCtx(_Ctx):
         return ",".join(out)
 
     @property
+    def Platform(self) -> Any:  # noqa: N802
+        return self.c.get("ImageManifestDescriptor", {}).get("platform") if self.c.get(
+            "ImageManifestDescriptor") else None
+
+    @property
     def LocalVolumes(self) -> str:  # noqa: N802
         return str(sum(1 for m in self.c.get("Mounts") or [] if m.get("Driver") == "local"))
 
@@ -208,7 +222,9 @@ class ImageCtx(_Ctx):
     def Size(self) -> str:  # noqa: N802
         return human_size(self.i.get("Size") or 0)
 
-    VirtualSize = Size
+    @property
+    def VirtualSize(self) -> str:  # noqa: N802
+        return human_size(self.i.get("VirtualSize", self.i.get("Size")) or 0, 4)
 
     @property
     def SharedSize(self) -> str:  # noqa: N802
@@ -255,7 +271,7 @@ class HistoryCtx(_Ctx):
 
     @property
     def CreatedAt(self) -> str:  # noqa: N802
-        return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.h.get("Created", 0)))
+        return rfc3339(float(self.h.get("Created") or 0))
 
     @property
     def CreatedBy(self) -> str:  # noqa: N802

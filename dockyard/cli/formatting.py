@@ -142,8 +142,8 @@ class _Headers:
     def to_json(self) -> str:
         return ""
 
-    def Label(self, *a: Any) -> str:  # noqa: N802 (Go method name)
-        return "LABEL"
+    def Label(self, name: str = "", *a: Any) -> str:  # noqa: N802 (Go method name)
+        return name or "LABEL"
 
 
 def _upper_snake(name: str) -> str:

@@ -576,3 +576,169 @@ def test_exec_interactive_tty_and_detach(daemon, busybox, dockyard_cli, cleanup)
         {},
     )
     assert code == 9 and b"/dev/pts/" in out, out
+
+
+# -- same output as the docker CLI ----------------------------------------------------------
+
+
+def test_output_matches_docker_cli(dockyard_cli, docker_cli, busybox, cleanup):
+    name = started(dockyard_cli, busybox, cleanup, "-l", "k=v")
+    stable = "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.Ports}}\t{{.Names}}\t{{.Labels}}\t{{.State}}"
+    for args in (
+        ("ps", "--filter", f"name={name}", "--format", stable),
+        ("ps", "-a", "--no-trunc", "--filter", f"name={name}", "--format", stable),
+        ("ps", "-q", "--filter", f"name={name}"),
+        ("images", "--format", "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.Size}}", busybox),
+        ("images", "-q", busybox),
+        ("history", "--format", "{{.ID}} {{.CreatedBy}} {{.Size}} {{.Comment}}", busybox),
+        ("inspect", "-f", "{{.Name}} {{.State.Running}} {{json .Config.Labels}}", name),
+        ("top", name),
+        ("diff", name),
+    ):
+        ours = dockyard_cli(*args).stdout
+        theirs = docker_cli(*args).stdout
+        assert ours == theirs, args
+
+
+# -- formatting and framing helpers (no daemon needed) ----------------------------------------
+
+
+def test_template_subset():
+    from dockyard.cli.formatting import Template
+
+    obj = {
+        "State": {"Status": "running", "Pid": 42},
+        "Config": {"Env": ["A=1", "B=2"], "Labels": {"x": "y"}},
+        "Name": "/n",
+        "Empty": None,
+    }
+    assert Template("{{.State.Status}}/{{.State.Pid}}").render(obj) == "running/42"
+    assert Template("{{json .Config.Env}}").render(obj) == '["A=1","B=2"]'
+    assert Template('{{index .Config.Labels "x"}}').render(obj) == "y"
+    assert Template("{{range .Config.Env}}[{{.}}]{{end}}").render(obj) == "[A=1][B=2]"
+    assert Template("{{if .Empty}}yes{{else}}no{{end}}").render(obj) == "no"
+    assert Template('{{.Name | upper}} {{join .Config.Env ","}}').render(obj) == "/N A=1,B=2"
+    assert Template("{{.Missing}}").render(obj) == "<no value>"
+    assert Template("{{.Config.Labels}}").render(obj) == "map[x:y]"
+
+
+def test_tabwriter_matches_go():
+    from dockyard.cli.formatting import tabwrite
+
+    out = io.StringIO()
+    tabwrite(["CONTAINER ID\tIMAGE\tNAMES", "abc\tbusybox:latest-long\tn"], out)
+    assert (
+        out.getvalue()
+        == "CONTAINER ID   IMAGE                 NAMES\nabc            busybox:latest-long   n\n"
+    )
+
+
+def test_human_units():
+    from dockyard.cli.formatting import bytes_size, human_duration, human_size
+
+    assert human_duration(0.5) == "Less than a second"
+    assert human_duration(1) == "1 second"
+    assert human_duration(59) == "59 seconds"
+    assert human_duration(90) == "About a minute"
+    assert human_duration(3 * 3600) == "3 hours"
+    assert human_duration(3 * 86400) == "3 days"
+    assert human_size(1_234_567) == "1.23MB"
+    assert human_size(999) == "999B"
+    assert human_size(1_986_000, 4) == "1.986MB"
+    assert bytes_size(656 * 1024) == "656KiB"
+
+
+def test_frame_decoder_and_detach_scanner():
+    from dockyard.cli.streams import DetachScanner, parse_detach_keys
+    from dockyard.client import FrameDecoder
+    from dockyard.client.framing import encode_frame
+
+    data = encode_frame(1, b"out") + encode_frame(2, b"err") + encode_frame(1, b"x")
+    dec = FrameDecoder()
+    got = [f for i in range(0, len(data), 3) for f in dec.feed(data[i : i + 3])]
+    assert got == [(1, b"out"), (2, b"err"), (1, b"x")]
+    assert FrameDecoder(tty=True).feed(b"raw") == [(1, b"raw")]
+
+    keys = parse_detach_keys(None)
+    assert keys == b"\x10\x11"
+    sc = DetachScanner(keys)
+    assert sc.feed(b"ab\x10") == (b"ab", False)
+    assert sc.feed(b"c") == (b"\x10c", False)
+    assert sc.feed(b"\x10\x11") == (b"", True)
+
+
+def test_run_flags_build_create_body():
+    from click.testing import CliRunner
+
+    from dockyard.cli.runopts import build_config, parse_ports
+
+    assert parse_ports(("127.0.0.1:8080:80/udp", "9000")) == (
+        {"80/udp": {}, "9000/tcp": {}},
+        {
+            "80/udp": [{"HostIp": "127.0.0.1", "HostPort": "8080"}],
+            "9000/tcp": [{"HostIp": "", "HostPort": ""}],
+        },
+    )
+    captured = {}
+
+    import click
+
+    from dockyard.cli.runopts import container_options
+
+    @click.command(context_settings={"allow_interspersed_args": False, "help_option_names": ["--help"]})
+    @container_options
+    def fake(image, command, **opts):
+        captured.update(build_config(image, command, opts, detach=True))
+
+    res = CliRunner().invoke(
+        fake,
+        [
+            "-m",
+            "64m",
+            "--cpus",
+            "1.5",
+            "--pids-limit",
+            "10",
+            "--restart",
+            "on-failure:3",
+            "--ulimit",
+            "nofile=100:200",
+            "--tmpfs",
+            "/run:size=1m",
+            "-v",
+            "/src:/dst:ro",
+            "--cap-add",
+            "NET_ADMIN",
+            "--init",
+            "-h",
+            "box",
+            "--add-host",
+            "a:1.2.3.4",
+            "--shm-size",
+            "1g",
+            "--sysctl",
+            "net.x=1",
+            "--stop-signal",
+            "SIGINT",
+            "--stop-timeout",
+            "3",
+            "--read-only",
+            "--entrypoint",
+            "",
+            "img",
+            "ls",
+            "-l",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    hc = captured["HostConfig"]
+    assert hc["Memory"] == 64 << 20 and hc["NanoCpus"] == 1_500_000_000 and hc["PidsLimit"] == 10
+    assert hc["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 3}
+    assert hc["Ulimits"] == [{"Name": "nofile", "Soft": 100, "Hard": 200}]
+    assert hc["Tmpfs"] == {"/run": "size=1m"} and hc["Binds"] == ["/src:/dst:ro"]
+    assert hc["Init"] is True and hc["ReadonlyRootfs"] is True and hc["ShmSize"] == 1 << 30
+    assert hc["ExtraHosts"] == ["a:1.2.3.4"] and hc["Sysctls"] == {"net.x": "1"}
+    assert captured["Cmd"] == ["ls", "-l"] and captured["Entrypoint"] == [""]
+    assert (
+        captured["Hostname"] == "box" and captured["StopSignal"] == "SIGINT" and captured["StopTimeout"] == 3
+    )
