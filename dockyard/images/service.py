@@ -148,6 +148,10 @@ class ImageService:
         self._lock = asyncio.Lock()
         self._usage_check: Callable[[str], list[str]] = lambda image_id: []
         self._running_ids: Callable[[str], list[str]] | None = None
+        # Leftovers of a crash mid-operation: layers and blobs nothing refers to.
+        freed = self._gc_sync()
+        if freed:
+            log.warning("removed %d bytes of unreferenced layers at startup", freed)
 
     # -- wiring ---------------------------------------------------------------------------
 
@@ -264,7 +268,8 @@ class ImageService:
         lowers = self.lowers(image)
         graph: dict[str, str] = {}
         if lowers:
-            graph = {"MergedDir": "", "UpperDir": str(lowers[0]), "WorkDir": str(lowers[0].parent / "work")}
+            top = lowers[0].parent
+            graph = {"MergedDir": str(top / "merged"), "UpperDir": str(lowers[0]), "WorkDir": str(top / "work")}
             if len(lowers) > 1:
                 graph["LowerDir"] = ":".join(str(p) for p in lowers[1:])
         out: dict[str, Any] = {
