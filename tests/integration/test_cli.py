@@ -742,3 +742,26 @@ def test_run_flags_build_create_body():
     assert (
         captured["Hostname"] == "box" and captured["StopSignal"] == "SIGINT" and captured["StopTimeout"] == 3
     )
+
+
+def test_stream_errors_fail_the_command(dockyard_cli, tmp_path):
+    garbage = tmp_path / "garbage.tar"
+    garbage.write_bytes(os.urandom(3000))
+    res = dockyard_cli("load", "-i", str(garbage), check=False)
+    assert res.returncode == 1 and res.stderr.strip()
+    res = dockyard_cli("import", str(garbage), f"{uniq('garbage')}:1", check=False)
+    assert res.returncode == 1 and res.stderr.strip()
+
+
+def test_cannot_connect(tmp_path):
+    import subprocess
+
+    sock = tmp_path / "nobody-home.sock"
+    res = subprocess.run(
+        [str(DOCKYARD), "-H", f"unix://{sock}", "ps"], capture_output=True, text=True, timeout=30
+    )
+    assert res.returncode == 1
+    assert (
+        res.stderr.strip()
+        == f"Cannot connect to the Docker daemon at unix://{sock}. Is the docker daemon running?"
+    )
