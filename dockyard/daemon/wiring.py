@@ -8,6 +8,7 @@ from aiohttp import web
 
 from dockyard.api import keys
 from dockyard.api.app import create_app
+from dockyard.api.routes import container_fs
 from dockyard.api.routes import containers as container_routes
 from dockyard.api.routes import exec as exec_routes
 from dockyard.api.routes import images as image_routes
@@ -43,6 +44,6 @@ def build(cfg: DaemonConfig) -> Graph:
     system = SystemService(cfg, images, containers)
     app = create_app(
         {keys.EVENTS: events, keys.IMAGES: images, keys.CONTAINERS: containers, keys.SYSTEM: system},
-        [system_routes.routes, image_routes.routes, container_routes.routes, exec_routes.routes],
+        [system_routes.routes, image_routes.routes, container_routes.routes, exec_routes.routes, container_fs.routes],
     )
     return Graph(app, store, containers)
