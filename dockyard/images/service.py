@@ -910,7 +910,7 @@ class ImageService:
             chains = (self.snapshots.root / key / "lower").read_text().split()
         except FileNotFoundError:
             return []
-        return [self.layers.diff_dir(c) for c in reversed(chains)]
+        return [self.snapshots.init_dir(key), *(self.layers.diff_dir(c) for c in reversed(chains))]
 
     def changes(self, key: str) -> list[dict[str, Any]]:
         return snapdiff.changes(self.upper_dir(key), self._snapshot_lowers(key))

@@ -10,7 +10,9 @@ Layout::
     snapshots/<key>/
       upper/     the container's writes (overlay upperdir)
       work/      overlay's scratch space (workdir; same filesystem as upper)
-      empty/     an empty lowerdir, only for images without layers (overlay needs one)
+      init/      dockerd's "init layer": empty mount points the runtime would otherwise
+                 create in upper (/proc, /sys, /dev/pts, /etc/hosts, ...), so they never
+                 show in `docker diff` or in a committed layer; the topmost lowerdir
 """
 
 from __future__ import annotations
@@ -21,7 +23,21 @@ from pathlib import Path
 from dockyard._sys.mount import Mount
 from dockyard.errdefs import InvalidArgument
 
-__all__ = ["OverlaySnapshotter"]
+__all__ = ["INIT_ENTRIES", "OverlaySnapshotter"]
+
+# dockerd's daemon/initlayer: path -> "dir", "file", or a symlink target.
+INIT_ENTRIES: dict[str, str] = {
+    "dev/pts": "dir",
+    "dev/shm": "dir",
+    "proc": "dir",
+    "sys": "dir",
+    ".dockerenv": "file",
+    "etc/resolv.conf": "file",
+    "etc/hosts": "file",
+    "etc/hostname": "file",
+    "dev/console": "file",
+    "etc/mtab": "/proc/mounts",
+}
 
 
 class OverlaySnapshotter:
@@ -48,14 +64,16 @@ class OverlaySnapshotter:
     def work(self, key: str) -> Path:
         return self._dir(key) / "work"
 
+    def init_dir(self, key: str) -> Path:
+        return self._dir(key) / "init"
+
     def prepare(self, key: str, lowers: list[Path]) -> Mount:
         """Create (idempotently) the snapshot dirs; lowers are top-first."""
         d = self._dir(key)
         (d / "upper").mkdir(parents=True, exist_ok=True)
         (d / "work").mkdir(exist_ok=True)
-        if not lowers:
-            (d / "empty").mkdir(exist_ok=True)
-            lowers = [d / "empty"]
+        self._make_init(d / "init", d / "init.done")
+        lowers = [d / "init", *lowers]
         opts = (
             "lowerdir=" + ":".join(str(p) for p in lowers),
             f"upperdir={d / 'upper'}",
@@ -64,6 +82,23 @@ class OverlaySnapshotter:
             "index=off",
         )
         return Mount("overlay", "overlay", opts)
+
+    @staticmethod
+    def _make_init(init: Path, done: Path) -> None:
+        if done.exists():
+            return
+        for rel, kind in INIT_ENTRIES.items():
+            p = init / rel
+            p.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+            if p.exists() or p.is_symlink():
+                continue
+            if kind == "dir":
+                p.mkdir(mode=0o755)
+            elif kind == "file":
+                p.touch(mode=0o755)
+            else:
+                p.symlink_to(kind)
+        done.touch()
 
     def remove(self, key: str) -> None:
         shutil.rmtree(self._dir(key), ignore_errors=True)
