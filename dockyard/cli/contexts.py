@@ -159,8 +159,11 @@ class ContainerCtx(_Ctx):
 
     @property
     def Platform(self) -> Any:  # noqa: N802
-        return self.c.get("ImageManifestDescriptor", {}).get("platform") if self.c.get(
-            "ImageManifestDescriptor") else None
+        return (
+            self.c.get("ImageManifestDescriptor", {}).get("platform")
+            if self.c.get("ImageManifestDescriptor")
+            else None
+        )
 
     @property
     def LocalVolumes(self) -> str:  # noqa: N802

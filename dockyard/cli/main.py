@@ -37,6 +37,20 @@ for module in (run, containers, interactive, copy, images, system):
     module.register(cli)
 
 
+def _usage_error(err: click.UsageError) -> int:
+    """docker's statuses: help for a bare command is 0, missing arguments 1, bad flags 125."""
+    if type(err).__name__ == "NoArgsIsHelpError" and err.ctx is not None:
+        click.echo(err.ctx.get_help())
+        return 0
+    cmd = err.ctx.command_path if err.ctx else "dockyard"
+    click.echo(f"dockyard: {err.format_message()}\nSee '{cmd} --help'.", err=True)
+    if isinstance(err, click.MissingParameter) and isinstance(err.param, click.Argument):
+        return 1
+    if "No such command" in err.format_message():
+        return 1
+    return 125
+
+
 def main(argv: list[str] | None = None) -> None:
     code = 0
     try:
@@ -57,9 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         code = 130
     except click.UsageError as err:
-        cmd = err.ctx.command_path if err.ctx else "dockyard"
-        click.echo(f"dockyard: {err.format_message()}\nSee '{cmd} --help'.", err=True)
-        code = 125 if "No such command" not in err.format_message() else 1
+        code = _usage_error(err)
     except click.ClickException as err:
         click.echo(f"dockyard: {err.format_message()}", err=True)
         code = 1
