@@ -11,6 +11,8 @@ Layout::
     layers/
       tmp-<random>/diff        an extraction in progress (swept at startup)
       <chain-id hex>/diff      the extracted layer: an overlay lowerdir, never modified
+      l/<chain-id hex[:16]>    a short symlink to ../<chain-id hex>/diff: mount options
+                               are limited to one page, so lowerdir lists use these
 
 Rows (`store.layers`)::
 
@@ -68,6 +70,7 @@ class LayerStore:
         self.root = root
         self._content = content
         root.mkdir(parents=True, exist_ok=True)
+        (root / "l").mkdir(exist_ok=True)
         for stale in root.glob("tmp-*"):
             shutil.rmtree(stale, ignore_errors=True)
 
@@ -79,6 +82,17 @@ class LayerStore:
 
     def diff_dir(self, chain: str) -> Path:
         return self.root / chain.removeprefix("sha256:") / "diff"
+
+    def link(self, chain: str) -> Path:
+        """The short path of the layer's diff dir for overlay lowerdir lists."""
+        hexpart = chain.removeprefix("sha256:")
+        link = self.root / "l" / hexpart[:16]
+        if not link.is_symlink():
+            link.parent.mkdir(exist_ok=True)
+            tmp = link.with_name(f".{link.name}.{secrets.token_hex(4)}")
+            tmp.symlink_to(f"../{hexpart}/diff")
+            tmp.rename(link)
+        return link
 
     def exists(self, chain: str) -> bool:
         return self._store.layers.get(chain) is not None and self.diff_dir(chain).is_dir()
@@ -116,6 +130,7 @@ class LayerStore:
         if layer is None:
             raise NotFound(f"layer {chain} not found")
         self._store.layers.delete(chain)
+        (self.root / "l" / chain.removeprefix("sha256:")[:16]).unlink(missing_ok=True)
         shutil.rmtree(self.diff_dir(chain).parent, ignore_errors=True)
         if not self._store.layers.ids_by_name(layer.diff_id):
             self._content.delete(layer.diff_id)

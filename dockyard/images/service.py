@@ -893,7 +893,7 @@ class ImageService:
         for c in chains:
             if not self.layers.exists(c):
                 raise NotFound(f"layer {c} of image {img.short_id} does not exist")
-        m = self.snapshots.prepare(key, [self.layers.diff_dir(c) for c in reversed(chains)])
+        m = self.snapshots.prepare(key, [self.layers.link(c) for c in reversed(chains)])
         # overlay2 keeps a "lower" file per layer; ours records which layers this snapshot pins.
         lower = self.snapshots.root / key / "lower"
         lower.write_text("".join(c + "\n" for c in chains))

@@ -93,7 +93,10 @@ def test_rootfs_changes_and_commit(svc: ImageService, tmp_path: Path) -> None:
     # A new container from the committed image sees through both layers.
     m2 = svc.prepare_rootfs("c2", img.id)
     lower = dict(o.split("=", 1) for o in m2.options if "=" in o)["lowerdir"].split(":")
-    assert lower == [str(svc.snapshots.init_dir("c2"))] + [str(p) for p in svc.lowers(img)]
+    assert [os.path.realpath(p) for p in lower] == [str(svc.snapshots.init_dir("c2"))] + [
+        str(p) for p in svc.lowers(img)
+    ]
+    assert all(len(p) < len(str(svc.lowers(img)[0])) for p in lower[1:])
     assert (svc.snapshots.init_dir("c2") / "etc/hosts").is_file()
 
     # Deleting the child image keeps layers the c2 snapshot still uses.
@@ -159,3 +162,32 @@ def test_running_container_is_a_hard_conflict(svc: ImageService, tmp_path: Path)
         f"conflict: unable to delete {image_id[7:19]} (cannot be forced) - image is being used by running "
         f"container {'f' * 12}"
     )
+
+
+def test_prepared_rootfs_mounts(svc: ImageService, tmp_path: Path) -> None:
+    from dockyard._sys.mount import mount, unmount
+
+    base = _import(svc, tmp_path, {"etc/passwd": "root", "bin/sh": "x"})
+    m = svc.prepare_rootfs("mnt", base)
+    target = tmp_path / "rootfs"
+    target.mkdir()
+    try:
+        mount(m, target)
+    except Exception as err:
+        pytest.skip(f"overlay mount unavailable: {err}")
+    try:
+        assert (target / "etc/passwd").read_text() == "root"
+        assert (target / "etc/hosts").is_file() and (target / "proc").is_dir()
+        (target / "tmp").mkdir()
+        (target / "tmp/x").write_text("new")
+        (target / "etc/passwd").unlink()
+    finally:
+        unmount(target, lazy=False)
+    assert svc.changes("mnt") == [
+        {"Path": "/etc", "Kind": 0},
+        {"Path": "/etc/passwd", "Kind": 2},
+        {"Path": "/tmp", "Kind": 1},
+        {"Path": "/tmp/x", "Kind": 1},
+    ]
+    svc.remove_rootfs("mnt")
+    assert not svc.upper_dir("mnt").exists()
