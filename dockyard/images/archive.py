@@ -37,10 +37,11 @@ from typing import IO, Any, BinaryIO
 from dockyard.errdefs import InvalidArgument, Unsupported
 
 __all__ = [
+    "HashingReader",
+    "InvalidArchive",
     "LayerSource",
     "LoadItem",
     "SaveItem",
-    "HashingReader",
     "decompressed",
     "open_member",
     "read_archive",
@@ -110,6 +111,18 @@ def _manifest_bytes(item: SaveItem, layer_size: Callable[[str], int]) -> bytes:
 
 def write_archive(out: IO[bytes], items: list[SaveItem], blob_path: Callable[[str], Path]) -> None:
     """Stream the save tarball for `items` into `out` (blocking)."""
+    merged: dict[str, SaveItem] = {}
+    for it in items:  # one entry per image, with the union of its tags
+        prev = merged.get(it.image_id)
+        if prev is None:
+            merged[it.image_id] = it
+        else:
+            tags = dict.fromkeys(prev.tags + it.tags)
+            fam = dict.fromkeys(prev.familiar_tags + it.familiar_tags)
+            merged[it.image_id] = SaveItem(
+                prev.image_id, prev.config_bytes, prev.diff_ids, tuple(tags), tuple(fam), prev.created
+            )
+    items = list(merged.values())
     now = time.time()
     written: set[str] = set()
     manifest_json: list[dict[str, Any]] = []
@@ -313,7 +326,7 @@ def read_archive(tf: tarfile.TarFile) -> list[LoadItem]:
                 ref = ann.get(ANN_REF_NAME, "")
                 name = ref if ("/" in ref or ":" in ref) else None
             if desc["digest"] in by_digest:
-                if name:
+                if name and name not in by_digest[desc["digest"]].tags:
                     by_digest[desc["digest"]].tags.append(name)
                 continue
             got = _oci_items(tf, desc, [name] if name else [])
