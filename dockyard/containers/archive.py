@@ -278,8 +278,8 @@ class ContainerFS:
     def write_archive(self, path: str, out: BinaryIO) -> None:
         """Tar of `path` (not following a final symlink), entries named after its basename.
 
-        Like Docker: "/a/dir" gives "dir", "dir/..."; "/a/dir/." gives ".", "x", ...; "/"
-        gives "/", "/bin", ...
+        Like Docker: "/a/dir" gives "dir", "dir/..."; "/a/dir/." gives ".", "./x", ...; "/"
+        gives "/", "/bin", ... (the client rebases the first element onto its destination)
         """
         abs_path = _abs_preserving(path)
         cpath, must_be_dir = self._resolve_entry(abs_path)
@@ -310,7 +310,7 @@ class ContainerFS:
                 if d != "/" and d.startswith(prefix) and "/" not in d[len(prefix) :]:
                     children.add(d[len(prefix) :])
             for child in sorted(children, reverse=True):
-                if name == ".":
+                if name == "":  # export: names relative to the root, no "." entry
                     child_name = child
                 elif name == "/":
                     child_name = "/" + child
@@ -344,7 +344,7 @@ class ContainerFS:
         """The root file system alone, as `docker export` gives it (no mounts, no "." entry)."""
         rootfs_only = ContainerFS(self.rootfs, (), readonly_rootfs=True, ref=self.ref)
         with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tf:
-            for cpath, arcname in rootfs_only._walk("/", "."):
+            for cpath, arcname in rootfs_only._walk("/", ""):
                 if cpath != "/":
                     rootfs_only._add(tf, cpath, arcname)
 

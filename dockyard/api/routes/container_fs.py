@@ -166,9 +166,10 @@ async def export(request: web.Request) -> web.StreamResponse:
 async def changes(request: web.Request) -> web.Response:
     rec = _svc(request).get(_ref(request))
     images = request.app[keys.IMAGES]
-    result = images.changes(rec["Id"])
-    if asyncio.iscoroutine(result):
-        result = await result
+    if asyncio.iscoroutinefunction(images.changes):
+        result = await images.changes(rec["Id"])
+    else:  # a tree walk: keep it off the loop
+        result = await asyncio.to_thread(images.changes, rec["Id"])
     return web.json_response(result)
 
 
