@@ -716,10 +716,10 @@ class ImageService:
                     "rootfs": {"type": "layers", "diff_ids": [diff_id]},
                 }
                 img = self._put_image_locked(_dumps(config), parent="")
-                self._event("import", img)
-                if target is not None:
+                if target is not None:  # dockerd tags first, then logs the import
                     self._set_ref_locked(target, img.id)
                     self._event("tag", img, target.familiar())
+                self._event("import", img)
             except BaseException:
                 await asyncio.to_thread(self._gc_sync)
                 raise

@@ -472,8 +472,9 @@ def test_image_events(docker_py: docker.DockerClient, unique) -> None:
         if e["Actor"]["ID"] == image_id
     ]
     actions = [e["Action"] for e in evs]
-    assert actions == ["import", "tag", "tag", "save", "untag", "untag", "delete"]
-    assert evs[1]["Actor"]["Attributes"]["name"] == f"{repo}:1"
+    assert actions == ["tag", "import", "tag", "save", "untag", "untag", "delete"]
+    assert evs[0]["Actor"]["Attributes"]["name"] == f"{repo}:1"
+    assert evs[2]["Actor"]["Attributes"]["name"] == f"{repo}:2"
 
 
 def test_pull_is_a_stub(docker_py: docker.DockerClient, busybox: str, unique) -> None:
