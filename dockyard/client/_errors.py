@@ -26,12 +26,6 @@ _STATUS_TO_ERROR: dict[int, type[errdefs.DockyardError]] = {
 }
 
 
-class DaemonError:
-    """Mixin marker: the message came from the daemon (the CLI prefixes "Error response from daemon")."""
-
-    status_code: int
-
-
 def from_status(status: int, message: str) -> errdefs.DockyardError:
     """Build the errdefs error for an HTTP `status` and daemon `message`."""
     base = _STATUS_TO_ERROR.get(status, errdefs.Internal)
