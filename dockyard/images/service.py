@@ -181,9 +181,8 @@ class ImageService:
     # -- lookups --------------------------------------------------------------------------
 
     def _refs_for(self, image_id: str) -> list[str]:
-        rows = [r for r in self._store.refs.rows() if r[1] == image_id]
-        rows.sort(key=lambda r: (r[2], r[0]))
-        return [r[0] for r in rows]
+        """The image's references, oldest first (an indexed lookup on refs.name)."""
+        return self._store.refs.ids_by_name(image_id)
 
     def _from_doc(self, image_id: str, doc: dict[str, Any]) -> Image:
         raw = doc["config_json"]
