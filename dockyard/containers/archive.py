@@ -162,7 +162,9 @@ class ContainerFS:
     `ref` is the container name or id as the client gave it (Docker names it in errors).
     """
 
-    def __init__(self, rootfs: Path, mounts: Iterable[MountPoint], *, readonly_rootfs: bool, ref: str) -> None:
+    def __init__(
+        self, rootfs: Path, mounts: Iterable[MountPoint], *, readonly_rootfs: bool, ref: str
+    ) -> None:
         self.ref = ref
         self.rootfs = rootfs
         root = MountPoint("/", rootfs, not readonly_rootfs)
@@ -429,9 +431,13 @@ class ContainerFS:
             existing = None
         if existing is not None:
             if no_overwrite and st.S_ISDIR(existing.st_mode) and not m.isdir():
-                raise errdefs.InvalidArgument(f"cannot overwrite directory {target!r} with non-directory {m.name!r}")
+                raise errdefs.InvalidArgument(
+                    f"cannot overwrite directory {target!r} with non-directory {m.name!r}"
+                )
             if no_overwrite and not st.S_ISDIR(existing.st_mode) and m.isdir():
-                raise errdefs.InvalidArgument(f"cannot overwrite non-directory {target!r} with directory {m.name!r}")
+                raise errdefs.InvalidArgument(
+                    f"cannot overwrite non-directory {target!r} with directory {m.name!r}"
+                )
             if not (m.isdir() and st.S_ISDIR(existing.st_mode)):
                 if is_mount_point:
                     raise errdefs.InvalidArgument(f"cannot replace mount point {target!r}")
@@ -510,7 +516,8 @@ def view(record: dict[str, Any], rootfs: Path, bundle: Path, ref: str) -> Contai
     /etc/hostname, /etc/hosts and /etc/resolv.conf Docker gives every container."""
     readonly = bool(record["HostConfig"].get("ReadonlyRootfs"))
     mounts: list[MountPoint] = []
-    for name, dest in (("hostname", "/etc/hostname"), ("hosts", "/etc/hosts"), ("resolv.conf", "/etc/resolv.conf")):
+    for name in ("hostname", "hosts", "resolv.conf"):
+        dest = "/etc/" + name
         if (bundle / name).is_file():
             mounts.append(MountPoint(dest, bundle / name, not readonly))
     for m in record.get("Mounts") or []:

@@ -30,7 +30,9 @@ __all__ = [
     "CgroupDirs",
     "Sampler",
     "cgroup_dirs",
+    "combine",
     "empty_stats",
+    "mem_total",
     "parse_net_dev",
     "read_v1",
     "read_v2",
@@ -265,14 +267,16 @@ def read_v1(dirs: Mapping[str, Path], host_mem: int, clk_tck: int = 100) -> dict
             blkio[key] = _blkio_v1(blk / fname)
     # the throttle files count I/O under every scheduler (CFQ is gone from modern kernels)
     if not blkio["io_service_bytes_recursive"]:
-        blkio["io_service_bytes_recursive"] = _blkio_v1(blk / "blkio.throttle.io_service_bytes_recursive") or _blkio_v1(
-            blk / "blkio.throttle.io_service_bytes"
-        )
+        blkio["io_service_bytes_recursive"] = _blkio_v1(
+            blk / "blkio.throttle.io_service_bytes_recursive"
+        ) or _blkio_v1(blk / "blkio.throttle.io_service_bytes")
     if not blkio["io_serviced_recursive"]:
-        blkio["io_serviced_recursive"] = _blkio_v1(blk / "blkio.throttle.io_serviced_recursive") or _blkio_v1(
-            blk / "blkio.throttle.io_serviced"
-        )
-    return {"cpu_stats": cpu_stats, "memory_stats": memory_stats, "pids_stats": pids_stats, "blkio_stats": blkio}
+        blkio["io_serviced_recursive"] = _blkio_v1(
+            blk / "blkio.throttle.io_serviced_recursive"
+        ) or _blkio_v1(blk / "blkio.throttle.io_serviced")
+    return {
+        "cpu_stats": cpu_stats, "memory_stats": memory_stats, "pids_stats": pids_stats, "blkio_stats": blkio,
+    }  # fmt: skip
 
 
 # ---- cgroup v2 --------------------------------------------------------------------------------
@@ -316,13 +320,16 @@ def read_v2(cg: Path, host_mem: int) -> dict[str, Any]:
         major, _, minor = f[0].partition(":")
         kv = dict(x.split("=", 1) for x in f[1:] if "=" in x)
         try:
-            service_bytes.append({"major": int(major), "minor": int(minor), "op": "read", "value": int(kv.get("rbytes", 0))})
-            service_bytes.append({"major": int(major), "minor": int(minor), "op": "write", "value": int(kv.get("wbytes", 0))})
+            dev = {"major": int(major), "minor": int(minor)}
+            service_bytes.append({**dev, "op": "read", "value": int(kv.get("rbytes", 0))})
+            service_bytes.append({**dev, "op": "write", "value": int(kv.get("wbytes", 0))})
         except ValueError:
             continue
     blkio = _no_blkio()
     blkio["io_service_bytes_recursive"] = service_bytes or None
-    return {"cpu_stats": cpu_stats, "memory_stats": memory_stats, "pids_stats": pids_stats, "blkio_stats": blkio}
+    return {
+        "cpu_stats": cpu_stats, "memory_stats": memory_stats, "pids_stats": pids_stats, "blkio_stats": blkio,
+    }  # fmt: skip
 
 
 # ---- one sample -------------------------------------------------------------------------------
@@ -338,7 +345,9 @@ class Sampler:
     clk_tck: int = field(default_factory=lambda: os.sysconf("SC_CLK_TCK"))
 
     @classmethod
-    def for_container(cls, cid: str, pid: int, root: Path = CGROUP_ROOT, proc: Path = Path("/proc")) -> Sampler:
+    def for_container(
+        cls, cid: str, pid: int, root: Path = CGROUP_ROOT, proc: Path = Path("/proc")
+    ) -> Sampler:
         own = _text(proc / str(pid) / "cgroup") if pid else None
         return cls(cgroup_dirs(own, f"/dockyard/{cid}", root), pid, proc)
 

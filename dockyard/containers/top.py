@@ -66,7 +66,8 @@ async def top(pids: list[int], ps_args: str = "") -> dict[str, Any]:
     ps_args = ps_args or "-ef"
     validate_ps_args(ps_args)
     args = ps_args.split()
-    res = await proc.run(["ps", *args, "-q" + ",".join(str(p) for p in pids)], timeout=_PS_TIMEOUT, check=False)
+    only = "-q" + ",".join(str(p) for p in pids)
+    res = await proc.run(["ps", *args, only], timeout=_PS_TIMEOUT, check=False)
     if res.returncode != 0:
         # some options (such as f) cannot be combined with -q
         res = await proc.run(["ps", *args], timeout=_PS_TIMEOUT, check=False)

@@ -43,8 +43,11 @@ def tree(tmp_path: Path) -> dict[str, Path]:
     return {"root": root, "bind": bind, "host": host}
 
 
-def fs(tree: dict[str, Path], *, ro_root: bool = False, bind_rw: bool = True, dest: str = "/mnt/b") -> ContainerFS:
-    return ContainerFS(tree["root"], [MountPoint(dest, tree["bind"], bind_rw)], readonly_rootfs=ro_root, ref="ctr")
+def fs(
+    tree: dict[str, Path], *, ro_root: bool = False, bind_rw: bool = True, dest: str = "/mnt/b"
+) -> ContainerFS:
+    mounts = [MountPoint(dest, tree["bind"], bind_rw)]
+    return ContainerFS(tree["root"], mounts, readonly_rootfs=ro_root, ref="ctr")
 
 
 def tar_of(entries: list[tuple[str, bytes | None, dict[str, object]]], gz: bool = False) -> io.BytesIO:
@@ -191,8 +194,11 @@ def test_export_is_the_root_without_mounts(tree: dict[str, Path]) -> None:
 
 def test_extract_plain_and_gzip(tree: dict[str, Path]) -> None:
     c = fs(tree)
-    c.extract("/dir", tar_of([("new.txt", b"x", {"mode": 0o640}), ("nd", None, {"type": tarfile.DIRTYPE, "mode": 0o755}),
-                              ("nd/f", b"yy", {})]))  # fmt: skip
+    c.extract("/dir", tar_of([
+        ("new.txt", b"x", {"mode": 0o640}),
+        ("nd", None, {"type": tarfile.DIRTYPE, "mode": 0o755}),
+        ("nd/f", b"yy", {}),
+    ]))  # fmt: skip
     assert (tree["root"] / "dir" / "new.txt").read_bytes() == b"x"
     assert stat.S_IMODE(os.stat(tree["root"] / "dir" / "new.txt").st_mode) == 0o640
     assert (tree["root"] / "dir" / "nd" / "f").read_bytes() == b"yy"
@@ -264,8 +270,8 @@ def test_view_from_record(tree: dict[str, Path], tmp_path: Path) -> None:
     bundle = tmp_path / "bundle"
     bundle.mkdir()
     (bundle / "hosts").write_text("127.0.0.1 localhost\n")
-    rec = {"HostConfig": {"ReadonlyRootfs": False},
-           "Mounts": [{"Type": "bind", "Source": str(tree["bind"]), "Destination": "/data", "RW": True}]}  # fmt: skip
+    bind = {"Type": "bind", "Source": str(tree["bind"]), "Destination": "/data", "RW": True}
+    rec = {"HostConfig": {"ReadonlyRootfs": False}, "Mounts": [bind]}
     c = view(rec, tree["root"], bundle, "ctr")
     assert c.host_path("/data/data.txt") == tree["bind"] / "data.txt"
     assert c.host_path("/etc/hosts") == bundle / "hosts"

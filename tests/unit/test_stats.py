@@ -15,6 +15,7 @@ cpu0 50 2 25 500 5 1 1 0 0 0
 cpu1 50 3 25 500 5 0 1 0 0 0
 intr 12345
 """
+# /proc/<pid>/net/dev, verbatim (its lines are wider than our limit)
 NET_DEV = """Inter-|   Receive                                                |  Transmit
  face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
     lo:     100       2    0    0    0     0          0         0      100       2    0    0    0     0       0          0
@@ -48,7 +49,9 @@ def v1(tmp_path: Path) -> dict[str, Path]:
     })  # fmt: skip
     write(tmp_path / "pids" / cg, {"pids.current": "3\n", "pids.max": "max\n"})
     write(tmp_path / "blkio" / cg, {
-        "blkio.throttle.io_service_bytes_recursive": "8:0 Read 4096\n8:0 Write 8192\n8:0 Sync 0\nTotal 12288\n",
+        "blkio.throttle.io_service_bytes_recursive": (
+            "8:0 Read 4096\n8:0 Write 8192\n8:0 Sync 0\nTotal 12288\n"
+        ),
         "blkio.throttle.io_serviced_recursive": "8:0 Read 1\n8:0 Write 2\nTotal 3\n",
     })  # fmt: skip
     # Debian's hybrid layout: cpu and cpuacct are symlinks to the joint hierarchy
@@ -60,7 +63,10 @@ def v1(tmp_path: Path) -> dict[str, Path]:
 
 def test_cgroup_dirs_v1_from_proc(v1: dict[str, Path]) -> None:
     root = v1["root"]
-    text = "12:pids:/dockyard/abc\n5:cpu,cpuacct:/dockyard/abc\n4:memory:/dockyard/abc\n1:name=systemd:/x\n0::/\n"
+    text = (
+        "12:pids:/dockyard/abc\n5:cpu,cpuacct:/dockyard/abc\n4:memory:/dockyard/abc\n"
+        "1:name=systemd:/x\n0::/\n"
+    )
     cg = stats.cgroup_dirs(text, "/dockyard/other", root)
     assert cg.version == 1
     assert cg.dirs["cpuacct"] == root / "cpuacct" / "dockyard/abc"
@@ -85,7 +91,8 @@ def test_read_v1(v1: dict[str, Path]) -> None:
         "usage_in_kernelmode": 30_000_000,
         "usage_in_usermode": 70_000_000,
     }
-    assert out["cpu_stats"]["throttling_data"] == {"periods": 10, "throttled_periods": 2, "throttled_time": 5000}
+    throttling = out["cpu_stats"]["throttling_data"]
+    assert throttling == {"periods": 10, "throttled_periods": 2, "throttled_time": 5000}
     mem = out["memory_stats"]
     assert mem["usage"] == 4096000 and mem["max_usage"] == 5000000
     assert mem["limit"] == HOST_MEM  # unlimited: the host's memory
@@ -112,7 +119,9 @@ def test_read_v1_limit_and_missing_controllers(v1: dict[str, Path], tmp_path: Pa
 def test_read_v2(tmp_path: Path) -> None:
     cg = tmp_path / "dockyard" / "abc"
     write(cg, {
-        "cpu.stat": "usage_usec 2000\nuser_usec 1500\nsystem_usec 500\nnr_periods 4\nnr_throttled 1\nthrottled_usec 30\n",
+        "cpu.stat": (
+            "usage_usec 2000\nuser_usec 1500\nsystem_usec 500\nnr_periods 4\nnr_throttled 1\nthrottled_usec 30\n"
+        ),
         "memory.current": "1048576\n",
         "memory.max": "max\n",
         "memory.stat": "anon 4096\nfile 8192\ninactive_file 1024\n",
@@ -125,7 +134,8 @@ def test_read_v2(tmp_path: Path) -> None:
     assert out["cpu_stats"]["cpu_usage"] == {
         "total_usage": 2_000_000, "usage_in_kernelmode": 500_000, "usage_in_usermode": 1_500_000,
     }  # fmt: skip
-    assert out["cpu_stats"]["throttling_data"] == {"periods": 4, "throttled_periods": 1, "throttled_time": 30_000}
+    throttling = out["cpu_stats"]["throttling_data"]
+    assert throttling == {"periods": 4, "throttled_periods": 1, "throttled_time": 30_000}
     assert out["memory_stats"] == {
         "usage": 1048576, "stats": {"anon": 4096, "file": 8192, "inactive_file": 1024}, "limit": HOST_MEM,
         "failcnt": 2,
@@ -162,11 +172,13 @@ def test_sampler_over_fake_proc(v1: dict[str, Path], tmp_path: Path) -> None:
     assert s1["memory_stats"]["limit"] == 8 * 1024**3
     assert "eth0" in s1["networks"]
     first = stats.combine(s1, None, "/web", "abc")
-    assert first["preread"] == "0001-01-01T00:00:00Z" and first["precpu_stats"]["cpu_usage"]["total_usage"] == 0
+    assert first["preread"] == "0001-01-01T00:00:00Z"
+    assert first["precpu_stats"]["cpu_usage"]["total_usage"] == 0
     s2 = sampler.sample(1_700_000_001_000_000_000)
     second = stats.combine(s2, s1, "/web", "abc")
     assert second["preread"] == s1["read"] and second["precpu_stats"] == s1["cpu_stats"]
-    assert (second["name"], second["id"], second["num_procs"], second["storage_stats"]) == ("/web", "abc", 0, {})
+    assert (second["name"], second["id"], second["num_procs"]) == ("/web", "abc", 0)
+    assert second["storage_stats"] == {}
 
 
 def test_empty_stats_shape() -> None:
@@ -197,7 +209,10 @@ def test_parse_ps_output_keeps_container_pids_and_merges_cmd() -> None:
 
 def test_parse_ps_output_threads_and_errors() -> None:
     text = "PID TTY TIME CMD\n200 ? 00:00:00 app\n- - 00:00:00 -\n300 ? 00:00:00 other\n- - 00:00:00 -\n"
-    assert top.parse_ps_output(text, [200])["Processes"] == [["200", "?", "00:00:00", "app"], ["-", "-", "00:00:00", "-"]]
+    assert top.parse_ps_output(text, [200])["Processes"] == [
+        ["200", "?", "00:00:00", "app"],
+        ["-", "-", "00:00:00", "-"],
+    ]
     with pytest.raises(errdefs.Internal, match="PID field"):
         top.parse_ps_output("USER CMD\nroot x\n", [1])
     with pytest.raises(errdefs.InvalidArgument):

@@ -100,8 +100,9 @@ async def _stream_tar(request: web.Request, headers: dict[str, str], produce: An
 
     try:
         await asyncio.to_thread(run)
-    except (ConnectionError, asyncio.CancelledError):
-        raise
+    except ConnectionError:  # the client went away: nobody is left to tell
+        log.debug("%s %s: client disconnected", request.method, request.path)
+        return resp
     except Exception:  # the status is sent already: cut the stream so the client sees it fail
         log.exception("%s %s: tar stream failed", request.method, request.path)
         if request.transport is not None:
@@ -120,7 +121,8 @@ async def archive_head(request: web.Request) -> web.Response:
     async with svc.rootfs_mounted(ref) as (rec, rootfs):
         cfs = archive.view(rec, rootfs, svc.bundle(rec["Id"]), ref)
         st = await asyncio.to_thread(cfs.stat, path)
-    return web.Response(status=200, headers={archive.STAT_HEADER: st.header_value(), "Content-Type": "application/x-tar"})
+    headers = {archive.STAT_HEADER: st.header_value(), "Content-Type": "application/x-tar"}
+    return web.Response(status=200, headers=headers)
 
 
 @routes.get("/containers/{id}/archive")
