@@ -249,6 +249,14 @@ class ImageService:
                 return img
         raise ImageNotFound(ref)
 
+    @staticmethod
+    def familiar(ref: str) -> str:
+        """How Docker shows a reference: `docker.io/library/bb:1` -> `bb:1` (unparsable: as is)."""
+        try:
+            return reference.parse_normalized(ref).familiar()
+        except InvalidArgument:
+            return ref
+
     def _is_id_ref(self, image_id: str, ref: str) -> bool:
         hexpart = ref.removeprefix("sha256:")
         return reference.is_id_like(ref) and image_id.removeprefix("sha256:").startswith(hexpart)

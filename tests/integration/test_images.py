@@ -481,6 +481,8 @@ def test_pull_is_a_stub(docker_py: docker.DockerClient, busybox: str, unique) ->
     missing = unique("pull")
     err = api_error(lambda: docker_py.api.pull(missing, tag="latest"))
     assert err.status_code == 404 and f"No such image: {missing}:latest" in str(err.explanation)
+    err = api_error(lambda: docker_py.api.pull(f"docker.io/library/{missing}", tag="2"))
+    assert str(err.explanation) == f"No such image: {missing}:2"
     out = docker_py.api.pull("busybox", tag="latest")
     assert "Image is up to date for busybox:latest" in out
 

@@ -29,6 +29,7 @@ _JSON = "application/json"
 
 class _ImageBackend(Protocol):  # what these routes call on ImageService
     def resolve(self, ref: str) -> Any: ...
+    def familiar(self, ref: str) -> str: ...
     def image_json(self, image: Any) -> dict[str, Any]: ...
     def history(self, image: Any) -> list[dict[str, Any]]: ...
     def list_images(self, *, all: bool = ..., filters: dict[str, list[str]] | None = ...) -> list[dict[str, Any]]: ...
@@ -112,7 +113,7 @@ async def _pull(request: web.Request, from_image: str, tag: str) -> web.StreamRe
     try:
         img = svc.resolve(ref)
     except NotFound:
-        raise NotFound(f"No such image: {ref}") from None
+        raise NotFound(f"No such image: {svc.familiar(ref)}") from None
     shown = img.repo_tags[0] if img.repo_tags else ref
     return await _json_lines(
         request,
