@@ -148,6 +148,7 @@ class ImageService:
         self._lock = asyncio.Lock()
         self._usage_check: Callable[[str], list[str]] = lambda image_id: []
         self._running_ids: Callable[[str], list[str]] | None = None
+        self._new_blobs: set[str] = set()  # layer blobs committed by the current write
         # Leftovers of a crash mid-operation: layers and blobs nothing refers to.
         freed = self._gc_sync()
         if freed:
@@ -628,10 +629,14 @@ class ImageService:
         for chain in self.layers.ids():
             if chain not in keep:
                 freed += self.layers.remove(chain)
+        # Layer removal drops its tar blob. Beyond that, only blobs this service wrote
+        # during the failed operation go: the content store may hold other kinds of blob
+        # (manifests, compressed layers of a pull) that are not ours to judge.
         diff_ids = {doc["diff_id"] for doc in self._store.layers.all()}
-        for d in self.content.digests():
+        for d in self._new_blobs:
             if d not in diff_ids:
                 self.content.delete(d)
+        self._new_blobs.clear()
         return freed
 
     async def gc(self) -> int:
@@ -673,7 +678,11 @@ class ImageService:
                     w.write(chunk)
             except (OSError, EOFError, gzip.BadGzipFile) as err:
                 raise InvalidArgument(f"invalid layer data: {err}") from None
-            return w.commit(expected=expected)
+            existed = expected is not None and self.content.exists(expected)
+            digest = w.commit(expected=expected)
+            if not existed:
+                self._new_blobs.add(digest)
+            return digest
         except BaseException:
             w.abort()
             raise
@@ -954,6 +963,7 @@ class ImageService:
                             w.abort()
                             return "", True
                         diff_id = w.commit()
+                        self._new_blobs.add(diff_id)
                     except BaseException:
                         w.abort()
                         raise
