@@ -65,7 +65,12 @@ class Routes:
 
 
 def error_response(status: int, message: str) -> web.Response:
-    return web.json_response({"message": message}, status=status, headers=_COMMON_HEADERS)
+    # exactly "application/json": the docker CLI shows any other type's body raw
+    return web.Response(
+        body=json.dumps({"message": message}).encode(),
+        status=status,
+        headers={**_COMMON_HEADERS, "Content-Type": "application/json"},
+    )
 
 
 @web.middleware

@@ -12,3 +12,4 @@ EVENTS = web.AppKey("events", EventBus)
 IMAGES: web.AppKey[Any] = web.AppKey("images")  # dockyard.images.service.ImageService
 CONTAINERS: web.AppKey[Any] = web.AppKey("containers")  # dockyard.containers.service.ContainerService
 SYSTEM: web.AppKey[Any] = web.AppKey("system")  # dockyard.daemon.wiring.SystemInfo
+EXECS: web.AppKey[Any] = web.AppKey("execs")  # dockyard.containers.exec.ExecService

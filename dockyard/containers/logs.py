@@ -41,25 +41,23 @@ def _ts_seconds(ts: bytes) -> float:
 
 
 def _tail_offset(path: Path, n: int) -> int:
-    """The byte offset where the last n lines of the file start."""
+    """The byte offset where the last n lines of the file start (it ends with a newline)."""
     size = path.stat().st_size
     if n <= 0:
         return size
+    found = 0
     with open(path, "rb") as f:
-        pos, count, block = size, 0, 65536
+        pos = size
         while pos > 0:
-            step = min(block, pos)
+            step = min(65536, pos)
             pos -= step
             f.seek(pos)
             chunk = f.read(step)
-            if pos + step == size and chunk.endswith(b"\n"):
-                chunk = chunk[:-1]
-            count += chunk.count(b"\n")
-            if count >= n:
-                idx = len(chunk)
-                for _ in range(count - n + 1):
-                    idx = chunk.rindex(b"\n", 0, idx)
-                return pos + idx + 1
+            idx = len(chunk)
+            while (idx := chunk.rfind(b"\n", 0, idx)) >= 0:
+                found += 1
+                if found == n + 1:  # the trailing newline counts once too
+                    return pos + idx + 1
     return 0
 
 

@@ -11,13 +11,14 @@ container lives only in memory: after a restart, `start()` adopts every containe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import shutil
 import signal as signals
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from dockyard._sys.netns import set_loopback_up
 from dockyard.containers import names, state
 from dockyard.containers.attach import AttachConnection
 from dockyard.containers.files import resolve_user, write_container_files
-from dockyard.containers.model import ZERO_TIME, build_record, inspect_view, new_id, now_rfc3339
+from dockyard.containers.model import DEFAULT_PATH, ZERO_TIME, build_record, inspect_view, new_id, now_rfc3339
 from dockyard.events import EventBus
 from dockyard.runtime import spec as ocispec
 from dockyard.runtime.monitor import Conmon
@@ -82,7 +83,7 @@ class ContainerService:
 
     # ---- wiring -------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def reconcile(self) -> None:
         """Adopt every container: running ones keep running, exits while we were away are recorded."""
         for rec in self.store.containers.all():
             st = state.status(rec)
@@ -93,7 +94,8 @@ class ContainerService:
                 else:
                     await self._handle_exit(rec["Id"])
 
-    async def stop(self) -> None:
+    async def close(self) -> None:
+        """Daemon shutdown: stop watching; containers and their conmons keep running."""
         loop = asyncio.get_running_loop()
         for cid, fd in list(self._watched.items()):
             loop.remove_reader(fd)
@@ -228,10 +230,18 @@ class ContainerService:
 
     async def start_container(self, ref: str) -> None:
         cid = self.resolve_id(ref)
-        async with self.lock(cid):
-            rec = self.get(cid)
-            state.check("start", rec)
-            await self._start_locked(rec)
+        try:
+            async with self.lock(cid):
+                rec = self.get(cid)
+                state.check("start", rec)
+                await self._start_locked(rec)
+        except (errdefs.NotModified, errdefs.Conflict):
+            raise
+        except BaseException:
+            # Docker removes an auto-remove container whose start failed; `run --rm` waits for it
+            if rec["HostConfig"].get("AutoRemove"):
+                await self.remove(cid, force=True)
+            raise
 
     def _rootfs(self, cid: str) -> Path:
         return self.bundle(cid) / "rootfs"
@@ -277,6 +287,8 @@ class ContainerService:
                     os.makedirs(m["Source"], exist_ok=True)  # Docker creates missing bind sources
                 mounts.append(ocispec.BindMount(m["Source"], m["Destination"], readonly=not m["RW"]))
         env = list(cfg.get("Env") or [])
+        if not any(e.startswith("PATH=") for e in env):
+            env.insert(0, DEFAULT_PATH)  # Docker's default when neither image nor user set one
         if not any(e.startswith("HOSTNAME=") for e in env):
             env.insert(1 if env else 0, f"HOSTNAME={cfg.get('Hostname') or ''}")
         if cfg.get("Tty") and not any(e.startswith("TERM=") for e in env):
@@ -643,6 +655,31 @@ class ContainerService:
             self.publish(rec, "update")
         return []
 
+    # ---- commit ------------------------------------------------------------------------------
+
+    async def commit(
+        self, ref: str, *, repo: str | None, tag: str | None, comment: str, author: str,
+        changes: list[str], pause: bool, config: dict[str, Any],
+    ) -> str:  # fmt: skip
+        """A new image from the container's changes; a running container is frozen meanwhile."""
+        cid = self.resolve_id(ref)
+        rec = self.get(cid)
+        merged = {**rec["Config"], **{k: v for k, v in config.items() if v is not None}}
+        paused_here = False
+        if pause and rec["State"]["Running"] and not rec["State"]["Paused"]:
+            await self.runtime(rec).pause(cid)
+            paused_here = True
+        try:
+            image = await self.images.commit(
+                cid, rec["Image"], merged, container_id=cid, repo=repo, tag=tag,
+                comment=comment, author=author, changes=changes,
+            )  # fmt: skip
+        finally:
+            if paused_here:
+                await self.runtime(rec).resume(cid)
+        self.publish(rec, "commit", comment=comment, imageID=image.id, imageRef=f"{repo}:{tag or 'latest'}" if repo else "")
+        return str(image.id)
+
     # ---- attach ------------------------------------------------------------------------------
 
     async def open_attach(self, ref: str) -> tuple[Record, AttachConnection | None]:
@@ -674,12 +711,87 @@ class ContainerService:
             raise errdefs.Conflict(f"Container {rec['Id']} is not running")
         self.conmon.resize(self.bundle(rec["Id"]), height, width)
 
+    # ---- views used by listing, prune and the file-system routes -------------------------
+
+    def image_matches(self, rec: Record, ancestor: str) -> bool:
+        try:
+            image = self.images.resolve(ancestor)
+        except errdefs.NotFound:
+            return False
+        return bool(rec["Image"] == image.id)
+
+    async def sizes(self, cid: str) -> tuple[int, int]:
+        """(SizeRw, SizeRootFs): the container's own writes, and those plus its image."""
+        rec = self.get(cid)
+        rw = await asyncio.to_thread(_du, self.images.upper_dir(cid))
+        try:
+            image_size = int(self.images.image_json(self.images.resolve(rec["Image"])).get("Size") or 0)
+        except errdefs.NotFound:
+            image_size = 0
+        return rw, rw + image_size
+
+    async def prune(self, f: dict[str, list[str]]) -> dict[str, Any]:
+        from dockyard.containers.listing import _label_match
+        from dockyard.timefmt import parse_rfc3339, parse_time_param
+
+        for key in f:
+            if key not in ("until", "label", "label!"):
+                raise errdefs.InvalidArgument(f"invalid filter '{key}'")
+        until = parse_time_param(f["until"][0]) if f.get("until") else None
+        deleted, reclaimed = [], 0
+        for rec in self.all():
+            if rec["State"]["Running"] or rec["State"]["Status"] not in (state.EXITED, state.CREATED, state.DEAD):
+                continue
+            labels = rec["Config"].get("Labels") or {}
+            if f.get("label") and not _label_match(labels, f["label"]):
+                continue
+            if f.get("label!") and _label_match(labels, f["label!"]):
+                continue
+            if until is not None and parse_rfc3339(rec["Created"]) > until:
+                continue
+            try:
+                size = (await self.sizes(rec["Id"]))[0]
+                await self.remove(rec["Id"])
+            except errdefs.DockyardError:
+                continue
+            deleted.append(rec["Id"])
+            reclaimed += size
+        self.events.publish("container", "prune", "", {"reclaimed": str(reclaimed)})
+        return {"ContainersDeleted": deleted, "SpaceReclaimed": reclaimed}
+
+    @contextlib.asynccontextmanager
+    async def rootfs_mounted(self, ref: str) -> AsyncIterator[tuple[Record, Path]]:
+        """The container's merged root filesystem, mounted for the duration (cp, export)."""
+        cid = self.resolve_id(ref)
+        async with self.lock(cid):
+            rec = self.get(cid)
+            was_mounted = sysmount.is_mounted(self._rootfs(cid))
+            rootfs = await asyncio.to_thread(self._mount_rootfs, rec)
+        try:
+            yield rec, rootfs
+        finally:
+            if not was_mounted:
+                async with self.lock(cid):
+                    if not self.get(cid)["State"]["Running"]:
+                        await asyncio.to_thread(self._unmount_rootfs, cid)
+
     def is_running(self, cid: str) -> Callable[[], bool]:
         def check() -> bool:
             rec = self.store.containers.get(cid)
             return bool(rec and rec["State"]["Running"])
 
         return check
+
+
+def _du(path: Path) -> int:
+    total = 0
+    for root, dirs, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(root, f)).st_size
+            except OSError:
+                pass
+    return total
 
 
 def _alive(pid: int) -> bool:

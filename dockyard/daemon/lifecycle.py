@@ -42,6 +42,7 @@ async def serve(cfg: DaemonConfig) -> None:
     graph = build(cfg)
     await graph.start()
 
+    our_sockets: dict[Path, int] = {}
     runner = web.AppRunner(graph.app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     for host in cfg.hosts:
@@ -53,6 +54,7 @@ async def serve(cfg: DaemonConfig) -> None:
             site: web.BaseSite = web.UnixSite(runner, str(path))
             await site.start()
             os.chmod(path, 0o660)
+            our_sockets[path] = path.stat().st_ino
         elif host.startswith("tcp://"):
             hostport = host[len("tcp://") :]
             h, _, p = hostport.rpartition(":")
@@ -70,8 +72,9 @@ async def serve(cfg: DaemonConfig) -> None:
     log.info("shutting down; containers keep running")
     await runner.cleanup()
     await graph.stop()
-    for host in cfg.hosts:
-        if host.startswith("unix://"):
-            Path(host[len("unix://") :]).unlink(missing_ok=True)
+    for path, ino in our_sockets.items():
+        # a daemon started after us on the same path owns it now; leave its socket alone
+        if path.exists() and path.stat().st_ino == ino:
+            path.unlink()
     if cfg.pidfile:
         cfg.pidfile.unlink(missing_ok=True)

@@ -13,6 +13,7 @@ from dockyard.api.routes import containers as container_routes
 from dockyard.api.routes import exec as exec_routes
 from dockyard.api.routes import images as image_routes
 from dockyard.api.routes import system as system_routes
+from dockyard.containers.exec import ExecService
 from dockyard.containers.service import ContainerService
 from dockyard.daemon.config import DaemonConfig
 from dockyard.events import EventBus
@@ -28,10 +29,10 @@ class Graph:
     containers: ContainerService
 
     async def start(self) -> None:
-        await self.containers.start()
+        await self.containers.reconcile()
 
     async def stop(self) -> None:
-        await self.containers.stop()
+        await self.containers.close()
         self.store.close()
 
 
@@ -41,9 +42,11 @@ def build(cfg: DaemonConfig) -> Graph:
     images = ImageService(store, cfg.data_root, events)
     containers = ContainerService(store, images, events, cfg)
     images.set_usage_check(containers.ids_using_image)
+    images.set_running_check(containers.running_ids_using_image)
+    execs = ExecService(containers, cfg.exec_root / "execs")
     system = SystemService(cfg, images, containers)
     app = create_app(
-        {keys.EVENTS: events, keys.IMAGES: images, keys.CONTAINERS: containers, keys.SYSTEM: system},
+        {keys.EVENTS: events, keys.IMAGES: images, keys.CONTAINERS: containers, keys.EXECS: execs, keys.SYSTEM: system},
         [system_routes.routes, image_routes.routes, container_routes.routes, exec_routes.routes, container_fs.routes],
     )
     return Graph(app, store, containers)

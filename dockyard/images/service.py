@@ -157,16 +157,8 @@ class ImageService:
     # -- wiring ---------------------------------------------------------------------------
 
     def set_usage_check(self, fn: Callable[[str], list[str]]) -> None:
-        """fn(image_id) -> IDs of containers using it (running or not).
-
-        When fn is a bound method of an object that also has
-        `running_ids_using_image(image_id)`, that one tells running from stopped (rmi's
-        hard conflict); `set_running_check` sets it explicitly."""
+        """fn(image_id) -> IDs of containers using it (running or not)."""
         self._usage_check = fn
-        owner = getattr(fn, "__self__", None)
-        running = getattr(owner, "running_ids_using_image", None)
-        if callable(running) and self._running_ids is None:
-            self._running_ids = running
 
     def set_running_check(self, fn: Callable[[str], list[str]]) -> None:
         """fn(image_id) -> IDs of the running containers using it."""

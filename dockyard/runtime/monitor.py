@@ -19,6 +19,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,6 +155,18 @@ def _sync_pid(msg: bytes) -> int:
 
 def _sync_message(msg: bytes) -> str:
     try:
-        return str(json.loads(msg).get("message", "")).strip()
+        text = str(json.loads(msg).get("message", "")).strip()
     except (ValueError, AttributeError):
         return ""
+    return runtime_error_text(text)
+
+
+_LOGRUS_MSG = re.compile(r'msg="((?:[^"\\]|\\.)*)"')
+
+
+def runtime_error_text(text: str) -> str:
+    """runc logs errors logrus-style (time=... level=error msg="..."); keep the message."""
+    found = _LOGRUS_MSG.findall(text)
+    if not found:
+        return text
+    return found[-1].encode().decode("unicode_escape")

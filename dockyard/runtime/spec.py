@@ -171,7 +171,9 @@ def _mount(dest: str, type: str, source: str, options: list[str]) -> dict[str, A
 
 def build(inp: SpecInput) -> dict[str, Any]:
     caps = capabilities(inp)
-    rlimits = [{"type": "RLIMIT_NOFILE", "hard": 1048576, "soft": 1048576}]
+    # Without Ulimits the container inherits the daemon's limits, as under Docker; raising
+    # them needs CAP_SYS_RESOURCE, which not every host grants.
+    rlimits: list[dict[str, Any]] = []
     for u in inp.ulimits:
         name = _ULIMITS.get(str(u.get("Name", "")))
         if name:

@@ -156,6 +156,7 @@ def test_running_container_is_a_hard_conflict(svc: ImageService, tmp_path: Path)
             return ["f" * 64]
 
     svc.set_usage_check(Containers().ids_using_image)
+    svc.set_running_check(Containers().running_ids_using_image)
     with pytest.raises(Conflict) as exc:
         asyncio.run(svc.delete(image_id, force=True))
     assert str(exc.value) == (

@@ -1,0 +1,73 @@
+"""Exec routes: create, start (hijacked or detached), resize, inspect."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import web
+
+from dockyard.api import keys
+from dockyard.api.app import Routes
+from dockyard.api.routes.containers import parse_detach_keys, pump_input
+from dockyard.api.schemas import json_body, qint
+from dockyard.api.streams import frame, hijack
+
+routes = Routes()
+
+
+def _svc(request: web.Request) -> Any:
+    return request.app[keys.EXECS]
+
+
+@routes.post("/containers/{id}/exec")
+async def create(request: web.Request) -> web.Response:
+    eid = await _svc(request).create(request.match_info["id"], await json_body(request))
+    return web.json_response({"Id": eid}, status=201)
+
+
+@routes.get("/exec/{id}/json")
+async def inspect(request: web.Request) -> web.Response:
+    return web.json_response(_svc(request).inspect(request.match_info["id"]))
+
+
+@routes.post("/exec/{id}/resize")
+async def resize(request: web.Request) -> web.Response:
+    _svc(request).resize(request.match_info["id"], qint(request, "h", 0) or 0, qint(request, "w", 0) or 0)
+    return web.Response(status=200)
+
+
+@routes.post("/exec/{id}/start")
+async def start(request: web.Request) -> web.StreamResponse:
+    svc = _svc(request)
+    eid = request.match_info["id"]
+    body = await json_body(request, required=False)
+    rec = svc.get(eid)
+    detach = bool(body.get("Detach"))
+    if detach:
+        await svc.start(eid, detach=True)
+        return web.Response(status=200, content_type="application/json", text="")
+    tty = bool(body.get("Tty", rec["ProcessConfig"]["tty"]))
+    session = await svc.start(eid, detach=False)
+    if body.get("ConsoleSize"):
+        h, w = body["ConsoleSize"]
+        session.resize(int(h), int(w))
+    resp, stream = await hijack(request, multiplexed=not tty)
+    in_task = None
+    try:
+        if rec["OpenStdin"]:
+            keys_ = parse_detach_keys(rec.get("DetachKeys") or "ctrl-p,ctrl-q")
+            in_task = asyncio.ensure_future(
+                pump_input(stream, session.write_stdin, session.close_stdin, keys_, stream.close)
+            )
+        while (item := await session.output.get()) is not None:
+            sid, data = item
+            await stream.write(data if tty else frame(sid, data))
+        await session.done
+    except (ConnectionResetError, BrokenPipeError):
+        pass
+    finally:
+        if in_task and not in_task.done():
+            in_task.cancel()
+        stream.close()
+    return resp

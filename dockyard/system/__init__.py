@@ -1,0 +1,1 @@
+"""System-wide views: /info and /system/df."""
