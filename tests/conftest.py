@@ -117,30 +117,13 @@ def daemon() -> Iterator[Daemon]:
     destroy_daemon(d)
 
 
-def make_busybox_rootfs(dest: Path) -> None:
-    (dest / "bin").mkdir(parents=True)
-    for d in ("etc", "tmp", "proc", "sys", "dev", "root", "var", "home"):
-        (dest / d).mkdir()
-    shutil.copy2("/bin/busybox", dest / "bin" / "busybox")
-    applets = subprocess.run(["/bin/busybox", "--list"], capture_output=True, text=True, check=True).stdout
-    for a in applets.split():
-        if a != "busybox":
-            os.symlink("busybox", dest / "bin" / a)
-    (dest / "etc" / "passwd").write_text(
-        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\n"
-    )
-    (dest / "etc" / "group").write_text("root:x:0:\nnogroup:x:65534:\n")
-
-
 def import_busybox(host: str, ref: str = "busybox:latest") -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        rootfs = Path(tmp) / "rootfs"
-        make_busybox_rootfs(rootfs)
-        tar = subprocess.run(["tar", "-C", str(rootfs), "-c", "."], capture_output=True, check=True).stdout
-        subprocess.run(
-            ["docker", "import", "-c", 'CMD ["sh"]', "-", ref],
-            input=tar, capture_output=True, check=True, env={**os.environ, "DOCKER_HOST": host},
-        )  # fmt: skip
+    """The same image `make run` makes: scripts/busybox-rootfs.sh, then `docker import`."""
+    tar = subprocess.run([str(REPO / "scripts" / "busybox-rootfs.sh")], capture_output=True, check=True).stdout
+    subprocess.run(
+        ["docker", "import", "-c", 'CMD ["sh"]', "-", ref],
+        input=tar, capture_output=True, check=True, env={**os.environ, "DOCKER_HOST": host},
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="session")
