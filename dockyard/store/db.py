@@ -1,6 +1,6 @@
 """The one SQLite database (WAL mode) that holds every persistent object's metadata.
 
-Schema (version 1)::
+Schema (version 2)::
 
     meta        key TEXT PK, value TEXT             schema version
     containers  id PK, name UNIQUE, created, doc    doc = the container record (JSON)
@@ -8,6 +8,7 @@ Schema (version 1)::
     refs        id PK (e.g. "busybox:latest"), name = image id, created, doc
     layers      id PK (chain id), name NULL, created, doc (diff id, parent, cache id, size)
     execs       id PK, name = container id, created, doc
+    volumes     id PK = name = volume name, created, doc   (version 2)
 
 Every object table has the same four columns, so one `Collection` class serves them all.
 Blobs and layer contents live in files; only their metadata is here. A row is committed
@@ -26,8 +27,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
-TABLES = ("containers", "images", "refs", "layers", "execs")
+SCHEMA_VERSION = 2
+_V1_TABLES = ("containers", "images", "refs", "layers", "execs")
+TABLES = (*_V1_TABLES, "volumes")
 
 _MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -35,11 +37,15 @@ _MIGRATIONS: dict[int, list[str]] = {
         *(
             f"CREATE TABLE IF NOT EXISTS {t} (id TEXT PRIMARY KEY, name TEXT, "
             "created REAL NOT NULL, doc TEXT NOT NULL)"
-            for t in TABLES
+            for t in _V1_TABLES
         ),
         "CREATE UNIQUE INDEX IF NOT EXISTS containers_name ON containers(name)",
         "CREATE INDEX IF NOT EXISTS refs_name ON refs(name)",
         "CREATE INDEX IF NOT EXISTS execs_name ON execs(name)",
+    ],
+    2: [
+        "CREATE TABLE IF NOT EXISTS volumes (id TEXT PRIMARY KEY, name TEXT, "
+        "created REAL NOT NULL, doc TEXT NOT NULL)",
     ],
 }
 
@@ -101,6 +107,7 @@ class Store:
         self.refs = Collection(self, "refs")
         self.layers = Collection(self, "layers")
         self.execs = Collection(self, "execs")
+        self.volumes = Collection(self, "volumes")
 
     def _migrate(self) -> None:
         self._conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
