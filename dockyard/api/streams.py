@@ -10,7 +10,10 @@ output to flow, so the raw stream needs a protocol of its own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import struct
+import weakref
+from collections.abc import Iterator
 
 from aiohttp import web
 
@@ -18,6 +21,41 @@ STDIN, STDOUT, STDERR, SYSERR = 0, 1, 2, 3
 
 RAW_STREAM = "application/vnd.docker.raw-stream"
 MULTIPLEXED_STREAM = "application/vnd.docker.multiplexed-stream"
+
+
+# Handler tasks of requests that stream until the client or the container goes away
+# (attach, exec, logs -f, wait, events). On shutdown they are cancelled at once instead of
+# holding the daemon in aiohttp's graceful wait; see `cancel_long_lived`.
+_LONG_LIVED: weakref.WeakSet[asyncio.Task[object]] = weakref.WeakSet()
+
+
+@contextlib.contextmanager
+def long_lived() -> Iterator[None]:
+    """Marks the current request handler as a stream that shutdown may cut."""
+    task = asyncio.current_task()
+    if task is not None:
+        _LONG_LIVED.add(task)
+    try:
+        yield
+    finally:
+        if task is not None:
+            _LONG_LIVED.discard(task)
+
+
+def mark_long_lived() -> None:
+    """Like `long_lived`, for the rest of the current handler."""
+    task = asyncio.current_task()
+    if task is not None:
+        _LONG_LIVED.add(task)
+
+
+async def cancel_long_lived() -> None:
+    """Daemon shutdown: end every streaming request now (an aiohttp on_shutdown hook)."""
+    tasks = [t for t in _LONG_LIVED if not t.done()]
+    for t in tasks:
+        t.cancel()
+    if tasks:
+        await asyncio.wait(tasks, timeout=1)
 
 
 def frame(stream: int, data: bytes) -> bytes:
@@ -95,6 +133,7 @@ class _HijackResponse(web.StreamResponse):
 
 
 async def hijack(request: web.Request, *, multiplexed: bool) -> tuple[web.StreamResponse, HijackedStream]:
+    mark_long_lived()  # a hijacked connection lives as long as its handler
     upgrade = "upgrade" in request.headers.get("Connection", "").lower()
     resp = _HijackResponse(status=101 if upgrade else 200)
     if upgrade:

@@ -243,8 +243,10 @@ class ExecService:
         return session
 
     def _finished(self, eid: str, crec: dict[str, Any], task: asyncio.Task[int]) -> None:
-        (self.dir / f"{eid}.json").unlink(missing_ok=True)
         self.sessions.pop(eid, None)
+        if task.cancelled():
+            return  # daemon shutdown: the process may still run; its record stays as it was
+        (self.dir / f"{eid}.json").unlink(missing_ok=True)
         rec = self.store.execs.get(eid)
         code = task.result() if not task.cancelled() and task.exception() is None else -1
         if rec is not None:

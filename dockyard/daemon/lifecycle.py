@@ -16,6 +16,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from dockyard.api.streams import cancel_long_lived
 from dockyard.daemon.config import DaemonConfig
 from dockyard.daemon.wiring import build
 
@@ -43,6 +44,9 @@ async def serve(cfg: DaemonConfig) -> None:
     await graph.start()
 
     our_sockets: dict[Path, int] = {}
+    # Streams (attach, exec, logs -f, wait, events) would hold aiohttp's graceful wait for
+    # the whole shutdown_timeout; cut them first so SIGTERM stops the daemon at once.
+    graph.app.on_shutdown.append(lambda _app: cancel_long_lived())
     runner = web.AppRunner(graph.app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     for host in cfg.hosts:

@@ -14,7 +14,7 @@ from dockyard import errdefs
 from dockyard.api import keys
 from dockyard.api.app import Routes
 from dockyard.api.schemas import filters, json_body, qbool, qint
-from dockyard.api.streams import STDERR, STDOUT, HijackedStream, frame, hijack
+from dockyard.api.streams import STDERR, STDOUT, HijackedStream, frame, hijack, long_lived
 from dockyard.containers import listing
 from dockyard.containers.logs import read_log
 from dockyard.timefmt import parse_time_param
@@ -138,19 +138,23 @@ async def wait(request: web.Request) -> web.StreamResponse:
     if wait_task.done() and wait_task.exception() is not None:
         raise wait_task.exception()  # type: ignore[misc]
     resp = web.StreamResponse(headers={"Content-Type": "application/json"})
-    await resp.prepare(request)
     try:
-        rec = await wait_task
-        body: dict[str, Any] = {"StatusCode": rec["State"]["ExitCode"]}
-        if rec["State"].get("Error"):
-            body["Error"] = {"Message": rec["State"]["Error"]}
-    except errdefs.DockyardError as err:
-        body = {"StatusCode": -1, "Error": {"Message": str(err)}}
-    finally:
-        if not wait_task.done():
-            wait_task.cancel()
-    await resp.write(json.dumps(body).encode() + b"\n")
-    await resp.write_eof()
+        with long_lived():
+            await resp.prepare(request)
+            try:
+                rec = await wait_task
+                body: dict[str, Any] = {"StatusCode": rec["State"]["ExitCode"]}
+                if rec["State"].get("Error"):
+                    body["Error"] = {"Message": rec["State"]["Error"]}
+            except errdefs.DockyardError as err:
+                body = {"StatusCode": -1, "Error": {"Message": str(err)}}
+            finally:
+                if not wait_task.done():
+                    wait_task.cancel()
+            await resp.write(json.dumps(body).encode() + b"\n")
+            await resp.write_eof()
+    except ConnectionResetError:
+        pass  # the client stopped waiting (e.g. `run -d` or a detach)
     return resp
 
 
@@ -199,15 +203,26 @@ async def logs(request: web.Request) -> web.StreamResponse:
     tail_s = request.query.get("tail", "all")
     tail = None if tail_s in ("all", "") else int(tail_s) if tail_s.lstrip("-").isdigit() else None
     timestamps = qbool(request, "timestamps")
+    since, until = _time_param(request, "since"), _time_param(request, "until")  # 400 before any header
     resp = web.StreamResponse(
         headers={"Content-Type": "application/vnd.docker.raw-stream" if tty else "application/vnd.docker.multiplexed-stream"}
     )
     await resp.prepare(request)
+    with contextlib.suppress(ConnectionResetError), long_lived():
+        await _write_logs(request, resp, rec, svc, want_out, want_err, tty, tail, timestamps, since, until)
+    return resp
+
+
+async def _write_logs(
+    request: web.Request, resp: web.StreamResponse, rec: dict[str, Any], svc: Any,
+    want_out: bool, want_err: bool, tty: bool, tail: int | None, timestamps: bool,
+    since: float | None, until: float | None,
+) -> None:  # fmt: skip
     async for batch in read_log(
         Path(rec["LogPath"]),
         tail=tail,
-        since=_time_param(request, "since"),
-        until=_time_param(request, "until"),
+        since=since,
+        until=until,
         follow=qbool(request, "follow"),
         is_running=svc.is_running(rec["Id"]),
     ):
@@ -230,7 +245,6 @@ async def logs(request: web.Request) -> web.StreamResponse:
         if out:
             await resp.write(bytes(out))
     await resp.write_eof()
-    return resp
 
 
 async def _pump_output(conn: Any, stream: HijackedStream, tty: bool, want: set[int]) -> None:

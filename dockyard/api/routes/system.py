@@ -13,6 +13,7 @@ from aiohttp import web
 from dockyard.api import keys, versions
 from dockyard.api.app import Routes
 from dockyard.api.schemas import check_filter_keys, filters
+from dockyard.api.streams import mark_long_lived
 from dockyard.timefmt import parse_time_param
 from dockyard.errdefs import InvalidArgument
 
@@ -125,6 +126,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     f = filters(request)
     check_filter_keys(f, {"type", "event", "container", "image", "label", "daemon", "network", "volume", "scope"})
     queue = bus.subscribe()
+    mark_long_lived()  # shutdown ends the stream at once
     try:
         resp = web.StreamResponse(headers={"Content-Type": "application/json"})
         await resp.prepare(request)
