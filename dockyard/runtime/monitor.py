@@ -94,6 +94,7 @@ class Conmon:
                 stderr=asyncio.subprocess.PIPE,
                 pass_fds=(w,),
                 env=env,
+                cwd=bundle,  # conmon writes its "oom" marker relative to its working directory
             )
             os.close(w)
             w = -1
