@@ -12,7 +12,7 @@ import sys
 import click
 
 from dockyard import errdefs
-from dockyard.cli import containers, copy, images, interactive, run, system
+from dockyard.cli import containers, copy, images, interactive, registry, registry_cmds, run, system
 from dockyard.cli._common import State, StatusError, error_text
 from dockyard.cli.formatting import TemplateError
 
@@ -33,7 +33,7 @@ def cli(ctx: click.Context, host: str | None, debug: bool, log_level: str | None
     ctx.obj = State(host)
 
 
-for module in (run, containers, interactive, copy, images, system):
+for module in (run, containers, interactive, copy, images, system, registry, registry_cmds):
     module.register(cli)
 
 
