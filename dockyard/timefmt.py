@@ -5,6 +5,7 @@ Bottom layer: the API parses parameters with it, containers parse their logs wit
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from datetime import datetime, timezone
@@ -23,6 +24,7 @@ def rfc3339(ts_ns: int | None) -> str:
     return f"{base}.{nanos:09d}Z"
 
 
+@functools.lru_cache(maxsize=8192)  # listings parse the same Created/StartedAt stamps again and again
 def parse_rfc3339(value: str) -> float:
     """RFC 3339 (nanoseconds allowed) to Unix seconds."""
     m = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)?$", value)

@@ -57,6 +57,10 @@ class Collection:
         assert table in TABLES
         self._store = store
         self._table = table
+        # id -> (created, rowid order, decoded doc): a read-only mirror of the table kept by
+        # this process's writes (the daemon is the database's only writer); filled lazily
+        self._mirror: dict[str, tuple[float, int, dict[str, Any]]] | None = None
+        self._seq = 0
 
     def get(self, id: str) -> dict[str, Any] | None:
         row = self._store._query_one(f"SELECT doc FROM {self._table} WHERE id=?", (id,))
@@ -76,14 +80,37 @@ class Collection:
         return [r[0] for r in self._store._query(f"SELECT id FROM {self._table} WHERE name=?", (name,))]
 
     def put(self, id: str, doc: dict[str, Any], *, name: str | None = None, created: float | None = None) -> None:
+        raw = json.dumps(doc)
+        when = created if created is not None else time.time()
         self._store._execute(
             f"INSERT INTO {self._table}(id, name, created, doc) VALUES (?,?,?,?) "
             "ON CONFLICT(id) DO UPDATE SET name=excluded.name, doc=excluded.doc",
-            (id, name, created if created is not None else time.time(), json.dumps(doc)),
+            (id, name, when, raw),
         )
+        if self._mirror is not None:
+            old = self._mirror.get(id)
+            self._seq += 1
+            entry = (old[0], old[1], json.loads(raw)) if old else (when, self._seq, json.loads(raw))
+            self._mirror[id] = entry
 
     def delete(self, id: str) -> bool:
+        if self._mirror is not None:
+            self._mirror.pop(id, None)
         return self._store._execute(f"DELETE FROM {self._table} WHERE id=?", (id,)) > 0
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """Every doc, newest first, WITHOUT copying: callers must not modify them.
+
+        For hot read-only views (`ps -a` over hundreds of containers) where decoding each
+        row's JSON again would dominate.
+        """
+        with self._store._lock:
+            if self._mirror is None:
+                rows = self._store._query(f"SELECT id, created, rowid, doc FROM {self._table}")
+                self._mirror = {r[0]: (r[1], r[2], json.loads(r[3])) for r in rows}
+                self._seq = max((r[2] for r in rows), default=0)
+            entries = sorted(self._mirror.values(), key=lambda e: (e[0], e[1]), reverse=True)
+        return [e[2] for e in entries]
 
     def all(self) -> list[dict[str, Any]]:
         rows = self._store._query(f"SELECT doc FROM {self._table} ORDER BY created DESC, rowid DESC")
@@ -100,8 +127,8 @@ class Store:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute("PRAGMA busy_timeout=5000")
-        self._migrate()
         self._depth = 0
+        self._migrate()
         self.containers = Collection(self, "containers")
         self.images = Collection(self, "images")
         self.refs = Collection(self, "refs")
@@ -125,15 +152,18 @@ class Store:
     def transaction(self) -> Iterator[None]:
         """Group writes so they commit together (nestable; the outermost one commits)."""
         with self._lock:
-            if getattr(self, "_depth", 0) == 0:
+            if self._depth == 0:
                 self._conn.execute("BEGIN IMMEDIATE")
-            self._depth = getattr(self, "_depth", 0) + 1
+            self._depth += 1
             try:
                 yield
             except BaseException:
                 self._depth -= 1
                 if self._depth == 0:
                     self._conn.execute("ROLLBACK")
+                    for c in vars(self).values():  # the mirrors may hold rolled-back writes
+                        if isinstance(c, Collection):
+                            c._mirror = None
                 raise
             self._depth -= 1
             if self._depth == 0:
