@@ -9,6 +9,8 @@ Schema (version 2)::
     layers      id PK (chain id), name NULL, created, doc (diff id, parent, cache id, size)
     execs       id PK, name = container id, created, doc
     volumes     id PK = name = volume name, created, doc   (version 2)
+    build_cache id PK = cache key (sha256 of parent + instruction + sources), name = image id,
+                created, doc = {"image", "config", "parent", "created_by", "last_used"}   (version 3)
 
 Every object table has the same four columns, so one `Collection` class serves them all.
 Blobs and layer contents live in files; only their metadata is here. A row is committed
@@ -27,9 +29,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _V1_TABLES = ("containers", "images", "refs", "layers", "execs")
-TABLES = (*_V1_TABLES, "volumes")
+TABLES = (*_V1_TABLES, "volumes", "build_cache")
 
 _MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -46,6 +48,11 @@ _MIGRATIONS: dict[int, list[str]] = {
     2: [
         "CREATE TABLE IF NOT EXISTS volumes (id TEXT PRIMARY KEY, name TEXT, "
         "created REAL NOT NULL, doc TEXT NOT NULL)",
+    ],
+    3: [
+        "CREATE TABLE IF NOT EXISTS build_cache (id TEXT PRIMARY KEY, name TEXT, "
+        "created REAL NOT NULL, doc TEXT NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS build_cache_name ON build_cache(name)",
     ],
 }
 
@@ -135,6 +142,7 @@ class Store:
         self.layers = Collection(self, "layers")
         self.execs = Collection(self, "execs")
         self.volumes = Collection(self, "volumes")
+        self.build_cache = Collection(self, "build_cache")
 
     def _migrate(self) -> None:
         self._conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
