@@ -1,6 +1,6 @@
 """The one SQLite database (WAL mode) that holds every persistent object's metadata.
 
-Schema (version 2)::
+Schema (version 4)::
 
     meta        key TEXT PK, value TEXT             schema version
     containers  id PK, name UNIQUE, created, doc    doc = the container record (JSON)
@@ -11,6 +11,9 @@ Schema (version 2)::
     volumes     id PK = name = volume name, created, doc   (version 2)
     build_cache id PK = cache key (sha256 of parent + instruction + sources), name = image id,
                 created, doc = {"image", "config", "parent", "created_by", "last_used"}   (version 3)
+    networks    id PK (64 hex), name UNIQUE = network name, created, doc  (version 4)
+                doc = Docker's network inspect shape plus a private `Dockyard` section:
+                bridge device, and the endpoints (one per attached running container)
 
 Every object table has the same four columns, so one `Collection` class serves them all.
 Blobs and layer contents live in files; only their metadata is here. A row is committed
@@ -29,9 +32,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _V1_TABLES = ("containers", "images", "refs", "layers", "execs")
-TABLES = (*_V1_TABLES, "volumes", "build_cache")
+TABLES = (*_V1_TABLES, "volumes", "build_cache", "networks")
 
 _MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -53,6 +56,11 @@ _MIGRATIONS: dict[int, list[str]] = {
         "CREATE TABLE IF NOT EXISTS build_cache (id TEXT PRIMARY KEY, name TEXT, "
         "created REAL NOT NULL, doc TEXT NOT NULL)",
         "CREATE INDEX IF NOT EXISTS build_cache_name ON build_cache(name)",
+    ],
+    4: [
+        "CREATE TABLE IF NOT EXISTS networks (id TEXT PRIMARY KEY, name TEXT, "
+        "created REAL NOT NULL, doc TEXT NOT NULL)",
+        "CREATE UNIQUE INDEX IF NOT EXISTS networks_name ON networks(name)",
     ],
 }
 
@@ -143,6 +151,7 @@ class Store:
         self.execs = Collection(self, "execs")
         self.volumes = Collection(self, "volumes")
         self.build_cache = Collection(self, "build_cache")
+        self.networks = Collection(self, "networks")
 
     def _migrate(self) -> None:
         self._conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
