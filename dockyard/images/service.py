@@ -612,6 +612,10 @@ class ImageService:
                 refs.update(line for line in lower.read_text().split() if line)
             except FileNotFoundError:
                 pass
+        # The builder's cache entries pin their layers (read from the store, not a hook, so
+        # the startup collection already honours them); `builder prune` drops the rows.
+        for doc in self._store.build_cache.all():
+            refs.update(doc.get("chains") or [])
         return refs
 
     def _gc_sync(self) -> int:
@@ -994,6 +998,47 @@ class ImageService:
                 if target is not None:
                     self._set_ref_locked(target, img.id)
                     self._event("tag", img, target.familiar())
+            except BaseException:
+                await asyncio.to_thread(self._gc_sync)
+                raise
+            return self.get(img.id)  # type: ignore[return-value]
+
+    async def create_image(
+        self, config: dict[str, Any], *, parent: str = "", layer_dir: Path | None = None
+    ) -> Image:
+        """The builder's commit: `config` is the complete image config, except that a
+        non-empty `layer_dir` (an overlay upper dir) adds one layer on top of
+        `config["rootfs"]["diff_ids"]`; an empty one marks the last history entry
+        `empty_layer`. Nothing is tagged."""
+        config = json.loads(json.dumps(config))
+        diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
+        async with self._lock:
+            try:
+                if layer_dir is not None:
+                    upper = layer_dir
+
+                    def work() -> str:
+                        w = self.content.writer()
+                        try:
+                            count = snapdiff.write_layer_tar(upper, w) if upper.is_dir() else 0  # type: ignore[arg-type]
+                            if count == 0:
+                                w.abort()
+                                return ""
+                            diff_id = w.commit()
+                            self._new_blobs.add(diff_id)
+                        except BaseException:
+                            w.abort()
+                            raise
+                        self._create_layer_sync(chain_ids(diff_ids)[-1] if diff_ids else None, diff_id)
+                        return diff_id
+
+                    diff_id = await asyncio.to_thread(work)
+                    if diff_id:
+                        diff_ids.append(diff_id)
+                    elif config.get("history"):
+                        config["history"][-1]["empty_layer"] = True
+                config["rootfs"] = {"type": "layers", "diff_ids": diff_ids}
+                img = self._put_image_locked(_dumps(config), parent=parent)
             except BaseException:
                 await asyncio.to_thread(self._gc_sync)
                 raise
