@@ -13,3 +13,4 @@ IMAGES: web.AppKey[Any] = web.AppKey("images")  # dockyard.images.service.ImageS
 CONTAINERS: web.AppKey[Any] = web.AppKey("containers")  # dockyard.containers.service.ContainerService
 SYSTEM: web.AppKey[Any] = web.AppKey("system")  # dockyard.daemon.wiring.SystemInfo
 EXECS: web.AppKey[Any] = web.AppKey("execs")  # dockyard.containers.exec.ExecService
+VOLUMES: web.AppKey[Any] = web.AppKey("volumes")  # dockyard.volumes.service.VolumeService

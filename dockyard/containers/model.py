@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dockyard.containers import mounts
 from dockyard.errdefs import InvalidArgument
 from dockyard.runtime.spec import ALL_CAPS, normalize_cap
 
@@ -55,23 +56,6 @@ def _default_host_config() -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _parse_bind(spec: str) -> dict[str, Any]:
-    parts = spec.split(":")
-    if len(parts) < 2 or len(parts) > 3:
-        raise InvalidArgument(f"invalid volume specification: '{spec}'")
-    src, dst = parts[0], parts[1]
-    mode = parts[2] if len(parts) == 3 else ""
-    if not dst.startswith("/"):
-        raise InvalidArgument(f"invalid volume specification: '{spec}': invalid mount config: mount path must be absolute")
-    if not src.startswith("/"):
-        raise InvalidArgument(f"invalid volume specification: '{spec}': named volumes are not supported yet")
-    opts = [o for o in mode.split(",") if o]
-    for o in opts:
-        if o not in ("ro", "rw", "z", "Z", "private", "rprivate", "shared", "rshared", "slave", "rslave", "nocopy"):
-            raise InvalidArgument(f"invalid volume specification: '{spec}': invalid mode: {o}")
-    return {"Source": src, "Destination": dst, "RW": "ro" not in opts, "Mode": mode}
-
-
 def _validate_host_config(hc: dict[str, Any]) -> None:
     mem = int(hc.get("Memory") or 0)
     if mem and mem < 6 * 1024 * 1024:
@@ -102,11 +86,7 @@ def _validate_host_config(hc: dict[str, Any]) -> None:
         c = normalize_cap(cap)
         if c != "CAP_ALL" and c not in ALL_CAPS:
             raise InvalidArgument(f"unknown capability: \"{c}\"")
-    for b in hc.get("Binds") or []:
-        _parse_bind(b)
-    for dest in hc.get("Tmpfs") or {}:
-        if not dest.startswith("/"):
-            raise InvalidArgument(f"invalid mount config for type \"tmpfs\": mount path must be absolute: {dest}")
+    mounts.validate(hc)
     for h in hc.get("ExtraHosts") or []:
         if ":" not in h and "=" not in h:
             raise InvalidArgument(f"invalid argument \"{h}\" for \"--add-host\" flag: bad format for add-host")
@@ -165,8 +145,9 @@ def merge_config(body: dict[str, Any], image_config: dict[str, Any]) -> dict[str
 
 def build_record(
     cid: str, name: str, body: dict[str, Any], image_id: str, image_ref: str, image_config: dict[str, Any],
-    container_dir: Path,
+    container_dir: Path, volumes_from: dict[str, tuple[list[dict[str, Any]], dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
+    """`volumes_from`: each VolumesFrom container's Mounts and private mount options (mounts.plan)."""
     hc = _default_host_config()
     hc_in = body.get("HostConfig") or {}
     _validate_host_config(hc_in)
@@ -188,11 +169,7 @@ def build_record(
     argv = list(cfg["Entrypoint"] or []) + list(cfg["Cmd"] or [])
     if not argv:
         raise InvalidArgument("no command specified")
-    mounts = [
-        {"Type": "bind", "Source": b["Source"], "Destination": b["Destination"], "Mode": b["Mode"],
-         "RW": b["RW"], "Propagation": "rprivate"}
-        for b in (_parse_bind(s) for s in hc.get("Binds") or [])
-    ]  # fmt: skip
+    planned = mounts.plan(hc, cfg.get("Volumes"), volumes_from or {})
     return {
         "Id": cid,
         "Created": now_rfc3339(),
@@ -218,7 +195,7 @@ def build_record(
         "ExecIDs": None,
         "HostConfig": hc,
         "GraphDriver": {"Name": "overlay2", "Data": {}},
-        "Mounts": mounts,
+        "Mounts": [m.inspect() for m in planned],
         "Config": cfg,
         "NetworkSettings": {
             "Bridge": "", "SandboxID": "", "SandboxKey": "", "Ports": {}, "HairpinMode": False,
@@ -231,7 +208,7 @@ def build_record(
                 "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "DriverOpts": None, "DNSNames": None,
             }},
         },  # fmt: skip
-        "Dockyard": {"ConmonPid": 0, "ExecIDs": []},
+        "Dockyard": {"ConmonPid": 0, "ExecIDs": [], "MountOptions": {m.destination: m.private() for m in planned}},
     }
 
 

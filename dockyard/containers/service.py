@@ -26,6 +26,7 @@ from dockyard import errdefs
 from dockyard._sys import mount as sysmount
 from dockyard._sys.fs import write_atomic
 from dockyard._sys.netns import set_loopback_up
+from dockyard.containers import mounts as mountplan
 from dockyard.containers import names, state
 from dockyard.containers.attach import AttachConnection
 from dockyard.containers.files import resolve_user, write_container_files
@@ -35,6 +36,7 @@ from dockyard.runtime import spec as ocispec
 from dockyard.runtime.monitor import Conmon
 from dockyard.runtime.oci import OCIRuntime, RuntimeFailed
 from dockyard.store import Store
+from dockyard.volumes import VolumeService
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +65,16 @@ def parse_signal(sig: str | int | None, default: int = signals.SIGKILL) -> int:
 
 
 class ContainerService:
-    def __init__(self, store: Store, images: Any, events: EventBus, cfg: Any) -> None:
+    def __init__(
+        self, store: Store, images: Any, events: EventBus, cfg: Any, volumes: VolumeService | None = None
+    ) -> None:
         self.store = store
         self.images = images
         self.events = events
         self.cfg = cfg
+        # volumes refer back to us for "in use" (409) and `dangling`
+        self.volumes = volumes or VolumeService(store, cfg.data_root / "volumes", events)
+        self.volumes.set_usage_check(self.ids_using_volume)
         self.root: Path = cfg.data_root / "containers"
         self.root.mkdir(parents=True, exist_ok=True)
         self.conmon = Conmon(cfg.conmon, cfg.exec_root / "exits", cfg.exec_root / "sock")
@@ -146,6 +153,9 @@ class ContainerService:
     def all(self) -> list[Record]:
         return self.store.containers.all()
 
+    def ids_using_volume(self, name: str) -> list[str]:
+        return [r["Id"] for r in self.all() if any(m.get("Name") == name for m in r.get("Mounts") or [])]
+
     def ids_using_image(self, image_id: str) -> list[str]:
         return [r["Id"] for r in self.all() if r["Image"] == image_id]
 
@@ -191,11 +201,14 @@ class ContainerService:
                     break
                 full_name = names.generate(i)
         cdir = self.bundle(cid)
-        rec = build_record(cid, full_name, body, image.id, image_ref, image.config, cdir)
+        rec = build_record(
+            cid, full_name, body, image.id, image_ref, image.config, cdir, volumes_from=self._volumes_from(hc)
+        )
         mode = rec["HostConfig"]["NetworkMode"]
         if mode.startswith("container:"):
             self.get(mode.split(":", 1)[1])
         warnings: list[str] = []
+        made_volumes = await self._create_volumes(rec)
         cdir.mkdir(parents=True)
         try:
             write_container_files(cdir, rec)
@@ -214,9 +227,63 @@ class ContainerService:
         except BaseException:
             self.images.remove_rootfs(cid)
             shutil.rmtree(cdir, ignore_errors=True)
+            for vol in made_volumes:
+                await self.volumes.remove_if_unused(vol)
             raise
         self.publish(rec, "create")
         return cid, warnings
+
+    def _volumes_from(self, hc: dict[str, Any]) -> dict[str, tuple[list[dict[str, Any]], dict[str, Any]]]:
+        """The Mounts (and private mount options) of each `--volumes-from` container."""
+        out = {}
+        for spec in hc.get("VolumesFrom") or []:
+            ref, _ = mountplan.parse_volumes_from(str(spec))
+            src = self.get(ref)
+            out[ref] = (src["Mounts"], src["Dockyard"].get("MountOptions") or {})
+        return out
+
+    async def _create_volumes(self, rec: Record) -> list[str]:
+        """Create the volumes the record's Mounts name (or name anonymous ones) and fill in
+        their Mountpoint as Source. Returns the volumes made here, for rollback."""
+        made: list[str] = []
+        opts = rec["Dockyard"].get("MountOptions") or {}
+        try:
+            for m in rec["Mounts"]:
+                if m["Type"] != "volume":
+                    continue
+                priv = opts.get(m["Destination"]) or {}
+                if m["Name"] and self.store.volumes.get(m["Name"]) is not None:
+                    vol = self.volumes.inspect(m["Name"])
+                else:
+                    vol = self.volumes.create(
+                        m["Name"] or None, m.get("Driver"), priv.get("DriverOpts"), priv.get("Labels"),
+                        anonymous=not m["Name"],
+                    )  # fmt: skip
+                    made.append(vol["Name"])
+                m["Name"], m["Source"] = vol["Name"], vol["Mountpoint"]
+        except BaseException:
+            for name in made:
+                await self.volumes.remove_if_unused(name)
+            raise
+        return made
+
+    async def _mount_volumes(self, rec: Record, rootfs: Path) -> None:
+        """At start: mount volumes with driver options, and copy image content into empty new ones."""
+        opts = rec["Dockyard"].get("MountOptions") or {}
+        for m in rec["Mounts"]:
+            if m["Type"] != "volume":
+                continue
+            await self.volumes.mount(
+                m["Name"], rec["Id"], destination=m["Destination"], rw=m["RW"], propagation=m["Propagation"]
+            )
+            if not (opts.get(m["Destination"]) or {}).get("NoCopy"):
+                src = rootfs / m["Destination"].lstrip("/")
+                await self.volumes.copy_up(m["Name"], src)
+
+    async def _unmount_volumes(self, rec: Record) -> None:
+        for m in rec["Mounts"]:
+            if m["Type"] == "volume":
+                await self.volumes.unmount(m["Name"], rec["Id"])
 
     def _check_name_free(self, full_name: str) -> None:
         ids = self.store.containers.ids_by_name(full_name)
@@ -281,11 +348,18 @@ class ContainerService:
             init = shutil.which(self.cfg.init_path) or self.cfg.init_path
             mounts.append(ocispec.BindMount(init, "/sbin/docker-init", readonly=True))
             args = ["/sbin/docker-init", "--", *args]
+        mount_opts = rec["Dockyard"].get("MountOptions") or {}
         for m in rec["Mounts"]:
             if m["Type"] == "bind":
                 if not os.path.exists(m["Source"]):
                     os.makedirs(m["Source"], exist_ok=True)  # Docker creates missing bind sources
+                prop = (m["Propagation"],) if m.get("Propagation") else ()
+                mounts.append(ocispec.BindMount(m["Source"], m["Destination"], readonly=not m["RW"], options=prop))
+            elif m["Type"] == "volume":
                 mounts.append(ocispec.BindMount(m["Source"], m["Destination"], readonly=not m["RW"]))
+            elif m["Type"] == "tmpfs":
+                t_opts = ("nosuid", "nodev", "noexec", *(mount_opts.get(m["Destination"]) or {}).get("TmpfsOptions", ()))
+                mounts.append(ocispec.BindMount("tmpfs", m["Destination"], not m["RW"], t_opts, type="tmpfs"))
         env = list(cfg.get("Env") or [])
         if not any(e.startswith("PATH=") for e in env):
             env.insert(0, DEFAULT_PATH)  # Docker's default when neither image nor user set one
@@ -329,6 +403,7 @@ class ContainerService:
         created = False
         try:
             rootfs = await asyncio.to_thread(self._mount_rootfs, rec)
+            await self._mount_volumes(rec, rootfs)
             if cfg_wd := rec["Config"].get("WorkingDir"):
                 (rootfs / cfg_wd.lstrip("/")).mkdir(parents=True, exist_ok=True)
             spec = self._build_spec(rec, rootfs)
@@ -394,6 +469,7 @@ class ContainerService:
                 except ProcessLookupError:
                     pass
         await asyncio.to_thread(self._unmount_rootfs, cid)
+        await self._unmount_volumes(rec)
 
     # ---- exits -----------------------------------------------------------------------------
 
@@ -429,6 +505,7 @@ class ContainerService:
             except errdefs.DockyardError as err:
                 log.debug("runtime delete %s: %s", cid[:12], err)
             await asyncio.to_thread(self._unmount_rootfs, cid)
+            await self._unmount_volumes(rec)
             rec["State"].update(
                 Status=state.EXITED, Running=False, Paused=False, Restarting=False, Pid=0,
                 ExitCode=code, OOMKilled=oom, FinishedAt=now_rfc3339(),
@@ -444,7 +521,7 @@ class ContainerService:
             auto_remove = rec["HostConfig"].get("AutoRemove")
         if auto_remove:
             try:
-                await self.remove(cid, force=True)
+                await self.remove(cid, force=True, volumes=True)  # `run --rm` takes anonymous volumes too
             except errdefs.NotFound:
                 pass
 
@@ -593,6 +670,7 @@ class ContainerService:
             if rec["State"]["Status"] == state.REMOVING:
                 raise errdefs.Conflict(f"removal of container {cid[:12]} is already in progress")
             await asyncio.to_thread(self._unmount_rootfs, cid)
+            await self._unmount_volumes(rec)
             await asyncio.to_thread(self.images.remove_rootfs, cid)
             await asyncio.to_thread(shutil.rmtree, self.bundle(cid), True)
             self.conmon.exit_file(cid).unlink(missing_ok=True)
@@ -600,6 +678,10 @@ class ContainerService:
             for eid in rec["Dockyard"].get("ExecIDs") or []:
                 self.store.execs.delete(eid)
             self._locks.pop(cid, None)
+        if volumes:  # `rm -v`: anonymous volumes only, and only when no other container uses them
+            for m in rec["Mounts"]:
+                if m["Type"] == "volume" and self.volumes.is_anonymous(m["Name"]):
+                    await self.volumes.remove_if_unused(m["Name"])
         self.publish(rec, "destroy")
         now = time.monotonic()
         self._recently_removed = {k: v for k, v in self._recently_removed.items() if now - v[0] < 60}

@@ -13,6 +13,7 @@ from dockyard.api.routes import containers as container_routes
 from dockyard.api.routes import exec as exec_routes
 from dockyard.api.routes import images as image_routes
 from dockyard.api.routes import system as system_routes
+from dockyard.api.routes import volumes as volume_routes
 from dockyard.containers.exec import ExecService
 from dockyard.containers.service import ContainerService
 from dockyard.daemon.config import DaemonConfig
@@ -20,6 +21,7 @@ from dockyard.events import EventBus
 from dockyard.images.service import ImageService
 from dockyard.store import Store
 from dockyard.system.service import SystemService
+from dockyard.volumes import VolumeService
 
 
 @dataclass
@@ -40,13 +42,16 @@ def build(cfg: DaemonConfig) -> Graph:
     store = Store(cfg.data_root / "db.sqlite")
     events = EventBus()
     images = ImageService(store, cfg.data_root, events)
-    containers = ContainerService(store, images, events, cfg)
+    volumes = VolumeService(store, cfg.data_root / "volumes", events)
+    containers = ContainerService(store, images, events, cfg, volumes)
     images.set_usage_check(containers.ids_using_image)
     images.set_running_check(containers.running_ids_using_image)
     execs = ExecService(containers, cfg.exec_root / "execs")
-    system = SystemService(cfg, images, containers)
+    system = SystemService(cfg, images, containers, volumes)
     app = create_app(
-        {keys.EVENTS: events, keys.IMAGES: images, keys.CONTAINERS: containers, keys.EXECS: execs, keys.SYSTEM: system},
-        [system_routes.routes, image_routes.routes, container_routes.routes, exec_routes.routes, container_fs.routes],
+        {keys.EVENTS: events, keys.IMAGES: images, keys.CONTAINERS: containers, keys.EXECS: execs, keys.SYSTEM: system,
+         keys.VOLUMES: volumes},
+        [system_routes.routes, image_routes.routes, container_routes.routes, exec_routes.routes, container_fs.routes,
+         volume_routes.routes],
     )
     return Graph(app, store, containers)

@@ -213,6 +213,9 @@ def build(inp: SpecInput) -> dict[str, Any]:
         options += [o for o in opts.split(",") if o]
         mounts.append(_mount(dest, "tmpfs", "tmpfs", options))
     for m in inp.mounts:
+        if m.type != "bind":  # e.g. `--mount type=tmpfs`: a filesystem of its own, not a bind
+            mounts.append(_mount(m.destination, m.type, m.source, [*m.options, "ro" if m.readonly else "rw"]))
+            continue
         opts = ["rbind", *m.options, "ro" if m.readonly else "rw"]
         mounts.append(_mount(m.destination, "bind", m.source, opts))
 

@@ -24,10 +24,11 @@ def _mem_total() -> int:
 
 
 class SystemService:
-    def __init__(self, cfg: Any, images: Any, containers: Any) -> None:
+    def __init__(self, cfg: Any, images: Any, containers: Any, volumes: Any = None) -> None:
         self.cfg = cfg
         self.images = images
         self.containers = containers
+        self.volumes = volumes
 
     async def info(self) -> dict[str, Any]:
         recs = self.containers.all()
@@ -91,7 +92,7 @@ class SystemService:
             "LayersSize": usage["LayersSize"],
             "Images": usage["Images"],
             "Containers": containers,
-            "Volumes": [],
+            "Volumes": await self.volumes.disk_usage() if self.volumes is not None else [],
             "BuildCache": [],
         }
 
