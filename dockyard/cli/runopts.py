@@ -209,8 +209,28 @@ def _mount(spec: str) -> dict[str, Any]:
             m["ReadOnly"] = v in ("", "1", "true")
         elif k == "tmpfs-size":
             m.setdefault("TmpfsOptions", {})["SizeBytes"] = parse_bytes(v)
+        elif k == "tmpfs-mode":
+            try:
+                m.setdefault("TmpfsOptions", {})["Mode"] = int(v, 8)
+            except ValueError:
+                raise click.BadParameter(f"invalid value for {k}: {v}", param_hint="'--mount'") from None
         elif k == "bind-propagation":
             m.setdefault("BindOptions", {})["Propagation"] = v
+        elif k == "bind-nonrecursive":
+            m.setdefault("BindOptions", {})["NonRecursive"] = v in ("", "1", "true")
+        elif k == "volume-nocopy":
+            m.setdefault("VolumeOptions", {})["NoCopy"] = v in ("", "1", "true")
+        elif k == "volume-driver":
+            m.setdefault("VolumeOptions", {}).setdefault("DriverConfig", {})["Name"] = v
+        elif k == "volume-opt":
+            opt_k, _, opt_v = v.partition("=")
+            dc = m.setdefault("VolumeOptions", {}).setdefault("DriverConfig", {})
+            dc.setdefault("Options", {})[opt_k] = opt_v
+        elif k == "volume-label":
+            lk, _, lv = v.partition("=")
+            m.setdefault("VolumeOptions", {}).setdefault("Labels", {})[lk] = lv
+        elif k == "consistency":
+            m["Consistency"] = v
         else:
             raise click.BadParameter(f"unexpected key '{k}' in '{spec}'", param_hint="'--mount'")
     return m
