@@ -24,6 +24,7 @@ from typing import Any
 from dockyard import errdefs
 from dockyard.containers import state
 from dockyard.containers.files import resolve_user
+from dockyard.runtime.oci import bounding_capabilities, limit_capabilities
 from dockyard.runtime.spec import ALL_CAPS
 
 log = logging.getLogger(__name__)
@@ -192,7 +193,8 @@ class ExecService:
             u = resolve_user(bundle / "rootfs", pc["user"])
             proc["user"] = {"uid": u.uid, "gid": u.gid, **({"additionalGids": list(u.additional_gids)} if u.additional_gids else {})}
         if pc["privileged"]:
-            proc["capabilities"] = {k: list(ALL_CAPS) for k in ("bounding", "effective", "permitted")}
+            caps = limit_capabilities(list(ALL_CAPS), bounding_capabilities())
+            proc["capabilities"] = {k: list(caps) for k in ("bounding", "effective", "permitted")}
         proc.pop("consoleSize", None)
         return proc
 

@@ -34,7 +34,7 @@ from dockyard.containers.model import DEFAULT_PATH, ZERO_TIME, build_record, ins
 from dockyard.events import EventBus
 from dockyard.runtime import spec as ocispec
 from dockyard.runtime.monitor import Conmon
-from dockyard.runtime.oci import OCIRuntime, RuntimeFailed
+from dockyard.runtime.oci import OCIRuntime, RuntimeFailed, bounding_capabilities, limit_capabilities
 from dockyard.store import Store
 from dockyard.volumes import VolumeService
 
@@ -394,7 +394,12 @@ class ContainerService:
             seccomp="seccomp=unconfined" not in security and "seccomp:unconfined" not in security,
             oom_score_adj=int(hc.get("OomScoreAdj") or 0),
         )
-        return ocispec.build(inp)
+        spec = ocispec.build(inp)
+        caps = spec.get("process", {}).get("capabilities") or {}
+        allowed = bounding_capabilities()
+        for kind, names_ in caps.items():
+            caps[kind] = limit_capabilities(names_, allowed)
+        return spec
 
     async def _start_locked(self, rec: Record) -> None:
         cid = rec["Id"]
@@ -556,6 +561,7 @@ class ContainerService:
             self.save(rec)
             fut = self._exit_future(cid)
         await self._stop_running(rec, fut, timeout, signal)
+        self.publish(rec, "stop")
 
     async def _stop_running(self, rec: Record, fut: asyncio.Future[Record], timeout: int | None, signal: str | None) -> None:
         cfg = rec["Config"]
@@ -564,6 +570,7 @@ class ContainerService:
             timeout = cfg.get("StopTimeout")
             timeout = 10 if timeout is None else int(timeout)
         await self._signal(rec, sig)
+        self.publish(rec, "kill", signal=str(sig))
         try:
             if timeout < 0:
                 await fut
@@ -574,6 +581,7 @@ class ContainerService:
         except TimeoutError:
             pass
         await self._signal(rec, signals.SIGKILL)
+        self.publish(rec, "kill", signal=str(int(signals.SIGKILL)))
         await fut
 
     async def kill(self, ref: str, signal: str | None = None) -> None:

@@ -66,3 +66,36 @@ class OCIRuntime:
     async def ps(self, cid: str) -> list[int]:
         out = await self._run("ps", "--format", "json", cid)
         return list(json.loads(out) or [])
+
+
+# Linux capability numbers (include/uapi/linux/capability.h), for reading /proc masks.
+_CAP_NUMBERS = (
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
+    "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE", "CAP_SYS_RESOURCE", "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE", "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+)  # fmt: skip
+
+
+def bounding_capabilities() -> frozenset[str] | None:
+    """The capabilities this daemon may hand out (its bounding set); None if unknown.
+
+    In a restricted host (a sandbox, a container) the set lacks some capabilities, and the
+    runtime fails with EPERM when asked to grant one, so `--privileged` means "all we have"
+    (as podman does), not every capability the kernel knows.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            line = next(x for x in f if x.startswith("CapBnd:"))
+    except (OSError, StopIteration):
+        return None
+    mask = int(line.split()[1], 16)
+    return frozenset(name for i, name in enumerate(_CAP_NUMBERS) if mask >> i & 1)
+
+
+def limit_capabilities(caps: list[str], allowed: frozenset[str] | None) -> list[str]:
+    return list(caps) if allowed is None else [c for c in caps if c in allowed]
