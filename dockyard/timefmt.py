@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import re
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ns|us|ms|s|m|h)$")
@@ -33,7 +33,7 @@ def parse_rfc3339(value: str) -> float:
     base = datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S")
     tz = m.group(3) or "Z"
     if tz == "Z":
-        base = base.replace(tzinfo=timezone.utc)
+        base = base.replace(tzinfo=UTC)
     else:
         base = datetime.fromisoformat(m.group(1) + tz)
     frac = float("0." + m.group(2)) if m.group(2) else 0.0

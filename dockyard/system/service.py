@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import platform
-from datetime import datetime
 import socket
+from datetime import datetime
 from typing import Any
 
 from dockyard.api import versions
@@ -99,9 +99,10 @@ class SystemService:
 
 def _os_name() -> str:
     try:
-        for line in open("/etc/os-release"):
-            if line.startswith("PRETTY_NAME="):
-                return line.split("=", 1)[1].strip().strip('"')
+        with open("/etc/os-release") as f:
+            for line in f:
+                if line.startswith("PRETTY_NAME="):
+                    return line.split("=", 1)[1].strip().strip('"')
     except OSError:
         pass
     return "Linux"

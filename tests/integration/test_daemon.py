@@ -179,3 +179,29 @@ def test_daemon_json_and_pidfile(tmp_path):
         daemon.start()
     finally:
         destroy_daemon(daemon)
+
+
+def test_runtimes_from_flag_and_daemon_json():
+    from tests.conftest import import_busybox
+
+    daemon = make_daemon(("--add-runtime", "alt=/usr/sbin/runc"))
+    try:
+        daemon.stop()
+        (daemon.root / "daemon.json").write_text(json.dumps({"runtimes": {"fromjson": {"path": "/usr/sbin/runc"}}}))
+        daemon.start()
+        import_busybox(daemon.host)
+        env = {**os.environ, "DOCKER_HOST": daemon.host}
+
+        def docker_(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(["docker", *args], env=env, capture_output=True, text=True, timeout=60)
+
+        for name in ("alt", "fromjson"):
+            res = docker_("run", "--rm", "--runtime", name, "busybox", "echo", name)
+            assert res.returncode == 0 and res.stdout == f"{name}\n", res.stderr
+        res = docker_("create", "--runtime", "nope", "busybox")
+        assert res.returncode != 0 and "unknown or invalid runtime name: nope" in res.stderr
+        assert docker_("ps", "-aq").stdout == ""
+        info = json.loads(docker_("info", "--format", "{{json .Runtimes}}").stdout)
+        assert {"alt", "fromjson", "runc"} <= set(info)
+    finally:
+        destroy_daemon(daemon)
