@@ -13,4 +13,5 @@ IMAGES: web.AppKey[Any] = web.AppKey("images")  # dockyard.images.service.ImageS
 CONTAINERS: web.AppKey[Any] = web.AppKey("containers")  # dockyard.containers.service.ContainerService
 SYSTEM: web.AppKey[Any] = web.AppKey("system")  # dockyard.daemon.wiring.SystemInfo
 EXECS: web.AppKey[Any] = web.AppKey("execs")  # dockyard.containers.exec.ExecService
+DISTRIBUTION: web.AppKey[Any] = web.AppKey("distribution")  # dockyard.images.registries.DistributionService
 VOLUMES: web.AppKey[Any] = web.AppKey("volumes")  # dockyard.volumes.service.VolumeService

@@ -26,6 +26,8 @@ class DaemonConfig:
     tlscert: str | None = None
     tlskey: str | None = None
     tlsverify: bool = False
+    insecure_registries: list[str] = field(default_factory=list)  # hosts or CIDRs: plain HTTP
+    registry_mirrors: list[str] = field(default_factory=list)  # endpoints tried first for docker.io
 
     def runtime_path(self, name: str | None) -> str:
         name = name or self.default_runtime
@@ -94,6 +96,8 @@ def _apply_file(cfg: DaemonConfig, data: dict[str, object]) -> None:
         cfg.log_level = str(data["log-level"])
     if "default-runtime" in data:
         cfg.default_runtime = str(data["default-runtime"])
+    cfg.insecure_registries = [str(x) for x in data.get("insecure-registries") or []]  # type: ignore[attr-defined]
+    cfg.registry_mirrors = [str(x) for x in data.get("registry-mirrors") or []]  # type: ignore[attr-defined]
     for name, spec in dict(data.get("runtimes", {})).items():  # type: ignore[call-overload]
         cfg.runtimes[name] = spec["path"] if isinstance(spec, dict) else str(spec)
     for key in ("tlscacert", "tlscert", "tlskey", "tlsverify"):

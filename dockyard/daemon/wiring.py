@@ -9,6 +9,7 @@ from aiohttp import web
 from dockyard.api import keys
 from dockyard.api.app import create_app
 from dockyard.api.routes import container_fs
+from dockyard.api.routes import distribution as distribution_routes
 from dockyard.api.routes import containers as container_routes
 from dockyard.api.routes import exec as exec_routes
 from dockyard.api.routes import images as image_routes
@@ -18,6 +19,7 @@ from dockyard.containers.exec import ExecService
 from dockyard.containers.service import ContainerService
 from dockyard.daemon.config import DaemonConfig
 from dockyard.events import EventBus
+from dockyard.images.registries import DistributionService, RegistrySettings
 from dockyard.images.service import ImageService
 from dockyard.store import Store
 from dockyard.system.service import SystemService
@@ -54,4 +56,7 @@ def build(cfg: DaemonConfig) -> Graph:
         [system_routes.routes, image_routes.routes, container_routes.routes, exec_routes.routes, container_fs.routes,
          volume_routes.routes],
     )
+    settings = RegistrySettings(tuple(cfg.insecure_registries), tuple(cfg.registry_mirrors))
+    app[keys.DISTRIBUTION] = DistributionService(images, settings)
+    distribution_routes.routes.install(app)
     return Graph(app, store, containers)

@@ -40,7 +40,7 @@ from dockyard._sys.mount import Mount
 from dockyard.errdefs import Conflict, InvalidArgument, NotFound
 from dockyard.events import EventBus
 from dockyard.images import archive, reference
-from dockyard.images._time import format_ts, parse_rfc3339, parse_time_value, rfc3339_now
+from dockyard.timefmt import format_ts, now_rfc3339, parse_rfc3339, parse_time_param
 from dockyard.images.config import apply_changes, full_container_config
 from dockyard.images.content import ContentStore
 from dockyard.images.layers import LayerStore, chain_id, chain_ids
@@ -371,7 +371,7 @@ class ImageService:
         if "until" not in f:
             return None
         try:
-            return min(parse_time_value(v) for v in f["until"])
+            return min(parse_time_param(v) for v in f["until"])
         except ValueError:
             raise InvalidArgument(f"invalid filter 'until={f['until'][0]}'") from None
 
@@ -496,6 +496,15 @@ class ImageService:
             self._store.refs.delete(key)
             records.append({"Untagged": parsed.familiar()})
             self._event("untag", img)
+            if parsed.digest is None:
+                # dockerd: with the repository's last tag gone, its digest references go too
+                same_repo = [r for r in self._refs_for(img.id) if r.partition("@")[0].rpartition(":")[0]
+                             == parsed.name or r.partition("@")[0] == parsed.name]
+                if not any("@" not in r for r in same_repo):
+                    for r in same_repo:
+                        self._store.refs.delete(r)
+                        records.append({"Untagged": reference.familiar(r)})
+                        self._event("untag", img)
             repo_refs = self._refs_for(img.id)
             if repo_refs:
                 return
@@ -715,7 +724,7 @@ class ImageService:
                     return diff_id
 
                 diff_id = await asyncio.to_thread(work)
-                created = rfc3339_now()
+                created = now_rfc3339()
                 comment = message or f"Imported from {src}"
                 config: dict[str, Any] = {
                     "architecture": arch or "amd64",
@@ -968,7 +977,7 @@ class ImageService:
                     return diff_id, False
 
                 diff_id, empty = await asyncio.to_thread(work)
-                created = rfc3339_now()
+                created = now_rfc3339()
                 pc = parent.config
                 hist_entry: dict[str, Any] = {"created": created}
                 if author:

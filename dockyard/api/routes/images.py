@@ -1,4 +1,4 @@
-"""Image routes: list, inspect, history, tag, remove, prune, import, pull (stub), load, save.
+"""Image routes: list, inspect, history, tag, remove, prune, import, pull, load, save.
 
 HTTP adapter only: parses Docker's query strings and bodies, calls `ImageService`, and
 shapes results per API version (`VirtualSize` gone in 1.44, `Container` and
@@ -20,7 +20,7 @@ from aiohttp import web
 from dockyard.api import keys, versions
 from dockyard.api.app import Routes
 from dockyard.api.schemas import filters, qbool
-from dockyard.errdefs import InvalidArgument, NotFound
+from dockyard.errdefs import InvalidArgument
 
 routes = Routes()
 
@@ -104,21 +104,9 @@ async def create(request: web.Request) -> web.StreamResponse:
 
 
 async def _pull(request: web.Request, from_image: str, tag: str) -> web.StreamResponse:
-    """Registry pulls are not implemented yet: a local image is "up to date", any other
-    is reported missing. Replace this one function with the real pull."""
-    ref = from_image
-    if tag and "@" not in from_image:
-        ref = f"{from_image}@{tag}" if tag.startswith("sha256:") else f"{from_image}:{tag}"
-    svc = _svc(request)
-    try:
-        img = svc.resolve(ref)
-    except NotFound:
-        raise NotFound(f"No such image: {svc.familiar(ref)}") from None
-    shown = img.repo_tags[0] if img.repo_tags else ref
-    return await _json_lines(
-        request,
-        [{"status": f"Digest: {img.id}"}, {"status": f"Status: Image is up to date for {shown}"}],
-    )
+    from dockyard.api.routes import distribution
+
+    return await distribution.pull(request, from_image, tag)
 
 
 @routes.post("/images/load")

@@ -1,0 +1,145 @@
+"""Which registry endpoints serve a reference, and the daemon's distribution service.
+
+Owns the daemon's registry settings (daemon.json `insecure-registries`, `registry-mirrors`)
+and the choice of endpoints: mirrors first for docker.io only (dockerd's rule), plain HTTP
+for loopback and insecure registries, HTTPS otherwise. `DistributionService` is what the
+API calls for pull, push, login and `/distribution/{name}/json`; the transfers themselves
+are in `pull.py` and `push.py`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from dockyard import errdefs
+from dockyard.images import reference
+from dockyard.registry.client import (
+    AuthConfig,
+    RegistryClient,
+    decode_registry_auth,
+    registry_host,
+    select_platform,
+)
+from dockyard.registry import spec
+
+__all__ = ["DistributionService", "RegistrySettings"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RegistrySettings:
+    insecure: tuple[str, ...] = ()
+    mirrors: tuple[str, ...] = ()
+
+    def is_insecure(self, host: str) -> bool:
+        name = host.rsplit(":", 1)[0].strip("[]") if host.count(":") <= 1 or host.startswith("[") else host
+        if name == "localhost":
+            return True
+        try:
+            ip = ipaddress.ip_address(name)
+        except ValueError:
+            ip = None
+        if ip is not None and ip.is_loopback:
+            return True
+        for entry in self.insecure:
+            if entry in (host, name):
+                return True
+            if ip is not None and "/" in entry:
+                try:
+                    if ip in ipaddress.ip_network(entry, strict=False):
+                        return True
+                except ValueError:
+                    continue
+        return False
+
+    def endpoints(self, domain: str, auth: AuthConfig, *, push: bool = False) -> list[RegistryClient]:
+        out = []
+        if domain == reference.DEFAULT_DOMAIN and not push:
+            for m in self.mirrors:
+                out.append(RegistryClient(domain, insecure=m.startswith("http://"), auth=AuthConfig(), endpoint=m))
+        out.append(RegistryClient(domain, insecure=self.is_insecure(domain), auth=auth))
+        return out
+
+
+@dataclass
+class DistributionService:
+    """Flow::
+
+        async for msg in dist.pull("busybox", tag="", auth_header=h): ...   # Docker progress messages
+        async for msg in dist.push("127.0.0.1:5000/bb", tag="", auth_header=h): ...
+        await dist.login({"username": ..., "password": ..., "serveraddress": ...})
+    """
+
+    images: Any  # dockyard.images.service.ImageService
+    settings: RegistrySettings = field(default_factory=RegistrySettings)
+
+    def pull(self, name: str, tag: str, auth_header: str | None, platform: str | None = None
+             ) -> AsyncIterator[dict[str, Any]]:
+        from dockyard.images.pull import pull
+
+        ref = _ref(name, tag)
+        return pull(self.images, self.settings, ref, decode_registry_auth(auth_header), platform)
+
+    def push(self, name: str, tag: str, auth_header: str | None) -> AsyncIterator[dict[str, Any]]:
+        from dockyard.images.push import push
+
+        ref = reference.parse_normalized(name)
+        if tag:
+            ref = ref.with_tag(tag)
+        return push(self.images, self.settings, ref, decode_registry_auth(auth_header))
+
+    async def login(self, body: dict[str, Any]) -> dict[str, str]:
+        from dockyard.registry.client.auth import from_dict
+
+        auth = from_dict(body)
+        domain = registry_host(auth.server_address)
+        rc = RegistryClient(domain, insecure=self.settings.is_insecure(domain), auth=auth)
+        async with rc:
+            await rc.login()
+        return {"Status": "Login Succeeded", "IdentityToken": ""}
+
+    async def inspect(self, name: str, auth_header: str | None) -> dict[str, Any]:
+        """GET /distribution/{name}/json: the descriptor and platforms of a remote image."""
+        ref = reference.parse_normalized(name).with_default_tag()
+        auth = decode_registry_auth(auth_header)
+        rc = self.settings.endpoints(ref.domain, auth)[-1]
+        async with rc:
+            m = await rc.get_manifest(ref.path, ref.digest or ref.tag or "latest")
+            platforms: list[dict[str, Any]] = []
+            doc = m.doc
+            if m.media_type in spec.INDEX_TYPES:
+                for e in doc.get("manifests") or []:
+                    if spec.ARTIFACT_REFERENCE_TYPE in (e.get("annotations") or {}):
+                        continue
+                    p = e.get("platform") or {}
+                    platforms.append({"architecture": p.get("architecture", ""), "os": p.get("os", ""),
+                                      **({"variant": p["variant"]} if p.get("variant") else {})})
+                select_platform(doc)  # raises when linux/amd64 is absent, like dockerd's pull would
+            else:
+                cfg_desc = doc.get("config") or {}
+                try:
+                    import json
+
+                    cfg = json.loads(await rc.read_blob(ref.path, str(cfg_desc.get("digest"))))
+                    platforms.append({"architecture": cfg.get("architecture", ""), "os": cfg.get("os", "")})
+                except errdefs.DockyardError:
+                    pass
+        return {
+            "Descriptor": {"mediaType": m.media_type, "digest": m.digest, "size": len(m.body)},
+            "Platforms": platforms,
+        }
+
+
+def _ref(name: str, tag: str) -> reference.Reference:
+    ref = reference.parse_normalized(name)
+    if tag:
+        if tag.startswith("sha256:"):
+            ref = reference.Reference(ref.domain, ref.path, None, tag)
+        else:
+            ref = ref.with_tag(tag)
+    return ref.with_default_tag()
