@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import re
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ns|us|ms|s|m|h)$")
@@ -24,20 +24,28 @@ def rfc3339(ts_ns: int | None) -> str:
     return f"{base}.{nanos:09d}Z"
 
 
+_RFC3339 = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)?$")
+
+
 @functools.lru_cache(maxsize=8192)  # listings parse the same Created/StartedAt stamps again and again
 def parse_rfc3339(value: str) -> float:
-    """RFC 3339 (nanoseconds allowed) to Unix seconds."""
-    m = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)?$", value)
+    """RFC 3339 (any number of fraction digits) to Unix seconds."""
+    m = _RFC3339.match(value)
     if not m:
         raise ValueError(value)
-    base = datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S")
     tz = m.group(3) or "Z"
-    if tz == "Z":
-        base = base.replace(tzinfo=UTC)
-    else:
-        base = datetime.fromisoformat(m.group(1) + tz)
+    base = datetime.fromisoformat(m.group(1) + ("+00:00" if tz == "Z" else tz))
     frac = float("0." + m.group(2)) if m.group(2) else 0.0
     return base.timestamp() + frac
+
+
+def now_rfc3339() -> str:
+    return rfc3339(time.time_ns())
+
+
+def format_ts(ts: float) -> str:
+    """Unix seconds (float) as RFC 3339 with nanoseconds."""
+    return rfc3339(round(ts * 1_000_000_000))
 
 
 def parse_time_param(value: str) -> float:
