@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, TextIO
 
 from dockyard.cli._template import Template, TemplateError, go_str
+from dockyard.timefmt import human_duration
 
 __all__ = [
     "Template",
@@ -40,34 +41,6 @@ def ellipsis(s: str, width: int) -> str:
     if len(s) <= width:
         return s
     return s[: width - 1] + "…"
-
-
-def human_duration(seconds: float) -> str:
-    """Port of go-units HumanDuration."""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    minutes = s // 60
-    if minutes == 1:
-        return "About a minute"
-    if minutes < 60:
-        return f"{minutes} minutes"
-    hours = int(round(seconds / 3600))
-    if hours == 1:
-        return "About an hour"
-    if hours < 48:
-        return f"{hours} hours"
-    if hours < 24 * 7 * 2:
-        return f"{hours // 24} days"
-    if hours < 24 * 30 * 2:
-        return f"{hours // 24 // 7} weeks"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24 // 30} months"
-    return f"{int(seconds // 3600) // 24 // 365} years"
 
 
 def _scaled(size: float, base: float, units: list[str], precision: int) -> str:

@@ -6,41 +6,13 @@ import time
 from typing import Any
 
 from dockyard.errdefs import InvalidArgument
-from dockyard.timefmt import parse_rfc3339
+from dockyard.timefmt import human_duration, parse_rfc3339
 
 FILTERS = {
     "id", "name", "label", "status", "ancestor", "exited", "before", "since", "health",
     "network", "volume", "publish", "expose", "is-task",
 }  # fmt: skip
 STATUSES = {"created", "restarting", "running", "removing", "paused", "exited", "dead"}
-
-
-def human_duration(seconds: float) -> str:
-    """Go's units.HumanDuration, which `docker ps` uses."""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    m = s // 60
-    if m == 1:
-        return "About a minute"
-    if m < 60:
-        return f"{m} minutes"
-    h = round(s / 3600)
-    if h == 1:
-        return "About an hour"
-    if h < 48:
-        return f"{h} hours"
-    if h < 24 * 7 * 2:
-        return f"{h // 24} days"
-    if h < 24 * 30 * 2:
-        return f"{h // 24 // 7} weeks"
-    if h < 24 * 365 * 2:
-        return f"{h // 24 // 30} months"
-    return f"{h // 24 // 365} years"
 
 
 def status_text(rec: dict[str, Any], now: float | None = None) -> str:
