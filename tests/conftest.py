@@ -85,7 +85,8 @@ def _wait_for_socket(d: Daemon, timeout: float = 20) -> None:
 
 def make_daemon(extra: tuple[str, ...] = ()) -> Daemon:
     root = Path(tempfile.mkdtemp(prefix="dy-", dir="/tmp"))
-    (root / "daemon.json").write_text("{}")
+    # a default bridge of its own per test daemon (15-char limit), so daemons run side by side
+    (root / "daemon.json").write_text('{"bridge": "dy%s"}' % root.name.replace("dy-", "")[:8].replace("_", "x"))
     sock = root / "d.sock"
     log = root / "daemon.log"
     d = Daemon(root, sock, _spawn(root, sock, log, extra), log, extra)

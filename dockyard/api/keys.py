@@ -15,3 +15,4 @@ SYSTEM: web.AppKey[Any] = web.AppKey("system")  # dockyard.daemon.wiring.SystemI
 EXECS: web.AppKey[Any] = web.AppKey("execs")  # dockyard.containers.exec.ExecService
 DISTRIBUTION: web.AppKey[Any] = web.AppKey("distribution")  # dockyard.images.registries.DistributionService
 VOLUMES: web.AppKey[Any] = web.AppKey("volumes")  # dockyard.volumes.service.VolumeService
+NETWORKS: web.AppKey[Any] = web.AppKey("networks")  # dockyard.network.service.NetworkService

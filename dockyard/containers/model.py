@@ -80,8 +80,9 @@ def _validate_host_config(hc: dict[str, Any]) -> None:
     if hc.get("AutoRemove") and name not in ("", "no"):
         raise InvalidArgument("can't create 'AutoRemove' container with restart policy")
     mode = hc.get("NetworkMode") or ""
-    if mode not in STATIC_NETWORK_MODES and not mode.startswith("container:"):
-        raise InvalidArgument(f"network {mode} not found")
+    if mode.startswith("container:") and not mode.split(":", 1)[1]:
+        raise InvalidArgument("invalid container format container:<name|id>")
+    # any other name is a network; the network service answers 404 for an unknown one
     for cap in (hc.get("CapAdd") or []) + (hc.get("CapDrop") or []):
         c = normalize_cap(cap)
         if c != "CAP_ALL" and c not in ALL_CAPS:

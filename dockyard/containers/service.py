@@ -29,7 +29,7 @@ from dockyard._sys.netns import set_loopback_up
 from dockyard.containers import mounts as mountplan
 from dockyard.containers import names, state
 from dockyard.containers.attach import AttachConnection
-from dockyard.containers.files import resolve_user, write_container_files
+from dockyard.containers.files import hosts_file, resolve_user, write_container_files
 from dockyard.containers.model import DEFAULT_PATH, ZERO_TIME, build_record, inspect_view, new_id, now_rfc3339
 from dockyard.events import EventBus
 from dockyard.runtime import spec as ocispec
@@ -72,6 +72,7 @@ class ContainerService:
         self.images = images
         self.events = events
         self.cfg = cfg
+        self.networks: Any = None  # dockyard.network.service.NetworkService, set by the daemon wiring
         # volumes refer back to us for "in use" (409) and `dangling`
         self.volumes = volumes or VolumeService(store, cfg.data_root / "volumes", events)
         self.volumes.set_usage_check(self.ids_using_volume)
@@ -207,6 +208,8 @@ class ContainerService:
         mode = rec["HostConfig"]["NetworkMode"]
         if mode.startswith("container:"):
             self.get(mode.split(":", 1)[1])
+        if self.networks is not None:
+            self.networks.check_create(rec, body)  # unknown network: 404 before anything is written
         warnings: list[str] = []
         made_volumes = await self._create_volumes(rec)
         cdir.mkdir(parents=True)
@@ -423,12 +426,23 @@ class ContainerService:
             if spec["linux"]["namespaces"] and any(
                 ns == {"type": "network"} for ns in spec["linux"]["namespaces"]
             ):
-                await asyncio.to_thread(set_loopback_up, started.pid)
+                if self.networks is not None:
+                    # endpoints in the created container's netns, before its process runs
+                    await self.networks.attach(rec, started.pid)
+                    ips = [e["IPAddress"] for e in rec["NetworkSettings"]["Networks"].values() if e.get("IPAddress")]
+                    if ips:  # in place: the file is bind-mounted already
+                        (cdir / "hosts").write_text(
+                            hosts_file(rec["HostConfig"].get("ExtraHosts") or [], ips[0], rec["Config"].get("Hostname") or "")
+                        )
+                else:
+                    await asyncio.to_thread(set_loopback_up, started.pid)
             await self._release_attachers(cid, True)
             await runtime.start(cid)
         except BaseException as err:
             await self._release_attachers(cid, False)
             await self._cleanup_failed_start(rec, runtime, created)
+            if self.networks is not None:
+                await self.networks.detach(rec)
             msg = str(err)
             rec["State"]["Error"] = msg
             rec["State"]["ExitCode"] = 127 if _is_not_found(msg) else 126 if "permission denied" in msg else 128
@@ -511,6 +525,8 @@ class ContainerService:
                 log.debug("runtime delete %s: %s", cid[:12], err)
             await asyncio.to_thread(self._unmount_rootfs, cid)
             await self._unmount_volumes(rec)
+            if self.networks is not None:
+                await self.networks.detach(rec)
             rec["State"].update(
                 Status=state.EXITED, Running=False, Paused=False, Restarting=False, Pid=0,
                 ExitCode=code, OOMKilled=oom, FinishedAt=now_rfc3339(),
@@ -682,6 +698,8 @@ class ContainerService:
             await asyncio.to_thread(self.images.remove_rootfs, cid)
             await asyncio.to_thread(shutil.rmtree, self.bundle(cid), True)
             self.conmon.exit_file(cid).unlink(missing_ok=True)
+            if self.networks is not None:
+                await self.networks.detach(rec)
             self.store.containers.delete(cid)
             for eid in rec["Dockyard"].get("ExecIDs") or []:
                 self.store.execs.delete(eid)

@@ -28,6 +28,12 @@ class DaemonConfig:
     tlsverify: bool = False
     insecure_registries: list[str] = field(default_factory=list)  # hosts or CIDRs: plain HTTP
     registry_mirrors: list[str] = field(default_factory=list)  # endpoints tried first for docker.io
+    # networking: the default bridge's device, its address, allocation range, and pools
+    bridge_name: str = "dockyard0"
+    bip: str | None = None
+    fixed_cidr: str | None = None
+    default_address_pools: list[dict[str, object]] = field(default_factory=list)
+    mtu: int = 1500
 
     def runtime_path(self, name: str | None) -> str:
         name = name or self.default_runtime
@@ -53,6 +59,11 @@ def parse_args(argv: list[str] | None = None) -> DaemonConfig:
     p.add_argument("--tlscert")
     p.add_argument("--tlskey")
     p.add_argument("--tlsverify", action="store_true", default=None)
+    p.add_argument("-b", "--bridge", "--bridge-name", dest="bridge_name", help="device of the default bridge")
+    p.add_argument("--bip", help="address (CIDR) of the default bridge")
+    p.add_argument("--fixed-cidr", help="allocation range of the default bridge")
+    p.add_argument("--default-address-pool", action="append", default=[], metavar="base=CIDR,size=N")
+    p.add_argument("--mtu", type=int)
     args = p.parse_args(argv)
 
     cfg = DaemonConfig()
@@ -76,6 +87,12 @@ def parse_args(argv: list[str] | None = None) -> DaemonConfig:
         cfg.log_level = args.log_level
     if args.pidfile:
         cfg.pidfile = Path(args.pidfile)
+    for key in ("bridge_name", "bip", "fixed_cidr", "mtu"):
+        if getattr(args, key) is not None:
+            setattr(cfg, key, getattr(args, key))
+    for item in args.default_address_pool:
+        kv = dict(part.split("=", 1) for part in item.split(","))
+        cfg.default_address_pools.append({"base": kv["base"], "size": int(kv["size"])})
     for key in ("tlscacert", "tlscert", "tlskey", "tlsverify"):
         if getattr(args, key) is not None:
             setattr(cfg, key, getattr(args, key))
@@ -100,6 +117,15 @@ def _apply_file(cfg: DaemonConfig, data: dict[str, object]) -> None:
     cfg.registry_mirrors = [str(x) for x in data.get("registry-mirrors") or []]  # type: ignore[attr-defined]
     for name, spec in dict(data.get("runtimes", {})).items():  # type: ignore[call-overload]
         cfg.runtimes[name] = spec["path"] if isinstance(spec, dict) else str(spec)
+    if "bridge" in data:
+        cfg.bridge_name = str(data["bridge"])
+    for key in ("bip", "fixed-cidr"):
+        if key in data:
+            setattr(cfg, key.replace("-", "_"), str(data[key]))
+    if "mtu" in data:
+        cfg.mtu = int(data["mtu"])  # type: ignore[call-overload]
+    if "default-address-pools" in data:
+        cfg.default_address_pools = list(data["default-address-pools"])  # type: ignore[call-overload]
     for key in ("tlscacert", "tlscert", "tlskey", "tlsverify"):
         if key in data:
             setattr(cfg, key, data[key])

@@ -13,6 +13,7 @@ from dockyard.api.routes import distribution as distribution_routes
 from dockyard.api.routes import containers as container_routes
 from dockyard.api.routes import exec as exec_routes
 from dockyard.api.routes import images as image_routes
+from dockyard.api.routes import networks as network_routes
 from dockyard.api.routes import system as system_routes
 from dockyard.api.routes import volumes as volume_routes
 from dockyard.containers.exec import ExecService
@@ -21,6 +22,7 @@ from dockyard.daemon.config import DaemonConfig
 from dockyard.events import EventBus
 from dockyard.images.registries import DistributionService, RegistrySettings
 from dockyard.images.service import ImageService
+from dockyard.network.service import NetworkService
 from dockyard.store import Store
 from dockyard.system.service import SystemService
 from dockyard.volumes import VolumeService
@@ -31,12 +33,17 @@ class Graph:
     app: web.Application
     store: Store
     containers: ContainerService
+    networks: NetworkService | None = None
 
     async def start(self) -> None:
+        if self.networks is not None:
+            await self.networks.start()  # bridges and rules before containers are adopted
         await self.containers.reconcile()
 
     async def stop(self) -> None:
         await self.containers.close()
+        if self.networks is not None:
+            await self.networks.close()
         self.store.close()
 
 
@@ -46,17 +53,20 @@ def build(cfg: DaemonConfig) -> Graph:
     images = ImageService(store, cfg.data_root, events)
     volumes = VolumeService(store, cfg.data_root / "volumes", events)
     containers = ContainerService(store, images, events, cfg, volumes)
+    networks = NetworkService(store, events, cfg)
+    containers.networks = networks
+    networks.bind_containers(containers)
     images.set_usage_check(containers.ids_using_image)
     images.set_running_check(containers.running_ids_using_image)
     execs = ExecService(containers, cfg.exec_root / "execs")
     system = SystemService(cfg, images, containers, volumes)
     app = create_app(
         {keys.EVENTS: events, keys.IMAGES: images, keys.CONTAINERS: containers, keys.EXECS: execs, keys.SYSTEM: system,
-         keys.VOLUMES: volumes},
+         keys.VOLUMES: volumes, keys.NETWORKS: networks},
         [system_routes.routes, image_routes.routes, container_routes.routes, exec_routes.routes, container_fs.routes,
-         volume_routes.routes],
+         volume_routes.routes, network_routes.routes],
     )
     settings = RegistrySettings(tuple(cfg.insecure_registries), tuple(cfg.registry_mirrors))
     app[keys.DISTRIBUTION] = DistributionService(images, settings)
     distribution_routes.routes.install(app)
-    return Graph(app, store, containers)
+    return Graph(app, store, containers, networks)

@@ -1,0 +1,177 @@
+"""The bridge driver's kernel side: bridges, veth pairs, addresses and routes over netlink.
+
+Everything here is blocking (netlink round trips); callers run it in a worker thread. No
+`ip` command is run: pyroute2 speaks netlink directly. Inside a container's namespace the
+work happens on a thread that joined it (`run_in_netns`), so the netlink socket opened
+there configures the container's side. Every function is idempotent where it can be, so a
+retry or a cleanup after a half-done step is safe.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from dockyard._sys.netns import run_in_netns
+
+log = logging.getLogger(__name__)
+logging.getLogger("pyroute2").setLevel(logging.WARNING)  # it logs every netlink message at debug
+
+
+@dataclass(frozen=True)
+class BridgeSpec:
+    name: str
+    gateway: str  # address of the bridge
+    prefixlen: int
+    mtu: int = 1500
+    route_localnet: bool = True  # so DNAT of 127.0.0.1 to a container is routable
+
+
+@dataclass(frozen=True)
+class EndpointSpec:
+    """One container interface: host veth `host_if` on `bridge`, `eth<n>` inside netns `netns`."""
+
+    netns: str  # /proc/<pid>/ns/net
+    bridge: str
+    host_if: str
+    address: str
+    prefixlen: int
+    mac: str
+    gateway: str | None  # None: no default route through this interface (internal, or not primary)
+    mtu: int = 1500
+
+
+def _sysctl(path: str, value: str) -> None:
+    try:
+        Path(path).write_text(value)
+    except OSError as err:
+        log.warning("sysctl %s=%s: %s", path, value, err)
+
+
+def enable_forwarding() -> None:
+    _sysctl("/proc/sys/net/ipv4/ip_forward", "1")
+
+
+def link_exists(name: str) -> bool:
+    with IPRoute() as ipr:
+        return bool(ipr.link_lookup(ifname=name))
+
+
+def ensure_bridge(spec: BridgeSpec) -> None:
+    with IPRoute() as ipr:
+        idx = ipr.link_lookup(ifname=spec.name)
+        if not idx:
+            try:
+                ipr.link("add", ifname=spec.name, kind="bridge")
+            except NetlinkError as err:
+                if err.code != errno.EEXIST:
+                    raise
+            idx = ipr.link_lookup(ifname=spec.name)
+        i = idx[0]
+        have = {(a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for a in ipr.get_addr(index=i, family=2)}
+        if (spec.gateway, spec.prefixlen) not in have:
+            ipr.addr("add", index=i, address=spec.gateway, prefixlen=spec.prefixlen)
+        ipr.link("set", index=i, mtu=spec.mtu, state="up")
+    if spec.route_localnet:
+        _sysctl(f"/proc/sys/net/ipv4/conf/{spec.name}/route_localnet", "1")
+
+
+def delete_link(name: str) -> None:
+    with IPRoute() as ipr:
+        idx = ipr.link_lookup(ifname=name)
+        if idx:
+            try:
+                ipr.link("del", index=idx[0])
+            except NetlinkError as err:
+                if err.code != errno.ENODEV:
+                    raise
+
+
+def _configure_inside(ep: EndpointSpec, tmp_name: str) -> str:
+    with IPRoute() as ipr:
+        names = {link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
+        n = 0
+        while f"eth{n}" in names:
+            n += 1
+        ctr_if = f"eth{n}"
+        i = ipr.link_lookup(ifname=tmp_name)[0]
+        ipr.link("set", index=i, ifname=ctr_if, address=ep.mac, mtu=ep.mtu)
+        ipr.addr("add", index=i, address=ep.address, prefixlen=ep.prefixlen)
+        ipr.link("set", index=i, state="up")
+        lo = ipr.link_lookup(ifname="lo")
+        if lo:
+            ipr.link("set", index=lo[0], state="up")
+        if ep.gateway:
+            ipr.route("replace", dst="0.0.0.0/0", gateway=ep.gateway, oif=i)
+        return ctr_if
+
+
+def add_endpoint(ep: EndpointSpec) -> str:
+    """Creates the veth pair, plugs the host end into the bridge and configures the other end
+    inside the container. Returns the interface name inside (eth0, eth1, ...). On failure the
+    pair is deleted again (deleting one end deletes both)."""
+    tmp = "vp" + ep.host_if[4:]
+    with IPRoute() as ipr:
+        ipr.link("add", ifname=ep.host_if, kind="veth", peer={"ifname": tmp})
+        try:
+            host_i = ipr.link_lookup(ifname=ep.host_if)[0]
+            peer_i = ipr.link_lookup(ifname=tmp)[0]
+            br = ipr.link_lookup(ifname=ep.bridge)
+            if not br:
+                raise OSError(errno.ENODEV, f"bridge {ep.bridge} does not exist")
+            ipr.link("set", index=host_i, master=br[0], mtu=ep.mtu, state="up")
+            with open(ep.netns, "rb") as nsf:
+                ipr.link("set", index=peer_i, net_ns_fd=nsf.fileno())
+            return run_in_netns(ep.netns, lambda: _configure_inside(ep, tmp))
+        except BaseException:
+            try:
+                ipr.link("del", index=ipr.link_lookup(ifname=ep.host_if)[0])
+            except (NetlinkError, IndexError):
+                pass
+            raise
+
+
+def default_route_in(netns: str) -> str | None:
+    """The gateway of the default route inside a namespace (tests and reconcile use it)."""
+
+    def read() -> str | None:
+        with IPRoute() as ipr:
+            for r in ipr.get_routes(family=2):
+                if r["dst_len"] == 0:
+                    return str(r.get_attr("RTA_GATEWAY"))
+        return None
+
+    return run_in_netns(netns, read)
+
+
+def set_default_route_in(netns: str, gateway: str | None, ifname: str | None) -> None:
+    def apply() -> None:
+        with IPRoute() as ipr:
+            for r in ipr.get_routes(family=2):
+                if r["dst_len"] == 0:
+                    try:
+                        ipr.route("del", dst="0.0.0.0/0")
+                    except NetlinkError:
+                        pass
+                    break
+            if gateway and ifname:
+                idx = ipr.link_lookup(ifname=ifname)
+                if idx:
+                    ipr.route("replace", dst="0.0.0.0/0", gateway=gateway, oif=idx[0])
+
+    run_in_netns(netns, apply)
+
+
+def veth_names() -> list[str]:
+    with IPRoute() as ipr:
+        return [
+            str(link.get_attr("IFLA_IFNAME"))
+            for link in ipr.get_links()
+            if (link.get_attr("IFLA_LINKINFO") or None) is not None
+            and link.get_attr("IFLA_LINKINFO").get_attr("IFLA_INFO_KIND") == "veth"
+        ]

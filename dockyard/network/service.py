@@ -1,0 +1,800 @@
+"""NetworkService: Docker's networks (bridge, host, none, user-defined bridges), container
+endpoints on them, published ports, and the embedded DNS, persisted in the store.
+
+A typical flow::
+
+    check_create(rec, body)   container create: the networks exist, --ip fits; fills
+                              NetworkSettings.Networks (names, IDs, aliases, IPAM config)
+    attach(rec, pid)          container start, after `runtime create` made its netns: one veth
+                              per network, addresses, default route, published ports, DNS;
+                              fills NetworkSettings; all or nothing
+    connect / disconnect      a running container gains or loses an endpoint
+    detach(rec)               exit or remove: endpoints, addresses, ports, DNS released
+
+Endpoints live in the network's document (`Dockyard.Endpoints`, keyed by container id), so
+address allocation, `Containers` in inspect and the nftables plan all read one place, and a
+restarted daemon finds the endpoints of containers that kept running. Kernel work goes
+through `bridge` (netlink, in worker threads) and `portmap` (one nft transaction per
+change). The service must not import container code: connect/disconnect reach container
+records through the small `ContainerAccess` protocol the daemon wiring hands in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import ipaddress
+import logging
+import os
+import secrets
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Protocol
+
+from dockyard import errdefs
+from dockyard._sys.netns import set_loopback_up
+from dockyard.network import bridge, ipam
+from dockyard.network.dns import Resolver, embedded_resolv_conf, host_nameservers
+from dockyard.network.portmap import BridgeRules, PortMap, PortReservations, apply_table, delete_table, plan_table, table_name
+
+log = logging.getLogger(__name__)
+
+Record = dict[str, Any]
+BUILTIN = ("bridge", "host", "none")
+OPT_NAME = "com.docker.network.bridge.name"
+OPT_MTU = "com.docker.network.driver.mtu"
+OPT_ICC = "com.docker.network.bridge.enable_icc"
+OPT_MASQ = "com.docker.network.bridge.enable_ip_masquerade"
+OPT_DEFAULT = "com.docker.network.bridge.default_bridge"
+
+
+class NetworkNotFound(errdefs.NotFound):
+    pass
+
+
+class ContainerAccess(Protocol):
+    """What connect/disconnect need of the container service."""
+
+    def get(self, ref: str) -> Record: ...
+
+    def lock(self, cid: str) -> asyncio.Lock: ...
+
+    def save(self, rec: Record) -> None: ...
+
+
+def _now() -> str:
+    ns = time.time_ns()
+    secs, nanos = divmod(ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{nanos:09d}Z"
+
+
+def _alive(pid: int) -> bool:
+    return pid > 0 and os.path.exists(f"/proc/{pid}/ns/net")
+
+
+def _truthy(v: Any, default: bool = True) -> bool:
+    if v is None or v == "":
+        return default
+    return str(v).lower() in ("1", "true", "yes", "on")
+
+
+def empty_endpoint_settings() -> dict[str, Any]:
+    return {
+        "IPAMConfig": None, "Links": None, "Aliases": None, "MacAddress": "", "NetworkID": "",
+        "EndpointID": "", "Gateway": "", "IPAddress": "", "IPPrefixLen": 0, "IPv6Gateway": "",
+        "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "DriverOpts": None, "DNSNames": None,
+    }  # fmt: skip
+
+
+class NetworkService:
+    def __init__(self, store: Any, events: Any, cfg: Any) -> None:
+        self.store = store
+        self.events = events
+        self.cfg = cfg
+        self.table = table_name(str(cfg.data_root))
+        self.containers: ContainerAccess | None = None
+        self._lock = asyncio.Lock()  # network docs: allocation, endpoints
+        self._rules_lock = asyncio.Lock()
+        self._ports = PortReservations()
+        self._resolvers: dict[str, Resolver] = {}
+        self._upstreams: dict[str, list[str]] = {}
+
+    def __repr__(self) -> str:
+        return f"<NetworkService {self.table} {len(self._resolvers)} resolvers>"
+
+    def statistics(self) -> dict[str, int]:
+        return {"resolvers": len(self._resolvers), **self._ports.statistics()}
+
+    def bind_containers(self, access: ContainerAccess) -> None:
+        self.containers = access
+
+    # ---- lookup --------------------------------------------------------------------------
+
+    def all(self) -> list[Record]:
+        return list(self.store.networks.all())
+
+    def resolve(self, ref: str) -> Record:
+        if not ref:
+            raise NetworkNotFound("network  not found")
+        doc = self.store.networks.get(ref) or self.store.networks.get_by_name(ref)
+        if doc is not None:
+            return doc  # type: ignore[no-any-return]
+        ids = self.store.networks.ids_with_prefix(ref) if ref.isalnum() else []
+        if len(ids) == 1:
+            return self.store.networks.get(ids[0])  # type: ignore[no-any-return]
+        if len(ids) > 1:
+            raise errdefs.InvalidArgument(f"network {ref} is ambiguous ({len(ids)} matches found based on ID prefix)")
+        raise NetworkNotFound(f"network {ref} not found")
+
+    def _save(self, doc: Record) -> None:
+        self.store.networks.put(doc["Id"], doc, name=doc["Name"])
+
+    def inspect(self, ref: str) -> Record:
+        return self.view(self.resolve(ref), containers=True)
+
+    @staticmethod
+    def view(doc: Record, containers: bool = True) -> Record:
+        out = {k: copy.deepcopy(v) for k, v in doc.items() if k != "Dockyard"}
+        eps = doc.get("Dockyard", {}).get("Endpoints") or {}
+        out["Containers"] = (
+            {
+                cid: {
+                    "Name": ep["Name"], "EndpointID": ep["EndpointID"], "MacAddress": ep["MacAddress"],
+                    "IPv4Address": ep["IPv4Address"], "IPv6Address": "",
+                }  # fmt: skip
+                for cid, ep in eps.items()
+            }
+            if containers
+            else {}
+        )
+        return out
+
+    @staticmethod
+    def _is_bridge(doc: Record) -> bool:
+        return bool(doc["Driver"] == "bridge")
+
+    @staticmethod
+    def _user_defined(doc: Record) -> bool:
+        return doc["Name"] not in BUILTIN
+
+    def _subnet(self, doc: Record) -> ipam.Subnet:
+        return ipam.Subnet.from_config(doc["IPAM"]["Config"][0])
+
+    def _bridge_spec(self, doc: Record) -> bridge.BridgeSpec:
+        sub = self._subnet(doc)
+        return bridge.BridgeSpec(
+            doc["Dockyard"]["Bridge"], str(sub.gateway), sub.subnet.prefixlen, int(doc["Dockyard"].get("MTU") or 1500)
+        )
+
+    def _pools(self) -> list[ipam.Pool]:
+        if self.cfg.default_address_pools:
+            return [ipam.Pool(str(p["base"]), int(p["size"])) for p in self.cfg.default_address_pools]
+        return list(ipam.DEFAULT_POOLS)
+
+    def _taken_subnets(self, exclude_bridges: Iterable[str] = ()) -> list[ipam.Net]:
+        """Host routes (other daemons' bridges, the LAN) plus our own networks' subnets."""
+        try:
+            routes_text = Path("/proc/net/route").read_text()
+        except OSError:
+            routes_text = ""
+        ex = set(exclude_bridges)
+        routes = []
+        for line in routes_text.splitlines()[1:]:
+            if line.split() and line.split()[0] in ex:
+                continue
+            routes.extend(ipam.parse_proc_routes("hdr\n" + line))
+        for doc in self.all():
+            for c in doc["IPAM"].get("Config") or []:
+                if c.get("Subnet"):
+                    routes.append(ipam.parse_subnet(c["Subnet"]))
+        return routes
+
+    # ---- daemon lifecycle ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Builtin networks, bridges and rules again; endpoints of live containers kept."""
+        await asyncio.to_thread(bridge.enable_forwarding)
+        async with self._lock:
+            await self._ensure_builtin()
+            for doc in self.all():
+                if not self._is_bridge(doc):
+                    continue
+                await asyncio.to_thread(bridge.ensure_bridge, self._bridge_spec(doc))
+                eps = doc["Dockyard"].setdefault("Endpoints", {})
+                for cid, ep in list(eps.items()):
+                    if _alive(int(ep.get("Pid") or 0)):
+                        for pm in ep.get("Ports") or []:
+                            try:
+                                self._ports.reserve(pm["proto"], pm["host_ip"], pm["host_port"])
+                            except errdefs.DockyardError as err:
+                                log.warning("re-reserving port %s of %s: %s", pm["host_port"], cid[:12], err)
+                    else:
+                        del eps[cid]
+                        await asyncio.to_thread(bridge.delete_link, ep["HostIf"])
+                self._save(doc)
+        for cid, netns in self._dns_wanted().items():
+            await self._open_resolver(cid, netns)
+        await self._apply_rules()
+
+    def _dns_wanted(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for doc in self.all():
+            if self._is_bridge(doc) and self._user_defined(doc):
+                for cid, ep in (doc["Dockyard"].get("Endpoints") or {}).items():
+                    out[cid] = ep["Netns"]
+        return out
+
+    async def close(self) -> None:
+        """Daemon shutdown. With no endpoints left, bridges and the table go too (nothing
+        leaks); otherwise everything stays for the containers that keep running."""
+        for cid in list(self._resolvers):
+            await self._close_resolver(cid)
+        self._ports.close()
+        docs = self.all()
+        if any(doc.get("Dockyard", {}).get("Endpoints") for doc in docs):
+            return
+        for doc in docs:
+            if self._is_bridge(doc):
+                await asyncio.to_thread(bridge.delete_link, doc["Dockyard"]["Bridge"])
+        await delete_table(self.table)
+
+    async def _ensure_builtin(self) -> None:
+        existing = {d["Name"]: d for d in self.all()}
+        for name, driver in (("host", "host"), ("none", "null")):
+            if name not in existing:
+                self._save(self._new_doc(name, driver, {}, [], {}, False, False))
+        doc = existing.get("bridge")
+        want_name = self.cfg.bridge_name
+        exists = await asyncio.to_thread(bridge.link_exists, want_name)
+        cfg_subnet = self._default_bridge_ipam(doc, want_name, exists)
+        opts = {
+            OPT_DEFAULT: "true", OPT_ICC: "true", OPT_MASQ: "true",
+            "com.docker.network.bridge.host_binding_ipv4": "0.0.0.0", OPT_NAME: want_name,
+            OPT_MTU: str(self.cfg.mtu),
+        }  # fmt: skip
+        if doc is None:
+            doc = self._new_doc("bridge", "bridge", opts, [cfg_subnet], {}, False, False)
+        else:
+            if doc["Dockyard"]["Bridge"] != want_name and not doc["Dockyard"].get("Endpoints"):
+                await asyncio.to_thread(bridge.delete_link, doc["Dockyard"]["Bridge"])
+            doc["Options"] = opts
+            doc["IPAM"]["Config"] = [cfg_subnet]
+        doc["Dockyard"].update(Bridge=want_name, MTU=self.cfg.mtu)
+        self._save(doc)
+
+    def _default_bridge_ipam(self, doc: Record | None, dev: str, exists: bool) -> dict[str, str]:
+        keep = doc is not None and (doc["Dockyard"].get("Endpoints") or exists)
+        if self.cfg.bip:
+            iface = ipaddress.ip_interface(self.cfg.bip)
+            cfg = {"Subnet": str(iface.network), "Gateway": str(iface.ip)}
+        elif doc is not None and (keep or not self._overlaps_host(doc["IPAM"]["Config"][0]["Subnet"], dev)):
+            cfg = {k: v for k, v in doc["IPAM"]["Config"][0].items() if k in ("Subnet", "Gateway")}
+        else:
+            taken = [n for n in self._taken_subnets([dev]) if not (doc and str(n) == doc["IPAM"]["Config"][0]["Subnet"])]
+            sub = ipam.pick_subnet(self._pools(), taken)
+            cfg = {"Subnet": str(sub), "Gateway": str(next(sub.hosts()))}
+        if self.cfg.fixed_cidr:
+            cfg["IPRange"] = str(ipam.parse_subnet(self.cfg.fixed_cidr))
+        return cfg
+
+    def _overlaps_host(self, subnet: str, own_dev: str) -> bool:
+        try:
+            text = Path("/proc/net/route").read_text()
+        except OSError:
+            return False
+        sub = ipam.parse_subnet(subnet)
+        for line in text.splitlines()[1:]:
+            parts = line.split()
+            if not parts or parts[0] == own_dev:
+                continue
+            if any(sub.overlaps(n) for n in ipam.parse_proc_routes("hdr\n" + line)):
+                return True
+        return False
+
+    def _new_doc(
+        self, name: str, driver: str, options: dict[str, str], ipam_cfg: list[dict[str, str]],
+        labels: dict[str, str], internal: bool, attachable: bool,
+    ) -> Record:  # fmt: skip
+        nid = secrets.token_hex(32)
+        return {
+            "Name": name, "Id": nid, "Created": _now(), "Scope": "local", "Driver": driver,
+            "EnableIPv6": False,
+            "IPAM": {"Driver": "default", "Options": None if name in BUILTIN else {}, "Config": ipam_cfg},
+            "Internal": internal, "Attachable": attachable, "Ingress": False,
+            "ConfigFrom": {"Network": ""}, "ConfigOnly": False, "Options": options, "Labels": labels,
+            "Dockyard": {"Bridge": options.get(OPT_NAME) or ("br-" + nid[:12]), "MTU": 1500, "Endpoints": {}},
+        }  # fmt: skip
+
+    # ---- rules -----------------------------------------------------------------------------
+
+    async def _apply_rules(self) -> None:
+        async with self._rules_lock:
+            bridges, ports = [], []
+            for doc in self.all():
+                if not self._is_bridge(doc):
+                    continue
+                opts = doc.get("Options") or {}
+                name = doc["Dockyard"]["Bridge"]
+                bridges.append(BridgeRules(
+                    name, doc["IPAM"]["Config"][0]["Subnet"], bool(doc.get("Internal")),
+                    _truthy(opts.get(OPT_MASQ)), _truthy(opts.get(OPT_ICC)),
+                ))  # fmt: skip
+                for ep in (doc["Dockyard"].get("Endpoints") or {}).values():
+                    for pm in ep.get("Ports") or []:
+                        ports.append(PortMap(**pm))
+            await apply_table(plan_table(self.table, bridges, ports))
+
+    # ---- networks ----------------------------------------------------------------------------
+
+    async def create(self, body: dict[str, Any]) -> dict[str, str]:
+        name = body.get("Name") or ""
+        if not name:
+            raise errdefs.InvalidArgument("network name is required")
+        driver = body.get("Driver") or "bridge"
+        if name in BUILTIN or driver in ("host", "null"):
+            raise errdefs.PermissionDenied(f"{name} is a pre-defined network and cannot be created")
+        if driver != "bridge":
+            raise errdefs.NotFound(f'plugin "{driver}" not found')
+        opts = {str(k): str(v) for k, v in (body.get("Options") or {}).items()}
+        labels = dict(body.get("Labels") or {})
+        configs = [c for c in ((body.get("IPAM") or {}).get("Config") or []) if ":" not in str(c.get("Subnet", ""))]
+        async with self._lock:
+            if self.store.networks.get_by_name(name) is not None:
+                raise errdefs.Conflict(f"network with name {name} already exists")
+            if configs:
+                sub = ipam.Subnet.from_config(configs[0])
+                for doc in self.all():
+                    for c in doc["IPAM"].get("Config") or []:
+                        if c.get("Subnet") and ipam.parse_subnet(c["Subnet"]).overlaps(sub.subnet):
+                            raise errdefs.PermissionDenied(
+                                "invalid pool request: Pool overlaps with other one on this address space"
+                            )
+                cfg = {"Subnet": str(sub.subnet), "Gateway": str(sub.gateway)}
+                if sub.ip_range:
+                    cfg["IPRange"] = str(sub.ip_range)
+                aux = configs[0].get("AuxiliaryAddresses") or configs[0].get("AuxAddresses")
+                if aux:
+                    cfg["AuxiliaryAddresses"] = aux
+            else:
+                net = ipam.pick_subnet(self._pools(), self._taken_subnets())
+                cfg = {"Subnet": str(net), "Gateway": str(next(net.hosts()))}
+            doc = self._new_doc(
+                name, "bridge", opts, [cfg], labels, bool(body.get("Internal")), bool(body.get("Attachable"))
+            )
+            dev = doc["Dockyard"]["Bridge"]
+            if len(dev) > 15:
+                raise errdefs.InvalidArgument(f"bridge name {dev} is longer than 15 characters")
+            if any(d["Dockyard"].get("Bridge") == dev for d in self.all() if self._is_bridge(d)):
+                raise errdefs.Conflict(f"bridge name {dev} is already used by another network")
+            mtu = int(opts.get(OPT_MTU) or self.cfg.mtu or 1500)
+            doc["Dockyard"]["MTU"] = mtu
+            if body.get("IPAM", {}).get("Options"):
+                doc["IPAM"]["Options"] = body["IPAM"]["Options"]
+            try:
+                await asyncio.to_thread(bridge.ensure_bridge, self._bridge_spec(doc))
+                self._save(doc)
+                await self._apply_rules()
+            except BaseException:
+                self.store.networks.delete(doc["Id"])
+                await asyncio.to_thread(bridge.delete_link, dev)
+                raise
+        self.events.publish("network", "create", doc["Id"], {"name": name, "type": "bridge"})
+        warning = "IPv6 is not supported by this daemon; the network is IPv4 only" if body.get("EnableIPv6") else ""
+        return {"Id": doc["Id"], "Warning": warning}
+
+    async def remove(self, ref: str) -> None:
+        doc = self.resolve(ref)
+        if doc["Name"] in BUILTIN:
+            raise errdefs.PermissionDenied(f"{doc['Name']} is a pre-defined network and cannot be removed")
+        async with self._lock:
+            doc = self.resolve(doc["Id"])
+            if doc["Dockyard"].get("Endpoints"):
+                raise errdefs.Conflict(
+                    f"error while removing network: network {doc['Name']} id {doc['Id']} has active endpoints"
+                )
+            self.store.networks.delete(doc["Id"])
+            await asyncio.to_thread(bridge.delete_link, doc["Dockyard"]["Bridge"])
+            await self._apply_rules()
+        self.events.publish("network", "destroy", doc["Id"], {"name": doc["Name"], "type": doc["Driver"]})
+
+    def list(self, f: dict[str, list[str]]) -> list[Record]:
+        for key in f:
+            if key not in ("name", "id", "label", "driver", "type", "dangling", "scope"):
+                raise errdefs.InvalidArgument(f"invalid filter '{key}'")
+        out = []
+        for doc in self.all():
+            if f.get("name") and not any(n in doc["Name"] for n in f["name"]):
+                continue
+            if f.get("id") and not any(doc["Id"].startswith(i) for i in f["id"]):
+                continue
+            if f.get("driver") and doc["Driver"] not in f["driver"]:
+                continue
+            if f.get("scope") and doc["Scope"] not in f["scope"]:
+                continue
+            if f.get("type"):
+                for t in f["type"]:
+                    if t not in ("custom", "builtin"):
+                        raise errdefs.InvalidArgument(f"invalid filter: 'type'='{t}'")
+                kind = "custom" if self._user_defined(doc) else "builtin"
+                if kind not in f["type"]:
+                    continue
+            if f.get("label") and not _labels_match(doc.get("Labels") or {}, f["label"]):
+                continue
+            if f.get("dangling"):
+                want = f["dangling"][0].lower() in ("1", "true")
+                dangling = self._user_defined(doc) and not self._in_use(doc)
+                if dangling != want:
+                    continue
+            out.append(self.view(doc, containers=False))
+        return sorted(out, key=lambda d: d["Name"])
+
+    def _in_use(self, doc: Record) -> bool:
+        return bool(doc["Dockyard"].get("Endpoints"))
+
+    async def prune(self, f: dict[str, list[str]]) -> list[str]:
+        from dockyard.timefmt import parse_rfc3339, parse_time_param
+
+        for key in f:
+            if key not in ("until", "label", "label!"):
+                raise errdefs.InvalidArgument(f"invalid filter '{key}'")
+        until = parse_time_param(f["until"][0]) if f.get("until") else None
+        deleted = []
+        for doc in self.all():
+            if not self._user_defined(doc) or self._in_use(doc):
+                continue
+            labels = doc.get("Labels") or {}
+            if f.get("label") and not _labels_match(labels, f["label"]):
+                continue
+            if f.get("label!") and _labels_match(labels, f["label!"]):
+                continue
+            if until is not None and parse_rfc3339(doc["Created"]) > until:
+                continue
+            try:
+                await self.remove(doc["Id"])
+            except errdefs.DockyardError:
+                continue
+            deleted.append(doc["Name"])
+        self.events.publish("network", "prune", "", {})
+        return deleted
+
+    # ---- containers: create ------------------------------------------------------------------
+
+    def check_create(self, rec: Record, body: dict[str, Any]) -> None:
+        """Validate the container's networks and record them in NetworkSettings.Networks."""
+        hc = rec["HostConfig"]
+        mode = hc.get("NetworkMode") or "bridge"
+        epcs = dict(((body.get("NetworkingConfig") or {}).get("EndpointsConfig")) or {})
+        if "default" in epcs:  # the docker CLI names the default network "default"
+            epcs.setdefault("bridge", epcs.pop("default"))
+        if mode == "default":
+            mode = "bridge"
+        nets: dict[str, Any] = {}
+        if mode.startswith("container:"):
+            rec["NetworkSettings"]["Networks"] = {}
+            return
+        primary = self.resolve(mode)
+        if primary["Name"] in ("host", "none") and hc.get("PortBindings"):
+            hc["PortBindings"] = {}  # Docker discards published ports with no network of their own
+        ordered = [(mode, primary)] + [(k, self.resolve(k)) for k in epcs if k != mode]
+        if primary["Name"] in ("host", "none") and len(ordered) > 1:
+            raise errdefs.InvalidArgument(
+                f"conflicting options: cannot attach both user-defined and non-user-defined network-modes"
+            )
+        for key, doc in ordered:
+            nets[doc["Name"]] = self._endpoint_settings(doc, epcs.get(key) or epcs.get(doc["Name"]) or {})
+        rec["NetworkSettings"]["Networks"] = nets
+
+    def _endpoint_settings(self, doc: Record, epc: dict[str, Any]) -> dict[str, Any]:
+        entry = empty_endpoint_settings()
+        entry["NetworkID"] = doc["Id"]
+        if epc.get("Aliases"):
+            entry["Aliases"] = list(epc["Aliases"])
+        ip_cfg = epc.get("IPAMConfig") or {}
+        if ip_cfg.get("IPv4Address"):
+            if not self._user_defined(doc) or not self._is_bridge(doc):
+                raise errdefs.InvalidArgument("user specified IP address is supported on user defined networks only")
+            addr = ipam.parse_addr(ip_cfg["IPv4Address"])
+            sub = self._subnet(doc)
+            if addr not in sub.subnet:
+                raise errdefs.InvalidArgument(
+                    f"invalid endpoint settings: no configured subnet contains IP address {addr}"
+                )
+            entry["IPAMConfig"] = {"IPv4Address": str(addr)}
+        if epc.get("MacAddress"):
+            entry["MacAddress"] = epc["MacAddress"]
+        return entry
+
+    # ---- containers: start / exit --------------------------------------------------------------
+
+    async def attach(self, rec: Record, pid: int) -> None:
+        """Give the created (not yet started) container its endpoints; fill NetworkSettings.
+
+        Either every endpoint, port and resolver exists afterwards, or none does."""
+        ns = rec["NetworkSettings"]
+        mode = rec["HostConfig"].get("NetworkMode") or "bridge"
+        if mode == "host" or mode.startswith("container:"):
+            return
+        netns = f"/proc/{pid}/ns/net"
+        await asyncio.to_thread(set_loopback_up, pid)
+        if mode == "none":
+            ns["SandboxKey"] = netns
+            return
+        cid = rec["Id"]
+        try:
+            nets = list(ns["Networks"].items())
+            docs = [self.resolve(entry.get("NetworkID") or name) for name, entry in nets]
+            gw_doc = next((d for d in docs if not d.get("Internal")), None)
+            for (name, entry), doc in zip(nets, docs, strict=True):
+                await self._add_endpoint(rec, doc, netns, entry, default_route=doc is gw_doc)
+            if docs:
+                await self._publish_ports(rec, docs[0])
+            if any(self._user_defined(d) for d in docs):
+                await self._open_resolver(cid, netns, rec)
+            ns["SandboxKey"] = netns
+            ns["SandboxID"] = secrets.token_hex(32)
+            self._fill_top_level(rec)
+            await self._apply_rules()
+        except BaseException:
+            await self.detach(rec)
+            raise
+
+    async def _add_endpoint(self, rec: Record, doc: Record, netns: str, entry: dict[str, Any],
+                            default_route: bool) -> None:  # fmt: skip
+        cid = rec["Id"]
+        if not self._is_bridge(doc):
+            raise errdefs.InvalidArgument(f"container cannot be connected to network {doc['Name']}")
+        async with self._lock:
+            doc = self.resolve(doc["Id"])
+            eps = doc["Dockyard"].setdefault("Endpoints", {})
+            if cid in eps:
+                raise errdefs.Conflict(f"endpoint with name {rec['Name'].lstrip('/')} already exists in network {doc['Name']}")
+            sub = self._subnet(doc)
+            used = [ipam.parse_addr(e["IPv4Address"]) for e in eps.values()]
+            want = (entry.get("IPAMConfig") or {}).get("IPv4Address")
+            if want:
+                addr = ipam.parse_addr(want)
+                sub.check_static(addr, used)
+            else:
+                addr = sub.allocate(used)
+            eid = secrets.token_hex(32)
+            mac = entry.get("MacAddress") or ipam.mac_for(addr)
+            aliases = list(entry.get("Aliases") or [])
+            names = [rec["Name"].lstrip("/"), cid[:12], *aliases]
+            ep = {
+                "Name": rec["Name"].lstrip("/"), "EndpointID": eid, "MacAddress": mac,
+                "IPv4Address": f"{addr}/{sub.subnet.prefixlen}", "Aliases": aliases,
+                "DNSNames": names if self._user_defined(doc) else None,
+                "HostIf": "veth" + eid[:7], "Netns": netns, "Pid": int(netns.split("/")[2]), "Ports": [],
+            }  # fmt: skip
+            eps[cid] = ep
+            self._save(doc)
+        spec = bridge.EndpointSpec(
+            netns=netns, bridge=doc["Dockyard"]["Bridge"], host_if=ep["HostIf"], address=str(addr),
+            prefixlen=sub.subnet.prefixlen, mac=mac, gateway=str(sub.gateway) if default_route else None,
+            mtu=int(doc["Dockyard"].get("MTU") or 1500),
+        )  # fmt: skip
+        try:
+            await asyncio.to_thread(bridge.add_endpoint, spec)
+        except BaseException as err:
+            await self._drop_endpoint(doc["Id"], cid)
+            if isinstance(err, OSError):
+                raise errdefs.Internal(f"failed to create endpoint {ep['Name']} on network {doc['Name']}: {err}") from err
+            raise
+        entry.update(
+            NetworkID=doc["Id"], EndpointID=eid, Gateway=str(sub.gateway), IPAddress=str(addr),
+            IPPrefixLen=sub.subnet.prefixlen, MacAddress=mac, DNSNames=ep["DNSNames"],
+        )  # fmt: skip
+
+    async def _drop_endpoint(self, nid: str, cid: str) -> dict[str, Any] | None:
+        async with self._lock:
+            doc = self.store.networks.get(nid)
+            if doc is None:
+                return None
+            ep = doc["Dockyard"].get("Endpoints", {}).pop(cid, None)
+            if ep is None:
+                return None
+            for pm in ep.get("Ports") or []:
+                self._ports.release(pm["proto"], pm["host_ip"], pm["host_port"])
+            self._save(doc)
+        await asyncio.to_thread(bridge.delete_link, ep["HostIf"])
+        return ep  # type: ignore[no-any-return]
+
+    async def _publish_ports(self, rec: Record, doc: Record) -> None:
+        hc, cfg = rec["HostConfig"], rec["Config"]
+        bindings: dict[str, list[dict[str, str]]] = {k: list(v or []) for k, v in (hc.get("PortBindings") or {}).items()}
+        exposed = dict(cfg.get("ExposedPorts") or {})
+        if hc.get("PublishAllPorts"):
+            for key in exposed:
+                if not bindings.get(key):
+                    bindings[key] = [{"HostIp": "", "HostPort": ""}]
+        ports_view: dict[str, Any] = {k: None for k in exposed}
+        if not bindings:
+            rec["NetworkSettings"]["Ports"] = ports_view
+            return
+        cid = rec["Id"]
+        maps: list[dict[str, Any]] = []
+        async with self._lock:
+            ndoc = self.resolve(doc["Id"])
+            ep = ndoc["Dockyard"]["Endpoints"][cid]
+            ctr_ip = ep["IPv4Address"].split("/")[0]
+            try:
+                for key, blist in sorted(bindings.items()):
+                    port_s, _, proto = key.partition("/")
+                    proto = proto or "tcp"
+                    view = []
+                    for b in blist:
+                        host_ip = b.get("HostIp") or ""
+                        if ":" in host_ip:
+                            continue  # IPv6 host addresses: not published (IPv4 only)
+                        hp = self._reserve(proto, host_ip, str(b.get("HostPort") or ""))
+                        maps.append({"proto": proto, "host_ip": host_ip, "host_port": hp, "ctr_ip": ctr_ip,
+                                     "ctr_port": int(port_s), "bridge": ndoc["Dockyard"]["Bridge"]})  # fmt: skip
+                        view.append({"HostIp": host_ip or "0.0.0.0", "HostPort": str(hp)})
+                    ports_view[key] = view
+            except BaseException:
+                for pm in maps:
+                    self._ports.release(pm["proto"], pm["host_ip"], pm["host_port"])
+                raise
+            ep["Ports"] = maps
+            self._save(ndoc)
+        rec["NetworkSettings"]["Ports"] = ports_view
+
+    def _reserve(self, proto: str, host_ip: str, spec: str) -> int:
+        if not spec:
+            return self._ports.reserve(proto, host_ip, 0)
+        lo_s, _, hi_s = spec.partition("-")
+        try:
+            lo, hi = int(lo_s), int(hi_s or lo_s)
+        except ValueError:
+            raise errdefs.InvalidArgument(f"invalid host port: {spec}") from None
+        last: errdefs.DockyardError | None = None
+        for p in range(lo, hi + 1):
+            try:
+                return self._ports.reserve(proto, host_ip, p)
+            except errdefs.Conflict as err:
+                last = err
+        assert last is not None
+        raise last
+
+    def _fill_top_level(self, rec: Record) -> None:
+        ns = rec["NetworkSettings"]
+        b = ns["Networks"].get("bridge")
+        top = {"EndpointID": "", "Gateway": "", "IPAddress": "", "IPPrefixLen": 0, "MacAddress": ""}
+        if b and b.get("EndpointID"):
+            top = {k: b[k] for k in top}
+        ns.update(top)
+
+    async def detach(self, rec: Record) -> None:
+        """Release everything the container holds on any network (idempotent)."""
+        cid = rec["Id"]
+        await self._close_resolver(cid)
+        changed = False
+        for doc in self.all():
+            if cid in (doc.get("Dockyard", {}).get("Endpoints") or {}):
+                await self._drop_endpoint(doc["Id"], cid)
+                changed = True
+        ns = rec.get("NetworkSettings") or {}
+        for entry in (ns.get("Networks") or {}).values():
+            entry.update(EndpointID="", Gateway="", IPAddress="", IPPrefixLen=0, MacAddress="", DNSNames=None)
+        if ns:
+            ns.update(Ports={}, SandboxKey="", SandboxID="")
+            self._fill_top_level(rec)
+        if changed:
+            await self._apply_rules()
+
+    # ---- DNS -------------------------------------------------------------------------------
+
+    def lookup(self, cid: str, name: str) -> list[str] | None:
+        """Addresses of `name` on the user-defined networks `cid` is on; None when unknown."""
+        name = name.lower().rstrip(".")
+        found: list[str] = []
+        known = False
+        for doc in self.all():
+            eps = doc.get("Dockyard", {}).get("Endpoints") or {}
+            if cid not in eps or not self._user_defined(doc):
+                continue
+            for ep in eps.values():
+                names = {n.lower() for n in ep.get("DNSNames") or []}
+                if name in names:
+                    known = True
+                    ip = ep["IPv4Address"].split("/")[0]
+                    if ip not in found:
+                        found.append(ip)
+        return found if known else None
+
+    async def _open_resolver(self, cid: str, netns: str, rec: Record | None = None) -> None:
+        if cid in self._resolvers:
+            return
+        if rec is not None:
+            self._upstreams[cid] = list(rec["HostConfig"].get("Dns") or [])
+        upstream = self._upstreams.get(cid) or []
+        r = Resolver(netns, lambda name: self.lookup(cid, name), (lambda: upstream) if upstream else host_nameservers)
+        await r.open()
+        self._resolvers[cid] = r
+        if rec is not None and rec.get("ResolvConfPath"):
+            hc = rec["HostConfig"]
+            text = embedded_resolv_conf(search=hc.get("DnsSearch") or None, options=hc.get("DnsOptions") or None)
+            Path(rec["ResolvConfPath"]).write_text(text)  # in place: the file is bind-mounted
+
+    async def _close_resolver(self, cid: str) -> None:
+        r = self._resolvers.pop(cid, None)
+        self._upstreams.pop(cid, None)
+        if r is not None:
+            await r.close()
+
+    # ---- connect / disconnect ------------------------------------------------------------------
+
+    def _access(self) -> ContainerAccess:
+        if self.containers is None:
+            raise errdefs.Unavailable("container service not ready")
+        return self.containers
+
+    async def connect(self, net_ref: str, container_ref: str, epc: dict[str, Any] | None) -> None:
+        doc = self.resolve(net_ref)
+        acc = self._access()
+        cid = acc.get(container_ref)["Id"]
+        async with acc.lock(cid):
+            rec = acc.get(cid)
+            mode = rec["HostConfig"].get("NetworkMode") or ""
+            if mode in ("host", "none") or mode.startswith("container:") or doc["Name"] in ("host", "none"):
+                raise errdefs.PermissionDenied(
+                    "container sharing network namespace with another container or host cannot be connected to any other network"
+                )
+            nets = rec["NetworkSettings"].setdefault("Networks", {})
+            if doc["Name"] in nets or any(e.get("NetworkID") == doc["Id"] for e in nets.values()):
+                raise errdefs.PermissionDenied(
+                    f"endpoint with name {rec['Name'].lstrip('/')} already exists in network {doc['Name']}"
+                )
+            entry = self._endpoint_settings(doc, epc or {})
+            if rec["State"]["Running"]:
+                netns = f"/proc/{rec['State']['Pid']}/ns/net"
+                has_gw = any(e.get("Gateway") for e in nets.values())
+                await self._add_endpoint(rec, doc, netns, entry, default_route=not has_gw and not doc.get("Internal"))
+                try:
+                    if self._user_defined(doc):
+                        await self._open_resolver(cid, netns, rec)
+                    await self._apply_rules()
+                except BaseException:
+                    await self._drop_endpoint(doc["Id"], cid)
+                    raise
+            nets[doc["Name"]] = entry
+            self._fill_top_level(rec)
+            acc.save(rec)
+        self.events.publish("network", "connect", doc["Id"], {"container": cid, "name": doc["Name"], "type": doc["Driver"]})
+
+    async def disconnect(self, net_ref: str, container_ref: str, force: bool = False) -> None:
+        doc = self.resolve(net_ref)
+        acc = self._access()
+        cid = acc.get(container_ref)["Id"]
+        async with acc.lock(cid):
+            rec = acc.get(cid)
+            nets = rec["NetworkSettings"].get("Networks") or {}
+            key = next((k for k, e in nets.items() if k == doc["Name"] or e.get("NetworkID") == doc["Id"]), None)
+            if key is None:
+                raise errdefs.PermissionDenied(f"container {cid} is not connected to network {doc['Name']}")
+            if doc["Name"] in ("host", "none") and not force:
+                raise errdefs.PermissionDenied(
+                    "container cannot be disconnected from host network or connected to host network"
+                )
+            ep = await self._drop_endpoint(doc["Id"], cid)
+            del nets[key]
+            if ep and ep.get("Ports"):
+                rec["NetworkSettings"]["Ports"] = {}
+            if cid in self._resolvers and not any(
+                cid in (d["Dockyard"].get("Endpoints") or {}) and self._user_defined(d) for d in self.all()
+            ):
+                await self._close_resolver(cid)
+            self._fill_top_level(rec)
+            acc.save(rec)
+        if ep is not None:
+            await self._apply_rules()
+        self.events.publish("network", "disconnect", doc["Id"], {"container": cid, "name": doc["Name"], "type": doc["Driver"]})
+
+
+def _labels_match(labels: dict[str, str], wanted: list[str]) -> bool:
+    for w in wanted:
+        k, sep, v = w.partition("=")
+        if k not in labels or (sep and labels[k] != v):
+            return False
+    return True
