@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import platform
+import sys
 from typing import Any
 
 import click
@@ -220,6 +221,9 @@ DF_DEFAULT = "table {{.Type}}\t{{.TotalCount}}\t{{.Active}}\t{{.Size}}\t{{.Recla
 def df(format_: str | None, verbose: bool) -> None:
     """Show docker disk usage"""
     d = client().df()
+    if verbose and not format_:
+        _df_verbose(d)
+        return
     imgs = d.get("Images") or []
     ctrs = d.get("Containers") or []
     vols = d.get("Volumes") or []
@@ -299,6 +303,52 @@ def df(format_: str | None, verbose: bool) -> None:
             "Reclaimable": "RECLAIMABLE",
         },
     )
+
+
+def _df_verbose(d: dict[str, Any]) -> None:
+    """docker system df -v: one table per object kind."""
+    p = click.echo
+    p("Images space usage:\n")
+    rows = []
+    for i in d.get("Images") or []:
+        tags = [t for t in i.get("RepoTags") or [] if t != "<none>:<none>"] or ["<none>:<none>"]
+        for t in tags:
+            repo, _, tag = t.rpartition(":")
+            shared = i.get("SharedSize") or 0
+            rows.append("\t".join([
+                repo, tag, fmt.trunc_id(i.get("Id", "")), fmt.human_duration(_dt.datetime.now().timestamp()
+                - (i.get("Created") or 0)) + " ago", fmt.human_size(i.get("Size") or 0),
+                fmt.human_size(max(shared, 0)), fmt.human_size((i.get("Size") or 0) - max(shared, 0)),
+                str(max(i.get("Containers") or 0, 0)),
+            ]))  # fmt: skip
+    fmt.tabwrite(["REPOSITORY\tTAG\tIMAGE ID\tCREATED\tSIZE\tSHARED SIZE\tUNIQUE SIZE\tCONTAINERS", *rows], sys.stdout)
+    p("\nContainers space usage:\n")
+    rows = []
+    for c in d.get("Containers") or []:
+        local_vols = sum(1 for m in c.get("Mounts") or [] if m.get("Type") == "volume")
+        rows.append("\t".join([
+            fmt.trunc_id(c.get("Id", "")), c.get("Image", ""), fmt.ellipsis(json.dumps(c.get("Command", ""))[1:-1], 20),
+            str(local_vols), fmt.human_size(c.get("SizeRw") or 0),
+            fmt.human_duration(_dt.datetime.now().timestamp() - (c.get("Created") or 0)) + " ago",
+            c.get("Status", ""), ",".join(n.lstrip("/") for n in c.get("Names") or []),
+        ]))  # fmt: skip
+    fmt.tabwrite(["CONTAINER ID\tIMAGE\tCOMMAND\tLOCAL VOLUMES\tSIZE\tCREATED\tSTATUS\tNAMES", *rows], sys.stdout)
+    p("\nLocal Volumes space usage:\n")
+    rows = []
+    for v in d.get("Volumes") or []:
+        usage = v.get("UsageData") or {}
+        size = usage.get("Size", -1)
+        rows.append(f"{v.get('Name', '')}\t{usage.get('RefCount', 0)}\t{fmt.human_size(size) if size >= 0 else 'N/A'}")
+    fmt.tabwrite(["VOLUME NAME\tLINKS\tSIZE", *rows], sys.stdout)
+    cache = d.get("BuildCache") or []
+    p(f"\nBuild cache usage: {fmt.human_size(sum(b.get('Size') or 0 for b in cache))}\n")
+    rows = [
+        "\t".join([fmt.trunc_id(b.get("ID", "")), b.get("Type", ""), fmt.human_size(b.get("Size") or 0),
+                   b.get("CreatedAt", ""), b.get("LastUsedAt") or "", str(b.get("UsageCount", 0)),
+                   str(b.get("Shared", False)).lower()])
+        for b in cache
+    ]  # fmt: skip
+    fmt.tabwrite(["CACHE ID\tCACHE TYPE\tSIZE\tCREATED\tLAST USED\tUSAGE\tSHARED", *rows], sys.stdout)
 
 
 @click.command("prune")

@@ -278,7 +278,8 @@ def test_volume_survives_daemon_kill9(
 
 
 def test_system_df_sizes_against_du(
-    daemon: Daemon, docker_cli: Runner, docker_py: docker.DockerClient, busybox: str, unique: Unique, cleanup
+    daemon: Daemon, docker_cli: Runner, dockyard_cli: Runner, docker_py: docker.DockerClient, busybox: str,
+    unique: Unique, cleanup,
 ) -> None:
     vol = cleanup("volume", unique("sized"))
     docker_cli("run", "--rm", "-v", f"{vol}:/d", busybox, "sh", "-c",
@@ -296,6 +297,10 @@ def test_system_df_sizes_against_du(
     (row,) = [line.split() for line in verbose.splitlines() if line.startswith(vol + " ")]
     assert row == [vol, "0", "300kB"]
     assert "Local Volumes" in docker_cli("system", "df").stdout
+    ours = dockyard_cli("system", "df", "-v").stdout
+    assert "Local Volumes space usage:" in ours
+    (row,) = [line.split() for line in ours.splitlines() if line.startswith(vol + " ")]
+    assert row == [vol, "0", "300kB"]
 
 
 def test_prune_and_rm_leave_nothing_on_disk(
