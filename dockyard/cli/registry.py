@@ -71,3 +71,7 @@ def gc(root: str, dry_run: bool) -> None:
 
 def register(group: click.Group) -> None:
     group.add_command(registry)
+
+
+if __name__ == "__main__":
+    registry()
