@@ -7,7 +7,7 @@ docker CLI's volume context (Name, Driver, Scope, Mountpoint, Labels, Links, Siz
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, ClassVar
 
 import click
 
@@ -20,8 +20,25 @@ LS_DEFAULT = "table {{.Driver}}\t{{.Name}}"
 
 
 class VolumeCtx:
-    FIELDS = ("Availability", "Driver", "Group", "Labels", "Links", "Mountpoint", "Name", "Scope", "Size", "Status")
-    HEADERS = {"Driver": "DRIVER", "Name": "VOLUME NAME", "Links": "LINKS", "Size": "SIZE", "Mountpoint": "MOUNTPOINT"}
+    FIELDS: tuple[str, ...] = (
+        "Availability",
+        "Driver",
+        "Group",
+        "Labels",
+        "Links",
+        "Mountpoint",
+        "Name",
+        "Scope",
+        "Size",
+        "Status",
+    )
+    HEADERS: ClassVar[dict[str, str]] = {
+        "Driver": "DRIVER",
+        "Name": "VOLUME NAME",
+        "Links": "LINKS",
+        "Size": "SIZE",
+        "Mountpoint": "MOUNTPOINT",
+    }
 
     def __init__(self, v: dict[str, Any]) -> None:
         self.v = v
@@ -35,7 +52,7 @@ class VolumeCtx:
         self.Size = fmt.human_size(usage["Size"]) if usage and usage.get("Size", -1) >= 0 else "N/A"
         self.Group = self.Availability = self.Status = ""
 
-    def Label(self, name: str) -> str:  # noqa: N802 (Go method name)
+    def Label(self, name: str) -> str:
         return str((self.v.get("Labels") or {}).get(name, ""))
 
     def to_json(self) -> dict[str, Any]:
@@ -66,7 +83,9 @@ def volume_group() -> None:
 @click.option("-o", "--opt", multiple=True, help="Set driver specific options")
 @click.option("--name", "name_opt", help="Specify volume name")
 @click.argument("name", required=False)
-def create(driver: str, label: tuple[str, ...], opt: tuple[str, ...], name_opt: str | None, name: str | None) -> None:
+def create(
+    driver: str, label: tuple[str, ...], opt: tuple[str, ...], name_opt: str | None, name: str | None
+) -> None:
     """Create a volume"""
     if name and name_opt and name != name_opt:
         raise StatusError(1, "conflicting options: either specify --name or provide positional arg, not both")
@@ -77,7 +96,7 @@ def create(driver: str, label: tuple[str, ...], opt: tuple[str, ...], name_opt: 
 
 
 @volume_group.command("ls")
-@click.option("-f", "--filter", "filters", multiple=True, help="Provide filter values (e.g. \"dangling=true\")")
+@click.option("-f", "--filter", "filters", multiple=True, help='Provide filter values (e.g. "dangling=true")')
 @click.option("--format", "format_", help="Format output using a custom template")
 @click.option("-q", "--quiet", is_flag=True, help="Only display volume names")
 def ls(filters: tuple[str, ...], format_: str | None, quiet: bool) -> None:
@@ -123,7 +142,9 @@ def inspect(names: tuple[str, ...], format_: str | None) -> None:
 def rm(names: tuple[str, ...], force: bool) -> None:
     """Remove one or more volumes"""
     c = client()
-    for_each(names, lambda n: c.request("DELETE", "/volumes/{0}", n, params={"force": int(force)}, stream=False))
+    for_each(
+        names, lambda n: c.request("DELETE", "/volumes/{0}", n, params={"force": int(force)}, stream=False)
+    )
 
 
 @volume_group.command("prune")
@@ -141,7 +162,10 @@ def prune(all_: bool, filters: tuple[str, ...], force: bool) -> None:
     flt = parse_filters(filters)
     if all_:
         flt["all"] = ["true"]
-    res = client().post_json("/volumes/prune", body={}, params={"filters": json.dumps(flt)} if flt else None) or {}
+    res = (
+        client().post_json("/volumes/prune", body={}, params={"filters": json.dumps(flt)} if flt else None)
+        or {}
+    )
     deleted = res.get("VolumesDeleted") or []
     if deleted:
         click.echo("Deleted Volumes:")

@@ -74,7 +74,7 @@ def _check_target(kind: str, target: str, spec: str | None = None) -> None:
     if not target:
         err = f'invalid mount config for type "{kind}": field Target must not be empty'
     elif not target.startswith("/"):
-        err = f'invalid mount config for type "{kind}": invalid mount path: \'{target}\' mount path must be absolute'
+        err = f"invalid mount config for type \"{kind}\": invalid mount path: '{target}' mount path must be absolute"
     elif _clean(target) == "/":
         err = f"invalid mount config for type \"{kind}\": invalid specification: destination can't be '/'"
     else:
@@ -126,7 +126,9 @@ def parse_bind(spec: str) -> PlannedMount:
     if kind == "bind":
         if "nocopy" in opts:
             raise _bad_spec(spec, f"invalid mode: {mode}")
-        return PlannedMount("bind", _clean(dst), source=_clean(src), mode=mode, rw=rw, propagation=prop or "rprivate")
+        return PlannedMount(
+            "bind", _clean(dst), source=_clean(src), mode=mode, rw=rw, propagation=prop or "rprivate"
+        )
     if prop:
         raise _bad_spec(spec, f"invalid mode: {mode}")
     return PlannedMount(
@@ -241,7 +243,9 @@ def plan(
     tmpfs = {_clean(d): opts for d, opts in (hc.get("Tmpfs") or {}).items()}
     for dest in tmpfs:
         if not dest.startswith("/"):
-            raise InvalidArgument(f'invalid mount config for type "tmpfs": mount path must be absolute: {dest}')
+            raise InvalidArgument(
+                f'invalid mount config for type "tmpfs": mount path must be absolute: {dest}'
+            )
 
     for spec in hc.get("VolumesFrom") or []:
         ref, mode = parse_volumes_from(str(spec))
@@ -269,7 +273,9 @@ def plan(
     for dest in config_volumes or {}:
         d = _clean(str(dest))
         if not d.startswith("/"):
-            raise InvalidArgument(f'invalid mount config for type "volume": invalid mount path: \'{dest}\' mount path must be absolute')
+            raise InvalidArgument(
+                f"invalid mount config for type \"volume\": invalid mount path: '{dest}' mount path must be absolute"
+            )
         if d in by_dest or d in tmpfs:
             continue
         by_dest[d] = PlannedMount("volume", d, driver="local", anonymous=True)
@@ -280,4 +286,12 @@ def with_volume(pm: PlannedMount, name: str, mountpoint: str) -> PlannedMount:
     return replace(pm, name=name, source=mountpoint, driver=pm.driver or "local")
 
 
-__all__ = ["PlannedMount", "parse_bind", "parse_mount", "parse_volumes_from", "plan", "validate", "with_volume"]
+__all__ = [
+    "PlannedMount",
+    "parse_bind",
+    "parse_mount",
+    "parse_volumes_from",
+    "plan",
+    "validate",
+    "with_volume",
+]

@@ -150,7 +150,7 @@ class VolumeService:
 
     # ---- list ------------------------------------------------------------------------------
 
-    def list(self, filters: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    def list_volumes(self, filters: dict[str, list[str]] | None = None) -> dict[str, Any]:
         f = filters or {}
         for key in f:
             if key not in ("name", "label", "label!", "dangling", "driver"):
@@ -174,13 +174,13 @@ class VolumeService:
             return False
         if f.get("label") and not _label_match(labels, f["label"]):
             return False
-        if f.get("label!") and any(_label_match(labels, [w]) for w in f["label!"]):
-            return False
-        return True
+        return not (f.get("label!") and any(_label_match(labels, [w]) for w in f["label!"]))
 
     # ---- mount / unmount ---------------------------------------------------------------------
 
-    async def mount(self, name: str, cid: str, *, destination: str = "", rw: bool = True, propagation: str = "") -> str:
+    async def mount(
+        self, name: str, cid: str, *, destination: str = "", rw: bool = True, propagation: str = ""
+    ) -> str:
         """Make the volume ready for a starting container; returns its Mountpoint."""
         async with self._lock:
             doc = self.get(name)
@@ -261,7 +261,9 @@ class VolumeService:
             await self._destroy_locked(doc)
             return True
 
-    async def prune(self, filters: dict[str, list[str]] | None = None, *, all_volumes: bool = False) -> dict[str, Any]:
+    async def prune(
+        self, filters: dict[str, list[str]] | None = None, *, all_volumes: bool = False
+    ) -> dict[str, Any]:
         """Remove unused volumes: anonymous ones only (API 1.42+), or all with the `all` filter."""
         f = dict(filters or {})
         for key in f:

@@ -51,7 +51,9 @@ def _mounted_under(path: Path) -> list[str]:
         return [line.split()[4] for line in f if line.split()[4].startswith(str(path))]
 
 
-def test_data_persists_across_container_removal(docker_cli: Runner, busybox: str, unique: Unique, cleanup) -> None:
+def test_data_persists_across_container_removal(
+    docker_cli: Runner, busybox: str, unique: Unique, cleanup
+) -> None:
     vol = cleanup("volume", unique("db"))
     assert docker_cli("volume", "create", vol).stdout.strip() == vol
     docker_cli("run", "--rm", "-v", f"{vol}:/data", busybox, "sh", "-c", "echo persisted > /data/f")
@@ -63,7 +65,9 @@ def test_data_persists_across_container_removal(docker_cli: Runner, busybox: str
     assert Path(info["Mountpoint"], "f").read_text() == "persisted\n"
 
 
-def test_two_containers_share_a_volume(docker_py: docker.DockerClient, busybox: str, unique: Unique, cleanup) -> None:
+def test_two_containers_share_a_volume(
+    docker_py: docker.DockerClient, busybox: str, unique: Unique, cleanup
+) -> None:
     vol = docker_py.volumes.create(cleanup("volume", unique("shared")), labels={"team": "a"})
     assert vol.attrs["Labels"] == {"team": "a"}
     writer = docker_py.containers.run(
@@ -89,7 +93,9 @@ def test_two_containers_share_a_volume(docker_py: docker.DockerClient, busybox: 
         vol.remove()
     assert err.value.status_code == 409
     assert f"volume is in use - [{writer.id}]" in str(err.value)
-    assert [v.name for v in docker_py.volumes.list(filters={"dangling": False}) if v.name == vol.name] == [vol.name]
+    assert [v.name for v in docker_py.volumes.list(filters={"dangling": False}) if v.name == vol.name] == [
+        vol.name
+    ]
     assert vol.name not in [v.name for v in docker_py.volumes.list(filters={"dangling": True})]
     assert [v.name for v in docker_py.volumes.list(filters={"label": "team=a"})] == [vol.name]
     writer.remove(force=True)
@@ -112,7 +118,9 @@ def test_rm_in_use_volume_is_409_via_cli(docker_cli: Runner, busybox: str, uniqu
     assert docker_cli("volume", "rm", "-f", "no-such-volume", check=False).returncode == 0
 
 
-def test_copy_up_from_image_folder(docker_cli: Runner, daemon: Daemon, busybox: str, unique: Unique, cleanup) -> None:
+def test_copy_up_from_image_folder(
+    docker_cli: Runner, daemon: Daemon, busybox: str, unique: Unique, cleanup
+) -> None:
     vol = cleanup("volume", unique("etc"))
     out = docker_cli("run", "--rm", "-v", f"{vol}:/etc", busybox, "cat", "/etc/passwd").stdout
     assert out.startswith("root:x:0:0:")
@@ -140,7 +148,9 @@ def test_volumes_from_ro_and_rw(
 ) -> None:
     src = cleanup("container", unique("src"))
     docker_cli("run", "--name", src, "-v", "/data", busybox, "sh", "-c", "echo one > /data/f")
-    out = docker_cli("run", "--rm", "--volumes-from", src, busybox, "sh", "-c", "cat /data/f; echo two >> /data/f")
+    out = docker_cli(
+        "run", "--rm", "--volumes-from", src, busybox, "sh", "-c", "cat /data/f; echo two >> /data/f"
+    )
     assert out.stdout == "one\n"
     res = docker_cli("run", "--rm", "--volumes-from", f"{src}:ro", busybox, "sh", "-c", "cat /data/f; echo x > /data/g",
                      check=False)  # fmt: skip
@@ -149,7 +159,9 @@ def test_volumes_from_ro_and_rw(
     # 404 like dockerd (which makes the docker CLI try a pull), so ask through docker-py
     api = docker.APIClient(base_url=daemon.host, version="1.47")
     with pytest.raises(docker.errors.NotFound, match="No such container: no-such-ctr"):
-        api.create_container(busybox, ["true"], host_config=api.create_host_config(volumes_from=["no-such-ctr"]))
+        api.create_container(
+            busybox, ["true"], host_config=api.create_host_config(volumes_from=["no-such-ctr"])
+        )
 
 
 def test_ro_mounts_refuse_writes_and_v_creates_missing_bind_source(
@@ -174,10 +186,15 @@ def test_ro_mounts_refuse_writes_and_v_creates_missing_bind_source(
         res = docker_cli("run", "--rm", "--mount", f"type=bind,source={host}/nope,target=/m", busybox, "true",
                          check=False)  # fmt: skip
         assert res.returncode == 125
-        assert f'invalid mount config for type "bind": bind source path does not exist: {host}/nope' in res.stderr
+        assert (
+            f'invalid mount config for type "bind": bind source path does not exist: {host}/nope'
+            in res.stderr
+        )
 
 
-def test_tmpfs_in_memory_and_empty_after_restart(docker_cli: Runner, busybox: str, unique: Unique, cleanup) -> None:
+def test_tmpfs_in_memory_and_empty_after_restart(
+    docker_cli: Runner, busybox: str, unique: Unique, cleanup
+) -> None:
     c = cleanup("container", unique("tmpfs"))
     docker_cli("run", "-d", "--name", c, "--tmpfs", "/scratch:size=2m",
                "--mount", "type=tmpfs,target=/t2,tmpfs-size=1m,tmpfs-mode=1770", busybox, "sleep", "1000")  # fmt: skip
@@ -191,25 +208,38 @@ def test_tmpfs_in_memory_and_empty_after_restart(docker_cli: Runner, busybox: st
     out = docker_cli("exec", c, "sh", "-c", "ls -A /scratch /t2").stdout
     assert "f" not in out.split()
     (m,) = json.loads(docker_cli("inspect", c).stdout)[0]["Mounts"]
-    assert m == {"Type": "tmpfs", "Source": "", "Destination": "/t2", "Mode": "", "RW": True, "Propagation": ""}
+    assert m == {
+        "Type": "tmpfs",
+        "Source": "",
+        "Destination": "/t2",
+        "Mode": "",
+        "RW": True,
+        "Propagation": "",
+    }
 
 
 def test_tmpfs_driver_volume_is_mounted_at_first_use(
     docker_cli: Runner, daemon: Daemon, busybox: str, unique: Unique, cleanup
 ) -> None:
     vol = cleanup("volume", unique("mem"))
-    docker_cli("volume", "create", "-d", "local", "-o", "type=tmpfs", "-o", "device=tmpfs", "-o", "o=size=1m", vol)
+    docker_cli(
+        "volume", "create", "-d", "local", "-o", "type=tmpfs", "-o", "device=tmpfs", "-o", "o=size=1m", vol
+    )
     data = _volume_dir(daemon, vol) / "_data"
     assert _mounted_under(data) == []
     c = cleanup("container", unique("memuser"))
     docker_cli("run", "-d", "--name", c, "-v", f"{vol}:/m", busybox, "sleep", "1000")
     assert _mounted_under(data) == [str(data)]
-    line = [ln for ln in docker_cli("exec", c, "cat", "/proc/mounts").stdout.splitlines() if ln.split()[1] == "/m"]
+    line = [
+        ln for ln in docker_cli("exec", c, "cat", "/proc/mounts").stdout.splitlines() if ln.split()[1] == "/m"
+    ]
     assert line and line[0].split()[2] == "tmpfs"
     docker_cli("stop", "-t", "0", c)
     assert _mounted_under(data) == []
     assert json.loads(docker_cli("volume", "inspect", vol).stdout)[0]["Options"] == {
-        "type": "tmpfs", "device": "tmpfs", "o": "size=1m"
+        "type": "tmpfs",
+        "device": "tmpfs",
+        "o": "size=1m",
     }
 
 
@@ -218,7 +248,9 @@ def test_rm_v_removes_anonymous_volumes_only(
 ) -> None:
     named = cleanup("volume", unique("keep"))
     c = unique("rmv")
-    docker_cli("run", "--name", c, "-v", "/anon", "-v", f"{named}:/named", busybox, "sh", "-c", "echo x > /anon/f")
+    docker_cli(
+        "run", "--name", c, "-v", "/anon", "-v", f"{named}:/named", busybox, "sh", "-c", "echo x > /anon/f"
+    )
     mounts = {m["Destination"]: m for m in json.loads(docker_cli("inspect", c).stdout)[0]["Mounts"]}
     anon = mounts["/anon"]["Name"]
     assert json.loads(docker_cli("volume", "inspect", anon).stdout)[0]["Labels"] == {
@@ -278,15 +310,22 @@ def test_volume_survives_daemon_kill9(
 
 
 def test_system_df_sizes_against_du(
-    daemon: Daemon, docker_cli: Runner, dockyard_cli: Runner, docker_py: docker.DockerClient, busybox: str,
-    unique: Unique, cleanup,
+    daemon: Daemon,
+    docker_cli: Runner,
+    dockyard_cli: Runner,
+    docker_py: docker.DockerClient,
+    busybox: str,
+    unique: Unique,
+    cleanup,
 ) -> None:
     vol = cleanup("volume", unique("sized"))
     docker_cli("run", "--rm", "-v", f"{vol}:/d", busybox, "sh", "-c",
                "dd if=/dev/zero of=/d/a bs=1000 count=300 2>/dev/null; mkdir /d/sub; echo hello > /d/sub/b; "
                "ln /d/a /d/hard")  # fmt: skip
     data = _volume_dir(daemon, vol) / "_data"
-    files = subprocess.run(["find", str(data), "-type", "f"], capture_output=True, text=True, check=True).stdout.split()
+    files = subprocess.run(
+        ["find", str(data), "-type", "f"], capture_output=True, text=True, check=True
+    ).stdout.split()
     du = subprocess.run(["du", "-b", "-c", *files], capture_output=True, text=True, check=True).stdout
     expected = int(du.splitlines()[-1].split()[0])  # du counts the hard-linked file once, as Docker does
     assert expected == 300_000 + 6
@@ -324,13 +363,21 @@ def test_dockyard_cli(dockyard_cli: Runner, daemon: Daemon, busybox: str, unique
     vol = unique("dy")
     assert dockyard_cli("volume", "create", "--label", "k=v", vol).stdout.strip() == vol
     assert vol in dockyard_cli("volume", "ls", "-q", "--filter", "label=k=v").stdout.split()
-    assert dockyard_cli("volume", "inspect", "-f", "{{.Name}} {{.Driver}} {{.Scope}}", vol).stdout == f"{vol} local local\n"
-    assert dockyard_cli("volume", "ls", "--format", "{{.Name}}\t{{.Labels}}", "-f", f"name={vol}").stdout == f"{vol}\tk=v\n"
+    assert (
+        dockyard_cli("volume", "inspect", "-f", "{{.Name}} {{.Driver}} {{.Scope}}", vol).stdout
+        == f"{vol} local local\n"
+    )
+    assert (
+        dockyard_cli("volume", "ls", "--format", "{{.Name}}\t{{.Labels}}", "-f", f"name={vol}").stdout
+        == f"{vol}\tk=v\n"
+    )
     c = unique("dyrun")
     dockyard_cli("run", "--name", c, "-v", f"{vol}:/v", "--tmpfs", "/t", "--mount", "type=volume,target=/anon",
                  busybox, "sh", "-c", "echo dy > /v/f; grep -q ' /t tmpfs ' /proc/mounts")  # fmt: skip
     c2 = unique("dyfrom")
-    out = dockyard_cli("run", "--rm", "--name", c2, "--volumes-from", f"{c}:ro", busybox, "cat", "/v/f").stdout
+    out = dockyard_cli(
+        "run", "--rm", "--name", c2, "--volumes-from", f"{c}:ro", busybox, "cat", "/v/f"
+    ).stdout
     assert out == "dy\n"
     res = dockyard_cli("volume", "rm", vol, check=False)
     assert res.returncode == 1 and "volume is in use" in res.stderr

@@ -47,8 +47,7 @@ def test_nocopy_is_kept_privately() -> None:
 @pytest.mark.parametrize(
     "spec, message",
     [
-        ("v:data", "invalid volume specification: 'v:data': invalid mount config for type \"volume\": "
-                   "invalid mount path: 'data' mount path must be absolute"),
+        ("v:data", "invalid mount config for type \"volume\": invalid mount path: 'data' mount path must be absolute"),
         ("/h:/c:bogus", "invalid volume specification: '/h:/c:bogus': invalid mode: bogus"),
         ("/h:/c:ro,rw", "invalid mode: ro,rw"),
         ("a:b:c:d", "invalid volume specification: 'a:b:c:d'"),
@@ -70,7 +69,11 @@ def test_mount_api_volume_with_options() -> None:
         None, {},
     )  # fmt: skip
     assert (m.name, m.rw, m.nocopy, dict(m.labels), dict(m.driver_opts)) == (
-        "v2", False, True, {"a": "b"}, {"type": "tmpfs", "device": "tmpfs"}
+        "v2",
+        False,
+        True,
+        {"a": "b"},
+        {"type": "tmpfs", "device": "tmpfs"},
     )
     assert m.inspect()["Type"] == "volume"
 
@@ -81,7 +84,14 @@ def test_mount_api_tmpfs_options() -> None:
         None, {},
     )  # fmt: skip
     assert m.tmpfs_options == ("size=1048576", "mode=1777")
-    assert m.inspect() == {"Type": "tmpfs", "Source": "", "Destination": "/t", "Mode": "", "RW": True, "Propagation": ""}
+    assert m.inspect() == {
+        "Type": "tmpfs",
+        "Source": "",
+        "Destination": "/t",
+        "Mode": "",
+        "RW": True,
+        "Propagation": "",
+    }
 
 
 @pytest.mark.parametrize(
@@ -110,7 +120,11 @@ def test_bad_mounts(mount: dict, message: str) -> None:
 
 def test_bind_create_mountpoint_skips_the_existence_check() -> None:
     mounts.validate(
-        {"Mounts": [{"Type": "bind", "Source": "/nope", "Target": "/x", "BindOptions": {"CreateMountpoint": True}}]},
+        {
+            "Mounts": [
+                {"Type": "bind", "Source": "/nope", "Target": "/x", "BindOptions": {"CreateMountpoint": True}}
+            ]
+        },
         exists=_exists,
     )
 
@@ -135,7 +149,9 @@ def test_tmpfs_target_must_be_absolute() -> None:
 
 
 def test_image_volumes_become_anonymous_unless_already_mounted() -> None:
-    got = mounts.plan({"Binds": ["named:/data"], "Tmpfs": {"/run": ""}}, {"/data": {}, "/logs": {}, "/run": {}}, {})
+    got = mounts.plan(
+        {"Binds": ["named:/data"], "Tmpfs": {"/run": ""}}, {"/data": {}, "/logs": {}, "/run": {}}, {}
+    )
     assert [(m.destination, m.name, m.anonymous, m.mode) for m in got] == [
         ("/data", "named", False, "z"),
         ("/logs", "", True, ""),

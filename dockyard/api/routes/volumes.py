@@ -24,13 +24,15 @@ class VolumeBackend(Protocol):
         labels: dict[str, str] | None = None,
     ) -> dict[str, Any]: ...  # fmt: skip
 
-    def list(self, filters: dict[str, list[str]] | None = None) -> dict[str, Any]: ...
+    def list_volumes(self, filters: dict[str, list[str]] | None = None) -> dict[str, Any]: ...
 
     def inspect(self, name: str) -> dict[str, Any]: ...
 
     async def remove(self, name: str, force: bool = False) -> None: ...
 
-    async def prune(self, filters: dict[str, list[str]] | None = None, *, all_volumes: bool = False) -> dict[str, Any]: ...
+    async def prune(
+        self, filters: dict[str, list[str]] | None = None, *, all_volumes: bool = False
+    ) -> dict[str, Any]: ...
 
 
 def _svc(request: web.Request) -> VolumeBackend:
@@ -48,7 +50,7 @@ def _dict(value: Any, field: str) -> dict[str, str] | None:
 
 @routes.get("/volumes")
 async def list_volumes(request: web.Request) -> web.Response:
-    return web.json_response(_svc(request).list(filters(request)))
+    return web.json_response(_svc(request).list_volumes(filters(request)))
 
 
 @routes.post("/volumes/create")
