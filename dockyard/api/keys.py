@@ -16,3 +16,4 @@ EXECS: web.AppKey[Any] = web.AppKey("execs")  # dockyard.containers.exec.ExecSer
 DISTRIBUTION: web.AppKey[Any] = web.AppKey("distribution")  # dockyard.images.registries.DistributionService
 VOLUMES: web.AppKey[Any] = web.AppKey("volumes")  # dockyard.volumes.service.VolumeService
 NETWORKS: web.AppKey[Any] = web.AppKey("networks")  # dockyard.network.service.NetworkService
+BUILDS: web.AppKey[Any] = web.AppKey("builds")  # dockyard.build.service.BuildService

@@ -9,6 +9,7 @@ from aiohttp import web
 from dockyard.api import keys
 from dockyard.api.app import create_app
 from dockyard.api.routes import container_fs
+from dockyard.api.routes import build as build_routes
 from dockyard.api.routes import distribution as distribution_routes
 from dockyard.api.routes import containers as container_routes
 from dockyard.api.routes import exec as exec_routes
@@ -16,6 +17,7 @@ from dockyard.api.routes import images as image_routes
 from dockyard.api.routes import networks as network_routes
 from dockyard.api.routes import system as system_routes
 from dockyard.api.routes import volumes as volume_routes
+from dockyard.build.service import BuildService
 from dockyard.containers.exec import ExecService
 from dockyard.containers.service import ContainerService
 from dockyard.daemon.config import DaemonConfig
@@ -69,4 +71,6 @@ def build(cfg: DaemonConfig) -> Graph:
     settings = RegistrySettings(tuple(cfg.insecure_registries), tuple(cfg.registry_mirrors))
     app[keys.DISTRIBUTION] = DistributionService(images, settings)
     distribution_routes.routes.install(app)
+    app[keys.BUILDS] = system.builds = BuildService(store, images, containers, cfg.data_root)
+    build_routes.routes.install(app)
     return Graph(app, store, containers, networks)

@@ -29,6 +29,7 @@ class SystemService:
         self.images = images
         self.containers = containers
         self.volumes = volumes
+        self.builds: Any = None  # the BuildService, set by the wiring (for BuildCache)
 
     async def info(self) -> dict[str, Any]:
         recs = self.containers.all()
@@ -93,7 +94,7 @@ class SystemService:
             "Images": usage["Images"],
             "Containers": containers,
             "Volumes": await self.volumes.disk_usage() if self.volumes is not None else [],
-            "BuildCache": [],
+            "BuildCache": self.builds.disk_usage() if self.builds is not None else [],
         }
 
 

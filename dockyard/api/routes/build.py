@@ -1,0 +1,127 @@
+"""Build routes: `POST /build` (the classic builder's API) and `POST /build/prune`.
+
+HTTP adapter only. The response starts lazily, like dockerd's: an error before the build
+printed anything (a bad parameter, a Dockerfile syntax error, an unknown target) is a
+plain HTTP error the CLI shows as "Error response from daemon: ..."; once the JSON
+stream has started, a failure is an `errorDetail` message (code = a RUN's exit status,
+which the docker CLI exits with).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from dockyard import errdefs
+from dockyard.api import keys
+from dockyard.api.app import Routes
+from dockyard.api.schemas import filters, qbool, qint
+from dockyard.build.service import BuildOptions
+
+log = logging.getLogger(__name__)
+
+routes = Routes()
+
+
+class _BuildBackend(Protocol):  # what these routes call on BuildService
+    async def spool(self, chunks: Any) -> Any: ...
+    async def build(self, body: Any, opts: BuildOptions, emit: Any, *, remote: str = ...) -> str: ...
+    async def prune(self, *, all: bool = ..., filters: dict[str, list[str]] | None = ...) -> dict[str, Any]: ...
+
+
+def _svc(request: web.Request) -> _BuildBackend:
+    return request.app[keys.BUILDS]  # type: ignore[no-any-return]
+
+
+def _json_param(request: web.Request, name: str, kind: type) -> Any:
+    raw = request.query.get(name)
+    if not raw:
+        return kind()
+    try:
+        val = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise errdefs.InvalidArgument(f"invalid {name} {raw!r}: {err}") from None
+    if not isinstance(val, kind):
+        raise errdefs.InvalidArgument(f"invalid {name}: expected a JSON {kind.__name__}")
+    return val
+
+
+def _options(request: web.Request) -> BuildOptions:
+    q = request.query
+    hosts: list[str] = []
+    for h in q.getall("extrahosts", []):
+        hosts += [x for x in h.split(",") if x]
+    buildargs = _json_param(request, "buildargs", dict)
+    labels = _json_param(request, "labels", dict)
+    return BuildOptions(
+        tags=[t for t in q.getall("t", []) if t],
+        dockerfile=q.get("dockerfile") or "Dockerfile",
+        buildargs={str(k): (None if v is None else str(v)) for k, v in buildargs.items()},
+        labels={str(k): str(v) for k, v in labels.items()},
+        target=q.get("target", ""),
+        nocache=qbool(request, "nocache"),
+        rm=qbool(request, "rm", True),
+        forcerm=qbool(request, "forcerm"),
+        pull=qbool(request, "pull"),
+        networkmode=q.get("networkmode", ""),
+        extrahosts=hosts,
+        shmsize=qint(request, "shmsize", 0) or 0,
+        memory=qint(request, "memory", 0) or 0,
+        memswap=qint(request, "memswap", 0) or 0,
+        cpushares=qint(request, "cpushares", 0) or 0,
+        cpusetcpus=q.get("cpusetcpus", ""),
+        cpuperiod=qint(request, "cpuperiod", 0) or 0,
+        cpuquota=qint(request, "cpuquota", 0) or 0,
+        platform=q.get("platform", ""),
+        quiet=qbool(request, "q"),
+    )
+
+
+@routes.post("/build")
+async def build(request: web.Request) -> web.StreamResponse:
+    opts = _options(request)
+    remote = request.query.get("remote", "")
+    svc = _svc(request)
+    body = None
+    if not remote:
+        body = await svc.spool(request.content.iter_chunked(1 << 16))
+    resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+
+    async def emit(msg: dict[str, Any]) -> None:
+        if not resp.prepared:
+            await resp.prepare(request)
+        await resp.write(json.dumps(msg).encode() + b"\r\n")
+
+    try:
+        await svc.build(body, opts, emit, remote=remote)
+    except errdefs.DockyardError as err:
+        if not resp.prepared:
+            raise
+        code = int(getattr(err, "code", 1) or 1)
+        await emit({"errorDetail": {"code": code, "message": str(err)}, "error": str(err)})
+    except Exception as err:  # a request root: the stream has started, report in it
+        if not resp.prepared:
+            raise
+        log.exception("build failed")
+        await emit({"errorDetail": {"message": str(err)}, "error": str(err)})
+    finally:
+        if body is not None:
+            body.unlink(missing_ok=True)
+    if not resp.prepared:
+        await resp.prepare(request)
+    await resp.write_eof()
+    return resp
+
+
+@routes.post("/build/prune")
+async def prune(request: web.Request) -> web.Response:
+    res = await _svc(request).prune(all=qbool(request, "all"), filters=filters(request))
+    return web.json_response(res)
+
+
+@routes.post("/build/cancel")
+async def cancel(request: web.Request) -> web.Response:
+    return web.Response(status=200)

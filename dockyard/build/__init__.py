@@ -1,0 +1,7 @@
+"""Builds images from Dockerfiles: parser, context, cache, stage graph, and the service."""
+
+from dockyard.build.builder import BuildError, BuildOptions, Builder
+from dockyard.build.cache import BuildCache
+from dockyard.build.service import BuildService
+
+__all__ = ["BuildCache", "BuildError", "BuildOptions", "BuildService", "Builder"]

@@ -1,0 +1,309 @@
+"""The build context: a tar stream (plain, gzip, bzip2 or xz) unpacked into a directory,
+`.dockerignore` applied, and sources of COPY/ADD resolved and hashed.
+
+`.dockerignore` follows moby's `patternmatcher`: each line is a `filepath.Match` glob over
+the cleaned, slash-separated path relative to the context root, `**` matches any number
+of directories, a leading `!` re-includes, the last matching line wins, and a pattern
+also excludes everything below a matching directory. The docker CLI applies it before
+sending; `dockyard build` and `remote` contexts rely on the daemon applying it again.
+Extraction never writes outside the context directory.
+"""
+
+from __future__ import annotations
+
+import bz2
+import fnmatch
+import gzip
+import hashlib
+import lzma
+import os
+import posixpath
+import re
+import shutil
+import stat
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from dockyard.errdefs import InvalidArgument
+
+__all__ = ["IgnoreMatcher", "Context", "extract_context", "open_maybe_compressed", "parse_dockerignore"]
+
+
+def open_maybe_compressed(f: BinaryIO) -> BinaryIO:
+    head = f.read(6)
+    f.seek(0)
+    if head[:2] == b"\x1f\x8b":
+        return gzip.GzipFile(fileobj=f)  # type: ignore[return-value]
+    if head[:3] == b"BZh":
+        return bz2.BZ2File(f)  # type: ignore[return-value]
+    if head[:6] == b"\xfd7zXZ\x00":
+        return lzma.LZMAFile(f)  # type: ignore[return-value]
+    return f
+
+
+def is_archive(path: Path) -> bool:
+    """ADD's test: a (possibly compressed) tar archive."""
+    try:
+        with open(path, "rb") as f:
+            src = open_maybe_compressed(f)
+            try:
+                with tarfile.open(fileobj=src, mode="r|") as tf:
+                    return tf.next() is not None
+            except (tarfile.TarError, OSError, EOFError, lzma.LZMAError):
+                return False
+    except OSError:
+        return False
+
+
+# ---- .dockerignore ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Pattern:
+    regex: re.Pattern[str]
+    exclusion: bool
+    dirs: tuple[str, ...]
+
+
+def _glob_to_regex(pattern: str) -> str:
+    out = ["^"]
+    i = 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "*":
+            if pattern[i : i + 2] == "**":
+                i += 2
+                if pattern[i : i + 1] == "/":
+                    i += 1
+                    out.append("(.*/)?")
+                else:
+                    out.append(".*")
+                continue
+            out.append("[^/]*")
+        elif ch == "?":
+            out.append("[^/]")
+        elif ch == "[":
+            end = pattern.find("]", i + 1)
+            if end < 0:
+                raise InvalidArgument(f"syntax error in pattern {pattern!r}")
+            body = pattern[i + 1 : end]
+            if body.startswith("^") or body.startswith("!"):
+                body = "^" + body[1:]
+            out.append("[" + body.replace("\\", "\\\\") + "]")
+            i = end
+        elif ch == "\\" and i + 1 < len(pattern):
+            i += 1
+            out.append(re.escape(pattern[i]))
+        else:
+            out.append(re.escape(ch))
+        i += 1
+    out.append("$")
+    return "".join(out)
+
+
+def parse_dockerignore(text: str) -> list[str]:
+    out = []
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        p = line.strip()
+        if not p:
+            continue
+        excl = p.startswith("!")
+        if excl:
+            p = p[1:].strip()
+        if p:
+            p = posixpath.normpath(p.replace("\\", "/")).lstrip("/") or "."
+            if p.startswith("../"):
+                p = p[3:]
+        out.append(("!" if excl else "") + p)
+    return out
+
+
+class IgnoreMatcher:
+    def __init__(self, patterns: list[str]) -> None:
+        self.patterns: list[_Pattern] = []
+        for p in patterns:
+            excl = p.startswith("!")
+            body = p[1:] if excl else p
+            if body in (".", ""):
+                body = "**"
+            self.patterns.append(_Pattern(re.compile(_glob_to_regex(body)), excl, tuple(body.split("/"))))
+
+    def __bool__(self) -> bool:
+        return bool(self.patterns)
+
+    def matches(self, rel: str) -> bool:
+        """Is the slash-separated path `rel` excluded? (moby MatchesOrParentMatches)"""
+        rel = posixpath.normpath(rel).lstrip("/")
+        parents = rel.split("/")
+        matched = False
+        for p in self.patterns:
+            if p.exclusion != matched:
+                continue  # only a pattern that could flip the result matters
+            hit = bool(p.regex.match(rel))
+            if not hit:
+                for n in range(1, len(parents)):
+                    if p.regex.match("/".join(parents[:n])):
+                        hit = True
+                        break
+            if hit:
+                matched = not p.exclusion
+        return matched
+
+    def has_exclusions(self) -> bool:
+        return any(p.exclusion for p in self.patterns)
+
+
+# ---- the context directory ------------------------------------------------------------
+
+
+def _safe_members(tf: tarfile.TarFile, dest: Path) -> None:
+    root = os.path.realpath(dest)
+    for m in tf:
+        name = posixpath.normpath("/" + m.name).lstrip("/")
+        if not name or name == ".":
+            continue
+        target = os.path.join(root, name)
+        parent = os.path.realpath(os.path.dirname(target))
+        if not (parent == root or parent.startswith(root + os.sep)):
+            raise InvalidArgument(f"invalid context: {m.name!r} points outside the context")
+        if m.islnk():
+            link = posixpath.normpath("/" + m.linkname).lstrip("/")
+            src = os.path.join(root, link)
+            if os.path.lexists(target):
+                os.unlink(target)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            try:
+                os.link(src, target)
+            except OSError:
+                shutil.copy2(src, target)
+            continue
+        if m.isdev() or m.isfifo():
+            continue
+        m.name = name
+        if m.issym() or m.isdir():
+            if os.path.lexists(target) and not os.path.isdir(target):
+                os.unlink(target)
+        tf.extract(m, root, set_attrs=True, numeric_owner=True, filter="fully_trusted")
+
+
+def extract_context(f: BinaryIO, dest: Path) -> None:
+    """Blocking: unpack the (maybe compressed) context tar into dest."""
+    dest.mkdir(parents=True, exist_ok=True)
+    src = open_maybe_compressed(f)
+    try:
+        with tarfile.open(fileobj=src, mode="r|") as tf:
+            _safe_members(tf, dest)
+    except (tarfile.TarError, EOFError, OSError, lzma.LZMAError) as err:
+        if isinstance(err, tarfile.ReadError) and "empty" in str(err):
+            return
+        raise InvalidArgument(f"failed to read the build context: {err}") from None
+
+
+class Context:
+    """An unpacked context directory with its `.dockerignore`."""
+
+    def __init__(self, root: Path, dockerfile: str = "Dockerfile") -> None:
+        self.root = root
+        self.dockerfile = dockerfile
+        ignore = root / ".dockerignore"
+        patterns = parse_dockerignore(ignore.read_text(errors="replace")) if ignore.is_file() else []
+        self.ignore = IgnoreMatcher(patterns)
+
+    def dockerfile_bytes(self) -> bytes:
+        name = self.dockerfile or "Dockerfile"
+        path = self.resolve(name, what="Dockerfile")
+        if not path.is_file():
+            # the CLI's lower-case fallback
+            alt = self.root / "dockerfile"
+            if name == "Dockerfile" and alt.is_file():
+                return alt.read_bytes()
+            raise InvalidArgument(
+                f"Cannot locate specified Dockerfile: {name}"
+            )
+        return path.read_bytes()
+
+    def resolve(self, rel: str, what: str = "source") -> Path:
+        clean = posixpath.normpath("/" + rel.replace("\\", "/"))
+        p = self.root / clean.lstrip("/")
+        real = os.path.realpath(p)
+        root = os.path.realpath(self.root)
+        if not (real == root or real.startswith(root + os.sep)):
+            raise InvalidArgument(f"forbidden path outside the build context: {rel} ()")
+        return p
+
+    def excluded(self, rel: str) -> bool:
+        rel = posixpath.normpath(rel).lstrip("/")
+        if rel in (".dockerignore", self.dockerfile):
+            return False  # moby always sends these two
+        return bool(self.ignore) and self.ignore.matches(rel)
+
+    def glob(self, pattern: str) -> list[str]:
+        """Context-relative paths matching a COPY source (wildcards allowed), ignore applied."""
+        if pattern.startswith("../") or pattern == ".." or "/../" in pattern:
+            clean = posixpath.normpath(pattern)
+            if clean.startswith(".."):
+                raise InvalidArgument(f"forbidden path outside the build context: {pattern} ()")
+        clean = posixpath.normpath("/" + pattern).lstrip("/") or "."
+        if not any(c in clean for c in "*?["):
+            p = self.resolve(clean)
+            if not os.path.lexists(p) or (clean != "." and self.excluded(clean)):
+                return []
+            return [clean]
+        out = []
+        parts = clean.split("/")
+        base = []
+        for i, part in enumerate(parts):
+            if any(c in part for c in "*?["):
+                break
+            base.append(part)
+        start = self.root.joinpath(*base) if base else self.root
+        for dirpath, dirnames, filenames in os.walk(start):
+            for n in dirnames + filenames:
+                full = os.path.join(dirpath, n)
+                rel = os.path.relpath(full, self.root).replace(os.sep, "/")
+                if fnmatch.fnmatchcase(rel, clean) and _segments_equal(rel, clean) and not self.excluded(rel):
+                    out.append(rel)
+        return sorted(out)
+
+    def digest(self, rels: list[str]) -> str:
+        """Content digest of sources: names, modes, link targets and bytes (not mtimes)."""
+        h = hashlib.sha256()
+        for rel in rels:
+            _hash_tree(h, self.root, rel, self)
+        return "sha256:" + h.hexdigest()
+
+
+def _segments_equal(rel: str, pattern: str) -> bool:
+    return rel.count("/") == pattern.count("/")
+
+
+def _hash_tree(h: hashlib._Hash, root: Path, rel: str, ctx: Context | None) -> None:
+    path = root / rel if rel != "." else root
+    st = os.lstat(path)
+    h.update(f"{rel}\0{stat.S_IMODE(st.st_mode):o}\0{st.st_uid}:{st.st_gid}\0".encode())
+    if stat.S_ISLNK(st.st_mode):
+        h.update(b"L" + os.readlink(path).encode())
+    elif stat.S_ISREG(st.st_mode):
+        h.update(b"F")
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+    elif stat.S_ISDIR(st.st_mode):
+        h.update(b"D")
+        for name in sorted(os.listdir(path)):
+            child = f"{rel}/{name}" if rel != "." else name
+            if ctx is not None and ctx.excluded(child):
+                continue
+            _hash_tree(h, root, child, ctx)
+    h.update(b"\0")
+
+
+def hash_path(path: Path) -> str:
+    """Content digest of a file or directory outside a context (a stage's or image's files)."""
+    h = hashlib.sha256()
+    _hash_tree(h, path.parent, path.name, None)
+    return "sha256:" + h.hexdigest()

@@ -1,0 +1,130 @@
+"""BuildService: what the API's build routes call. Context in, image ID out.
+
+Spools the request body, unpacks the context (or fetches a `remote`: a tarball URL, or a
+git repository given as a local path or URL with an optional `#ref:subdir`), runs the
+builder, and owns the build cache's prune and disk-usage views. It knows nothing of HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import shutil
+import urllib.request
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from dockyard._sys import proc
+from dockyard.build.builder import BuildError, BuildOptions, Builder, Emit
+from dockyard.build.cache import BuildCache
+from dockyard.build.context import Context, extract_context
+from dockyard.errdefs import InvalidArgument
+
+__all__ = ["BuildError", "BuildOptions", "BuildService"]
+
+
+class BuildService:
+    """Flow::
+
+        body = await builds.spool(request_chunks)
+        image_id = await builds.build(body, BuildOptions(tags=["app:1"]), emit)   # emit(json message)
+        await builds.prune(all=True)
+    """
+
+    def __init__(self, store: Any, images: Any, containers: Any, data_root: Path) -> None:
+        self.images = images
+        self.cache = BuildCache(store, images)
+        self.tmp = data_root / "tmp" / "build"
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        self.builder = Builder(containers, images, self.cache, self.tmp / "mounts")
+
+    async def spool(self, chunks: AsyncIterator[bytes]) -> Path:
+        return await self.images.spool(chunks)  # type: ignore[no-any-return]
+
+    async def build(self, body: Path | None, opts: BuildOptions, emit: Emit, *, remote: str = "") -> str:
+        work = self.tmp / ("ctx-" + secrets.token_hex(8))
+        work.mkdir()
+        try:
+            root = work / "context"
+            dockerfile = opts.dockerfile or "Dockerfile"
+            if remote:
+                root = await self._remote(remote, work)
+            elif body is not None:
+                await asyncio.to_thread(_extract_file, body, root)
+            else:
+                root.mkdir()
+            return await self.builder.build(Context(root, dockerfile), opts, emit)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, work, True)
+
+    async def _remote(self, remote: str, work: Path) -> Path:
+        root = work / "context"
+        url, _, frag = remote.partition("#")
+        is_git = (
+            url.endswith(".git") or url.startswith(("git://", "git@", "github.com/"))
+            or (Path(url).is_dir() and (Path(url) / ".git").exists())
+            or (Path(url).is_dir() and (Path(url) / "HEAD").exists())
+        )  # fmt: skip
+        if is_git:
+            ref, _, subdir = frag.partition(":")
+            argv = ["git", "clone", "--quiet", "--recurse-submodules"]
+            if ref:
+                argv += ["--branch", ref]
+            if not Path(url).exists():
+                argv += ["--depth", "1"]
+            try:
+                await proc.run([*argv, url, str(root)], timeout=300)
+            except proc.ProcessFailed as err:
+                raise InvalidArgument(f"unable to prepare context: unable to 'git clone' to temporary context directory: {err}") from None
+            if subdir:
+                sub = (root / subdir).resolve()
+                if not str(sub).startswith(str(root.resolve())) or not sub.is_dir():
+                    raise InvalidArgument(f"unable to prepare context: path {subdir!r} not found")
+                return sub
+            return root
+        if re.match(r"^https?://", url):
+            dest = work / "remote"
+            await asyncio.to_thread(_download, url, dest)
+            with open(dest, "rb") as f:
+                head = f.read(512)
+            if _looks_like_archive(head):
+                await asyncio.to_thread(_extract_file, dest, root)
+            else:  # a single Dockerfile
+                root.mkdir()
+                shutil.move(str(dest), root / "Dockerfile")
+            return root
+        if Path(url).is_file():
+            await asyncio.to_thread(_extract_file, Path(url), root)
+            return root
+        raise InvalidArgument(f"unable to prepare context: {remote!r} is not a URL or a git repository")
+
+    async def prune(self, *, all: bool = False, filters: dict[str, list[str]] | None = None) -> dict[str, Any]:
+        return await self.cache.prune(all=all)
+
+    def disk_usage(self) -> list[dict[str, Any]]:
+        return self.cache.usage()
+
+    def statistics(self) -> dict[str, int]:
+        return {**self.builder.statistics(), "cache_entries": len(self.cache.entries())}
+
+
+def _extract_file(path: Path, dest: Path) -> None:
+    with open(path, "rb") as f:
+        extract_context(f, dest)
+
+
+def _download(url: str, dest: Path) -> None:
+    try:
+        with urllib.request.urlopen(url, timeout=120) as resp, open(dest, "wb") as out:  # noqa: S310
+            shutil.copyfileobj(resp, out, 1 << 20)
+    except OSError as err:
+        raise InvalidArgument(f"unable to prepare context: unable to download remote context {url}: {err}") from None
+
+
+def _looks_like_archive(head: bytes) -> bool:
+    if head[:2] == b"\x1f\x8b" or head[:3] == b"BZh" or head[:6] == b"\xfd7zXZ\x00":
+        return True
+    return len(head) >= 262 and head[257:262] == b"ustar"
