@@ -1,0 +1,345 @@
+"""Registries end to end: our `dockyard registry serve` (plain, htpasswd, token auth) and Debian's
+`docker-registry` as targets; the docker CLI, docker-py and the dockyard CLI talk to our daemon,
+which talks to the registry.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+import pytest
+
+from tests.conftest import BIN, REPO, Daemon
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (the daemon mounts overlayfs)")
+
+DEBIAN_REGISTRY = Path("/usr/bin/docker-registry")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"registry exited early:\n{log.read_text()[-3000:]}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"registry did not listen:\n{log.read_text()[-3000:]}")
+
+
+@dataclass
+class Registry:
+    host: str
+    root: Path
+    proc: subprocess.Popen[bytes]
+
+
+def _start(argv: list[str], port: int, root: Path) -> Registry:
+    log = root / "registry.log"
+    proc = subprocess.Popen(argv, stdout=open(log, "ab"), stderr=subprocess.STDOUT, cwd=REPO)
+    _wait_port(port, proc, log)
+    return Registry(f"127.0.0.1:{port}", root, proc)
+
+
+def _stop(reg: Registry) -> None:
+    reg.proc.terminate()
+    try:
+        reg.proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        reg.proc.kill()
+        reg.proc.wait()
+    shutil.rmtree(reg.root, ignore_errors=True)
+
+
+def _ours(extra: list[str] = ()) -> Registry:  # type: ignore[assignment]
+    root = Path(tempfile.mkdtemp(prefix="dy-reg-", dir="/tmp"))
+    port = _free_port()
+    argv = [sys.executable, "-m", "dockyard.cli.registry", "serve", "--addr", f"127.0.0.1:{port}",
+            "--root", str(root / "data"), *extra]  # fmt: skip
+    return _start(argv, port, root)
+
+
+def _htpasswd(root: Path) -> Path:
+    from dockyard.registry.server import Htpasswd
+
+    path = root / "htpasswd"
+    root.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"alice:{Htpasswd.hash('s3cret')}\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def registry() -> Iterator[Registry]:
+    reg = _ours()
+    yield reg
+    _stop(reg)
+
+
+@pytest.fixture(scope="module")
+def auth_registry() -> Iterator[Registry]:
+    pw = _htpasswd(Path(tempfile.mkdtemp(prefix="dy-htp-", dir="/tmp")))
+    reg = _ours(["--htpasswd", str(pw)])
+    yield reg
+    _stop(reg)
+    shutil.rmtree(pw.parent, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def token_registry() -> Iterator[Registry]:
+    pw = _htpasswd(Path(tempfile.mkdtemp(prefix="dy-htp-", dir="/tmp")))
+    reg = _ours(["--htpasswd", str(pw), "--token-auth"])
+    yield reg
+    _stop(reg)
+    shutil.rmtree(pw.parent, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def debian_registry() -> Iterator[Registry]:
+    if not DEBIAN_REGISTRY.exists():
+        pytest.skip("Debian's docker-registry is not installed (apt-get install docker-registry)")
+    root = Path(tempfile.mkdtemp(prefix="dy-dreg-", dir="/tmp"))
+    port = _free_port()
+    (root / "config.yml").write_text(
+        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
+        f"    rootdirectory: {root / 'data'}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n"
+    )
+    reg = _start([str(DEBIAN_REGISTRY), "serve", str(root / "config.yml")], port, root)
+    yield reg
+    _stop(reg)
+
+
+@pytest.fixture
+def cli(daemon: Daemon, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """The docker CLI against our daemon, with a private credential store (DOCKER_CONFIG)."""
+    cfg = tmp_path / "docker-config"
+    cfg.mkdir()
+
+    def run(*args: str, check: bool = True, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "DOCKER_HOST": daemon.host, "DOCKER_CONFIG": str(cfg)}
+        res = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, env=env)
+        if check and res.returncode != 0:
+            raise AssertionError(f"docker {args} exited {res.returncode}:\n{res.stdout}\n{res.stderr}")
+        return res
+
+    return run
+
+
+def _image_id(cli, ref: str) -> str:  # type: ignore[no-untyped-def]
+    return str(cli("image", "inspect", "-f", "{{.Id}}", ref).stdout.strip())
+
+
+def _cleanup(cli, *refs: str) -> None:  # type: ignore[no-untyped-def]
+    for r in refs:
+        cli("rmi", "-f", r, check=False)
+
+
+def test_push_rmi_pull_round_trip(cli, busybox: str, registry: Registry, unique) -> None:  # type: ignore[no-untyped-def]
+    ref = f"{registry.host}/{unique('rt')}:v1"
+    cli("tag", busybox, ref)
+    try:
+        want = _image_id(cli, ref)
+        out = cli("push", ref).stdout
+        assert f"The push refers to repository [{ref.rpartition(':')[0]}]" in out
+        assert "Pushed" in out
+        line = [ln for ln in out.splitlines() if ln.startswith("v1: digest: sha256:")][0]
+        digest = line.split()[2]
+        again = cli("push", ref).stdout
+        assert "Layer already exists" in again and f"v1: digest: {digest}" in again
+        digests = json.loads(cli("image", "inspect", "-f", "{{json .RepoDigests}}", ref).stdout)
+        assert f"{ref.rpartition(':')[0]}@{digest}" in digests
+
+        cli("rmi", ref)
+        assert cli("image", "inspect", ref, check=False).returncode != 0
+        out = cli("pull", ref).stdout
+        assert f"Digest: {digest}" in out and f"Status: Downloaded newer image for {ref}" in out
+        assert _image_id(cli, ref) == want
+        digests = json.loads(cli("image", "inspect", "-f", "{{json .RepoDigests}}", ref).stdout)
+        assert digests == [f"{ref.rpartition(':')[0]}@{digest}"]
+        out = cli("pull", ref).stdout
+        assert f"Status: Image is up to date for {ref}" in out
+        # by digest too
+        by_digest = f"{ref.rpartition(':')[0]}@{digest}"
+        assert "Status: Image is up to date" in cli("pull", by_digest).stdout
+        # the pulled image runs
+        res = cli("run", "--rm", "--network", "none", ref, "echo", "hello-from-registry")
+        assert res.stdout.strip() == "hello-from-registry"
+    finally:
+        _cleanup(cli, ref)
+
+
+def test_pull_fresh_layers_progress(docker_py: docker.DockerClient, busybox: str, registry: Registry, unique) -> None:  # type: ignore[no-untyped-def]
+    """A pull whose layers are not local: Docker's per-layer statuses, then the image."""
+    api = docker_py.api
+    repo = f"{registry.host}/{unique('fresh')}"
+    # an image with a layer of its own, so nothing of it is local after rmi
+    c = docker_py.containers.create(busybox, ["sh", "-c", "echo fresh > /fresh.txt"], network_mode="none")
+    try:
+        c.start()
+        c.wait(timeout=30)
+        img = c.commit(repository=repo, tag="v1")
+    finally:
+        c.remove(force=True)
+    try:
+        pushed = list(api.push(repo, tag="v1", stream=True, decode=True))
+        aux = [m["aux"] for m in pushed if "aux" in m]
+        assert aux and aux[0]["Tag"] == "v1" and aux[0]["Digest"].startswith("sha256:") and aux[0]["Size"] > 0
+        statuses = [m.get("status", "") for m in pushed]
+        assert "Preparing" in statuses and "Pushed" in statuses
+        assert not [m for m in pushed if "error" in m]
+        docker_py.images.remove(f"{repo}:v1")
+        msgs = list(api.pull(repo, tag="v1", stream=True, decode=True))
+        statuses = [m.get("status", "") for m in msgs]
+        assert statuses[0] == f"Pulling from {repo.partition('/')[2]}"
+        for s in ("Pulling fs layer", "Downloading", "Download complete", "Extracting", "Pull complete"):
+            assert s in statuses, (s, statuses)
+        assert "Already exists" in statuses  # the busybox base layer is still local
+        dl = [m for m in msgs if m.get("status") == "Downloading"]
+        assert dl[-1]["progressDetail"]["current"] == dl[-1]["progressDetail"]["total"]
+        assert statuses[-2] == f"Digest: {aux[0]['Digest']}"
+        assert statuses[-1] == f"Status: Downloaded newer image for {repo}:v1"
+        assert docker_py.images.get(f"{repo}:v1").id == img.id
+        data = docker_py.images.get_registry_data(f"{repo}:v1")
+        assert data.id == aux[0]["Digest"]
+        assert data.has_platform("linux/amd64")
+    finally:
+        try:
+            docker_py.images.remove(img.id, force=True)
+        except docker.errors.NotFound:
+            pass
+
+
+def test_docker_py_push_pull(docker_py: docker.DockerClient, busybox: str, registry: Registry, unique) -> None:  # type: ignore[no-untyped-def]
+    repo = f"{registry.host}/{unique('py')}"
+    docker_py.images.get(busybox).tag(repo, "latest")
+    try:
+        out = docker_py.images.push(repo, tag="latest")
+        assert "digest: sha256:" in out
+        docker_py.images.remove(f"{repo}:latest")
+        img = docker_py.images.pull(repo, tag="latest")
+        assert img.id == docker_py.images.get(busybox).id
+        assert f"{repo}:latest" in img.tags
+        assert img.attrs["RepoDigests"][0].startswith(f"{repo}@sha256:")
+    finally:
+        try:
+            docker_py.images.remove(f"{repo}:latest")
+        except docker.errors.NotFound:
+            pass
+
+
+def test_pull_errors(cli, registry: Registry, unique) -> None:  # type: ignore[no-untyped-def]
+    res = cli("pull", f"{registry.host}/{unique('none')}:v1", check=False)
+    assert res.returncode == 1 and "repository does not exist" in res.stderr
+    res = cli("pull", f"{registry.host}/library/x:nope", check=False)
+    assert res.returncode == 1
+    res = cli("push", f"{registry.host}/{unique('missing')}:v1", check=False)
+    assert res.returncode == 1 and "does not exist" in res.stderr
+    port = _free_port()
+    res = cli("pull", f"127.0.0.1:{port}/x:v1", check=False)
+    assert res.returncode == 1 and "Error response from daemon" in res.stderr
+
+
+@pytest.mark.parametrize("kind", ["htpasswd", "token"])
+def test_login_push_pull_with_auth(cli, busybox: str, auth_registry: Registry, token_registry: Registry,
+                                   unique, kind: str) -> None:  # type: ignore[no-untyped-def]
+    reg = auth_registry if kind == "htpasswd" else token_registry
+    ref = f"{reg.host}/{unique('auth')}:v1"
+    cli("tag", busybox, ref)
+    try:
+        res = cli("push", ref, check=False)
+        assert res.returncode == 1 and "unauthorized" in (res.stdout + res.stderr).lower()
+        res = cli("login", "-u", "alice", "-p", "wrong", reg.host, check=False)
+        assert res.returncode == 1 and "Error response from daemon" in res.stderr
+        res = cli("login", "-u", "alice", "-p", "s3cret", reg.host)
+        assert "Login Succeeded" in res.stdout
+        cli("push", ref)
+        want = _image_id(cli, ref)
+        cli("rmi", ref)
+        cli("pull", ref)
+        assert _image_id(cli, ref) == want
+        cli("logout", reg.host)
+        cli("rmi", ref)
+        res = cli("pull", ref, check=False)
+        assert res.returncode == 1
+    finally:
+        _cleanup(cli, ref)
+
+
+def test_debian_registry_round_trip(cli, busybox: str, debian_registry: Registry, unique) -> None:  # type: ignore[no-untyped-def]
+    ref = f"{debian_registry.host}/{unique('deb')}:v1"
+    cli("tag", busybox, ref)
+    try:
+        want = _image_id(cli, ref)
+        out = cli("push", ref).stdout
+        assert "Pushed" in out and "v1: digest: sha256:" in out
+        assert "Layer already exists" in cli("push", ref).stdout
+        cli("rmi", ref)
+        out = cli("pull", ref).stdout
+        assert "Status: Downloaded newer image" in out
+        assert _image_id(cli, ref) == want
+    finally:
+        _cleanup(cli, ref)
+
+
+def test_registry_gc_command(cli, busybox: str, unique) -> None:  # type: ignore[no-untyped-def]
+    reg = _ours()
+    try:
+        ref = f"{reg.host}/{unique('gc')}:v1"
+        cli("tag", busybox, ref)
+        try:
+            cli("push", ref)
+        finally:
+            _cleanup(cli, ref)
+    finally:
+        reg.proc.terminate()
+        reg.proc.wait(timeout=10)
+    data = reg.root / "data"
+    orphan = data / "blobs" / "sha256" / ("0" * 64)
+    orphan.write_bytes(b"orphan")
+    res = subprocess.run([sys.executable, "-m", "dockyard.cli.registry", "gc", "--root", str(data)],
+                         capture_output=True, text=True, check=True, cwd=REPO)
+    assert f"removed sha256:{'0' * 64}" in res.stdout and "1 blobs deleted" in res.stdout
+    assert not orphan.exists()
+    assert len(list((data / "blobs" / "sha256").iterdir())) == 3  # config, layer, manifest
+    shutil.rmtree(reg.root, ignore_errors=True)
+
+
+def test_dockyard_cli_push_pull(daemon: Daemon, busybox: str, registry: Registry, unique, cli) -> None:  # type: ignore[no-untyped-def]
+    dockyard = BIN / "dockyard"
+    probe = subprocess.run([str(dockyard), "push", "--help"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"dockyard CLI has no push command: {probe.stderr[-300:]}")
+    ref = f"{registry.host}/{unique('dy')}:v1"
+    cli("tag", busybox, ref)
+    env = {**os.environ, "DOCKER_HOST": daemon.host}
+    try:
+        res = subprocess.run([str(dockyard), "-H", daemon.host, "push", ref], capture_output=True, text=True,
+                             env=env, timeout=90)
+        assert res.returncode == 0, res.stderr
+        assert "digest: sha256:" in res.stdout
+        cli("rmi", ref)
+        res = subprocess.run([str(dockyard), "-H", daemon.host, "pull", ref], capture_output=True, text=True,
+                             env=env, timeout=90)
+        assert res.returncode == 0, res.stderr
+        assert "Status: Downloaded newer image" in res.stdout
+        assert ref in res.stdout.splitlines()[-1]
+    finally:
+        _cleanup(cli, ref)
