@@ -343,3 +343,33 @@ def test_dockyard_cli_push_pull(daemon: Daemon, busybox: str, registry: Registry
         assert ref in res.stdout.splitlines()[-1]
     finally:
         _cleanup(cli, ref)
+
+
+def test_dockyard_login_shares_docker_config(daemon: Daemon, busybox: str, auth_registry: Registry, unique,
+                                             cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    dockyard = BIN / "dockyard"
+    if subprocess.run([str(dockyard), "login", "--help"], capture_output=True).returncode != 0:
+        pytest.skip("dockyard CLI has no login command")
+    env = {**os.environ, "DOCKER_HOST": daemon.host, "DOCKER_CONFIG": str(tmp_path / "docker-config")}
+
+    def dy(*args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(dockyard), "-H", daemon.host, *args], capture_output=True, text=True,
+                              env=env, input=input, timeout=90)
+
+    res = dy("login", "-u", "alice", "--password-stdin", auth_registry.host, input="wrong\n")
+    assert res.returncode == 1 and "401" in res.stderr
+    res = dy("login", "-u", "alice", "--password-stdin", auth_registry.host, input="s3cret\n")
+    assert res.returncode == 0 and "Login Succeeded" in res.stdout, res.stderr
+    cfg = json.loads((tmp_path / "docker-config" / "config.json").read_text())
+    assert auth_registry.host in cfg["auths"]
+    ref = f"{auth_registry.host}/{unique('dylogin')}:v1"
+    cli("tag", busybox, ref)
+    try:
+        cli("push", ref)  # the docker CLI reads the credentials dockyard stored
+        cli("rmi", ref)
+        res = dy("pull", ref)
+        assert res.returncode == 0, res.stderr
+        res = dy("logout", auth_registry.host)
+        assert f"Removing login credentials for {auth_registry.host}" in res.stdout
+    finally:
+        _cleanup(cli, ref)
