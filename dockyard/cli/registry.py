@@ -21,7 +21,9 @@ def registry() -> None:
 @click.option("--addr", default="127.0.0.1:5000", show_default=True, help="host:port to listen on")
 @click.option("--root", required=True, type=click.Path(file_okay=False), help="Storage directory")
 @click.option("--htpasswd", type=click.Path(dir_okay=False, exists=True), help="bcrypt htpasswd file")
-@click.option("--token-auth", is_flag=True, help="Bearer tokens from our own /auth/token (users from --htpasswd)")
+@click.option(
+    "--token-auth", is_flag=True, help="Bearer tokens from our own /auth/token (users from --htpasswd)"
+)
 @click.option("--token-realm", help="Token endpoint URL to advertise (default: this server's /auth/token)")
 @click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True))
 @click.option("--tls-key", type=click.Path(dir_okay=False, exists=True))
@@ -45,7 +47,9 @@ def serve(
     if token_auth:
         if not htpasswd:
             raise click.UsageError("--token-auth needs --htpasswd for its users")
-        cfg = RegistryConfig("token", Htpasswd.load(Path(htpasswd)), TokenIssuer.from_root(rootp), token_realm)
+        cfg = RegistryConfig(
+            "token", Htpasswd.load(Path(htpasswd)), TokenIssuer.from_root(rootp), token_realm
+        )
     elif htpasswd:
         cfg = RegistryConfig("htpasswd", Htpasswd.load(Path(htpasswd)))
     ctx = None
@@ -57,7 +61,9 @@ def serve(
 
 
 @registry.command("gc")
-@click.option("--root", required=True, type=click.Path(file_okay=False, exists=True), help="Storage directory")
+@click.option(
+    "--root", required=True, type=click.Path(file_okay=False, exists=True), help="Storage directory"
+)
 @click.option("--dry-run", is_flag=True, help="Only print what would be removed")
 def gc(root: str, dry_run: bool) -> None:
     """Delete blobs no manifest references"""

@@ -62,7 +62,11 @@ def normalize(name: str) -> str:
     domain = _domain(name)
     rest = name if domain != "docker.io" or name.startswith("docker.io/") else f"docker.io/{name}"
     path = rest.partition("/")[2]
-    if domain == "docker.io" and "/" not in path.split("@")[0].rpartition(":")[0] and "/" not in path.split(":")[0]:
+    if (
+        domain == "docker.io"
+        and "/" not in path.split("@")[0].rpartition(":")[0]
+        and "/" not in path.split(":")[0]
+    ):
         rest = f"docker.io/library/{path}"
     last = rest.rpartition("/")[2]
     if "@" not in last and ":" not in last:
@@ -154,7 +158,9 @@ def login(server: str | None, username: str | None, password: str | None, passwo
         entry = {"auth": "", "identitytoken": reply["IdentityToken"]}
     cfg.setdefault("auths", {})[key] = entry
     _save_config(cfg)
-    click.echo((reply or {}).get("Status", "Login Succeeded") if isinstance(reply, dict) else "Login Succeeded")
+    click.echo(
+        (reply or {}).get("Status", "Login Succeeded") if isinstance(reply, dict) else "Login Succeeded"
+    )
 
 
 @click.command("logout")

@@ -45,8 +45,13 @@ __all__ = ["pull"]
 log = logging.getLogger(__name__)
 
 CONCURRENT_DOWNLOADS = 3
-_LAYER_TYPES = (spec.MT_DOCKER_LAYER, spec.MT_OCI_LAYER, spec.MT_OCI_LAYER_GZIP,
-                "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", "")
+_LAYER_TYPES = (
+    spec.MT_DOCKER_LAYER,
+    spec.MT_OCI_LAYER,
+    spec.MT_OCI_LAYER_GZIP,
+    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+    "",
+)
 
 
 @dataclass(frozen=True)
@@ -76,14 +81,18 @@ async def _resolve(rc: RegistryClient, ref: reference.Reference, platform: str |
         if m.media_type in spec.INDEX_TYPES:
             os_, _, rest = (platform or "linux/amd64").partition("/")
             arch, _, variant = rest.partition("/")
-            m = await rc.get_manifest(ref.path, select_platform(m.doc, os_ or "linux", arch or "amd64", variant))
+            m = await rc.get_manifest(
+                ref.path, select_platform(m.doc, os_ or "linux", arch or "amd64", variant)
+            )
     except ManifestUnknown as err:
         if err.code == "NAME_UNKNOWN":
             raise errdefs.NotFound(
                 f"pull access denied for {ref.familiar_name}, repository does not exist or may require "
                 f"'docker login': denied: requested access to the resource is denied"
             ) from None
-        raise errdefs.NotFound(f"manifest for {ref.familiar()} not found: manifest unknown: manifest unknown") from None
+        raise errdefs.NotFound(
+            f"manifest for {ref.familiar()} not found: manifest unknown: manifest unknown"
+        ) from None
     except Unauthorized:
         raise errdefs.PermissionDenied(
             f"pull access denied for {ref.familiar_name}, repository does not exist or may require 'docker login'"
@@ -172,11 +181,14 @@ async def _pull_resolved(
         async with sem:
             w = await asyncio.to_thread(svc.content.writer)
             try:
+
                 async def sink(b: bytes) -> None:
                     await asyncio.to_thread(w.write, b)
 
                 async def progress(n: int) -> None:
-                    await queue.put(_msg("Downloading", sid, progressDetail={"current": n, "total": layer.size}))
+                    await queue.put(
+                        _msg("Downloading", sid, progressDetail={"current": n, "total": layer.size})
+                    )
 
                 await rc.fetch_blob(ref.path, layer.digest, sink, progress=progress)
                 await queue.put(_msg("Verifying Checksum", sid, progressDetail={}))
@@ -225,7 +237,9 @@ async def _pull_resolved(
                     sid = _short(layer.digest)
                     yield _msg("Extracting", sid, progressDetail={"current": layer.size, "total": layer.size})
 
-                    def work(layer: Descriptor = layer, diff_id: str = diff_id, parent: str | None = parent) -> None:
+                    def work(
+                        layer: Descriptor = layer, diff_id: str = diff_id, parent: str | None = parent
+                    ) -> None:
                         if not svc.content.exists(diff_id):
                             with svc.content.open(layer.digest) as f:
                                 svc._ingest_layer_sync(f, expected=diff_id)

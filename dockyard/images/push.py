@@ -83,7 +83,7 @@ def _targets(svc: Any, ref: reference.Reference) -> list[tuple[str, Any]]:
     tags = sorted(r[0] for r in svc._store.refs.rows() if r[0].startswith(prefix))
     if not tags:
         raise errdefs.NotFound(f"An image does not exist locally with the tag: {ref.familiar_name}")
-    return [(t[len(prefix):], svc.resolve(t)) for t in tags]
+    return [(t[len(prefix) :], svc.resolve(t)) for t in tags]
 
 
 async def push(
@@ -92,17 +92,15 @@ async def push(
     targets = _targets(svc, ref)
     rc = settings.endpoints(ref.domain, auth, push=True)[-1]
     async with rc:
-        try:
-            await rc.ping()
-        except errdefs.Unavailable:
-            raise
+        await rc.ping()
         for tag, img in targets:
             async for msg in _push_one(svc, rc, ref, tag, img):
                 yield msg
 
 
-async def _push_one(svc: Any, rc: RegistryClient, ref: reference.Reference, tag: str, img: Any
-                    ) -> AsyncIterator[dict[str, Any]]:
+async def _push_one(
+    svc: Any, rc: RegistryClient, ref: reference.Reference, tag: str, img: Any
+) -> AsyncIterator[dict[str, Any]]:
     repo = ref.path
     yield {"status": f"The push refers to repository [{ref.name}]"}
     diff_ids: list[str] = img.diff_ids
@@ -138,7 +136,9 @@ async def _push_one(svc: Any, rc: RegistryClient, ref: reference.Reference, tag:
                     return
 
             async def progress(n: int) -> None:
-                await queue.put({"status": "Pushing", "progressDetail": {"current": n, "total": size}, "id": sid})
+                await queue.put(
+                    {"status": "Pushing", "progressDetail": {"current": n, "total": size}, "id": sid}
+                )
 
             await rc.upload_blob(repo, digest, gz, progress=progress)
             await queue.put({"status": "Pushed", "progressDetail": {}, "id": sid})

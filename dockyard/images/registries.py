@@ -17,6 +17,7 @@ from typing import Any
 
 from dockyard import errdefs
 from dockyard.images import reference
+from dockyard.registry import spec
 from dockyard.registry.client import (
     AuthConfig,
     RegistryClient,
@@ -24,7 +25,6 @@ from dockyard.registry.client import (
     registry_host,
     select_platform,
 )
-from dockyard.registry import spec
 
 __all__ = ["DistributionService", "RegistrySettings"]
 
@@ -61,7 +61,9 @@ class RegistrySettings:
         out = []
         if domain == reference.DEFAULT_DOMAIN and not push:
             for m in self.mirrors:
-                out.append(RegistryClient(domain, insecure=m.startswith("http://"), auth=AuthConfig(), endpoint=m))
+                out.append(
+                    RegistryClient(domain, insecure=m.startswith("http://"), auth=AuthConfig(), endpoint=m)
+                )
         out.append(RegistryClient(domain, insecure=self.is_insecure(domain), auth=auth))
         return out
 
@@ -70,16 +72,17 @@ class RegistrySettings:
 class DistributionService:
     """Flow::
 
-        async for msg in dist.pull("busybox", tag="", auth_header=h): ...   # Docker progress messages
-        async for msg in dist.push("127.0.0.1:5000/bb", tag="", auth_header=h): ...
-        await dist.login({"username": ..., "password": ..., "serveraddress": ...})
+    async for msg in dist.pull("busybox", tag="", auth_header=h): ...   # Docker progress messages
+    async for msg in dist.push("127.0.0.1:5000/bb", tag="", auth_header=h): ...
+    await dist.login({"username": ..., "password": ..., "serveraddress": ...})
     """
 
     images: Any  # dockyard.images.service.ImageService
     settings: RegistrySettings = field(default_factory=RegistrySettings)
 
-    def pull(self, name: str, tag: str, auth_header: str | None, platform: str | None = None
-             ) -> AsyncIterator[dict[str, Any]]:
+    def pull(
+        self, name: str, tag: str, auth_header: str | None, platform: str | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
         from dockyard.images.pull import pull
 
         ref = _ref(name, tag)
@@ -117,8 +120,13 @@ class DistributionService:
                     if spec.ARTIFACT_REFERENCE_TYPE in (e.get("annotations") or {}):
                         continue
                     p = e.get("platform") or {}
-                    platforms.append({"architecture": p.get("architecture", ""), "os": p.get("os", ""),
-                                      **({"variant": p["variant"]} if p.get("variant") else {})})
+                    platforms.append(
+                        {
+                            "architecture": p.get("architecture", ""),
+                            "os": p.get("os", ""),
+                            **({"variant": p["variant"]} if p.get("variant") else {}),
+                        }
+                    )
                 select_platform(doc)  # raises when linux/amd64 is absent, like dockerd's pull would
             else:
                 cfg_desc = doc.get("config") or {}

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 
 __all__ = [
     "ARTIFACT_REFERENCE_TYPE",
-    "Challenge",
     "ERRORS",
     "INDEX_TYPES",
     "MANIFEST_TYPES",
@@ -39,6 +38,7 @@ __all__ = [
     "MT_OCI_LAYER_GZIP",
     "MT_OCI_MANIFEST",
     "MT_SCHEMA1",
+    "Challenge",
     "RegistryError",
     "error_body",
     "is_digest",
@@ -91,7 +91,9 @@ ERRORS: dict[str, tuple[int, str]] = {
 class RegistryError(Exception):
     """An error of the distribution API: `code` from ERRORS; the status comes from the table."""
 
-    def __init__(self, code: str, message: str = "", detail: object = None, status: int | None = None) -> None:
+    def __init__(
+        self, code: str, message: str = "", detail: object = None, status: int | None = None
+    ) -> None:
         default_status, default_message = ERRORS.get(code, (500, code.lower()))
         self.code = code
         self.message = message or default_message

@@ -55,7 +55,8 @@ class Registry:
 
 def _start(argv: list[str], port: int, root: Path) -> Registry:
     log = root / "registry.log"
-    proc = subprocess.Popen(argv, stdout=open(log, "ab"), stderr=subprocess.STDOUT, cwd=REPO)
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
     _wait_port(port, proc, log)
     return Registry(f"127.0.0.1:{port}", root, proc)
 
@@ -135,7 +136,9 @@ def cli(daemon: Daemon, tmp_path: Path):  # type: ignore[no-untyped-def]
 
     def run(*args: str, check: bool = True, timeout: float = 90) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "DOCKER_HOST": daemon.host, "DOCKER_CONFIG": str(cfg)}
-        res = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, env=env)
+        res = subprocess.run(
+            ["docker", *args], capture_output=True, text=True, timeout=timeout, env=env, check=False
+        )
         if check and res.returncode != 0:
             raise AssertionError(f"docker {args} exited {res.returncode}:\n{res.stdout}\n{res.stderr}")
         return res
@@ -160,7 +163,7 @@ def test_push_rmi_pull_round_trip(cli, busybox: str, registry: Registry, unique)
         out = cli("push", ref).stdout
         assert f"The push refers to repository [{ref.rpartition(':')[0]}]" in out
         assert "Pushed" in out
-        line = [ln for ln in out.splitlines() if ln.startswith("v1: digest: sha256:")][0]
+        line = next(ln for ln in out.splitlines() if ln.startswith("v1: digest: sha256:"))
         digest = line.split()[2]
         again = cli("push", ref).stdout
         assert "Layer already exists" in again and f"v1: digest: {digest}" in again
@@ -186,7 +189,9 @@ def test_push_rmi_pull_round_trip(cli, busybox: str, registry: Registry, unique)
         _cleanup(cli, ref)
 
 
-def test_pull_fresh_layers_progress(docker_py: docker.DockerClient, busybox: str, registry: Registry, unique) -> None:  # type: ignore[no-untyped-def]
+def test_pull_fresh_layers_progress(
+    docker_py: docker.DockerClient, busybox: str, registry: Registry, unique
+) -> None:  # type: ignore[no-untyped-def]
     """A pull whose layers are not local: Docker's per-layer statuses, then the image."""
     api = docker_py.api
     repo = f"{registry.host}/{unique('fresh')}"
@@ -227,7 +232,9 @@ def test_pull_fresh_layers_progress(docker_py: docker.DockerClient, busybox: str
             pass
 
 
-def test_docker_py_push_pull(docker_py: docker.DockerClient, busybox: str, registry: Registry, unique) -> None:  # type: ignore[no-untyped-def]
+def test_docker_py_push_pull(
+    docker_py: docker.DockerClient, busybox: str, registry: Registry, unique
+) -> None:  # type: ignore[no-untyped-def]
     repo = f"{registry.host}/{unique('py')}"
     docker_py.images.get(busybox).tag(repo, "latest")
     try:
@@ -258,8 +265,9 @@ def test_pull_errors(cli, registry: Registry, unique) -> None:  # type: ignore[n
 
 
 @pytest.mark.parametrize("kind", ["htpasswd", "token"])
-def test_login_push_pull_with_auth(cli, busybox: str, auth_registry: Registry, token_registry: Registry,
-                                   unique, kind: str) -> None:  # type: ignore[no-untyped-def]
+def test_login_push_pull_with_auth(
+    cli, busybox: str, auth_registry: Registry, token_registry: Registry, unique, kind: str
+) -> None:  # type: ignore[no-untyped-def]
     reg = auth_registry if kind == "htpasswd" else token_registry
     ref = f"{reg.host}/{unique('auth')}:v1"
     cli("tag", busybox, ref)
@@ -314,8 +322,13 @@ def test_registry_gc_command(cli, busybox: str, unique) -> None:  # type: ignore
     data = reg.root / "data"
     orphan = data / "blobs" / "sha256" / ("0" * 64)
     orphan.write_bytes(b"orphan")
-    res = subprocess.run([sys.executable, "-m", "dockyard.cli.registry", "gc", "--root", str(data)],
-                         capture_output=True, text=True, check=True, cwd=REPO)
+    res = subprocess.run(
+        [sys.executable, "-m", "dockyard.cli.registry", "gc", "--root", str(data)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    )
     assert f"removed sha256:{'0' * 64}" in res.stdout and "1 blobs deleted" in res.stdout
     assert not orphan.exists()
     assert len(list((data / "blobs" / "sha256").iterdir())) == 3  # config, layer, manifest
@@ -324,20 +337,32 @@ def test_registry_gc_command(cli, busybox: str, unique) -> None:  # type: ignore
 
 def test_dockyard_cli_push_pull(daemon: Daemon, busybox: str, registry: Registry, unique, cli) -> None:  # type: ignore[no-untyped-def]
     dockyard = BIN / "dockyard"
-    probe = subprocess.run([str(dockyard), "push", "--help"], capture_output=True, text=True)
+    probe = subprocess.run([str(dockyard), "push", "--help"], capture_output=True, text=True, check=False)
     if probe.returncode != 0:
         pytest.skip(f"dockyard CLI has no push command: {probe.stderr[-300:]}")
     ref = f"{registry.host}/{unique('dy')}:v1"
     cli("tag", busybox, ref)
     env = {**os.environ, "DOCKER_HOST": daemon.host}
     try:
-        res = subprocess.run([str(dockyard), "-H", daemon.host, "push", ref], capture_output=True, text=True,
-                             env=env, timeout=90)
+        res = subprocess.run(
+            [str(dockyard), "-H", daemon.host, "push", ref],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=90,
+            check=False,
+        )
         assert res.returncode == 0, res.stderr
         assert "digest: sha256:" in res.stdout
         cli("rmi", ref)
-        res = subprocess.run([str(dockyard), "-H", daemon.host, "pull", ref], capture_output=True, text=True,
-                             env=env, timeout=90)
+        res = subprocess.run(
+            [str(dockyard), "-H", daemon.host, "pull", ref],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=90,
+            check=False,
+        )
         assert res.returncode == 0, res.stderr
         assert "Status: Downloaded newer image" in res.stdout
         assert ref in res.stdout.splitlines()[-1]
@@ -345,16 +370,24 @@ def test_dockyard_cli_push_pull(daemon: Daemon, busybox: str, registry: Registry
         _cleanup(cli, ref)
 
 
-def test_dockyard_login_shares_docker_config(daemon: Daemon, busybox: str, auth_registry: Registry, unique,
-                                             cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_dockyard_login_shares_docker_config(
+    daemon: Daemon, busybox: str, auth_registry: Registry, unique, cli, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     dockyard = BIN / "dockyard"
-    if subprocess.run([str(dockyard), "login", "--help"], capture_output=True).returncode != 0:
+    if subprocess.run([str(dockyard), "login", "--help"], capture_output=True, check=False).returncode != 0:
         pytest.skip("dockyard CLI has no login command")
     env = {**os.environ, "DOCKER_HOST": daemon.host, "DOCKER_CONFIG": str(tmp_path / "docker-config")}
 
     def dy(*args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(dockyard), "-H", daemon.host, *args], capture_output=True, text=True,
-                              env=env, input=input, timeout=90)
+        return subprocess.run(
+            [str(dockyard), "-H", daemon.host, *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            input=input,
+            timeout=90,
+            check=False,
+        )
 
     res = dy("login", "-u", "alice", "--password-stdin", auth_registry.host, input="wrong\n")
     assert res.returncode == 1 and "401" in res.stderr

@@ -89,8 +89,11 @@ def test_monolithic_post_put_and_get_with_range(run: Run) -> None:
         d = _digest(data)
         r = await c.post("/v2/a/b/blobs/uploads/")
         assert r.status == 202 and r.headers["Location"].startswith("/v2/a/b/blobs/uploads/")
-        r = await c.put(r.headers["Location"] + f"?digest={d}", data=data,
-                        headers={"Content-Type": "application/octet-stream"})
+        r = await c.put(
+            r.headers["Location"] + f"?digest={d}",
+            data=data,
+            headers={"Content-Type": "application/octet-stream"},
+        )
         assert r.status == 201 and r.headers["Docker-Content-Digest"] == d
         assert r.headers["Location"] == f"/v2/a/b/blobs/{d}"
         r = await c.head(f"/v2/a/b/blobs/{d}")
@@ -112,7 +115,11 @@ def test_chunked_upload_status_and_out_of_order(run: Run) -> None:
         data = b"a" * 100 + b"b" * 50
         r = await c.post("/v2/x/blobs/uploads/")
         loc = r.headers["Location"]
-        r = await c.patch(loc, data=data[:100], headers={"Content-Range": "0-99", "Content-Type": "application/octet-stream"})
+        r = await c.patch(
+            loc,
+            data=data[:100],
+            headers={"Content-Range": "0-99", "Content-Type": "application/octet-stream"},
+        )
         assert r.status == 202 and r.headers["Range"] == "0-99"
         loc = r.headers["Location"]
         r = await c.get(loc)
@@ -220,19 +227,33 @@ def test_manifest_errors(run: Run) -> None:
         r = await c.put("/v2/m/manifests/v1", data=raw, headers={"Content-Type": spec.MT_OCI_MANIFEST})
         assert r.status == 400 and await _code(r) == "MANIFEST_BLOB_UNKNOWN"
         assert (await c.get("/v2/m/manifests/v1")).status == 404  # nothing stored
-        r = await c.put("/v2/m/manifests/v1", data=b"{not json", headers={"Content-Type": spec.MT_OCI_MANIFEST})
+        r = await c.put(
+            "/v2/m/manifests/v1", data=b"{not json", headers={"Content-Type": spec.MT_OCI_MANIFEST}
+        )
         assert r.status == 400 and await _code(r) == "MANIFEST_INVALID"
-        r = await c.put("/v2/m/manifests/v1", data=json.dumps({"schemaVersion": 1, "fsLayers": []}).encode(),
-                        headers={"Content-Type": spec.MT_SCHEMA1})
+        r = await c.put(
+            "/v2/m/manifests/v1",
+            data=json.dumps({"schemaVersion": 1, "fsLayers": []}).encode(),
+            headers={"Content-Type": spec.MT_SCHEMA1},
+        )
         assert r.status == 400 and await _code(r) == "MANIFEST_INVALID"
         good = _manifest(cfg, [])
-        r = await c.put(f"/v2/m/manifests/{_digest(b'x')}", data=good, headers={"Content-Type": spec.MT_OCI_MANIFEST})
+        r = await c.put(
+            f"/v2/m/manifests/{_digest(b'x')}", data=good, headers={"Content-Type": spec.MT_OCI_MANIFEST}
+        )
         assert r.status == 400 and await _code(r) == "DIGEST_INVALID"
-        r = await c.put(f"/v2/m/manifests/{_digest(good)}", data=good, headers={"Content-Type": spec.MT_OCI_MANIFEST})
+        r = await c.put(
+            f"/v2/m/manifests/{_digest(good)}", data=good, headers={"Content-Type": spec.MT_OCI_MANIFEST}
+        )
         assert r.status == 201
         # an index may only reference manifests the repository has
-        index = json.dumps({"schemaVersion": 2, "mediaType": spec.MT_OCI_INDEX,
-                            "manifests": [{"mediaType": spec.MT_OCI_MANIFEST, "digest": missing, "size": 1}]})
+        index = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": spec.MT_OCI_INDEX,
+                "manifests": [{"mediaType": spec.MT_OCI_MANIFEST, "digest": missing, "size": 1}],
+            }
+        )
         r = await c.put("/v2/m/manifests/multi", data=index, headers={"Content-Type": spec.MT_OCI_INDEX})
         assert r.status == 400 and await _code(r) == "MANIFEST_BLOB_UNKNOWN"
 
@@ -264,9 +285,15 @@ def test_referrers(run: Run) -> None:
     async def body(c: TestClient) -> None:
         subject, subject_raw = await _image(c, "r", "v1")
         cfg = await _push_blob(c, "r", b"{}")
-        art = _manifest(cfg, [], artifactType="application/x-sbom",
-                        subject={"mediaType": spec.MT_OCI_MANIFEST, "digest": subject, "size": len(subject_raw)})
-        r = await c.put(f"/v2/r/manifests/{_digest(art)}", data=art, headers={"Content-Type": spec.MT_OCI_MANIFEST})
+        art = _manifest(
+            cfg,
+            [],
+            artifactType="application/x-sbom",
+            subject={"mediaType": spec.MT_OCI_MANIFEST, "digest": subject, "size": len(subject_raw)},
+        )
+        r = await c.put(
+            f"/v2/r/manifests/{_digest(art)}", data=art, headers={"Content-Type": spec.MT_OCI_MANIFEST}
+        )
         assert r.status == 201 and r.headers["OCI-Subject"] == subject
         r = await c.get(f"/v2/r/referrers/{subject}")
         doc = await r.json(content_type=None)
@@ -284,7 +311,7 @@ def test_gc_removes_unreferenced_blobs(run: Run, tmp_path: Path) -> None:
     holder: dict[str, str] = {}
 
     async def body(c: TestClient) -> None:
-        digest, _ = await _image(c, "g", "v1", payload=b"kept")
+        await _image(c, "g", "v1", payload=b"kept")
         holder["orphan"] = await _push_blob(c, "g", b"orphan")
         holder["kept"] = _digest(b"kept")
 
@@ -361,16 +388,21 @@ def test_bearer_token_flow(tmp_path: Path) -> None:
             r = await s.get(ch.params["realm"], headers={"Authorization": f"Basic {bad}"})
             assert r.status == 401
         await _client_roundtrip(base, AuthConfig("alice", "s3cret"))
-        async with RegistryClient("127.0.0.1", insecure=True, auth=AuthConfig("alice", "nope"), endpoint=base) as rc:
+        async with RegistryClient(
+            "127.0.0.1", insecure=True, auth=AuthConfig("alice", "nope"), endpoint=base
+        ) as rc:
             with pytest.raises(Unauthorized):
                 await rc.login()
         # docker's identity tokens: the OAuth2 refresh_token grant
         async with aiohttp.ClientSession() as s:
-            r = await s.post(base + "/auth/token", data={"grant_type": "password", "username": "alice",
-                                                         "password": "s3cret", "service": "x"})
+            r = await s.post(
+                base + "/auth/token",
+                data={"grant_type": "password", "username": "alice", "password": "s3cret", "service": "x"},
+            )
             refresh = (await r.json())["refresh_token"]
-        async with RegistryClient("127.0.0.1", insecure=True, auth=AuthConfig(identity_token=refresh),
-                                  endpoint=base) as rc:
+        async with RegistryClient(
+            "127.0.0.1", insecure=True, auth=AuthConfig(identity_token=refresh), endpoint=base
+        ) as rc:
             m = await rc.get_manifest("team/app", "v1")
             assert m.media_type == spec.MT_OCI_MANIFEST
 
@@ -388,7 +420,9 @@ def test_htpasswd_basic_auth(tmp_path: Path) -> None:
             assert r.status == 401 and r.headers["WWW-Authenticate"].startswith("Basic ")
             assert await _code(r) == "UNAUTHORIZED"
         await _client_roundtrip(base, AuthConfig("alice", "s3cret"))
-        async with RegistryClient("127.0.0.1", insecure=True, auth=AuthConfig("alice", "x"), endpoint=base) as rc:
+        async with RegistryClient(
+            "127.0.0.1", insecure=True, auth=AuthConfig("alice", "x"), endpoint=base
+        ) as rc:
             with pytest.raises(Unauthorized):
                 await rc.login()
 

@@ -87,7 +87,9 @@ def test_registry_host() -> None:
 
 
 def test_token_request_forms() -> None:
-    m, url, headers, body = token_request("http://h/token", "svc", ["repository:a:pull"], AuthConfig("u", "p"))
+    m, url, headers, body = token_request(
+        "http://h/token", "svc", ["repository:a:pull"], AuthConfig("u", "p")
+    )
     assert m == "GET" and "scope=repository%3Aa%3Apull" in url and "service=svc" in url
     assert headers["Authorization"].startswith("Basic ")
     m, url, headers, body = token_request("http://h/token", "svc", [], AuthConfig(identity_token="rt"))
@@ -98,8 +100,11 @@ def test_select_platform_ignores_attestations() -> None:
     index = {
         "manifests": [
             {"digest": "sha256:" + "a" * 64, "platform": {"os": "linux", "architecture": "arm64"}},
-            {"digest": "sha256:" + "b" * 64, "platform": {"os": "unknown", "architecture": "unknown"},
-             "annotations": {"vnd.docker.reference.type": "attestation-manifest"}},
+            {
+                "digest": "sha256:" + "b" * 64,
+                "platform": {"os": "unknown", "architecture": "unknown"},
+                "annotations": {"vnd.docker.reference.type": "attestation-manifest"},
+            },
             {"digest": "sha256:" + "c" * 64, "platform": {"os": "linux", "architecture": "amd64"}},
         ]
     }
@@ -135,7 +140,9 @@ def test_tokens(tmp_path: Path) -> None:
 
 def test_htpasswd(tmp_path: Path) -> None:
     f = tmp_path / "htpasswd"
-    f.write_text(f"alice:{Htpasswd.hash('pw')}\nbob:{Htpasswd.hash('x').replace('$2b$', '$2y$', 1)}\nplain:pw\n")
+    f.write_text(
+        f"alice:{Htpasswd.hash('pw')}\nbob:{Htpasswd.hash('x').replace('$2b$', '$2y$', 1)}\nplain:pw\n"
+    )
     users = Htpasswd.load(f)
     assert users.check("alice", "pw") and not users.check("alice", "nope")
     assert users.check("bob", "x")  # htpasswd -B writes $2y$

@@ -26,8 +26,9 @@ log = logging.getLogger(__name__)
 
 
 class _DistributionBackend(Protocol):  # what these routes call on DistributionService
-    def pull(self, name: str, tag: str, auth_header: str | None, platform: str | None = ...
-             ) -> AsyncIterator[dict[str, Any]]: ...
+    def pull(
+        self, name: str, tag: str, auth_header: str | None, platform: str | None = ...
+    ) -> AsyncIterator[dict[str, Any]]: ...
     def push(self, name: str, tag: str, auth_header: str | None) -> AsyncIterator[dict[str, Any]]: ...
     async def login(self, body: dict[str, Any]) -> dict[str, str]: ...
     async def inspect(self, name: str, auth_header: str | None) -> dict[str, Any]: ...
@@ -37,7 +38,9 @@ def _svc(request: web.Request) -> _DistributionBackend:
     return request.app[keys.DISTRIBUTION]  # type: ignore[no-any-return]
 
 
-async def progress_stream(request: web.Request, messages: AsyncIterator[dict[str, Any]]) -> web.StreamResponse:
+async def progress_stream(
+    request: web.Request, messages: AsyncIterator[dict[str, Any]]
+) -> web.StreamResponse:
     """Write messages as JSON lines; errors after the first one go into the stream."""
     first = await anext(messages, None)  # an error here propagates as an HTTP error
     resp = web.StreamResponse(headers={"Content-Type": "application/json"})
@@ -48,7 +51,9 @@ async def progress_stream(request: web.Request, messages: AsyncIterator[dict[str
             await resp.write(json.dumps(msg).encode() + b"\r\n")
             msg = await anext(messages, None)
     except errdefs.DockyardError as err:
-        await resp.write(json.dumps({"errorDetail": {"message": str(err)}, "error": str(err)}).encode() + b"\r\n")
+        await resp.write(
+            json.dumps({"errorDetail": {"message": str(err)}, "error": str(err)}).encode() + b"\r\n"
+        )
     except (ConnectionResetError, OSError) as err:  # the client went away
         log.info("%s %s: client gone: %s", request.method, request.path, err)
         await messages.aclose()
@@ -63,7 +68,9 @@ async def progress_stream(request: web.Request, messages: AsyncIterator[dict[str
 
 async def pull(request: web.Request, from_image: str, tag: str) -> web.StreamResponse:
     svc = _svc(request)
-    messages = svc.pull(from_image, tag, request.headers.get("X-Registry-Auth"), request.query.get("platform"))
+    messages = svc.pull(
+        from_image, tag, request.headers.get("X-Registry-Auth"), request.query.get("platform")
+    )
     return await progress_stream(request, messages)
 
 

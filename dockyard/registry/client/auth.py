@@ -16,7 +16,7 @@ from urllib.parse import urlencode, urlsplit
 
 from dockyard.errdefs import InvalidArgument
 
-__all__ = ["AuthConfig", "decode_registry_auth", "token_request", "registry_host"]
+__all__ = ["AuthConfig", "decode_registry_auth", "registry_host", "token_request"]
 
 DOCKER_HUB_HOST = "registry-1.docker.io"
 DOCKER_HUB_INDEX = "https://index.docker.io/v1/"

@@ -33,8 +33,9 @@ class ImageManifest:
 def _desc(d: Any) -> Descriptor:
     if not isinstance(d, dict) or not spec.is_digest(str(d.get("digest", ""))):
         raise errdefs.InvalidArgument("invalid descriptor in manifest")
-    return Descriptor(str(d.get("mediaType", "")), str(d["digest"]), int(d.get("size") or 0),
-                      tuple(d.get("urls") or ()))
+    return Descriptor(
+        str(d.get("mediaType", "")), str(d["digest"]), int(d.get("size") or 0), tuple(d.get("urls") or ())
+    )
 
 
 def parse_image_manifest(doc: dict[str, Any]) -> ImageManifest:

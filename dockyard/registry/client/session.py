@@ -39,7 +39,7 @@ __all__ = ["Manifest", "RegistryClient", "RegistryRequestError", "Unauthorized"]
 
 log = logging.getLogger(__name__)
 
-ACCEPT = ", ".join([spec.MT_DOCKER_MANIFEST, spec.MT_DOCKER_LIST, spec.MT_OCI_MANIFEST, spec.MT_OCI_INDEX])
+ACCEPT = f"{spec.MT_DOCKER_MANIFEST}, {spec.MT_DOCKER_LIST}, {spec.MT_OCI_MANIFEST}, {spec.MT_OCI_INDEX}"
 _CHUNK = 1 << 20
 
 
@@ -87,7 +87,12 @@ def _error_of(status: int, body: bytes) -> tuple[str, str]:
 
 class RegistryClient:
     def __init__(
-        self, host: str, *, insecure: bool = False, auth: AuthConfig | None = None, endpoint: str | None = None
+        self,
+        host: str,
+        *,
+        insecure: bool = False,
+        auth: AuthConfig | None = None,
+        endpoint: str | None = None,
     ) -> None:
         """`host` is the reference's domain; `endpoint` an explicit base URL (mirrors)."""
         self.host = host
@@ -106,7 +111,7 @@ class RegistryClient:
     def __repr__(self) -> str:
         return f"<RegistryClient {self.base}>"
 
-    async def __aenter__(self) -> RegistryClient:
+    async def __aenter__(self) -> RegistryClient:  # noqa: PYI034
         timeout = aiohttp.ClientTimeout(total=None, connect=30, sock_read=300)
         ssl_ctx: ssl.SSLContext | bool = False if self.insecure else ssl.create_default_context()
         self._session = aiohttp.ClientSession(
@@ -137,7 +142,7 @@ class RegistryClient:
                     raise RegistryRequestError(
                         f"{self.base}/v2/ answered {r.status} {r.reason}", status=r.status
                     )
-        except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as err:
+        except (TimeoutError, aiohttp.ClientConnectionError) as err:
             raise errdefs.Unavailable(f'Get "{self.base}/v2/": {err}') from None
 
     async def login(self) -> None:
@@ -151,9 +156,7 @@ class RegistryClient:
         async with self.session.get(self.base + "/v2/", headers=headers) as r:
             await r.read()
             if r.status == 401:
-                raise Unauthorized(
-                    f"login attempt to {self.base}/v2/ failed with status: 401 Unauthorized"
-                )
+                raise Unauthorized(f"login attempt to {self.base}/v2/ failed with status: 401 Unauthorized")
 
     async def _token(self, scopes: list[str], *, refresh: bool = False) -> str:
         assert self._challenge is not None
@@ -164,7 +167,9 @@ class RegistryClient:
         realm = self._challenge.params.get("realm", "")
         if not realm:
             raise RegistryRequestError("bearer challenge without a realm", status=401)
-        method, url, headers, body = token_request(realm, self._challenge.params.get("service"), scopes, self.auth)
+        method, url, headers, body = token_request(
+            realm, self._challenge.params.get("service"), scopes, self.auth
+        )
         try:
             async with self.session.request(method, url, headers=headers, data=body) as r:
                 data = await r.read()
@@ -172,8 +177,10 @@ class RegistryClient:
                     _, msg = _error_of(r.status, data)
                     raise Unauthorized(f"unauthorized: {msg or 'incorrect username or password'}")
                 if r.status >= 400:
-                    raise RegistryRequestError(f"token request to {realm} failed: {r.status}", status=r.status)
-        except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as err:
+                    raise RegistryRequestError(
+                        f"token request to {realm} failed: {r.status}", status=r.status
+                    )
+        except (TimeoutError, aiohttp.ClientConnectionError) as err:
             raise errdefs.Unavailable(f"token request to {realm} failed: {err}") from None
         doc = json.loads(data)
         token = str(doc.get("token") or doc.get("access_token") or "")
@@ -219,7 +226,7 @@ class RegistryClient:
                 self._challenge = _pick(r.headers.getall("WWW-Authenticate", [])) or self._challenge
                 h = {**(headers or {}), **await self._auth_headers(scopes, refresh=True)}
                 r = await self.session.request(method, url, headers=h, data=data)
-        except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as err:
+        except (TimeoutError, aiohttp.ClientConnectionError) as err:
             raise errdefs.Unavailable(f"{method} {url}: {err}") from None
         if r.status == 401:
             body = await r.read()
@@ -248,8 +255,9 @@ class RegistryClient:
         return [f"repository:{repo}:pull,push", *(f"repository:{s}:pull" for s in sources if s != repo)]
 
     async def get_manifest(self, repo: str, ref: str, *, scopes: list[str] | None = None) -> Manifest:
-        r = await self.request("GET", f"/v2/{repo}/manifests/{ref}", scopes or self.pull_scope(repo),
-                               headers={"Accept": ACCEPT})
+        r = await self.request(
+            "GET", f"/v2/{repo}/manifests/{ref}", scopes or self.pull_scope(repo), headers={"Accept": ACCEPT}
+        )
         async with r:
             if r.status != 200:
                 raise await self._fail(r, f"manifest for {repo}:{ref}")
@@ -272,8 +280,9 @@ class RegistryClient:
             return Manifest(digest, mt, body)
 
     async def head_manifest(self, repo: str, ref: str) -> str | None:
-        r = await self.request("HEAD", f"/v2/{repo}/manifests/{ref}", self.pull_scope(repo),
-                               headers={"Accept": ACCEPT})
+        r = await self.request(
+            "HEAD", f"/v2/{repo}/manifests/{ref}", self.pull_scope(repo), headers={"Accept": ACCEPT}
+        )
         async with r:
             if r.status == 404:
                 return None
@@ -307,7 +316,7 @@ class RegistryClient:
                         buf.clear()
                         if progress is not None:
                             await progress(n)
-            except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, asyncio.TimeoutError) as err:
+            except (TimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as err:
                 raise errdefs.Unavailable(f"download of {digest} failed: {err}") from None
             if buf:
                 await sink(bytes(buf))
@@ -342,8 +351,9 @@ class RegistryClient:
 
     async def mount_blob(self, repo: str, digest: str, source: str) -> bool:
         """Cross-repository mount: True when done (201); False when the registry opened an upload."""
-        r = await self.request("POST", f"/v2/{repo}/blobs/uploads/?mount={digest}&from={source}",
-                               self.push_scope(repo, source))
+        r = await self.request(
+            "POST", f"/v2/{repo}/blobs/uploads/?mount={digest}&from={source}", self.push_scope(repo, source)
+        )
         async with r:
             await r.read()
             if r.status == 201:
@@ -402,11 +412,17 @@ class RegistryClient:
             offset = 0
             while offset < size:
                 end = min(size, offset + chunk_size)
-                r = await self.request("PATCH", loc, scopes, data=body(offset, end), headers={
-                    "Content-Type": "application/octet-stream",
-                    "Content-Range": f"{offset}-{end - 1}",
-                    "Content-Length": str(end - offset),
-                })
+                r = await self.request(
+                    "PATCH",
+                    loc,
+                    scopes,
+                    data=body(offset, end),
+                    headers={
+                        "Content-Type": "application/octet-stream",
+                        "Content-Range": f"{offset}-{end - 1}",
+                        "Content-Length": str(end - offset),
+                    },
+                )
                 async with r:
                     if r.status != 202:
                         raise await self._fail(r, f"upload of {digest}")
@@ -424,8 +440,13 @@ class RegistryClient:
                 raise await self._fail(r, f"upload of {digest}")
 
     async def put_manifest(self, repo: str, ref: str, body: bytes, media_type: str) -> str:
-        r = await self.request("PUT", f"/v2/{repo}/manifests/{ref}", self.push_scope(repo), data=body,
-                               headers={"Content-Type": media_type})
+        r = await self.request(
+            "PUT",
+            f"/v2/{repo}/manifests/{ref}",
+            self.push_scope(repo),
+            data=body,
+            headers={"Content-Type": media_type},
+        )
         async with r:
             if r.status not in (200, 201, 202):
                 raise await self._fail(r, f"manifest {repo}:{ref}")
@@ -443,6 +464,6 @@ def _pick(values: list[str]) -> spec.Challenge | None:
 
 
 def _absolute(base: str, location: str) -> str:
-    if location.startswith("http://") or location.startswith("https://"):
+    if location.startswith(("http://", "https://")):
         return location
     return base + (location if location.startswith("/") else "/" + location)

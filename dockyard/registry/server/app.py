@@ -151,7 +151,9 @@ class _Handler:
                 user = str(claims.get("sub", ""))
             else:
                 user = str(form.get("username", ""))
-                if not user or not await asyncio.to_thread(self.cfg.users.check, user, str(form.get("password", ""))):
+                if not user or not await asyncio.to_thread(
+                    self.cfg.users.check, user, str(form.get("password", ""))
+                ):
                     return bad
         else:
             scopes = [s for sc in request.query.getall("scope", []) for s in sc.split(" ") if s]
@@ -278,7 +280,11 @@ class _Handler:
         await asyncio.to_thread(self.st.commit_upload, name, uuid, digest)
         return web.Response(
             status=201,
-            headers={"Location": f"/v2/{name}/blobs/{digest}", "Docker-Content-Digest": digest, "Content-Length": "0"},
+            headers={
+                "Location": f"/v2/{name}/blobs/{digest}",
+                "Docker-Content-Digest": digest,
+                "Content-Length": "0",
+            },
         )
 
     async def uploads_post(self, request: web.Request, name: str) -> web.StreamResponse:
@@ -286,8 +292,11 @@ class _Handler:
         mount, source = q.get("mount"), q.get("from")
         if mount:
             mount = self._digest(mount)
-            if source and spec.is_name(source) and self.st.repo_has_blob(source, mount) and self._may_pull(
-                request, source
+            if (
+                source
+                and spec.is_name(source)
+                and self.st.repo_has_blob(source, mount)
+                and self._may_pull(request, source)
             ):
                 self.st.link_blob(name, mount)
                 return web.Response(
@@ -365,14 +374,16 @@ class _Handler:
         digest, body = found
         media_type = _media_type(body)
         accept = [a.split(";")[0].strip() for h in request.headers.getall("Accept", []) for a in h.split(",")]
-        if accept and media_type not in accept and "*/*" not in accept and ":" not in ref:
-            # distribution: a tag whose manifest the client cannot take is "unknown" to it
-            if media_type in spec.INDEX_TYPES or media_type == spec.MT_OCI_MANIFEST and accept == [
-                spec.MT_SCHEMA1
-            ]:
-                raise RegistryError("MANIFEST_UNKNOWN", f"manifest media type {media_type} not acceptable")
-        headers = {"Docker-Content-Digest": digest, "Content-Type": media_type, "Etag": f'"{digest}"',
-                   "Content-Length": str(len(body))}
+        # distribution: a tag whose index the client cannot take is "unknown" to it
+        wants_index = not accept or media_type in accept or "*/*" in accept
+        if ":" not in ref and media_type in spec.INDEX_TYPES and not wants_index:
+            raise RegistryError("MANIFEST_UNKNOWN", f"manifest media type {media_type} not acceptable")
+        headers = {
+            "Docker-Content-Digest": digest,
+            "Content-Type": media_type,
+            "Etag": f'"{digest}"',
+            "Content-Length": str(len(body)),
+        }
         if request.method == "HEAD":
             resp = web.StreamResponse(status=200, headers=headers)
             await resp.prepare(request)
@@ -427,8 +438,11 @@ class _Handler:
         if doc.get("annotations"):
             descriptor["annotations"] = doc["annotations"]
         await asyncio.to_thread(self.st.put_manifest, name, digest, body, tags, subject, descriptor)
-        headers = {"Location": f"/v2/{name}/manifests/{digest}", "Docker-Content-Digest": digest,
-                   "Content-Length": "0"}
+        headers = {
+            "Location": f"/v2/{name}/manifests/{digest}",
+            "Docker-Content-Digest": digest,
+            "Content-Length": "0",
+        }
         if subject is not None:
             headers["OCI-Subject"] = str(subject.get("digest"))
         resp = web.Response(status=201, headers=headers)

@@ -117,8 +117,10 @@ class TokenIssuer:
 
 def allowed(claims: dict[str, Any], kind: str, name: str, action: str) -> bool:
     for entry in claims.get("access") or []:
-        if entry.get("type") == kind and entry.get("name") in (name, "*") and (
-            action in entry.get("actions", []) or "*" in entry.get("actions", [])
+        if (
+            entry.get("type") == kind
+            and entry.get("name") in (name, "*")
+            and (action in entry.get("actions", []) or "*" in entry.get("actions", []))
         ):
             return True
     return False

@@ -65,8 +65,15 @@ class Storage(Protocol):
     def commit_upload(self, repo: str, uuid: str, digest: str) -> int: ...
     def cancel_upload(self, repo: str, uuid: str) -> None: ...
     def get_manifest(self, repo: str, ref: str) -> tuple[str, bytes] | None: ...
-    def put_manifest(self, repo: str, digest: str, body: bytes, tags: list[str], subject: dict[str, object] | None,
-                     descriptor: dict[str, object]) -> None: ...
+    def put_manifest(
+        self,
+        repo: str,
+        digest: str,
+        body: bytes,
+        tags: list[str],
+        subject: dict[str, object] | None,
+        descriptor: dict[str, object],
+    ) -> None: ...
     def delete_manifest(self, repo: str, ref: str) -> bool: ...
     def tags(self, repo: str) -> list[str] | None: ...
     def repositories(self) -> list[str]: ...
@@ -167,8 +174,9 @@ class FilesystemStorage:
         """Write `data` at `offset`, which must be the current size (416 otherwise)."""
         st = self.upload_state(repo, uuid)
         if offset != st.size:
-            raise RegistryError("RANGE_INVALID", f"expected chunk at offset {st.size}, got {offset}",
-                                detail={"size": st.size})
+            raise RegistryError(
+                "RANGE_INVALID", f"expected chunk at offset {st.size}, got {offset}", detail={"size": st.size}
+            )
         with open(self._upload(uuid) / "data", "ab") as f:
             f.write(data)
         hashed = self._hashers.get(uuid)
@@ -220,8 +228,15 @@ class FilesystemStorage:
         except FileNotFoundError:
             return None
 
-    def put_manifest(self, repo: str, digest: str, body: bytes, tags: list[str], subject: dict[str, object] | None,
-                     descriptor: dict[str, object]) -> None:
+    def put_manifest(
+        self,
+        repo: str,
+        digest: str,
+        body: bytes,
+        tags: list[str],
+        subject: dict[str, object] | None,
+        descriptor: dict[str, object],
+    ) -> None:
         self._put_blob(digest, body)
         _write_atomic(self._rev_link(repo, digest), digest.encode())
         self.link_blob(repo, digest)
