@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,7 +108,7 @@ async def _resolve(rc: RegistryClient, ref: reference.Reference, platform: str |
 
 async def pull(
     svc: Any, settings: RegistrySettings, ref: reference.Reference, auth: AuthConfig, platform: str | None
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncGenerator[dict[str, Any], None]:
     """Yield Docker progress messages; errors before the first message are plain exceptions."""
     clients = settings.endpoints(ref.domain, auth)
     for i, rc in enumerate(clients):
@@ -128,7 +128,7 @@ async def pull(
 
 async def _pull_resolved(
     svc: Any, rc: RegistryClient, ref: reference.Reference, r: _Resolved
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncGenerator[dict[str, Any], None]:
     yield _msg(f"Pulling from {ref.path}", ref.tag or ref.digest)
     config_bytes = await rc.read_blob(ref.path, r.config.digest)
     try:

@@ -27,7 +27,7 @@ import json
 import logging
 import secrets
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +68,7 @@ def _compress_sync(src: Path, dest: Path) -> tuple[str, int]:
 
     with open(src, "rb") as fin, open(dest, "wb") as raw:
         out = _Hashing(raw)
-        with gzip.GzipFile(filename="", mode="wb", fileobj=out, compresslevel=COMPRESS_LEVEL, mtime=0) as gz:  # type: ignore[arg-type]
+        with gzip.GzipFile(filename="", mode="wb", fileobj=out, compresslevel=COMPRESS_LEVEL, mtime=0) as gz:
             shutil.copyfileobj(fin, gz, _CHUNK)
     return "sha256:" + h.hexdigest(), out.n
 
@@ -88,7 +88,7 @@ def _targets(svc: Any, ref: reference.Reference) -> list[tuple[str, Any]]:
 
 async def push(
     svc: Any, settings: RegistrySettings, ref: reference.Reference, auth: AuthConfig
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncGenerator[dict[str, Any], None]:
     targets = _targets(svc, ref)
     rc = settings.endpoints(ref.domain, auth, push=True)[-1]
     async with rc:
@@ -100,7 +100,7 @@ async def push(
 
 async def _push_one(
     svc: Any, rc: RegistryClient, ref: reference.Reference, tag: str, img: Any
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncGenerator[dict[str, Any], None]:
     repo = ref.path
     yield {"status": f"The push refers to repository [{ref.name}]"}
     diff_ids: list[str] = img.diff_ids

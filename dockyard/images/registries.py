@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,13 +82,13 @@ class DistributionService:
 
     def pull(
         self, name: str, tag: str, auth_header: str | None, platform: str | None = None
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncGenerator[dict[str, Any], None]:
         from dockyard.images.pull import pull
 
         ref = _ref(name, tag)
         return pull(self.images, self.settings, ref, decode_registry_auth(auth_header), platform)
 
-    def push(self, name: str, tag: str, auth_header: str | None) -> AsyncIterator[dict[str, Any]]:
+    def push(self, name: str, tag: str, auth_header: str | None) -> AsyncGenerator[dict[str, Any], None]:
         from dockyard.images.push import push
 
         ref = reference.parse_normalized(name)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -28,8 +28,8 @@ log = logging.getLogger(__name__)
 class _DistributionBackend(Protocol):  # what these routes call on DistributionService
     def pull(
         self, name: str, tag: str, auth_header: str | None, platform: str | None = ...
-    ) -> AsyncIterator[dict[str, Any]]: ...
-    def push(self, name: str, tag: str, auth_header: str | None) -> AsyncIterator[dict[str, Any]]: ...
+    ) -> AsyncGenerator[dict[str, Any], None]: ...
+    def push(self, name: str, tag: str, auth_header: str | None) -> AsyncGenerator[dict[str, Any], None]: ...
     async def login(self, body: dict[str, Any]) -> dict[str, str]: ...
     async def inspect(self, name: str, auth_header: str | None) -> dict[str, Any]: ...
 
@@ -39,7 +39,7 @@ def _svc(request: web.Request) -> _DistributionBackend:
 
 
 async def progress_stream(
-    request: web.Request, messages: AsyncIterator[dict[str, Any]]
+    request: web.Request, messages: AsyncGenerator[dict[str, Any], None]
 ) -> web.StreamResponse:
     """Write messages as JSON lines; errors after the first one go into the stream."""
     first = await anext(messages, None)  # an error here propagates as an HTTP error

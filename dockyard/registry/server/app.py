@@ -159,9 +159,10 @@ class _Handler:
             scopes = [s for sc in request.query.getall("scope", []) for s in sc.split(" ") if s]
             user = ""
             if request.headers.get("Authorization"):
-                user = await asyncio.to_thread(self._basic_user, request) or ""
-                if not user:
+                found = await asyncio.to_thread(self._basic_user, request)
+                if not found:
                     return bad
+                user = found
         access = []
         if user:  # an authenticated user may do anything; anonymous users get nothing
             for sc in scopes:
