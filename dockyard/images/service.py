@@ -334,8 +334,8 @@ class ImageService:
         out = []
         for img in images:
             dangling = not img.repo_tags and not img.repo_digests
-            if not all and dangling and img.id in parents and dangling_filter is None:
-                continue  # intermediate images are hidden unless all=1
+            if not all and dangling and img.id in parents:
+                continue  # intermediate images are hidden unless all=1, also from dangling=true (moby)
             if dangling_filter is not None and dangling != dangling_filter:
                 continue
             if before is not None and not img.created < before:
@@ -932,6 +932,16 @@ class ImageService:
         except FileNotFoundError:
             return []
         return [self.snapshots.init_dir(key), *(self.layers.diff_dir(c) for c in reversed(chains))]
+
+    def rootfs_graph_data(self, key: str, merged: Path) -> dict[str, str]:
+        """GraphDriver.Data of a container's inspect, as overlay2 shows it."""
+        upper = self.upper_dir(key)
+        return {
+            "LowerDir": ":".join(str(p) for p in self._snapshot_lowers(key)),
+            "MergedDir": str(merged),
+            "UpperDir": str(upper),
+            "WorkDir": str(upper.parent / "work"),
+        }
 
     def changes(self, key: str) -> list[dict[str, Any]]:
         return snapdiff.changes(self.upper_dir(key), self._snapshot_lowers(key))
