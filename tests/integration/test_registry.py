@@ -406,3 +406,48 @@ def test_dockyard_login_shares_docker_config(
         assert f"Removing login credentials for {auth_registry.host}" in res.stdout
     finally:
         _cleanup(cli, ref)
+
+
+def test_corrupt_blob_leaves_no_image(
+    docker_py: docker.DockerClient, busybox: str, registry: Registry, cli, unique
+) -> None:  # type: ignore[no-untyped-def]
+    """A layer whose bytes do not match its digest fails the pull in-stream and stores nothing."""
+    repo = f"{registry.host}/{unique('bad')}"
+    c = docker_py.containers.create(busybox, ["sh", "-c", "echo x > /x"], network_mode="none")
+    try:
+        c.start()
+        c.wait(timeout=30)
+        img = c.commit(repository=repo, tag="v1")
+    finally:
+        c.remove(force=True)
+    try:
+        cli("push", f"{repo}:v1")
+        manifest = json.loads(
+            cli("manifest", "inspect", "--insecure", f"{repo}:v1", check=False).stdout or "{}"
+        )
+        layer = manifest["layers"][-1]["digest"] if manifest.get("layers") else None
+        if layer is None:  # no `docker manifest` plugin: read the registry's files instead
+            raw = (
+                registry.root
+                / "data"
+                / "repositories"
+                / repo.partition("/")[2]
+                / "_manifests"
+                / "tags"
+                / "v1"
+            )
+            mdigest = raw.read_text().strip()
+            mbody = json.loads((registry.root / "data" / "blobs" / "sha256" / mdigest[7:]).read_bytes())
+            layer = mbody["layers"][-1]["digest"]
+        blob = registry.root / "data" / "blobs" / "sha256" / layer[7:]
+        good = blob.read_bytes()
+        blob.write_bytes(good[:-8] + b"corrupt!")
+        docker_py.images.remove(img.id, force=True)
+        res = cli("pull", f"{repo}:v1", check=False)
+        assert res.returncode == 1 and "verification failed" in res.stderr, res.stderr
+        assert cli("image", "inspect", f"{repo}:v1", check=False).returncode == 1
+        blob.write_bytes(good)  # the registry is repaired: a retried pull succeeds
+        cli("pull", f"{repo}:v1")
+        assert _image_id(cli, f"{repo}:v1") == img.id
+    finally:
+        _cleanup(cli, f"{repo}:v1")
