@@ -317,7 +317,7 @@ class _Run:
                 if any(other.parent == image_id for other in self.b.images.all()):
                     continue
                 try:
-                    await self.b.images.delete(image_id, force=False, noprune=True)
+                    await self.b.images.delete(image_id.removeprefix("sha256:"), force=False, noprune=True)
                     changed = True
                 except errdefs.DockyardError as err:
                     log.debug("build clean-up kept %s: %s", image_id, err)
