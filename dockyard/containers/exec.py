@@ -43,6 +43,7 @@ class ExecSession:
         self.proc = proc
         self.master = master
         self.output: asyncio.Queue[tuple[int, bytes] | None] = asyncio.Queue(maxsize=64)
+        self.tail = b""  # the last output, where the runtime's own error lands
         self._readers: list[asyncio.Task[None]] = []
         loop = asyncio.get_running_loop()
         if master is not None:
@@ -56,6 +57,7 @@ class ExecSession:
 
     async def _pump(self, reader: asyncio.StreamReader, stream: int) -> None:
         while chunk := await reader.read(65536):
+            self.tail = (self.tail + chunk)[-4096:]
             await self.output.put((stream, chunk))
 
     async def _pump_fd(self, fd: int) -> None:
@@ -73,6 +75,7 @@ class ExecSession:
                 return
             if not chunk:
                 return
+            self.tail = (self.tail + chunk)[-4096:]
             await self.output.put((STDOUT, chunk))
 
     async def _finish(self) -> int:
@@ -208,7 +211,11 @@ class ExecService:
         spec_path.write_text(json.dumps(self._process_spec(crec, rec)))
         runtime = self.containers.runtime(crec)
         tty = rec["ProcessConfig"]["tty"] and not detach
-        argv = runtime.argv("exec", *(["-t"] if tty else []), "--process", str(spec_path), crec["Id"])
+        pid_file = self.dir / f"{eid}.pid"
+        pid_file.unlink(missing_ok=True)
+        argv = runtime.argv(
+            "exec", *(["-t"] if tty else []), "--pid-file", str(pid_file), "--process", str(spec_path), crec["Id"]
+        )
         master: int | None = None
         try:
             if tty:
@@ -241,16 +248,24 @@ class ExecService:
         self.store.execs.put(eid, rec, name=crec["Id"])
         cmd = " ".join([rec["ProcessConfig"]["entrypoint"], *rec["ProcessConfig"]["arguments"]])
         self.containers.publish(crec, f"exec_start: {cmd}", execID=eid)
-        session.done.add_done_callback(lambda t: self._finished(eid, crec, t))
+        session.done.add_done_callback(lambda t: self._finished(eid, crec, t, session))
         return session
 
-    def _finished(self, eid: str, crec: dict[str, Any], task: asyncio.Task[int]) -> None:
+    def _finished(self, eid: str, crec: dict[str, Any], task: asyncio.Task[int], session: ExecSession) -> None:
         self.sessions.pop(eid, None)
         if task.cancelled():
             return  # daemon shutdown: the process may still run; its record stays as it was
         (self.dir / f"{eid}.json").unlink(missing_ok=True)
+        pid_file = self.dir / f"{eid}.pid"
+        started = pid_file.exists()
+        pid_file.unlink(missing_ok=True)
         rec = self.store.execs.get(eid)
-        code = task.result() if not task.cancelled() and task.exception() is None else -1
+        code = task.result() if task.exception() is None else -1
+        if not started and code == 255:
+            # the runtime never started the process (it writes the pid file once it has):
+            # Docker's codes for a command that is missing (127) or cannot run (126)
+            tail = session.tail.decode(errors="replace").lower()
+            code = 127 if "no such file" in tail or "not found" in tail else 126
         if rec is not None:
             rec["Running"] = False
             rec["ExitCode"] = code

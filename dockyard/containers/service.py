@@ -87,6 +87,9 @@ class ContainerService:
         # attach sessions waiting for a start: (go: may connect now?, ready: connected)
         self._start_waiters: dict[str, list[tuple[asyncio.Future[bool], asyncio.Future[None]]]] = {}
         self._recently_removed: dict[str, tuple[float, Record]] = {}
+        # ids whose start has passed the point where waiting attachers were let in, while
+        # their record still says "created"
+        self._attachable: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # ---- wiring -------------------------------------------------------------------------
@@ -439,6 +442,7 @@ class ContainerService:
             await self._release_attachers(cid, True)
             await runtime.start(cid)
         except BaseException as err:
+            self._attachable.discard(cid)
             await self._release_attachers(cid, False)
             await self._cleanup_failed_start(rec, runtime, created)
             if self.networks is not None:
@@ -457,6 +461,7 @@ class ContainerService:
         rec["Dockyard"]["ConmonPid"] = started.conmon_pid
         rec["Dockyard"]["ManuallyStopped"] = False
         self.save(rec)
+        self._attachable.discard(cid)
         self._watch(cid, started.conmon_pid)
         self.publish(rec, "start")
 
@@ -464,6 +469,8 @@ class ContainerService:
         """Attach sessions waiting for this start connect now, before the process runs,
         so they see all of its output."""
         waiters = self._start_waiters.pop(cid, [])
+        if go:
+            self._attachable.add(cid)  # later attachers connect directly (see open_attach)
         for go_fut, _ in waiters:
             if not go_fut.done():
                 go_fut.set_result(go)
@@ -797,7 +804,7 @@ class ContainerService:
         """
         cid = self.resolve_id(ref)
         rec = self.get(cid)
-        if state.status(rec) == state.CREATED:
+        if state.status(rec) == state.CREATED and cid not in self._attachable:
             loop = asyncio.get_running_loop()
             go: asyncio.Future[bool] = loop.create_future()
             ready: asyncio.Future[None] = loop.create_future()
@@ -809,9 +816,12 @@ class ContainerService:
             finally:
                 if not ready.done():
                     ready.set_result(None)
-        if not rec["State"]["Running"]:
+        if not rec["State"]["Running"] and cid not in self._attachable:
             return rec, None
-        return rec, await AttachConnection.open(self.bundle(cid))
+        try:
+            return rec, await AttachConnection.open(self.bundle(cid))
+        except (FileNotFoundError, ConnectionRefusedError):
+            return self.get(cid), None  # it exited (conmon gone) in the meantime
 
     def resize(self, ref: str, height: int, width: int) -> None:
         rec = self.get(ref)

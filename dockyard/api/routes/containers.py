@@ -306,6 +306,10 @@ async def attach(request: web.Request) -> web.StreamResponse:
     resp, stream = await hijack(request, multiplexed=not tty)
     try:
         if qbool(request, "logs"):
+            # docker-py reads the hijacked socket past http.client's buffered reader: bytes
+            # that arrive together with the 101 headers are lost to it. Replayed logs are
+            # ready at once, so give the client a moment to take the headers alone.
+            await asyncio.sleep(0.05)
             async for batch in read_log(Path(rec["LogPath"])):
                 for e in batch:
                     if e.stream in want:
