@@ -1,0 +1,161 @@
+"""Live restore: containers outlive the daemon (conmon owns them) and are adopted on restart.
+
+Each test runs its own daemon (make_daemon) so stopping it does not disturb other tests:
+SIGTERM with streams open must stop promptly and leave containers running; after a
+restart (or a `kill -9`), running containers are adopted with their logs, and one that
+exited while the daemon was away gets its real exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from tests.conftest import Daemon, destroy_daemon, import_busybox, make_daemon
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (overlayfs, runc)")
+
+
+@pytest.fixture
+def own_daemon() -> Iterator[Daemon]:
+    d = make_daemon()
+    import_busybox(d.host)
+    yield d
+    if d.proc.poll() is not None:
+        d.start()
+    destroy_daemon(d)
+    assert conmons(d) == [], "conmon left behind"
+    with open("/proc/mounts") as f:
+        assert not [line for line in f if str(d.root) in line]
+
+
+def conmons(d: Daemon) -> list[int]:
+    out = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                argv = (p / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if argv.startswith(b"conmon\0") and str(d.root).encode() in argv:
+                out.append(int(p.name))
+    return out
+
+
+def cli(d: Daemon, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DOCKER_HOST": d.host}
+    r = subprocess.run(["docker", *args], capture_output=True, text=True, env=env, timeout=timeout)
+    if check and r.returncode:
+        raise AssertionError(f"docker {args} exited {r.returncode}: {r.stderr}")
+    return r
+
+
+def state(d: Daemon, name: str) -> dict[str, Any]:
+    return json.loads(cli(d, "inspect", name).stdout)[0]["State"]
+
+
+def wait_for(pred: Callable[[], Any], timeout: float = 10, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if v := pred():
+            return v
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def start_workload(d: Daemon) -> None:
+    cli(d, "run", "-d", "--name", "ticker", "busybox", "sh", "-c",
+        "i=0; while true; do echo tick$i; echo tock$i >&2; i=$((i+1)); sleep 0.1; done")  # fmt: skip
+    cli(d, "run", "-d", "--name", "doomed", "busybox", "sh", "-c", "sleep 1.5; exit 7")
+    cli(d, "run", "-d", "--name", "frozen", "busybox", "sleep", "1000")
+    cli(d, "pause", "frozen")
+    wait_for(lambda: "tick3" in cli(d, "logs", "ticker").stdout, what="ticker output")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "kill-9"])
+def test_restart_adopts_containers(own_daemon: Daemon, sig: int):
+    d = own_daemon
+    start_workload(d)
+    pids = {n: state(d, n)["Pid"] for n in ("ticker", "doomed", "frozen")}
+    # long-lived streams open while the daemon goes away
+    env = {**os.environ, "DOCKER_HOST": d.host}
+    streams = [
+        subprocess.Popen(["docker", *a], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        for a in (["events"], ["logs", "-f", "ticker"], ["attach", "--no-stdin", "ticker"], ["wait", "doomed"])
+    ]
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    d.stop(sig)
+    assert time.monotonic() - t0 < 3, "daemon shutdown was not prompt"
+    for p in streams:
+        p.wait(timeout=10)
+    assert len(conmons(d)) == 3 or not alive(pids["doomed"])
+    assert alive(pids["ticker"]) and alive(pids["frozen"])
+    # "doomed" exits while nobody watches
+    wait_for(lambda: not alive(pids["doomed"]), timeout=10, what="doomed to exit")
+    wait_for(lambda: len(conmons(d)) == 2, what="doomed's conmon to go")
+    d.start()
+    t = state(d, "ticker")
+    assert (t["Status"], t["Running"], t["Pid"]) == ("running", True, pids["ticker"])
+    f = state(d, "frozen")
+    assert (f["Status"], f["Paused"]) == ("paused", True)
+    dm = state(d, "doomed")
+    assert (dm["Status"], dm["Running"], dm["ExitCode"]) == ("exited", False, 7)
+    assert dm["FinishedAt"] > dm["StartedAt"]
+    assert cli(d, "wait", "doomed").stdout.strip() == "7"
+    # logs are intact across the restart and keep coming
+    before = cli(d, "logs", "ticker")
+    lines = before.stdout.splitlines()
+    assert lines == [f"tick{i}" for i in range(len(lines))]
+    assert before.stderr.splitlines()[:3] == ["tock0", "tock1", "tock2"]
+    wait_for(lambda: len(cli(d, "logs", "ticker").stdout.splitlines()) > len(lines) + 2, what="more ticks")
+    # adopted containers are fully manageable
+    assert cli(d, "exec", "ticker", "echo", "hi").stdout == "hi\n"
+    cli(d, "unpause", "frozen")
+    assert state(d, "frozen")["Status"] == "running"
+    since = str(time.time() - 0.5)
+    cli(d, "stop", "-t", "1", "ticker")
+    t = state(d, "ticker")
+    assert (t["Status"], t["ExitCode"]) == ("exited", 137)  # sh as PID 1 ignores TERM
+    assert not alive(pids["ticker"])
+    ev = cli(d, "events", "--since", since, "--until", str(time.time()), "--filter", "container=ticker",
+             "--format", "{{.Action}}").stdout.split()  # fmt: skip
+    assert "die" in ev and "stop" in ev
+    cli(d, "kill", "frozen")
+    assert state(d, "frozen")["ExitCode"] == 137
+    assert conmons(d) == []
+    for n in ("ticker", "doomed", "frozen"):
+        cli(d, "rm", n)
+    assert not list((d.data_root / "containers").iterdir())
+
+
+def test_restart_with_docker_py_wait_and_rm(own_daemon: Daemon):
+    d = own_daemon
+    client = docker.DockerClient(base_url=d.host, version="auto", timeout=30)
+    try:
+        c = client.containers.run("busybox", ["sh", "-c", "sleep 1; echo bye; exit 3"], detach=True)
+        d.stop()
+        time.sleep(1.5)  # it exits while the daemon is down
+        d.start()
+        assert c.wait(timeout=10)["StatusCode"] == 3
+        assert c.logs() == b"bye\n"
+        c.remove()
+    finally:
+        client.close()
