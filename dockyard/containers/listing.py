@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -64,6 +65,16 @@ def entry(rec: dict[str, Any], image_ids: dict[str, str] | None = None) -> dict[
     }
 
 
+def _name_match(pattern: str, name: str) -> bool:
+    """Docker matches the filter as a regular expression against "/name" and "name", so
+    `name=^/web$` and `name=^web$` are both exact and `name=web` is a substring."""
+    try:
+        rx = re.compile(pattern)
+    except re.error:
+        return pattern.lstrip("/") in name.lstrip("/")
+    return bool(rx.search(name) or rx.search(name.lstrip("/")))
+
+
 def _label_match(labels: dict[str, str], wanted: list[str]) -> bool:
     for w in wanted:
         k, eq, v = w.partition("=")
@@ -86,7 +97,7 @@ def apply_filters(
     if "id" in f:
         out = [r for r in out if any(r["Id"].startswith(x) for x in f["id"])]
     if "name" in f:
-        out = [r for r in out if any(x.lstrip("/") in r["Name"].lstrip("/") for x in f["name"])]
+        out = [r for r in out if any(_name_match(x, r["Name"]) for x in f["name"])]
     if "label" in f:
         out = [r for r in out if _label_match(r["Config"].get("Labels") or {}, f["label"])]
     if "status" in f:

@@ -369,6 +369,8 @@ def test_ps_filters(docker_cli: Runner, run_d: Make, busybox: str, unique, made,
     assert names("--filter", "exited=3") == [mid]
     assert names("--filter", "label=role=b") == [last]
     assert names("--filter", f"name={first}") == [first]
+    assert names("--filter", f"name=^/{first}$") == [first] == names("--filter", f"name=^{first}$")
+    assert names("--filter", f"name=^{first[:-2]}$") == []
     fid = inspect(docker_cli, first)["Id"]
     assert names("--filter", f"id={fid[:10]}") == [first]
     assert names("-a", "--filter", f"before={created}") == [mid, first]
