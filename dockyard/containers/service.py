@@ -29,7 +29,7 @@ from dockyard._sys.netns import set_loopback_up
 from dockyard.containers import mounts as mountplan
 from dockyard.containers import names, state
 from dockyard.containers.attach import AttachConnection
-from dockyard.containers.files import hosts_file, resolve_user, write_container_files
+from dockyard.containers.files import hosts_file, make_workdir, resolve_user, write_container_files
 from dockyard.containers.model import DEFAULT_PATH, ZERO_TIME, build_record, inspect_view, new_id, now_rfc3339
 from dockyard.events import EventBus
 from dockyard.runtime import spec as ocispec
@@ -416,7 +416,7 @@ class ContainerService:
             rootfs = await asyncio.to_thread(self._mount_rootfs, rec)
             await self._mount_volumes(rec, rootfs)
             if cfg_wd := rec["Config"].get("WorkingDir"):
-                (rootfs / cfg_wd.lstrip("/")).mkdir(parents=True, exist_ok=True)
+                await asyncio.to_thread(make_workdir, rootfs, cfg_wd)
             spec = self._build_spec(rec, rootfs)
             write_atomic(cdir / "config.json", json.dumps(spec).encode())
             started = await self.conmon.create(

@@ -570,3 +570,7 @@ def test_failed_start_leaves_nothing(docker_cli: Runner, busybox: str, daemon: D
     # not executable -> 126
     r = docker_cli("run", "--rm", busybox, "/etc/passwd", check=False)
     assert r.returncode == 126
+    # a working directory that cannot be made is a clear 400, not a 500
+    r = docker_cli("run", "--rm", "-w", "/etc/passwd", busybox, "true", check=False)
+    assert r.returncode == 125 and "not a directory" in r.stderr and "internal" not in r.stderr
+    wait_for(lambda: bundles(daemon) <= before, what="--rm container gone")
