@@ -30,6 +30,8 @@ def status_text(rec: dict[str, Any], now: float | None = None) -> str:
         return f"Exited ({st['ExitCode']}) {human_duration(now - parse_rfc3339(st['FinishedAt']))} ago"
     if st["Status"] == "created":
         return "Created"
+    if st["Status"] == "restarting":
+        return f"Restarting ({st['ExitCode']}) {human_duration(now - parse_rfc3339(st['FinishedAt']))} ago"
     if st["Status"] == "removing":
         return "Removal In Progress"
     if st["Status"] == "dead":
