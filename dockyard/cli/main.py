@@ -14,6 +14,7 @@ import click
 from dockyard import errdefs
 from dockyard.cli import containers, copy, images, interactive, registry, registry_cmds, run, system
 from dockyard.cli import volumes
+from dockyard.cli import networks
 from dockyard.cli import build as build_cmds
 from dockyard.cli._common import State, StatusError, error_text
 from dockyard.cli.formatting import TemplateError
@@ -38,6 +39,7 @@ def cli(ctx: click.Context, host: str | None, debug: bool, log_level: str | None
 for module in (run, containers, interactive, copy, images, system, registry, registry_cmds):
     module.register(cli)
 volumes.register(cli)
+networks.register(cli)
 build_cmds.register(cli)
 
 

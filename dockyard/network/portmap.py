@@ -31,7 +31,12 @@ import socket
 from dataclasses import dataclass
 
 from dockyard._sys import proc
-from dockyard.errdefs import Conflict, InvalidArgument
+from dockyard.errdefs import Internal, InvalidArgument
+
+
+class PortAllocated(Internal):
+    """A host port is taken. Docker answers 500 here, and `run --rm` relies on it: a failed
+    start of an auto-remove container removes the container (a 409 would leave it)."""
 
 
 def table_name(data_root: str) -> str:
@@ -136,9 +141,9 @@ class PortReservations:
     def reserve(self, proto: str, host_ip: str, port: int) -> int:
         ip = host_ip or "0.0.0.0"
         if port and (proto, ip, port) in self._held or port and (proto, "0.0.0.0", port) in self._held:
-            raise Conflict(f"Bind for {ip}:{port} failed: port is already allocated")
+            raise PortAllocated(f"Bind for {ip}:{port} failed: port is already allocated")
         if port and ip == "0.0.0.0" and any(k[0] == proto and k[2] == port for k in self._held):
-            raise Conflict(f"Bind for {ip}:{port} failed: port is already allocated")
+            raise PortAllocated(f"Bind for {ip}:{port} failed: port is already allocated")
         if proto not in ("tcp", "udp", "sctp"):
             raise InvalidArgument(f"invalid protocol {proto}")
         kind = socket.SOCK_DGRAM if proto == "udp" else socket.SOCK_STREAM
@@ -150,7 +155,7 @@ class PortReservations:
         except OSError as err:
             s.close()
             if err.errno == errno.EADDRINUSE:
-                raise Conflict(f"Bind for {ip}:{port} failed: port is already allocated") from None
+                raise PortAllocated(f"Bind for {ip}:{port} failed: port is already allocated") from None
             if err.errno == errno.EADDRNOTAVAIL:
                 raise InvalidArgument(f"Bind for {ip}:{port} failed: cannot assign requested address") from None
             raise

@@ -36,7 +36,7 @@ from dockyard import errdefs
 from dockyard._sys.netns import set_loopback_up
 from dockyard.network import bridge, ipam
 from dockyard.network.dns import Resolver, embedded_resolv_conf, host_nameservers
-from dockyard.network.portmap import BridgeRules, PortMap, PortReservations, apply_table, delete_table, plan_table, table_name
+from dockyard.network.portmap import BridgeRules, PortAllocated, PortMap, PortReservations, apply_table, delete_table, plan_table, table_name
 
 log = logging.getLogger(__name__)
 
@@ -632,9 +632,14 @@ class NetworkService:
                                      "ctr_port": int(port_s), "bridge": ndoc["Dockyard"]["Bridge"]})  # fmt: skip
                         view.append({"HostIp": host_ip or "0.0.0.0", "HostPort": str(hp)})
                     ports_view[key] = view
-            except BaseException:
+            except BaseException as err:
                 for pm in maps:
                     self._ports.release(pm["proto"], pm["host_ip"], pm["host_port"])
+                if isinstance(err, PortAllocated):
+                    raise PortAllocated(
+                        f"driver failed programming external connectivity on endpoint {ep['Name']} "
+                        f"({ep['EndpointID']}): {err}"
+                    ) from None
                 raise
             ep["Ports"] = maps
             self._save(ndoc)
@@ -648,11 +653,11 @@ class NetworkService:
             lo, hi = int(lo_s), int(hi_s or lo_s)
         except ValueError:
             raise errdefs.InvalidArgument(f"invalid host port: {spec}") from None
-        last: errdefs.DockyardError | None = None
+        last: PortAllocated | None = None
         for p in range(lo, hi + 1):
             try:
                 return self._ports.reserve(proto, host_ip, p)
-            except errdefs.Conflict as err:
+            except PortAllocated as err:
                 last = err
         assert last is not None
         raise last
