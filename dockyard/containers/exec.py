@@ -78,6 +78,22 @@ class ExecSession:
             self.tail = (self.tail + chunk)[-4096:]
             await self.output.put((STDOUT, chunk))
 
+    def abandon(self) -> None:
+        """The client went away: stop reading the output, so the process meets a closed
+        pipe (SIGPIPE) or terminal (SIGHUP) as under Docker, instead of blocking forever
+        on a full one."""
+        for t in self._readers:
+            t.cancel()
+        for fd in (1, 2):
+            pipe = self.proc._transport.get_pipe_transport(fd) if self.proc._transport else None  # type: ignore[attr-defined]
+            if pipe is not None:
+                pipe.close()
+        if self.master is not None:
+            os.close(self.master)
+            self.master = None
+        while not self.output.empty():  # let _finish post its end marker
+            self.output.get_nowait()
+
     async def _finish(self) -> int:
         code = await self.proc.wait()
         if self.master is not None:

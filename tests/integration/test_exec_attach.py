@@ -256,3 +256,19 @@ def test_exec_tty_docker_py(docker_py: docker.DockerClient, busybox: str, unique
     assert code == 0 and out.replace(b"\r", b"").split(b"\n")[:2] == [b"/dev/pts/0", b"x"] or b"/dev/pts/" in out
     code, (o, e) = c.exec_run(["sh", "-c", "echo o; echo e >&2; exit 2"], demux=True)
     assert (code, o, e) == (2, b"o\n", b"e\n")
+
+
+def test_exec_client_gone_ends_a_writer(docker_py: docker.DockerClient, busybox: str, unique, made):
+    """A client that disconnects mid-stream must not leave the process blocked on a full pipe."""
+    name = unique("gone")
+    made.append(name)
+    c = docker_py.containers.run(busybox, ["sleep", "1000"], name=name, detach=True)
+    api = docker_py.api
+    eid = api.exec_create(c.id, ["sh", "-c", "while true; do echo xxxxxxxxxxxxxxxxxxxxxxxx; done"])["Id"]
+    sock = api.exec_start(eid, socket=True)
+    raw = getattr(sock, "_sock", sock)
+    assert raw.recv(4096)
+    raw.close()
+    sock.close()
+    wait_for(lambda: not api.exec_inspect(eid)["Running"], timeout=15, what="the exec to end")
+    assert api.exec_inspect(eid)["ExitCode"] in (141, 1, 2, 129)  # SIGPIPE, or the shell's write error

@@ -69,5 +69,7 @@ async def start(request: web.Request) -> web.StreamResponse:
     finally:
         if in_task and not in_task.done():
             in_task.cancel()
+        if not session.done.done():
+            session.abandon()  # the client left (or the daemon is stopping) before the end
         stream.close()
     return resp
