@@ -141,6 +141,15 @@ class ExecService:
         self.dir = exec_dir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.sessions: dict[str, ExecSession] = {}
+        self._forget_orphans()
+
+    def _forget_orphans(self) -> None:
+        """Exec processes are the previous daemon's children: none of them is ours to watch
+        any more, so a record still saying Running would say so forever."""
+        for rec in self.store.execs.all():
+            if rec.get("Running"):
+                rec.update(Running=False, Pid=0)
+                self.store.execs.put(rec["ID"], rec, name=rec["ContainerID"])
 
     def get(self, eid: str) -> dict[str, Any]:
         rec = self.store.execs.get(eid)

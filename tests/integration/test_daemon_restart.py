@@ -151,10 +151,14 @@ def test_restart_with_docker_py_wait_and_rm(own_daemon: Daemon):
     client = docker.DockerClient(base_url=d.host, version="auto", timeout=30)
     try:
         c = client.containers.run("busybox", ["sh", "-c", "sleep 1; echo bye; exit 3"], detach=True)
+        eid = client.api.exec_create(c.id, ["sleep", "0.5"])["Id"]
+        client.api.exec_start(eid, detach=True)
+        assert client.api.exec_inspect(eid)["Running"]
         d.stop()
         time.sleep(1.5)  # it exits while the daemon is down
         d.start()
         assert c.wait(timeout=10)["StatusCode"] == 3
+        assert client.api.exec_inspect(eid)["Running"] is False  # not "running" forever
         assert c.logs() == b"bye\n"
         c.remove()
     finally:
