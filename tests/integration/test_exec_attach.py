@@ -81,6 +81,10 @@ class Terminal:
         self.out += data
         return bool(data)
 
+    def resize(self, rows: int, cols: int) -> None:
+        """Like a user resizing the window: the kernel sends SIGWINCH to the foreground job."""
+        fcntl.ioctl(self.fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
     def send(self, data: str | bytes) -> None:
         os.write(self.fd, data.encode() if isinstance(data, str) else data)
 
@@ -181,6 +185,13 @@ def test_run_it_through_a_terminal(cli: str, daemon: Daemon, busybox: str):
     t.send("echo typed-$((6*7)); stty size\n")
     t.expect("typed-42")
     t.expect("24 80")
+    t.resize(50, 132)
+    deadline = time.monotonic() + 10
+    while b"50 132" not in t.out and time.monotonic() < deadline:  # SIGWINCH -> resize -> ctl fifo
+        t.send("stty size\n")
+        time.sleep(0.2)
+        t._read(0.2)
+    t.expect("50 132", timeout=1)
     t.send("exit 3\n")
     assert t.wait() == 3
 
@@ -210,6 +221,13 @@ def test_exec_it_through_a_terminal(cli: str, daemon: Daemon, docker_cli: Runner
     t.expect("in-exec-42")
     t.expect("40 120")
     t.expect("/dev/pts/")
+    t.resize(45, 150)
+    deadline = time.monotonic() + 10
+    while b"45 150" not in t.out and time.monotonic() < deadline:  # exec resize: our pty + SIGWINCH to runc
+        t.send("stty size\n")
+        time.sleep(0.2)
+        t._read(0.2)
+    t.expect("45 150", timeout=1)
     t.send("exit 5\n")
     assert t.wait() == 5
 
