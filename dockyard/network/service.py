@@ -53,6 +53,10 @@ class NetworkNotFound(errdefs.NotFound):
     pass
 
 
+class StartFailed(errdefs.Internal):
+    pass
+
+
 class ContainerAccess(Protocol):
     """What connect/disconnect need of the container service."""
 
@@ -535,8 +539,12 @@ class NetworkService:
             ns["SandboxID"] = secrets.token_hex(32)
             self._fill_top_level(rec)
             await self._apply_rules()
-        except BaseException:
+        except BaseException as err:
             await self.detach(rec)
+            if isinstance(err, errdefs.Conflict):
+                # a failed start is Docker's 500 (and `run --rm` then removes the container);
+                # a 409 would mean "wrong container state" to the container service
+                raise StartFailed(f"failed to set up container networking: {err}") from err
             raise
 
     async def _add_endpoint(self, rec: Record, doc: Record, netns: str, entry: dict[str, Any],

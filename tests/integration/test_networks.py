@@ -1,0 +1,277 @@
+"""Networking through the real clients: bridges, isolation, DNS, published ports, connect/disconnect.
+
+Traffic goes only to loopback and to containers this daemon made. Each test removes what it
+made; the module checks that no veth, netns or nft table of ours is left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import docker
+import pytest
+
+from tests.conftest import Daemon, destroy_daemon, import_busybox, make_daemon
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (veth, bridges, nftables)")
+
+
+def _veths() -> set[str]:
+    out = subprocess.run(["ip", "-o", "link", "show", "type", "veth"], capture_output=True, text=True).stdout
+    return {line.split(":")[1].strip().split("@")[0] for line in out.splitlines() if ":" in line}
+
+
+def _tables() -> set[str]:
+    out = subprocess.run(["nft", "-j", "list", "tables", "ip"], capture_output=True, text=True).stdout
+    return {e["table"]["name"] for e in json.loads(out or "{}").get("nftables", []) if "table" in e}
+
+
+def _table_of(d: Daemon) -> str:
+    import hashlib
+
+    return "dockyard-" + hashlib.sha256(str(d.data_root).encode()).hexdigest()[:8]
+
+
+@pytest.fixture(scope="module")
+def net_daemon():
+    """A daemon of this module's own, so its teardown can check bridges, veths and the table go.
+
+    Other daemons may run beside this one, so veths are counted on our own bridges only."""
+    d = make_daemon()
+    import_busybox(d.host)
+    yield d
+    table = _table_of(d)
+    client = docker.APIClient(base_url=d.host, version="1.47", timeout=60)
+    for c in client.containers(all=True):
+        client.remove_container(c["Id"], force=True)
+    bridges = [n["Options"].get("com.docker.network.bridge.name") or "br-" + n["Id"][:12]
+               for n in client.networks() if n["Driver"] == "bridge"]  # fmt: skip
+    for br in bridges:
+        assert not list(Path(f"/sys/class/net/{br}/brif").glob("*")), f"veths left on {br}"
+    destroy_daemon(d)
+    assert table not in _tables(), "nft table left behind"
+    for br in bridges:
+        assert not Path(f"/sys/class/net/{br}").exists(), f"bridge {br} left behind"
+
+
+@pytest.fixture(scope="module")
+def dk(net_daemon):
+    def run(*args: str, check: bool = True, timeout: float = 60):
+        env = {**os.environ, "DOCKER_HOST": net_daemon.host}
+        res = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, env=env)
+        if check and res.returncode != 0:
+            raise AssertionError(f"docker {args} exited {res.returncode}:\n{res.stdout}\n{res.stderr}")
+        return res
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def dy(net_daemon):
+    import sys
+
+    exe = str(Path(sys.executable).parent / "dockyard")
+
+    def run(*args: str, check: bool = True, timeout: float = 60):
+        res = subprocess.run([exe, "-H", net_daemon.host, *args], capture_output=True, text=True, timeout=timeout)
+        if check and res.returncode != 0:
+            raise AssertionError(f"dockyard {args} exited {res.returncode}:\n{res.stdout}\n{res.stderr}")
+        return res
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def py(net_daemon):
+    c = docker.DockerClient(base_url=net_daemon.host, version="auto", timeout=60)
+    yield c
+    c.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_default_bridge_same_network_talks(dk, unique):
+    a = unique("a")
+    dk("run", "-d", "--name", a, "busybox", "sleep", "60")
+    try:
+        info = json.loads(dk("inspect", a).stdout)[0]["NetworkSettings"]
+        ip = info["IPAddress"]
+        assert ip and info["Gateway"] and info["MacAddress"].startswith("02:42:")
+        assert info["Networks"]["bridge"]["IPAddress"] == ip
+        out = dk("run", "--rm", "busybox", "ping", "-c1", "-W2", ip).stdout
+        assert "1 packets received" in out
+        hosts = dk("exec", a, "cat", "/etc/hosts").stdout
+        assert f"{ip}\t" in hosts
+    finally:
+        dk("rm", "-f", a)
+
+
+def test_user_networks_dns_and_isolation(dk, py, unique):
+    n1, n2, srv = unique("n1"), unique("n2"), unique("srv")
+    dk("network", "create", n1)
+    py.networks.create(n2, driver="bridge")
+    try:
+        dk("run", "-d", "--name", srv, "--network", n1, "--network-alias", "db", "busybox", "sleep", "60")
+        sid = json.loads(dk("inspect", srv).stdout)[0]["Id"]
+        ip1 = json.loads(dk("inspect", srv).stdout)[0]["NetworkSettings"]["Networks"][n1]["IPAddress"]
+        script = f"nslookup {srv} && nslookup db && nslookup {sid[:12]} && ping -c1 -W2 {srv}"
+        out = dk("run", "--rm", "--network", n1, "busybox", "sh", "-c", script).stdout
+        assert out.count(ip1) >= 4
+        # another bridge: no names, no traffic
+        res = dk("run", "--rm", "--network", n2, "busybox", "sh", "-c",
+                 f"nslookup {srv}; ping -c1 -W1 {ip1}", check=False)  # fmt: skip
+        assert ip1 not in res.stdout.split("Name:")[-1] if "Name:" in res.stdout else True
+        assert "0 packets received" in res.stdout
+        net = py.networks.get(n1)
+        assert sid in net.attrs["Containers"]
+        # a network in use cannot be removed
+        res = dk("network", "rm", n1, check=False)
+        assert res.returncode != 0 and "active endpoints" in res.stderr
+    finally:
+        dk("rm", "-f", srv)
+        dk("network", "rm", n1, n2)
+
+
+def test_internal_network_has_no_route_out(dk, unique):
+    n = unique("int")
+    dk("network", "create", "--internal", "--subnet", "10.213.7.0/24", n)
+    try:
+        out = dk("run", "--rm", "--network", n, "busybox", "ip", "route").stdout
+        assert "default" not in out and "10.213.7.0/24" in out
+    finally:
+        dk("network", "rm", n)
+
+
+def test_published_port_and_port_command(dk, dy, unique, tmp_path):
+    (tmp_path / "index.html").write_text("hello from dockyard\n")
+    web = unique("web")
+    port = _free_port()
+    dk("run", "-d", "--name", web, "-p", f"{port}:80", "-v", f"{tmp_path}:/www", "busybox",
+       "httpd", "-f", "-p", "80", "-h", "/www")  # fmt: skip
+    try:
+        body = ""
+        for _ in range(50):
+            try:
+                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/index.html", timeout=2).read().decode()
+                break
+            except OSError:
+                time.sleep(0.1)
+        assert body == "hello from dockyard\n"
+        assert dk("port", web).stdout.strip() == f"80/tcp -> 0.0.0.0:{port}"
+        assert dy("port", web, "80").stdout.strip() == f"0.0.0.0:{port}"
+        # the same host port again: a clear error, and nothing left of the container
+        res = dk("run", "--rm", "-p", f"{port}:80", "busybox", "true", check=False)
+        assert res.returncode != 0 and "port is already allocated" in res.stderr
+        bridge = json.loads(dk("network", "inspect", "bridge").stdout)[0]["Options"]["com.docker.network.bridge.name"]
+        assert len(list(Path(f"/sys/class/net/{bridge}/brif").glob("*"))) == 1  # the web container's only
+    finally:
+        dk("rm", "-f", web)
+
+
+def test_publish_all_to_ephemeral_ports(py, unique):
+    c = py.containers.run("busybox", ["sleep", "60"], detach=True, name=unique("pa"),
+                          ports={"81/tcp": None, "82/udp": None}, publish_all_ports=True)  # fmt: skip
+    try:
+        c.reload()
+        ports = c.attrs["NetworkSettings"]["Ports"]
+        assert int(ports["81/tcp"][0]["HostPort"]) > 1024
+        assert int(ports["82/udp"][0]["HostPort"]) > 1024
+    finally:
+        c.remove(force=True)
+
+
+def test_host_port_taken_by_another_program(dk, unique):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        port = s.getsockname()[1]
+        name = unique("taken")
+        res = dk("run", "--name", name, "-p", f"{port}:80", "busybox", "true", check=False)
+        assert res.returncode != 0 and "port is already allocated" in res.stderr
+        st = json.loads(dk("inspect", name).stdout)[0]
+        assert not st["State"]["Running"] and st["NetworkSettings"]["Ports"] in ({}, None)
+        dk("rm", "-f", name)
+
+
+def test_connect_disconnect_live_and_static_ip(dk, dy, unique):
+    n = unique("cn")
+    a, b = unique("a"), unique("b")
+    dy("network", "create", "--subnet", "10.214.9.0/24", n)
+    try:
+        dk("run", "-d", "--name", a, "--network", n, "--ip", "10.214.9.77", "busybox", "sleep", "60")
+        assert json.loads(dk("inspect", a).stdout)[0]["NetworkSettings"]["Networks"][n]["IPAddress"] == "10.214.9.77"
+        res = dk("run", "--rm", "--network", n, "--ip", "10.214.9.77", "busybox", "true", check=False)
+        assert res.returncode != 0
+        dk("run", "-d", "--name", b, "busybox", "sleep", "60")
+        assert "0 packets received" in dk("exec", b, "ping", "-c1", "-W1", "10.214.9.77", check=False).stdout
+        dy("network", "connect", "--alias", "buddy", n, b)
+        nets = json.loads(dk("inspect", b).stdout)[0]["NetworkSettings"]["Networks"]
+        assert set(nets) == {"bridge", n}
+        assert "1 packets received" in dk("exec", b, "ping", "-c1", "-W2", "10.214.9.77").stdout
+        assert nets[n]["IPAddress"] in dk("exec", a, "nslookup", "buddy").stdout
+        dk("network", "disconnect", n, b)
+        assert "0 packets received" in dk("exec", b, "ping", "-c1", "-W1", "10.214.9.77", check=False).stdout
+        assert set(json.loads(dk("inspect", b).stdout)[0]["NetworkSettings"]["Networks"]) == {"bridge"}
+    finally:
+        dk("rm", "-f", a, b)
+        dy("network", "rm", n)
+
+
+def test_modes_host_none_container(dk, dy, unique):
+    out = dk("run", "--rm", "--network", "none", "busybox", "ip", "-o", "link").stdout
+    assert "lo" in out and "eth0" not in out
+    a = unique("a")
+    dk("run", "-d", "--name", a, "busybox", "sleep", "60")
+    try:
+        ip = json.loads(dk("inspect", a).stdout)[0]["NetworkSettings"]["IPAddress"]
+        assert ip in dk("run", "--rm", "--network", f"container:{a}", "busybox", "ip", "-o", "addr").stdout
+    finally:
+        dk("rm", "-f", a)
+    # 404 (the docker CLI would take any 404 of create for a missing image and try a pull)
+    res = dy("run", "--rm", "--network", "nosuchnet", "busybox", "true", check=False)
+    assert res.returncode != 0 and "network nosuchnet not found" in res.stderr
+
+
+def test_network_ls_filters_inspect_prune(dk, py, unique):
+    n = unique("lbl")
+    py.networks.create(n, labels={"team": "x"}, options={"com.docker.network.bridge.name": "dyt" + n[-8:]})
+    try:
+        ids = dk("network", "ls", "-q", "-f", "label=team=x").stdout.split()
+        assert len(ids) == 1
+        assert n in dk("network", "ls", "-f", "type=custom", "--format", "{{.Name}}").stdout.split()
+        assert "bridge" not in dk("network", "ls", "-f", "type=custom", "--format", "{{.Name}}").stdout.split()
+        assert n in dk("network", "ls", "-f", "dangling=true", "--format", "{{.Name}}").stdout.split()
+        assert Path(f"/sys/class/net/dyt{n[-8:]}").exists()
+        res = dk("network", "create", "--subnet", py.networks.get(n).attrs["IPAM"]["Config"][0]["Subnet"], unique("o"),
+                 check=False)  # fmt: skip
+        assert res.returncode != 0 and "overlaps" in res.stderr
+        assert n in py.networks.prune(filters={"label": "team=x"})["NetworksDeleted"]
+        assert not Path(f"/sys/class/net/dyt{n[-8:]}").exists()
+    finally:
+        dk("network", "rm", n, check=False)
+
+
+def test_restart_keeps_running_endpoints(net_daemon, dk, unique):
+    n, a = unique("rs"), unique("a")
+    dk("network", "create", n)
+    try:
+        dk("run", "-d", "--name", a, "--network", n, "busybox", "sleep", "120")
+        ip = json.loads(dk("inspect", a).stdout)[0]["NetworkSettings"]["Networks"][n]["IPAddress"]
+        net_daemon.stop()
+        net_daemon.start()
+        out = dk("run", "--rm", "--network", n, "busybox", "sh", "-c", f"nslookup {a} && ping -c1 -W2 {a}").stdout
+        assert ip in out and "1 packets received" in out
+    finally:
+        dk("rm", "-f", a)
+        dk("network", "rm", n)
