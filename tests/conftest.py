@@ -94,6 +94,22 @@ def make_daemon(extra: tuple[str, ...] = ()) -> Daemon:
     return d
 
 
+def _remove_network_leftovers(d: Daemon) -> None:
+    """A daemon killed (or stopped with containers running) keeps its bridges and nft table
+    for the containers it left; the test session must not leave them on the host."""
+    import hashlib
+    import json
+
+    table = "dockyard-" + hashlib.sha256(str(d.data_root).encode()).hexdigest()[:8]
+    subprocess.run(["nft", "delete", "table", "ip", table], capture_output=True, check=False)
+    try:
+        bridge = json.loads((d.root / "daemon.json").read_text()).get("bridge")
+    except (OSError, ValueError):
+        bridge = None
+    if bridge:
+        subprocess.run(["ip", "link", "del", bridge], capture_output=True, check=False)
+
+
 def destroy_daemon(d: Daemon) -> None:
     """Remove every container, stop the daemon, and leave no mount or file behind."""
     if d.proc.poll() is None:
@@ -104,6 +120,7 @@ def destroy_daemon(d: Daemon) -> None:
         except Exception:
             pass
         d.stop()
+    _remove_network_leftovers(d)
     with open("/proc/self/mountinfo") as f:
         mounts = [line.split()[4] for line in f if str(d.root) in line.split()[4]]
     for m in sorted(mounts, key=len, reverse=True):
