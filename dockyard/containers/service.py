@@ -190,6 +190,8 @@ class ContainerService:
             raise errdefs.InvalidArgument("config cannot be empty in order to create a container")
         if platform and not platform.startswith("linux"):
             raise errdefs.InvalidArgument(f"image with platform {platform} is not supported")
+        if body.get("StopSignal"):
+            parse_signal(body["StopSignal"])  # Docker refuses a bad one at create, not at stop
         image = self.images.resolve(image_ref)
         hc = body.get("HostConfig") or {}
         if hc.get("Runtime"):

@@ -522,6 +522,7 @@ def test_bad_input_statuses(docker_py: docker.DockerClient, docker_cli: Runner, 
         ({"host_config": api.create_host_config(restart_policy={"Name": "sometimes"})}, "restart policy"),
         ({"name": "bad name!"}, "Invalid container name"),
         ({"host_config": api.create_host_config(cap_add=["NOT_A_CAP"])}, "capabilit"),
+        ({"stop_signal": "SIGBOGUS"}, "Invalid signal"),
     ):
         with pytest.raises(docker.errors.APIError) as ei:
             api.create_container(busybox, "true", **kwargs)
