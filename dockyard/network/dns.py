@@ -126,7 +126,7 @@ async def forward(msg: bytes, servers: list[str], timeout: float = 3.0) -> bytes
         fut: asyncio.Future[bytes] = loop.create_future()
 
         class _P(asyncio.DatagramProtocol):
-            def datagram_received(self, data: bytes, addr: object) -> None:
+            def datagram_received(self, data: bytes, addr: object, fut: asyncio.Future[bytes] = fut) -> None:
                 if not fut.done():
                     fut.set_result(data)
 

@@ -36,7 +36,16 @@ from dockyard import errdefs
 from dockyard._sys.netns import set_loopback_up
 from dockyard.network import bridge, ipam
 from dockyard.network.dns import Resolver, embedded_resolv_conf, host_nameservers
-from dockyard.network.portmap import BridgeRules, PortAllocated, PortMap, PortReservations, apply_table, delete_table, plan_table, table_name
+from dockyard.network.portmap import (
+    BridgeRules,
+    PortAllocated,
+    PortMap,
+    PortReservations,
+    apply_table,
+    delete_table,
+    plan_table,
+    table_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -483,7 +492,7 @@ class NetworkService:
         ordered = [(mode, primary)] + [(k, self.resolve(k)) for k in epcs if k != mode]
         if primary["Name"] in ("host", "none") and len(ordered) > 1:
             raise errdefs.InvalidArgument(
-                f"conflicting options: cannot attach both user-defined and non-user-defined network-modes"
+                "conflicting options: cannot attach both user-defined and non-user-defined network-modes"
             )
         for key, doc in ordered:
             nets[doc["Name"]] = self._endpoint_settings(doc, epcs.get(key) or epcs.get(doc["Name"]) or {})

@@ -10,7 +10,6 @@ import json
 import os
 import socket
 import subprocess
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -24,12 +23,12 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (veth, bri
 
 
 def _veths() -> set[str]:
-    out = subprocess.run(["ip", "-o", "link", "show", "type", "veth"], capture_output=True, text=True).stdout
+    out = subprocess.run(["ip", "-o", "link", "show", "type", "veth"], check=False, capture_output=True, text=True).stdout
     return {line.split(":")[1].strip().split("@")[0] for line in out.splitlines() if ":" in line}
 
 
 def _tables() -> set[str]:
-    out = subprocess.run(["nft", "-j", "list", "tables", "ip"], capture_output=True, text=True).stdout
+    out = subprocess.run(["nft", "-j", "list", "tables", "ip"], check=False, capture_output=True, text=True).stdout
     return {e["table"]["name"] for e in json.loads(out or "{}").get("nftables", []) if "table" in e}
 
 
@@ -65,7 +64,7 @@ def net_daemon():
 def dk(net_daemon):
     def run(*args: str, check: bool = True, timeout: float = 60):
         env = {**os.environ, "DOCKER_HOST": net_daemon.host}
-        res = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, env=env)
+        res = subprocess.run(["docker", *args], check=False, capture_output=True, text=True, timeout=timeout, env=env)
         if check and res.returncode != 0:
             raise AssertionError(f"docker {args} exited {res.returncode}:\n{res.stdout}\n{res.stderr}")
         return res
@@ -80,7 +79,7 @@ def dy(net_daemon):
     exe = str(Path(sys.executable).parent / "dockyard")
 
     def run(*args: str, check: bool = True, timeout: float = 60):
-        res = subprocess.run([exe, "-H", net_daemon.host, *args], capture_output=True, text=True, timeout=timeout)
+        res = subprocess.run([exe, "-H", net_daemon.host, *args], check=False, capture_output=True, text=True, timeout=timeout)
         if check and res.returncode != 0:
             raise AssertionError(f"dockyard {args} exited {res.returncode}:\n{res.stdout}\n{res.stderr}")
         return res
