@@ -64,7 +64,7 @@ class ExecSession:
         loop = asyncio.get_running_loop()
         while True:
             ready: asyncio.Future[None] = loop.create_future()
-            loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+            loop.add_reader(fd, lambda r=ready: r.done() or r.set_result(None))
             try:
                 await ready
             finally:
@@ -175,9 +175,12 @@ class ExecService:
             "Running": False,
             "ExitCode": None,
             "ProcessConfig": {
-                "tty": bool(body.get("Tty")), "entrypoint": cmd[0], "arguments": cmd[1:],
-                "privileged": bool(body.get("Privileged")), "user": body.get("User") or "",
-            },  # fmt: skip
+                "tty": bool(body.get("Tty")),
+                "entrypoint": cmd[0],
+                "arguments": cmd[1:],
+                "privileged": bool(body.get("Privileged")),
+                "user": body.get("User") or "",
+            },
             "OpenStdin": bool(body.get("AttachStdin")),
             "OpenStderr": bool(body.get("AttachStderr")),
             "OpenStdout": bool(body.get("AttachStdout")),
@@ -219,7 +222,11 @@ class ExecService:
             proc["cwd"] = rec["Dockyard"]["WorkingDir"]
         if pc["user"]:
             u = resolve_user(bundle / "rootfs", pc["user"])
-            proc["user"] = {"uid": u.uid, "gid": u.gid, **({"additionalGids": list(u.additional_gids)} if u.additional_gids else {})}
+            proc["user"] = {
+                "uid": u.uid,
+                "gid": u.gid,
+                **({"additionalGids": list(u.additional_gids)} if u.additional_gids else {}),
+            }
         if pc["privileged"]:
             caps = limit_capabilities(list(ALL_CAPS), bounding_capabilities())
             proc["capabilities"] = {k: list(caps) for k in ("bounding", "effective", "permitted")}
@@ -239,7 +246,13 @@ class ExecService:
         pid_file = self.dir / f"{eid}.pid"
         pid_file.unlink(missing_ok=True)
         argv = runtime.argv(
-            "exec", *(["-t"] if tty else []), "--pid-file", str(pid_file), "--process", str(spec_path), crec["Id"]
+            "exec",
+            *(["-t"] if tty else []),
+            "--pid-file",
+            str(pid_file),
+            "--process",
+            str(spec_path),
+            crec["Id"],
         )
         master: int | None = None
         try:
@@ -276,7 +289,9 @@ class ExecService:
         session.done.add_done_callback(lambda t: self._finished(eid, crec, t, session))
         return session
 
-    def _finished(self, eid: str, crec: dict[str, Any], task: asyncio.Task[int], session: ExecSession) -> None:
+    def _finished(
+        self, eid: str, crec: dict[str, Any], task: asyncio.Task[int], session: ExecSession
+    ) -> None:
         self.sessions.pop(eid, None)
         if task.cancelled():
             return  # daemon shutdown: the process may still run; its record stays as it was

@@ -53,7 +53,11 @@ def run_d(docker_cli: Runner, busybox: str, unique: Callable[[str], str], made: 
 def trapping(sig: str, code: int) -> tuple[str, ...]:
     """A PID 1 that exits with `code` on `sig` and says "ready" once the trap is set (before
     that, the kernel drops signals to a namespace's init that has no handler)."""
-    return ("sh", "-c", f"trap 'echo got-{sig.lower()}; exit {code}' {sig}; echo ready; while true; do sleep 0.1; done")
+    return (
+        "sh",
+        "-c",
+        f"trap 'echo got-{sig.lower()}; exit {code}' {sig}; echo ready; while true; do sleep 0.1; done",
+    )
 
 
 def wait_ready(docker_cli: Runner, name: str) -> None:
@@ -106,7 +110,9 @@ def bundles(daemon: Daemon) -> set[str]:
 # -- create fields --------------------------------------------------------------------------
 
 
-def test_create_fields_round_trip_docker_py(docker_py: docker.DockerClient, busybox: str, unique, made, tmp_path):
+def test_create_fields_round_trip_docker_py(
+    docker_py: docker.DockerClient, busybox: str, unique, made, tmp_path
+):
     name = unique("fields")
     made.append(name)
     api = docker_py.api
@@ -129,13 +135,25 @@ def test_create_fields_round_trip_docker_py(docker_py: docker.DockerClient, busy
     cfg, h = i["Config"], i["HostConfig"]
     assert cfg["Cmd"] == ["-c", "sleep 1000"] and cfg["Entrypoint"] == ["/bin/sh"]
     assert "FOO=bar" in cfg["Env"] and any(e.startswith("PATH=") for e in cfg["Env"])
-    assert (cfg["WorkingDir"], cfg["User"], cfg["Hostname"], cfg["Domainname"]) == ("/work", "nobody", "box", "example.org")
+    assert (cfg["WorkingDir"], cfg["User"], cfg["Hostname"], cfg["Domainname"]) == (
+        "/work",
+        "nobody",
+        "box",
+        "example.org",
+    )
     assert cfg["Labels"] == {"tier": "test"}
-    assert cfg["Tty"] is True and cfg["OpenStdin"] is True and cfg["StdinOnce"] is True  # docker-py sets it with stdin_open
+    assert (
+        cfg["Tty"] is True and cfg["OpenStdin"] is True and cfg["StdinOnce"] is True
+    )  # docker-py sets it with stdin_open
     assert cfg["StopSignal"] == "SIGUSR1" and cfg["StopTimeout"] == 3
     assert set(cfg["ExposedPorts"]) == {"8080/tcp", "53/udp"}
     assert h["Init"] is True and h["AutoRemove"] is False and h["ReadonlyRootfs"] is True
-    assert (h["Memory"], h["MemorySwap"], h["NanoCpus"], h["CpuShares"]) == (64 << 20, 128 << 20, 500_000_000, 512)
+    assert (h["Memory"], h["MemorySwap"], h["NanoCpus"], h["CpuShares"]) == (
+        64 << 20,
+        128 << 20,
+        500_000_000,
+        512,
+    )
     assert (h["CpusetCpus"], h["PidsLimit"]) == ("0", 50)
     assert h["Ulimits"] == [{"Name": "nofile", "Soft": 1024, "Hard": 2048}]
     assert h["CapAdd"] == ["NET_ADMIN"] and h["CapDrop"] == ["CHOWN"] and h["Privileged"] is False
@@ -159,7 +177,12 @@ def test_create_fields_round_trip_docker_py(docker_py: docker.DockerClient, busy
         r = api.exec_create(cid, ["sh", "-c", cmd], **kw)
         return api.exec_start(r["Id"]).decode()
 
-    assert ex("id -u; pwd; echo $FOO; hostname; hostname -d 2>/dev/null || true").split()[:4] == ["65534", "/work", "bar", "box"]
+    assert ex("id -u; pwd; echo $FOO; hostname; hostname -d 2>/dev/null || true").split()[:4] == [
+        "65534",
+        "/work",
+        "bar",
+        "box",
+    ]
     assert "10.1.2.3\tdb.example" in ex("cat /etc/hosts")
     # the container's own processes; runc 1.1.5's exec leaks Go's raised soft NOFILE into
     # exec'd processes, so look at PID 1 rather than at the exec itself
@@ -179,24 +202,51 @@ def test_run_isolation_and_caps(docker_cli: Runner, busybox: str):
         return docker_cli("run", "--rm", *args).stdout
 
     eff_default = int(run(busybox, "sh", "-c", "grep CapEff /proc/self/status | cut -f2").strip(), 16)
-    eff_admin = int(run("--cap-add", "NET_ADMIN", "--cap-drop", "CHOWN", busybox, "sh", "-c", "grep CapEff /proc/self/status | cut -f2").strip(), 16)
-    eff_priv = int(run("--privileged", busybox, "sh", "-c", "grep CapEff /proc/self/status | cut -f2").strip(), 16)
+    eff_admin = int(
+        run(
+            "--cap-add",
+            "NET_ADMIN",
+            "--cap-drop",
+            "CHOWN",
+            busybox,
+            "sh",
+            "-c",
+            "grep CapEff /proc/self/status | cut -f2",
+        ).strip(),
+        16,
+    )
+    eff_priv = int(
+        run("--privileged", busybox, "sh", "-c", "grep CapEff /proc/self/status | cut -f2").strip(), 16
+    )
     CHOWN, NET_ADMIN, SYS_ADMIN = 1 << 0, 1 << 12, 1 << 21
     assert eff_default == 0xA80425FB  # Docker's default set
     assert eff_admin == (eff_default | NET_ADMIN) & ~CHOWN
     assert eff_priv & SYS_ADMIN
-    out = run("--hostname", "h1", busybox, "sh", "-c", "hostname; ps -o pid | wc -l; cat /proc/kcore | wc -c; echo $HOSTNAME")
+    out = run(
+        "--hostname",
+        "h1",
+        busybox,
+        "sh",
+        "-c",
+        "hostname; ps -o pid | wc -l; cat /proc/kcore | wc -c; echo $HOSTNAME",
+    )
     host, nproc, kcore, env_host = out.split()
     assert host == "h1" and env_host == "h1"
     assert int(nproc) <= 4  # header, sh, ps, wc: a pid namespace of its own
     assert kcore == "0"  # masked
-    assert run("--init", busybox, "sh", "-c", "cat /proc/1/comm").strip() in ("docker-init", "tini", "catatonit")
+    assert run("--init", busybox, "sh", "-c", "cat /proc/1/comm").strip() in (
+        "docker-init",
+        "tini",
+        "catatonit",
+    )
     assert "10.9.8.7\tother" in run("--add-host", "other:10.9.8.7", busybox, "cat", "/etc/hosts")
     ro = docker_cli("run", "--rm", "--read-only", busybox, "touch", "/f", check=False)
     assert ro.returncode == 1 and "Read-only file system" in ro.stderr
     assert run("--shm-size", "16m", busybox, "df", "-k", "/dev/shm").split()[-5] == "16384"
     assert run("--network", "host", busybox, "hostname").strip() == os.uname().nodename
-    assert run("-u", "65534:65534", "-w", "/tmp", "-e", "A=1", busybox, "sh", "-c", "id -u; id -g; pwd; echo $A").split() == ["65534", "65534", "/tmp", "1"]
+    assert run(
+        "-u", "65534:65534", "-w", "/tmp", "-e", "A=1", busybox, "sh", "-c", "id -u; id -g; pwd; echo $A"
+    ).split() == ["65534", "65534", "/tmp", "1"]
 
 
 # -- lifecycle ------------------------------------------------------------------------------
@@ -311,7 +361,9 @@ def test_rm_force_and_update(docker_cli: Runner, run_d: Make, daemon: Daemon, do
     cid = inspect(docker_cli, a)["Id"]
     limit = CG / "memory/dockyard" / cid / "memory.limit_in_bytes"
     assert int(limit.read_text()) == 32 << 20
-    docker_cli("update", "--memory", "48m", "--memory-swap", "96m", "--cpu-shares", "256", "--pids-limit", "40", a)
+    docker_cli(
+        "update", "--memory", "48m", "--memory-swap", "96m", "--cpu-shares", "256", "--pids-limit", "40", a
+    )
     assert int(limit.read_text()) == 48 << 20
     assert (CG / "pids/dockyard" / cid / "pids.max").read_text().strip() == "40"
     h = inspect(docker_cli, a)["HostConfig"]
@@ -382,7 +434,9 @@ def test_ps_filters(docker_cli: Runner, run_d: Make, busybox: str, unique, made,
     assert q == [inspect(docker_cli, last)["Id"][:12], fid[:12]]
     sized = docker_cli("ps", "-s", "--filter", f"name={first}", "--format", "{{.Size}}").stdout
     assert "virtual" in sized
-    status = docker_cli("ps", "-a", "--filter", f"label=grp={lab}", "--format", "{{.Names}}|{{.Status}}").stdout
+    status = docker_cli(
+        "ps", "-a", "--filter", f"label=grp={lab}", "--format", "{{.Names}}|{{.Status}}"
+    ).stdout
     lines = dict(line.split("|") for line in status.splitlines())
     assert lines[first].startswith("Up ")
     assert lines[mid].startswith("Exited (3) ") and lines[mid].endswith(" ago")
@@ -394,7 +448,9 @@ def test_ps_filters(docker_cli: Runner, run_d: Make, busybox: str, unique, made,
 # -- logs -----------------------------------------------------------------------------------
 
 
-def test_logs_streams_follow_since_tail_timestamps(docker_cli: Runner, run_d: Make, docker_py: docker.DockerClient):
+def test_logs_streams_follow_since_tail_timestamps(
+    docker_cli: Runner, run_d: Make, docker_py: docker.DockerClient
+):
     a = run_d(cmd=("sh", "-c", "echo o1; echo e1 >&2; sleep 1.2; echo o2; echo e2 >&2; sleep 1000"))
     wait_for(lambda: "e2" in docker_cli("logs", a).stderr, what="second log lines")
     r = docker_cli("logs", a)
@@ -445,7 +501,21 @@ def test_events_actions(docker_cli: Runner, busybox: str, unique, made):
                      "--filter", f"container={name}", "--filter", f"container={name2}", "--format", "{{json .}}").stdout  # fmt: skip
     evs = [json.loads(line) for line in out.splitlines()]
     actions = [e["Action"].split(":")[0] for e in evs]
-    for a in ("create", "start", "pause", "unpause", "exec_create", "exec_start", "exec_die", "commit", "kill", "die", "stop", "rename", "destroy"):
+    for a in (
+        "create",
+        "start",
+        "pause",
+        "unpause",
+        "exec_create",
+        "exec_start",
+        "exec_die",
+        "commit",
+        "kill",
+        "die",
+        "stop",
+        "rename",
+        "destroy",
+    ):
         assert a in actions, (a, actions)
     assert actions.index("create") < actions.index("start") < actions.index("die") < actions.index("destroy")
     die = next(e for e in evs if e["Action"] == "die")
@@ -491,7 +561,17 @@ def test_oom_killed(docker_cli: Runner, busybox: str, unique, made):
     assert r.returncode == 137
     st = inspect(docker_cli, name)["State"]
     assert st["OOMKilled"] is True and st["ExitCode"] == 137 and st["Status"] == "exited"
-    ev = docker_cli("events", "--since", since, "--until", str(time.time()), "--filter", f"container={name}", "--format", "{{.Action}}").stdout.split()
+    ev = docker_cli(
+        "events",
+        "--since",
+        since,
+        "--until",
+        str(time.time()),
+        "--filter",
+        f"container={name}",
+        "--format",
+        "{{.Action}}",
+    ).stdout.split()
     assert "oom" in ev and "die" in ev
     # a normal exit after that clears the flag
     docker_cli("start", name, check=False)
@@ -501,11 +581,18 @@ def test_oom_killed(docker_cli: Runner, busybox: str, unique, made):
 # -- bad input ------------------------------------------------------------------------------
 
 
-def test_bad_input_statuses(docker_py: docker.DockerClient, docker_cli: Runner, busybox: str, daemon: Daemon, unique, made):
+def test_bad_input_statuses(
+    docker_py: docker.DockerClient, docker_cli: Runner, busybox: str, daemon: Daemon, unique, made
+):
     api = docker_py.api
     with pytest.raises(docker.errors.NotFound, match="No such container: nosuch"):
         api.inspect_container("nosuch")
-    for call in (lambda: api.stop("nosuch"), lambda: api.kill("nosuch"), lambda: api.remove_container("nosuch"), lambda: api.start("nosuch")):
+    for call in (
+        lambda: api.stop("nosuch"),
+        lambda: api.kill("nosuch"),
+        lambda: api.remove_container("nosuch"),
+        lambda: api.start("nosuch"),
+    ):
         with pytest.raises(docker.errors.NotFound, match="No such container: nosuch"):
             call()
     r = docker_cli("stop", "nosuch", check=False)

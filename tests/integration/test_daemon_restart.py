@@ -53,7 +53,9 @@ def conmons(d: Daemon) -> list[int]:
 
 def cli(d: Daemon, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DOCKER_HOST": d.host}
-    r = subprocess.run(["docker", *args], capture_output=True, text=True, env=env, timeout=timeout)
+    r = subprocess.run(
+        ["docker", *args], capture_output=True, text=True, env=env, timeout=timeout, check=False
+    )
     if check and r.returncode:
         raise AssertionError(f"docker {args} exited {r.returncode}: {r.stderr}")
     return r
@@ -98,7 +100,12 @@ def test_restart_adopts_containers(own_daemon: Daemon, sig: int):
     env = {**os.environ, "DOCKER_HOST": d.host}
     streams = [
         subprocess.Popen(["docker", *a], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-        for a in (["events"], ["logs", "-f", "ticker"], ["attach", "--no-stdin", "ticker"], ["wait", "doomed"])
+        for a in (
+            ["events"],
+            ["logs", "-f", "ticker"],
+            ["attach", "--no-stdin", "ticker"],
+            ["wait", "doomed"],
+        )
     ]
     time.sleep(0.3)
     t0 = time.monotonic()

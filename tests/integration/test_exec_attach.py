@@ -13,7 +13,6 @@ import os
 import pty
 import select
 import struct
-import subprocess
 import sys
 import termios
 import time
@@ -148,7 +147,9 @@ def test_attach_docker_py_socket(docker_py: docker.DockerClient, busybox: str, u
     assert c.attach(stdout=True, stderr=True, logs=True, stream=False) == b"out\nerr\n"
 
 
-def test_tty_attach_detach_keys_and_resize(daemon: Daemon, docker_cli: Runner, docker_py: docker.DockerClient, busybox: str, unique, made):
+def test_tty_attach_detach_keys_and_resize(
+    daemon: Daemon, docker_cli: Runner, docker_py: docker.DockerClient, busybox: str, unique, made
+):
     name = unique("tty")
     made.append(name)
     docker_cli("run", "-dit", "--name", name, busybox, "sh")
@@ -180,7 +181,14 @@ def test_tty_attach_detach_keys_and_resize(daemon: Daemon, docker_cli: Runner, d
 
 @pytest.mark.parametrize("cli", ["docker", DOCKYARD])
 def test_run_it_through_a_terminal(cli: str, daemon: Daemon, busybox: str):
-    t = Terminal([cli, "-H", daemon.host, "run", "-it", "--rm", busybox, "sh"] if cli == DOCKYARD else [cli, "run", "-it", "--rm", busybox, "sh"], daemon.host, rows=24, cols=80)
+    t = Terminal(
+        [cli, "-H", daemon.host, "run", "-it", "--rm", busybox, "sh"]
+        if cli == DOCKYARD
+        else [cli, "run", "-it", "--rm", busybox, "sh"],
+        daemon.host,
+        rows=24,
+        cols=80,
+    )
     t.expect("# ")
     t.send("echo typed-$((6*7)); stty size\n")
     t.expect("typed-42")
@@ -196,7 +204,9 @@ def test_run_it_through_a_terminal(cli: str, daemon: Daemon, busybox: str):
     assert t.wait() == 3
 
 
-def test_run_it_detach_leaves_it_running(daemon: Daemon, docker_py: docker.DockerClient, busybox: str, unique, made):
+def test_run_it_detach_leaves_it_running(
+    daemon: Daemon, docker_py: docker.DockerClient, busybox: str, unique, made
+):
     name = unique("runit")
     made.append(name)
     t = Terminal(["docker", "run", "-it", "--name", name, busybox, "sh"], daemon.host)
@@ -232,27 +242,40 @@ def test_exec_it_through_a_terminal(cli: str, daemon: Daemon, docker_cli: Runner
     assert t.wait() == 5
 
 
-def test_exec_options_and_inspect(docker_cli: Runner, docker_py: docker.DockerClient, busybox: str, unique, made, dockyard_cli: Runner):
+def test_exec_options_and_inspect(
+    docker_cli: Runner, docker_py: docker.DockerClient, busybox: str, unique, made, dockyard_cli: Runner
+):
     name = unique("exec")
     made.append(name)
     docker_cli("run", "-d", "--name", name, "-e", "BASE=1", busybox, "sleep", "1000")
-    out = docker_cli("exec", "-e", "X=y", "-u", "nobody", "-w", "/tmp", name, "sh", "-c", "echo $X $BASE; id -u; pwd").stdout
+    out = docker_cli(
+        "exec", "-e", "X=y", "-u", "nobody", "-w", "/tmp", name, "sh", "-c", "echo $X $BASE; id -u; pwd"
+    ).stdout
     assert out.split() == ["y", "1", "65534", "/tmp"]
-    assert dockyard_cli("exec", "-e", "X=z", "-w", "/etc", name, "sh", "-c", "echo $X; pwd").stdout.split() == ["z", "/etc"]
+    assert dockyard_cli(
+        "exec", "-e", "X=z", "-w", "/etc", name, "sh", "-c", "echo $X; pwd"
+    ).stdout.split() == ["z", "/etc"]
     r = docker_cli("exec", "-i", name, "sh", "-c", "cat; echo e >&2; exit 4", input="in\n", check=False)
     assert (r.returncode, r.stdout, r.stderr) == (4, "in\n", "e\n")
     priv = docker_cli("exec", "--privileged", name, "sh", "-c", "grep CapEff /proc/self/status").stdout
     plain = docker_cli("exec", name, "sh", "-c", "grep CapEff /proc/self/status").stdout
     assert int(priv.split()[1], 16) & (1 << 21) and not int(plain.split()[1], 16) & (1 << 21)  # CAP_SYS_ADMIN
     docker_cli("exec", "-d", name, "sh", "-c", "echo detached > /tmp/d; sleep 0.2")
-    wait_for(lambda: docker_cli("exec", name, "cat", "/tmp/d", check=False).stdout == "detached\n", what="detached exec")
+    wait_for(
+        lambda: docker_cli("exec", name, "cat", "/tmp/d", check=False).stdout == "detached\n",
+        what="detached exec",
+    )
     api = docker_py.api
     eid = api.exec_create(name, ["sh", "-c", "exit 7"])["Id"]
     before = api.exec_inspect(eid)
     assert before["Running"] is False and before["ExitCode"] is None
     api.exec_start(eid)
     info = api.exec_inspect(eid)
-    assert info["ExitCode"] == 7 and info["Running"] is False and info["ContainerID"] == api.inspect_container(name)["Id"]
+    assert (
+        info["ExitCode"] == 7
+        and info["Running"] is False
+        and info["ContainerID"] == api.inspect_container(name)["Id"]
+    )
     assert eid in api.inspect_container(name)["ExecIDs"]
     missing = docker_cli("exec", name, "/no/such", check=False)
     assert missing.returncode in (126, 127)
@@ -271,7 +294,9 @@ def test_exec_tty_docker_py(docker_py: docker.DockerClient, busybox: str, unique
     made.append(name)
     c = docker_py.containers.run(busybox, ["sleep", "1000"], name=name, detach=True)
     code, out = c.exec_run(["sh", "-c", "tty; echo x >&2"], tty=True)
-    assert code == 0 and out.replace(b"\r", b"").split(b"\n")[:2] == [b"/dev/pts/0", b"x"] or b"/dev/pts/" in out
+    assert (
+        code == 0 and out.replace(b"\r", b"").split(b"\n")[:2] == [b"/dev/pts/0", b"x"] or b"/dev/pts/" in out
+    )
     code, (o, e) = c.exec_run(["sh", "-c", "echo o; echo e >&2; exit 2"], demux=True)
     assert (code, o, e) == (2, b"o\n", b"e\n")
 

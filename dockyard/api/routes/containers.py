@@ -205,7 +205,11 @@ async def logs(request: web.Request) -> web.StreamResponse:
     timestamps = qbool(request, "timestamps")
     since, until = _time_param(request, "since"), _time_param(request, "until")  # 400 before any header
     resp = web.StreamResponse(
-        headers={"Content-Type": "application/vnd.docker.raw-stream" if tty else "application/vnd.docker.multiplexed-stream"}
+        headers={
+            "Content-Type": "application/vnd.docker.raw-stream"
+            if tty
+            else "application/vnd.docker.multiplexed-stream"
+        }
     )
     await resp.prepare(request)
     with contextlib.suppress(ConnectionResetError), long_lived():
@@ -256,7 +260,7 @@ async def _pump_output(conn: Any, stream: HijackedStream, tty: bool, want: set[i
 
 
 def parse_detach_keys(spec: str) -> bytes:
-    """"ctrl-p,ctrl-q" -> b"\\x10\\x11"."""
+    """ "ctrl-p,ctrl-q" -> b"\\x10\\x11"."""
     out = bytearray()
     for part in spec.split(","):
         part = part.strip()
@@ -327,7 +331,11 @@ async def attach(request: web.Request) -> web.StreamResponse:
                 pump_input(stream, conn.send, conn.close_stdin, detach_keys, detached.set)
             )
         try:
-            waiters = [out_task, asyncio.ensure_future(detached.wait()), asyncio.ensure_future(stream.closed.wait())]
+            waiters = [
+                out_task,
+                asyncio.ensure_future(detached.wait()),
+                asyncio.ensure_future(stream.closed.wait()),
+            ]
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             for t in waiters[1:]:
                 t.cancel()
