@@ -204,12 +204,14 @@ def test_run_it_through_a_terminal(cli: str, daemon: Daemon, busybox: str):
     assert t.wait() == 3
 
 
+@pytest.mark.parametrize("cli", ["docker", DOCKYARD])
 def test_run_it_detach_leaves_it_running(
-    daemon: Daemon, docker_py: docker.DockerClient, busybox: str, unique, made
+    cli: str, daemon: Daemon, docker_py: docker.DockerClient, busybox: str, unique, made
 ):
     name = unique("runit")
     made.append(name)
-    t = Terminal(["docker", "run", "-it", "--name", name, busybox, "sh"], daemon.host)
+    argv = [cli, "-H", daemon.host] if cli == DOCKYARD else [cli]
+    t = Terminal([*argv, "run", "-it", "--name", name, busybox, "sh"], daemon.host)
     t.expect("# ")
     t.send(b"\x10\x11")
     assert t.wait() == 0
