@@ -83,10 +83,24 @@ def _wait_for_socket(d: Daemon, timeout: float = 20) -> None:
     raise RuntimeError(f"dockyardd did not answer:\n{d.log.read_text()[-4000:]}")
 
 
+LOOPBACK_REGISTRIES = ["127.0.0.1", "127.0.0.1:*", "localhost", "localhost:*", "[::1]:*"]
+
+
+def write_daemon_json(root: Path, settings: dict[str, object]) -> None:
+    """daemon.json of a test daemon: its own default bridge (15-char limit) so daemons run
+    side by side, and registries on loopback only, so no test can reach Docker Hub."""
+    import json
+
+    base: dict[str, object] = {
+        "bridge": "dy" + root.name.replace("dy-", "")[:8].replace("_", "x"),
+        "allowed-registries": LOOPBACK_REGISTRIES,
+    }
+    (root / "daemon.json").write_text(json.dumps({**base, **settings}))
+
+
 def make_daemon(extra: tuple[str, ...] = ()) -> Daemon:
     root = Path(tempfile.mkdtemp(prefix="dy-", dir="/tmp"))
-    # a default bridge of its own per test daemon (15-char limit), so daemons run side by side
-    (root / "daemon.json").write_text('{"bridge": "dy%s"}' % root.name.replace("dy-", "")[:8].replace("_", "x"))
+    write_daemon_json(root, {})
     sock = root / "d.sock"
     log = root / "daemon.log"
     d = Daemon(root, sock, _spawn(root, sock, log, extra), log, extra)

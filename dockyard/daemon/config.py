@@ -28,6 +28,7 @@ class DaemonConfig:
     tlsverify: bool = False
     insecure_registries: list[str] = field(default_factory=list)  # hosts or CIDRs: plain HTTP
     registry_mirrors: list[str] = field(default_factory=list)  # endpoints tried first for docker.io
+    allowed_registries: list[str] = field(default_factory=list)  # host globs we may contact; empty: any
     # networking: the default bridge's device, its address, allocation range, and pools
     bridge_name: str = "dockyard0"
     bip: str | None = None
@@ -115,6 +116,7 @@ def _apply_file(cfg: DaemonConfig, data: dict[str, object]) -> None:
         cfg.default_runtime = str(data["default-runtime"])
     cfg.insecure_registries = [str(x) for x in data.get("insecure-registries") or []]  # type: ignore[attr-defined]
     cfg.registry_mirrors = [str(x) for x in data.get("registry-mirrors") or []]  # type: ignore[attr-defined]
+    cfg.allowed_registries = [str(x) for x in data.get("allowed-registries") or []]
     for name, spec in dict(data.get("runtimes", {})).items():  # type: ignore[call-overload]
         cfg.runtimes[name] = spec["path"] if isinstance(spec, dict) else str(spec)
     if "bridge" in data:

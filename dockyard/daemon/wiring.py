@@ -68,7 +68,9 @@ def build(cfg: DaemonConfig) -> Graph:
         [system_routes.routes, image_routes.routes, container_routes.routes, exec_routes.routes, container_fs.routes,
          volume_routes.routes, network_routes.routes],
     )
-    settings = RegistrySettings(tuple(cfg.insecure_registries), tuple(cfg.registry_mirrors))
+    settings = RegistrySettings(
+        tuple(cfg.insecure_registries), tuple(cfg.registry_mirrors), tuple(cfg.allowed_registries)
+    )
     app[keys.DISTRIBUTION] = DistributionService(images, settings)
     distribution_routes.routes.install(app)
     app[keys.BUILDS] = system.builds = BuildService(store, images, containers, cfg.data_root)

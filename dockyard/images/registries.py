@@ -9,6 +9,7 @@ are in `pull.py` and `push.py`.
 
 from __future__ import annotations
 
+import fnmatch
 import ipaddress
 import logging
 from collections.abc import AsyncGenerator
@@ -35,6 +36,13 @@ log = logging.getLogger(__name__)
 class RegistrySettings:
     insecure: tuple[str, ...] = ()
     mirrors: tuple[str, ...] = ()
+    # host[:port] glob patterns this daemon may contact (daemon.json "allowed-registries");
+    # empty means any. Test daemons allow only loopback, so no test can reach Docker Hub.
+    allowed: tuple[str, ...] = ()
+
+    def check_allowed(self, host: str) -> None:
+        if self.allowed and not any(fnmatch.fnmatch(host, pat) for pat in self.allowed):
+            raise errdefs.PermissionDenied(f"registry {host} is not in this daemon's allowed-registries")
 
     def is_insecure(self, host: str) -> bool:
         name = host.rsplit(":", 1)[0].strip("[]") if host.count(":") <= 1 or host.startswith("[") else host
@@ -58,9 +66,11 @@ class RegistrySettings:
         return False
 
     def endpoints(self, domain: str, auth: AuthConfig, *, push: bool = False) -> list[RegistryClient]:
+        self.check_allowed(domain)
         out = []
         if domain == reference.DEFAULT_DOMAIN and not push:
             for m in self.mirrors:
+                self.check_allowed(m.split("://", 1)[-1].split("/", 1)[0])
                 out.append(
                     RegistryClient(domain, insecure=m.startswith("http://"), auth=AuthConfig(), endpoint=m)
                 )

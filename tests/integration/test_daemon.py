@@ -13,7 +13,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from tests.conftest import destroy_daemon, make_daemon
+from tests.conftest import destroy_daemon, make_daemon, write_daemon_json
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):
@@ -170,7 +170,7 @@ def test_daemon_json_and_pidfile(tmp_path):
     try:
         pidfile = tmp_path / "d.pid"
         daemon.stop()
-        (daemon.root / "daemon.json").write_text(json.dumps({"pidfile": str(pidfile), "log-level": "warn"}))
+        write_daemon_json(daemon.root, {"pidfile": str(pidfile), "log-level": "warn"})
         daemon.start()
         assert int(pidfile.read_text()) == daemon.proc.pid
         daemon.stop()
@@ -187,7 +187,7 @@ def test_runtimes_from_flag_and_daemon_json():
     daemon = make_daemon(("--add-runtime", "alt=/usr/sbin/runc"))
     try:
         daemon.stop()
-        (daemon.root / "daemon.json").write_text(json.dumps({"runtimes": {"fromjson": {"path": "/usr/sbin/runc"}}}))
+        write_daemon_json(daemon.root, {"runtimes": {"fromjson": {"path": "/usr/sbin/runc"}}})
         daemon.start()
         import_busybox(daemon.host)
         env = {**os.environ, "DOCKER_HOST": daemon.host}

@@ -477,14 +477,15 @@ def test_image_events(docker_py: docker.DockerClient, unique) -> None:
     assert evs[2]["Actor"]["Attributes"]["name"] == f"{repo}:2"
 
 
-def test_pull_is_a_stub(docker_py: docker.DockerClient, busybox: str, unique) -> None:
+def test_pull_outside_allowed_registries_is_refused(docker_py: docker.DockerClient, docker_cli, unique) -> None:
+    # The test daemon allows only loopback registries: Docker Hub is never contacted.
     missing = unique("pull")
     err = api_error(lambda: docker_py.api.pull(missing, tag="latest"))
-    assert err.status_code == 404 and f"No such image: {missing}:latest" in str(err.explanation)
-    err = api_error(lambda: docker_py.api.pull(f"docker.io/library/{missing}", tag="2"))
-    assert str(err.explanation) == f"No such image: {missing}:2"
-    out = docker_py.api.pull("busybox", tag="latest")
-    assert "Image is up to date for busybox:latest" in out
+    assert err.status_code == 403 and "registry docker.io is not in this daemon's allowed-registries" in str(
+        err.explanation
+    )
+    res = docker_cli("pull", f"example.org/{missing}", check=False)
+    assert res.returncode != 0 and "example.org is not in this daemon's allowed-registries" in res.stderr
 
 
 # -- interop with a real dockerd --------------------------------------------------------
