@@ -22,12 +22,7 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-_COMMON_HEADERS = {
-    "Api-Version": versions.API_VERSION,
-    "Server": f"Docker/{versions.ENGINE_VERSION} (linux)",
-    "Ostype": "linux",
-    "Docker-Experimental": "false",
-}
+_COMMON_HEADERS = versions.COMMON_HEADERS
 
 
 class Routes:

@@ -17,6 +17,8 @@ from collections.abc import Iterator
 
 from aiohttp import web
 
+from dockyard.api import versions
+
 STDIN, STDOUT, STDERR, SYSERR = 0, 1, 2, 3
 
 RAW_STREAM = "application/vnd.docker.raw-stream"
@@ -140,7 +142,7 @@ async def hijack(request: web.Request, *, multiplexed: bool) -> tuple[web.Stream
         resp.headers["Connection"] = "Upgrade"
         resp.headers["Upgrade"] = "tcp"
     resp.headers["Content-Type"] = MULTIPLEXED_STREAM if multiplexed else RAW_STREAM
-    resp.headers["Api-Version"] = request.headers.get("Api-Version", "") or "1.47"
+    resp.headers.update(versions.COMMON_HEADERS)
     resp.force_close()
     await resp.prepare(request)
     transport = request.transport

@@ -10,3 +10,11 @@ ENGINE_VERSION = "27.5.0"  # the Docker release whose API we speak; clients prin
 def parse(v: str) -> tuple[int, int]:
     major, _, minor = v.partition(".")
     return int(major), int(minor or 0)
+
+# Headers Docker's clients read on every response, hijacked streams included.
+COMMON_HEADERS = {
+    "Api-Version": API_VERSION,
+    "Server": f"Docker/{ENGINE_VERSION} (linux)",
+    "Ostype": "linux",
+    "Docker-Experimental": "false",
+}

@@ -43,9 +43,7 @@ def resolv_conf(host_resolv: Path = Path("/etc/resolv.conf"), dns: list[str] | N
         if parts[0] == "nameserver":
             if not dns and len(parts) > 1 and not parts[1].startswith("127.") and parts[1] != "::1":
                 servers.append(parts[1])
-        elif parts[0] in ("search", "domain") and search is None:
-            lines.append(line)
-        elif parts[0] == "options" and options is None:
+        elif (parts[0] in ("search", "domain") and search is None) or (parts[0] == "options" and options is None):
             lines.append(line)
     if search:
         lines.append("search " + " ".join(search))
@@ -124,9 +122,8 @@ def make_workdir(rootfs: Path, path: str) -> None:
     """Creates the container's working directory like Docker does at start, evaluating
     symlinks inside the root (an image's `/data -> /` must not lead to the host's root)."""
     import os
-    import stat
-
     import posixpath
+    import stat
 
     parts = [p for p in posixpath.normpath("/" + path).split("/") if p]  # lexically clean first, like Docker
     cur: list[str] = []

@@ -11,24 +11,18 @@ from __future__ import annotations
 import copy
 import re
 import secrets
-import time
 from pathlib import Path
 from typing import Any
 
 from dockyard.containers import mounts
 from dockyard.errdefs import InvalidArgument
 from dockyard.runtime.spec import ALL_CAPS, normalize_cap
+from dockyard.timefmt import now_rfc3339
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 RESTART_POLICIES = {"", "no", "always", "unless-stopped", "on-failure"}
 STATIC_NETWORK_MODES = {"", "default", "bridge", "none", "host"}
-
-
-def now_rfc3339() -> str:
-    ns = time.time_ns()
-    secs, nanos = divmod(ns, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{nanos:09d}Z"
 
 
 def new_id() -> str:

@@ -152,10 +152,13 @@ class ContainerService:
         self.store.containers.put(rec["Id"], rec, name=rec["Name"])
 
     def inspect(self, ref: str) -> Record:
-        return inspect_view(self.get(ref))
+        out = inspect_view(self.get(ref))
+        out["GraphDriver"]["Data"] = self.images.rootfs_graph_data(out["Id"], self._rootfs(out["Id"]))
+        return out
 
     def all(self) -> list[Record]:
-        return self.store.containers.all()
+        """Every record, newest first; shared read-only docs (copy before changing one)."""
+        return self.store.containers.snapshot()
 
     def ids_using_volume(self, name: str) -> list[str]:
         return [r["Id"] for r in self.all() if any(m.get("Name") == name for m in r.get("Mounts") or [])]

@@ -205,3 +205,29 @@ def test_runtimes_from_flag_and_daemon_json():
         assert {"alt", "fromjson", "runc"} <= set(info)
     finally:
         destroy_daemon(daemon)
+
+
+def test_events_image_filter_without_tag_and_hijack_headers(daemon, docker_cli, busybox, unique):
+    start = time.time()
+    name = unique("evimg")
+    docker_cli("run", "--name", name, "busybox:latest", "true")
+    docker_cli("rm", name)
+    out = docker_cli(
+        "events", "--since", f"{start:.3f}", "--until", f"{time.time() + 0.5:.3f}",
+        "--filter", "image=busybox", "--filter", f"container={name}", "--format", "{{.Action}}",
+    ).stdout.split()  # fmt: skip
+    assert "create" in out and "destroy" in out
+    cid = docker_cli("create", "-i", busybox, "cat").stdout.strip()
+    try:
+        sock = socket.socket(socket.AF_UNIX)
+        sock.connect(str(daemon.socket))
+        sock.sendall(
+            f"POST /v1.47/containers/{cid}/attach?stream=1&stdout=1 HTTP/1.1\r\nHost: x\r\n"
+            "Connection: Upgrade\r\nUpgrade: tcp\r\n\r\n".encode()
+        )
+        head = sock.recv(4096).decode()
+        sock.close()
+        assert head.startswith("HTTP/1.1 101")
+        assert "Server: Docker/" in head and "Api-Version: 1.47" in head
+    finally:
+        docker_cli("rm", "-f", cid)

@@ -14,8 +14,8 @@ from dockyard.api import keys, versions
 from dockyard.api.app import Routes
 from dockyard.api.schemas import check_filter_keys, filters
 from dockyard.api.streams import mark_long_lived
-from dockyard.timefmt import parse_time_param
 from dockyard.errdefs import InvalidArgument
+from dockyard.timefmt import parse_time_param
 
 routes = Routes()
 
@@ -95,6 +95,18 @@ def _parse_time(value: str | None, name: str) -> float | None:
         raise InvalidArgument(f"invalid value for {name}: {value!r}") from None
 
 
+def _strip_tag(ref: str) -> str:
+    name, _, tag = ref.rpartition(":")
+    return name if name and "/" not in tag else ref
+
+
+def _image_matches(wanted: str, ev: dict[str, Any]) -> bool:
+    """Docker matches the image id, the image attribute, and that attribute without its tag."""
+    attrs = ev["Actor"]["Attributes"]
+    image = attrs.get("image") or (attrs.get("name") if ev["Type"] == "image" else "") or ""
+    return wanted in (ev["Actor"]["ID"], image, _strip_tag(image))
+
+
 def _event_matches(ev: dict[str, Any], f: dict[str, list[str]]) -> bool:
     attrs = ev["Actor"]["Attributes"]
     for key, wanted in f.items():
@@ -107,9 +119,7 @@ def _event_matches(ev: dict[str, Any], f: dict[str, list[str]]) -> bool:
             or not any(ev["Actor"]["ID"].startswith(w) or attrs.get("name") == w for w in wanted)
         ):
             return False
-        if key == "image" and not any(
-            w in (ev["Actor"]["ID"], attrs.get("image"), attrs.get("name")) for w in wanted
-        ):
+        if key == "image" and not any(_image_matches(w, ev) for w in wanted):
             return False
         if key == "label" and not all(
             (attrs.get(w.split("=", 1)[0]) == w.split("=", 1)[1]) if "=" in w else w in attrs for w in wanted
