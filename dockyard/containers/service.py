@@ -129,7 +129,7 @@ class ContainerService:
         """Full id, name (with or without the slash) or unambiguous id prefix."""
         if not ref:
             raise ContainerNotFound("No such container: ")
-        if len(ref) == 64 and self.store.containers.get(ref) is not None:
+        if len(ref) == 64 and self.store.containers.exists(ref):
             return ref
         by_name = self.store.containers.ids_by_name(ref if ref.startswith("/") else "/" + ref)
         if by_name:

@@ -81,6 +81,9 @@ class Collection:
         row = self._store._query_one(f"SELECT doc FROM {self._table} WHERE id=?", (id,))
         return json.loads(row[0]) if row else None
 
+    def exists(self, id: str) -> bool:
+        return self._store._query_one(f"SELECT 1 FROM {self._table} WHERE id=?", (id,)) is not None
+
     def get_by_name(self, name: str) -> dict[str, Any] | None:
         row = self._store._query_one(f"SELECT doc FROM {self._table} WHERE name=?", (name,))
         return json.loads(row[0]) if row else None
