@@ -662,3 +662,20 @@ def test_failed_start_leaves_nothing(docker_cli: Runner, busybox: str, daemon: D
     r = docker_cli("run", "--rm", "-w", "/etc/passwd", busybox, "true", check=False)
     assert r.returncode == 125 and "not a directory" in r.stderr and "internal" not in r.stderr
     wait_for(lambda: bundles(daemon) <= before, what="--rm container gone")
+
+
+def test_seccomp_filter_is_on_by_default(docker_cli: Runner, busybox: str):
+    def seccomp_mode(*flags: str) -> str:
+        out = docker_cli("run", "--rm", *flags, busybox, "grep", "^Seccomp:", "/proc/self/status").stdout
+        return out.split()[1]
+
+    assert seccomp_mode() == "2"  # a filter is installed
+    assert seccomp_mode("--security-opt", "seccomp=unconfined") == "0"
+    assert seccomp_mode("--privileged") == "0"
+    # with CAP_SYS_ADMIN granted, only the seccomp profile still stops unshare(2)
+    res = docker_cli("run", "--rm", "--cap-add", "SYS_ADMIN", busybox, "unshare", "-m", "true", check=False)
+    assert res.returncode != 0 and "Operation not permitted" in res.stderr
+    ok = docker_cli(
+        "run", "--rm", "--cap-add", "SYS_ADMIN", "--security-opt", "seccomp=unconfined", busybox, "unshare", "-m", "true"
+    )  # fmt: skip
+    assert ok.returncode == 0
