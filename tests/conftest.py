@@ -6,6 +6,7 @@ docker-py and the dockyard CLI; each test removes what it made.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
@@ -109,8 +110,8 @@ def make_daemon(extra: tuple[str, ...] = ()) -> Daemon:
 
 
 def _remove_network_leftovers(d: Daemon) -> None:
-    """A daemon killed (or stopped with containers running) keeps its bridges and nft table
-    for the containers it left; the test session must not leave them on the host."""
+    """A daemon killed (or stopped with containers running) keeps its bridges, veths and nft
+    table for the containers it left; the test session must not leave them on the host."""
     import hashlib
     import json
 
@@ -122,6 +123,17 @@ def _remove_network_leftovers(d: Daemon) -> None:
         bridge = None
     if bridge:
         subprocess.run(["ip", "link", "del", bridge], capture_output=True, check=False)
+    # user-defined bridges and host-side veths carry the table name as their interface alias
+    tagged = [p.parent.name for p in Path("/sys/class/net").glob("*/ifalias") if _read(p) == table]
+    for dev in sorted(tagged, key=lambda n: not n.startswith("veth")):  # veths before bridges
+        subprocess.run(["ip", "link", "del", dev], capture_output=True, check=False)
+
+
+def _read(p: Path) -> str:
+    try:
+        return p.read_text().strip()
+    except OSError:
+        return ""
 
 
 def destroy_daemon(d: Daemon) -> None:
@@ -205,3 +217,79 @@ def unique() -> Callable[[str], str]:
     import secrets
 
     return lambda prefix: f"{prefix}-{secrets.token_hex(4)}"
+
+
+# -- Debian's real dockerd, for interop and comparison tests ---------------------------
+
+DOCKERD = "/usr/sbin/dockerd"
+
+
+class RealDocker:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.socket = root / "docker.sock"
+        self.pidfile = root / "docker.pid"
+        self.host = f"unix://{self.socket}"
+
+    def cli(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "DOCKER_HOST": self.host}
+        res = subprocess.run(["docker", *args], capture_output=True, text=True, env=env, timeout=timeout)
+        if check and res.returncode != 0:
+            raise AssertionError(f"real docker {args} exited {res.returncode}:\n{res.stdout}\n{res.stderr}")
+        return res
+
+
+@pytest.fixture(scope="session")
+def real_docker() -> Iterator[RealDocker]:
+    if not Path(DOCKERD).exists():
+        pytest.skip(f"{DOCKERD} is missing (apt-get install docker.io)")
+    # One real dockerd at a time among our test sessions: serialise on a lock file.
+    lock = open("/tmp/dockyard-real-dockerd.lock", "w")
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    root = Path(tempfile.mkdtemp(prefix="dy-real-", dir="/tmp"))
+    rd = RealDocker(root)
+    log = open(root / "dockerd.log", "wb")
+    proc = subprocess.Popen(
+        [
+            DOCKERD,
+            "--data-root", str(root / "data"),
+            "--exec-root", str(root / "exec"),
+            "-H", rd.host,
+            "--pidfile", str(rd.pidfile),
+            "--bridge", "none",
+            "--iptables=false",
+        ],
+        stdout=log,
+        stderr=log,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                pytest.skip(f"dockerd exited: {(root / 'dockerd.log').read_text()[-2000:]}")
+            if rd.cli("version", "--format", "{{.Server.Version}}", check=False, timeout=10).returncode == 0:
+                break
+            if time.monotonic() > deadline:
+                pytest.skip("dockerd did not answer within 60s")
+            time.sleep(0.5)
+        yield rd
+    finally:
+        try:
+            pid = int(rd.pidfile.read_text())
+        except (OSError, ValueError):
+            pid = proc.pid
+        if proc.poll() is None:
+            os.kill(pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.kill(pid, signal.SIGKILL)
+                proc.wait()
+        with open("/proc/self/mountinfo") as f:
+            mounts = [line.split()[4] for line in f if line.split()[4].startswith(str(root))]
+        for m in sorted(mounts, key=len, reverse=True):
+            subprocess.run(["umount", "-l", m], check=False)
+        log.close()
+        shutil.rmtree(root, ignore_errors=True)
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        lock.close()

@@ -5,12 +5,17 @@ Everything here is blocking (netlink round trips); callers run it in a worker th
 work happens on a thread that joined it (`run_in_netns`), so the netlink socket opened
 there configures the container's side. Every function is idempotent where it can be, so a
 retry or a cleanup after a half-done step is safe.
+
+`BridgeDriver` is the `driver.NetworkDriver` of Docker's "bridge" networks; the service
+reaches this module only through it. Bridges and host-side veths carry the daemon's tag as
+their interface alias (`ip link show` prints it), so a restart can reconcile after `kill -9`.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +23,8 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from dockyard._sys.netns import run_in_netns
+from dockyard.network import driver
+from dockyard.network.driver import Link, NetworkSpec
 
 log = logging.getLogger(__name__)
 logging.getLogger("pyroute2").setLevel(logging.WARNING)  # it logs every netlink message at debug
@@ -30,6 +37,7 @@ class BridgeSpec:
     prefixlen: int
     mtu: int = 1500
     route_localnet: bool = True  # so DNAT of 127.0.0.1 to a container is routable
+    tag: str = ""  # interface alias marking the bridge as this daemon's
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,7 @@ class EndpointSpec:
     mac: str
     gateway: str | None  # None: no default route through this interface (internal, or not primary)
     mtu: int = 1500
+    tag: str = ""
 
 
 def _sysctl(path: str, value: str) -> None:
@@ -77,6 +86,8 @@ def ensure_bridge(spec: BridgeSpec) -> None:
         if (spec.gateway, spec.prefixlen) not in have:
             ipr.addr("add", index=i, address=spec.gateway, prefixlen=spec.prefixlen)
         ipr.link("set", index=i, mtu=spec.mtu, state="up")
+        if spec.tag:
+            ipr.link("set", index=i, ifalias=spec.tag)
     if spec.route_localnet:
         _sysctl(f"/proc/sys/net/ipv4/conf/{spec.name}/route_localnet", "1")
 
@@ -125,6 +136,8 @@ def add_endpoint(ep: EndpointSpec) -> str:
             if not br:
                 raise OSError(errno.ENODEV, f"bridge {ep.bridge} does not exist")
             ipr.link("set", index=host_i, master=br[0], mtu=ep.mtu, state="up")
+            if ep.tag:
+                ipr.link("set", index=host_i, ifalias=ep.tag)
             with open(ep.netns, "rb") as nsf:
                 ipr.link("set", index=peer_i, net_ns_fd=nsf.fileno())
             return run_in_netns(ep.netns, lambda: _configure_inside(ep, tmp))
@@ -175,3 +188,57 @@ def veth_names() -> list[str]:
             if (link.get_attr("IFLA_LINKINFO") or None) is not None
             and link.get_attr("IFLA_LINKINFO").get_attr("IFLA_INFO_KIND") == "veth"
         ]
+
+
+def links() -> list[Link]:
+    """Every interface of the daemon's namespace with its kind, alias and master."""
+    with IPRoute() as ipr:
+        all_links = list(ipr.get_links())
+        by_index = {ln["index"]: str(ln.get_attr("IFLA_IFNAME")) for ln in all_links}
+        out = []
+        for ln in all_links:
+            info = ln.get_attr("IFLA_LINKINFO")
+            kind = str(info.get_attr("IFLA_INFO_KIND") or "") if info is not None else ""
+            master = ln.get_attr("IFLA_MASTER")
+            out.append(Link(str(ln.get_attr("IFLA_IFNAME")), kind, str(ln.get_attr("IFLA_IFALIAS") or ""),
+                            by_index.get(master, "") if master else ""))  # fmt: skip
+        return out
+
+
+class BridgeDriver:
+    """Docker's "bridge" driver: one Linux bridge per network, one veth pair per endpoint."""
+
+    name = "bridge"
+
+    def __init__(self, tag: str) -> None:
+        self.tag = tag
+
+    def __repr__(self) -> str:
+        return f"<BridgeDriver {self.tag}>"
+
+    def _spec(self, net: NetworkSpec) -> BridgeSpec:
+        return BridgeSpec(net.device, net.gateway, net.prefixlen, net.mtu, tag=self.tag)
+
+    def create_network(self, net: NetworkSpec) -> None:
+        ensure_bridge(self._spec(net))
+
+    def delete_network(self, net: NetworkSpec) -> None:
+        delete_link(net.device)
+
+    def join(self, net: NetworkSpec, ep: driver.EndpointSpec) -> str:
+        return add_endpoint(EndpointSpec(
+            netns=ep.netns, bridge=net.device, host_if=ep.host_if, address=ep.address, prefixlen=ep.prefixlen,
+            mac=ep.mac, gateway=ep.gateway, mtu=ep.mtu, tag=self.tag,
+        ))  # fmt: skip
+
+    def leave(self, net: NetworkSpec, host_if: str) -> None:
+        delete_link(host_if)
+
+    def restore(self, nets: Iterable[NetworkSpec], host_ifs: Iterable[str]) -> list[str]:
+        nets = list(nets)
+        for net in nets:
+            ensure_bridge(self._spec(net))
+        stale = driver.plan_restore(links(), self.tag, [n.device for n in nets], host_ifs)
+        for name in stale:
+            delete_link(name)
+        return stale

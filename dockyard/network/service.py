@@ -14,8 +14,8 @@ A typical flow::
 Endpoints live in the network's document (`Dockyard.Endpoints`, keyed by container id), so
 address allocation, `Containers` in inspect and the nftables plan all read one place, and a
 restarted daemon finds the endpoints of containers that kept running. Kernel work goes
-through `bridge` (netlink, in worker threads) and `portmap` (one nft transaction per
-change). The service must not import container code: connect/disconnect reach container
+goes through the network's driver (`driver.NetworkDriver`; `bridge.BridgeDriver` for every
+network today, netlink in worker threads) and `portmap` (one nft transaction per change). The service must not import container code: connect/disconnect reach container
 records through the small `ContainerAccess` protocol the daemon wiring hands in.
 """
 
@@ -36,6 +36,7 @@ from dockyard import errdefs
 from dockyard._sys.netns import set_loopback_up
 from dockyard.network import bridge, ipam
 from dockyard.network.dns import Resolver, embedded_resolv_conf, host_nameservers
+from dockyard.network.driver import EndpointSpec, NetworkDriver, NetworkSpec
 from dockyard.network.portmap import (
     BridgeRules,
     PortAllocated,
@@ -106,6 +107,8 @@ class NetworkService:
         self.events = events
         self.cfg = cfg
         self.table = table_name(str(cfg.data_root))
+        # drivers by Docker's name; devices and interfaces carry the table name as their tag
+        self.drivers: dict[str, NetworkDriver] = {"bridge": bridge.BridgeDriver(self.table)}
         self.containers: ContainerAccess | None = None
         self._lock = asyncio.Lock()  # network docs: allocation, endpoints
         self._rules_lock = asyncio.Lock()
@@ -174,11 +177,18 @@ class NetworkService:
     def _subnet(self, doc: Record) -> ipam.Subnet:
         return ipam.Subnet.from_config(doc["IPAM"]["Config"][0])
 
-    def _bridge_spec(self, doc: Record) -> bridge.BridgeSpec:
+    def _driver(self, doc: Record) -> NetworkDriver:
+        try:
+            return self.drivers[doc["Driver"]]
+        except KeyError:
+            raise errdefs.NotFound(f'plugin "{doc["Driver"]}" not found') from None
+
+    def _net_spec(self, doc: Record) -> NetworkSpec:
         sub = self._subnet(doc)
-        return bridge.BridgeSpec(
-            doc["Dockyard"]["Bridge"], str(sub.gateway), sub.subnet.prefixlen, int(doc["Dockyard"].get("MTU") or 1500)
-        )
+        return NetworkSpec(
+            doc["Id"], doc["Dockyard"]["Bridge"], str(sub.gateway), sub.subnet.prefixlen,
+            int(doc["Dockyard"].get("MTU") or 1500), dict(doc.get("Options") or {}),
+        )  # fmt: skip
 
     def _pools(self) -> list[ipam.Pool]:
         if self.cfg.default_address_pools:
@@ -206,14 +216,17 @@ class NetworkService:
     # ---- daemon lifecycle ------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Builtin networks, bridges and rules again; endpoints of live containers kept."""
+        """Builtin networks, devices and rules again; endpoints of live containers kept.
+
+        Reconciles after `kill -9` too: each driver re-creates the devices of the networks
+        in the store and removes the devices and interfaces tagged as ours that no network
+        or live endpoint wants any more (a network removed, a container gone meanwhile)."""
         await asyncio.to_thread(bridge.enable_forwarding)
         async with self._lock:
             await self._ensure_builtin()
             for doc in self.all():
                 if not self._is_bridge(doc):
                     continue
-                await asyncio.to_thread(bridge.ensure_bridge, self._bridge_spec(doc))
                 eps = doc["Dockyard"].setdefault("Endpoints", {})
                 for cid, ep in list(eps.items()):
                     if _alive(int(ep.get("Pid") or 0)):
@@ -224,8 +237,14 @@ class NetworkService:
                                 log.warning("re-reserving port %s of %s: %s", pm["host_port"], cid[:12], err)
                     else:
                         del eps[cid]
-                        await asyncio.to_thread(bridge.delete_link, ep["HostIf"])
+                        await asyncio.to_thread(self._driver(doc).leave, self._net_spec(doc), ep["HostIf"])
                 self._save(doc)
+            for name, drv in self.drivers.items():
+                docs = [d for d in self.all() if d["Driver"] == name]
+                keep = [ep["HostIf"] for d in docs for ep in (d["Dockyard"].get("Endpoints") or {}).values()]
+                removed = await asyncio.to_thread(drv.restore, [self._net_spec(d) for d in docs], keep)
+                if removed:
+                    log.info("reconcile: removed %s left by an earlier run", ", ".join(removed))
         for cid, netns in self._dns_wanted().items():
             await self._open_resolver(cid, netns)
         await self._apply_rules()
@@ -248,8 +267,8 @@ class NetworkService:
         if any(doc.get("Dockyard", {}).get("Endpoints") for doc in docs):
             return
         for doc in docs:
-            if self._is_bridge(doc):
-                await asyncio.to_thread(bridge.delete_link, doc["Dockyard"]["Bridge"])
+            if doc["Driver"] in self.drivers:
+                await asyncio.to_thread(self._driver(doc).delete_network, self._net_spec(doc))
         await delete_table(self.table)
 
     async def _ensure_builtin(self) -> None:
@@ -270,7 +289,7 @@ class NetworkService:
             doc = self._new_doc("bridge", "bridge", opts, [cfg_subnet], {}, False, False)
         else:
             if doc["Dockyard"]["Bridge"] != want_name and not doc["Dockyard"].get("Endpoints"):
-                await asyncio.to_thread(bridge.delete_link, doc["Dockyard"]["Bridge"])
+                await asyncio.to_thread(self._driver(doc).delete_network, self._net_spec(doc))
             doc["Options"] = opts
             doc["IPAM"]["Config"] = [cfg_subnet]
         doc["Dockyard"].update(Bridge=want_name, MTU=self.cfg.mtu)
@@ -384,13 +403,14 @@ class NetworkService:
             doc["Dockyard"]["MTU"] = mtu
             if body.get("IPAM", {}).get("Options"):
                 doc["IPAM"]["Options"] = body["IPAM"]["Options"]
+            drv = self._driver(doc)
             try:
-                await asyncio.to_thread(bridge.ensure_bridge, self._bridge_spec(doc))
+                await asyncio.to_thread(drv.create_network, self._net_spec(doc))
                 self._save(doc)
                 await self._apply_rules()
             except BaseException:
                 self.store.networks.delete(doc["Id"])
-                await asyncio.to_thread(bridge.delete_link, dev)
+                await asyncio.to_thread(drv.delete_network, self._net_spec(doc))
                 raise
         self.events.publish("network", "create", doc["Id"], {"name": name, "type": "bridge"})
         warning = "IPv6 is not supported by this daemon; the network is IPv4 only" if body.get("EnableIPv6") else ""
@@ -407,7 +427,7 @@ class NetworkService:
                     f"error while removing network: network {doc['Name']} id {doc['Id']} has active endpoints"
                 )
             self.store.networks.delete(doc["Id"])
-            await asyncio.to_thread(bridge.delete_link, doc["Dockyard"]["Bridge"])
+            await asyncio.to_thread(self._driver(doc).delete_network, self._net_spec(doc))
             await self._apply_rules()
         self.events.publish("network", "destroy", doc["Id"], {"name": doc["Name"], "type": doc["Driver"]})
 
@@ -586,13 +606,12 @@ class NetworkService:
             }  # fmt: skip
             eps[cid] = ep
             self._save(doc)
-        spec = bridge.EndpointSpec(
-            netns=netns, bridge=doc["Dockyard"]["Bridge"], host_if=ep["HostIf"], address=str(addr),
-            prefixlen=sub.subnet.prefixlen, mac=mac, gateway=str(sub.gateway) if default_route else None,
-            mtu=int(doc["Dockyard"].get("MTU") or 1500),
+        spec = EndpointSpec(
+            netns=netns, host_if=ep["HostIf"], address=str(addr), prefixlen=sub.subnet.prefixlen, mac=mac,
+            gateway=str(sub.gateway) if default_route else None, mtu=int(doc["Dockyard"].get("MTU") or 1500),
         )  # fmt: skip
         try:
-            await asyncio.to_thread(bridge.add_endpoint, spec)
+            await asyncio.to_thread(self._driver(doc).join, self._net_spec(doc), spec)
         except BaseException as err:
             await self._drop_endpoint(doc["Id"], cid)
             if isinstance(err, OSError):
@@ -614,7 +633,7 @@ class NetworkService:
             for pm in ep.get("Ports") or []:
                 self._ports.release(pm["proto"], pm["host_ip"], pm["host_port"])
             self._save(doc)
-        await asyncio.to_thread(bridge.delete_link, ep["HostIf"])
+        await asyncio.to_thread(self._driver(doc).leave, self._net_spec(doc), ep["HostIf"])
         return ep  # type: ignore[no-any-return]
 
     async def _publish_ports(self, rec: Record, doc: Record) -> None:

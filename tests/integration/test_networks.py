@@ -274,3 +274,84 @@ def test_restart_keeps_running_endpoints(net_daemon, dk, unique):
     finally:
         dk("rm", "-f", a)
         dk("network", "rm", n)
+
+
+def _links_of_kind(kind: str) -> set[str]:
+    out = subprocess.run(["ip", "-o", "link", "show", "type", kind], check=False, capture_output=True, text=True).stdout
+    return {line.split(":")[1].strip().split("@")[0] for line in out.splitlines() if ":" in line}
+
+
+def _tagged(table: str) -> set[str]:
+    """Interfaces carrying the daemon's tag (its table name) as their alias."""
+    out = set()
+    for p in Path("/sys/class/net").glob("*/ifalias"):
+        try:
+            if p.read_text().strip() == table:
+                out.add(p.parent.name)
+        except OSError:
+            pass
+    return out
+
+
+def test_kill_9_then_restart_leaves_nothing(unique):
+    """kill -9 the daemon with a user network and a running container on it, restart, remove
+    both: no veth, bridge or nft table of that daemon remains once it stops."""
+    import signal
+
+    veths_before, bridges_before = _veths(), _links_of_kind("bridge")
+    d = make_daemon()
+    table = _table_of(d)
+    try:
+        import_busybox(d.host)
+        env = {**os.environ, "DOCKER_HOST": d.host}
+
+        def dk(*args: str) -> str:
+            return subprocess.run(["docker", *args], check=True, capture_output=True, text=True, env=env).stdout
+
+        n, a = unique("k9"), unique("a")
+        nid = dk("network", "create", n).strip()
+        dk("run", "-d", "--name", a, "--network", n, "busybox", "sleep", "300")
+        br = "br-" + nid[:12]
+        ctr_veths = {p.name for p in Path(f"/sys/class/net/{br}/brif").glob("*")}
+        assert len(ctr_veths) == 1 and ctr_veths <= _tagged(table) and br in _tagged(table)
+        d.stop(signal.SIGKILL)
+        assert Path(f"/sys/class/net/{br}").exists()  # kept for the running container
+        d.start()
+        out = dk("run", "--rm", "--network", n, "busybox", "sh", "-c", f"ping -c1 -W2 {a}")
+        assert "1 packets received" in out
+        dk("rm", "-f", a)
+        dk("network", "rm", n)
+        assert not Path(f"/sys/class/net/{br}").exists()
+        d.stop()  # no endpoints left: the default bridge and the table go too
+        assert table not in _tables()
+        assert not _tagged(table), f"tagged links left: {_tagged(table)}"
+        assert not (ctr_veths & _veths())
+        # other engineers' daemons may add links meanwhile: only ours must not be among the new ones
+        assert not {v for v in _veths() - veths_before if v in ctr_veths}
+        assert br not in _links_of_kind("bridge") and not (_links_of_kind("bridge") - bridges_before) & {br}
+    finally:
+        destroy_daemon(d)
+
+
+def test_restart_removes_bridges_of_networks_it_no_longer_has(unique):
+    """A bridge tagged as ours but in no network of the store (a kill -9 between the store's
+    delete and the link's) is removed when the daemon starts again; so are its veths."""
+    import signal
+
+    d = make_daemon()
+    table = _table_of(d)
+    stray, stray_veth = "dyst" + unique("x")[-8:], "veth" + unique("x")[-7:]
+    try:
+        d.stop(signal.SIGKILL)
+        subprocess.run(["ip", "link", "add", stray, "type", "bridge"], check=True)
+        subprocess.run(["ip", "link", "set", stray, "alias", table], check=True)
+        subprocess.run(["ip", "link", "add", stray_veth, "type", "veth", "peer", "name", "vp" + stray_veth[4:]],
+                       check=True)  # fmt: skip
+        subprocess.run(["ip", "link", "set", stray_veth, "master", stray], check=True)
+        d.start()
+        assert not Path(f"/sys/class/net/{stray}").exists()
+        assert not Path(f"/sys/class/net/{stray_veth}").exists()
+    finally:
+        for dev in (stray_veth, stray):
+            subprocess.run(["ip", "link", "del", dev], capture_output=True, check=False)
+        destroy_daemon(d)
