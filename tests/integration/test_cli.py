@@ -1,14 +1,12 @@
 """The `dockyard` CLI end to end: each test drives the console script against the `daemon` fixture.
 
 Uses only the shared fixtures (daemon, busybox, dockyard_cli, docker_cli, docker_py); every test
-creates uniquely named objects and removes them. Set DOCKYARD_CLI_TEST_HOST to run against another
-daemon (e.g. a real dockerd) through the temporary fixtures in _cli_fixtures_fallback.py.
+creates uniquely named objects and removes them.
 """
 
 from __future__ import annotations
 
 import fcntl
-import importlib.util
 import io
 import json
 import os
@@ -26,16 +24,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-if os.environ.get("DOCKYARD_CLI_TEST_HOST"):  # TEMPORARY: see _cli_fixtures_fallback.py
-    _spec = importlib.util.spec_from_file_location(
-        "_cli_fixtures_fallback", Path(__file__).with_name("_cli_fixtures_fallback.py")
-    )
-    assert _spec and _spec.loader
-    _fallback = importlib.util.module_from_spec(_spec)
-    sys.modules[_spec.name] = _fallback
-    _spec.loader.exec_module(_fallback)
-    globals().update(_fallback.FIXTURES)
 
 DOCKYARD = Path(sys.executable).parent / "dockyard"
 
