@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from dockyard.errdefs import InvalidArgument
+from dockyard.filters import labels_match
 from dockyard.timefmt import human_duration, parse_rfc3339
 
 FILTERS = {
@@ -77,14 +78,6 @@ def _name_match(pattern: str, name: str) -> bool:
     return bool(rx.search(name) or rx.search(name.lstrip("/")))
 
 
-def _label_match(labels: dict[str, str], wanted: list[str]) -> bool:
-    for w in wanted:
-        k, eq, v = w.partition("=")
-        if k not in labels or (eq and labels[k] != v):
-            return False
-    return True
-
-
 def apply_filters(
     records: list[dict[str, Any]], f: dict[str, list[str]], resolve: Any, image_matches: Any
 ) -> list[dict[str, Any]]:
@@ -101,7 +94,7 @@ def apply_filters(
     if "name" in f:
         out = [r for r in out if any(_name_match(x, r["Name"]) for x in f["name"])]
     if "label" in f:
-        out = [r for r in out if _label_match(r["Config"].get("Labels") or {}, f["label"])]
+        out = [r for r in out if labels_match(r["Config"].get("Labels") or {}, f["label"])]
     if "status" in f:
         out = [r for r in out if r["State"]["Status"] in f["status"]]
     if "exited" in f:

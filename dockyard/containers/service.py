@@ -32,6 +32,7 @@ from dockyard.containers.attach import AttachConnection
 from dockyard.containers.files import hosts_file, make_workdir, resolve_user, write_container_files
 from dockyard.containers.model import DEFAULT_PATH, ZERO_TIME, build_record, inspect_view, new_id, now_rfc3339
 from dockyard.events import EventBus
+from dockyard.filters import labels_match
 from dockyard.runtime import spec as ocispec
 from dockyard.runtime.monitor import Conmon
 from dockyard.runtime.oci import OCIRuntime, RuntimeFailed, bounding_capabilities, limit_capabilities
@@ -854,7 +855,6 @@ class ContainerService:
         return rw, rw + image_size
 
     async def prune(self, f: dict[str, list[str]]) -> dict[str, Any]:
-        from dockyard.containers.listing import _label_match
         from dockyard.timefmt import parse_rfc3339, parse_time_param
 
         for key in f:
@@ -866,9 +866,9 @@ class ContainerService:
             if rec["State"]["Running"] or rec["State"]["Status"] not in (state.EXITED, state.CREATED, state.DEAD):
                 continue
             labels = rec["Config"].get("Labels") or {}
-            if f.get("label") and not _label_match(labels, f["label"]):
+            if f.get("label") and not labels_match(labels, f["label"]):
                 continue
-            if f.get("label!") and _label_match(labels, f["label!"]):
+            if f.get("label!") and labels_match(labels, f["label!"]):
                 continue
             if until is not None and parse_rfc3339(rec["Created"]) > until:
                 continue

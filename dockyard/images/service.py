@@ -24,14 +24,14 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import gzip
+import hashlib
 import json
 import logging
-import hashlib
 import secrets
 import shutil
 import tarfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -39,14 +39,15 @@ from typing import IO, Any
 from dockyard._sys.mount import Mount
 from dockyard.errdefs import Conflict, InvalidArgument, NotFound
 from dockyard.events import EventBus
+from dockyard.filters import labels_match
 from dockyard.images import archive, reference
-from dockyard.timefmt import format_ts, now_rfc3339, parse_rfc3339, parse_time_param
 from dockyard.images.config import apply_changes, full_container_config
 from dockyard.images.content import ContentStore
 from dockyard.images.layers import LayerStore, chain_id, chain_ids
 from dockyard.snapshots import diff as snapdiff
 from dockyard.snapshots.overlay import OverlaySnapshotter
 from dockyard.store import Store
+from dockyard.timefmt import format_ts, now_rfc3339, parse_rfc3339, parse_time_param
 
 __all__ = ["Image", "ImageNotFound", "ImageService"]
 
@@ -344,7 +345,7 @@ class ImageService:
                 continue
             if until is not None and not img.created < until:
                 continue
-            if "label" in f and not _labels_match(img.labels, f["label"]):
+            if "label" in f and not labels_match(img.labels, f["label"]):
                 continue
             tags = list(img.repo_tags)
             if "reference" in f:
@@ -582,9 +583,9 @@ class ImageService:
                     continue
                 if until is not None and not img.created < until:
                     continue
-                if "label" in f and not _labels_match(img.labels, f["label"]):
+                if "label" in f and not labels_match(img.labels, f["label"]):
                     continue
-                if "label!" in f and _labels_match(img.labels, f["label!"], any_of=True):
+                if "label!" in f and labels_match(img.labels, f["label!"], any_of=True):
                     continue
                 usage = self._usage(img.id)
                 if usage.running or usage.stopped:
@@ -1094,14 +1095,6 @@ def _is_single_reference(refs: list[str]) -> bool:
         return len(digests) == 1
     name = tags[0].rpartition(":")[0]
     return digests == {name}
-
-
-def _labels_match(labels: dict[str, str], wanted: Iterable[str], *, any_of: bool = False) -> bool:
-    results = []
-    for w in wanted:
-        k, sep, v = w.partition("=")
-        results.append(k in labels and (not sep or labels[k] == v))
-    return any(results) if any_of else all(results)
 
 
 def _ref_match(pattern: str, familiar_tag: str) -> bool:

@@ -34,6 +34,7 @@ from typing import Any, Protocol
 
 from dockyard import errdefs
 from dockyard._sys.netns import set_loopback_up
+from dockyard.filters import labels_match
 from dockyard.network import bridge, ipam
 from dockyard.network.dns import Resolver, embedded_resolv_conf, host_nameservers
 from dockyard.network.driver import EndpointSpec, NetworkDriver, NetworkSpec
@@ -452,7 +453,7 @@ class NetworkService:
                 kind = "custom" if self._user_defined(doc) else "builtin"
                 if kind not in f["type"]:
                     continue
-            if f.get("label") and not _labels_match(doc.get("Labels") or {}, f["label"]):
+            if f.get("label") and not labels_match(doc.get("Labels") or {}, f["label"]):
                 continue
             if f.get("dangling"):
                 want = f["dangling"][0].lower() in ("1", "true")
@@ -477,9 +478,9 @@ class NetworkService:
             if not self._user_defined(doc) or self._in_use(doc):
                 continue
             labels = doc.get("Labels") or {}
-            if f.get("label") and not _labels_match(labels, f["label"]):
+            if f.get("label") and not labels_match(labels, f["label"]):
                 continue
-            if f.get("label!") and _labels_match(labels, f["label!"]):
+            if f.get("label!") and labels_match(labels, f["label!"]):
                 continue
             if until is not None and parse_rfc3339(doc["Created"]) > until:
                 continue
@@ -831,11 +832,3 @@ class NetworkService:
         if ep is not None:
             await self._apply_rules()
         self.events.publish("network", "disconnect", doc["Id"], {"container": cid, "name": doc["Name"], "type": doc["Driver"]})
-
-
-def _labels_match(labels: dict[str, str], wanted: list[str]) -> bool:
-    for w in wanted:
-        k, sep, v = w.partition("=")
-        if k not in labels or (sep and labels[k] != v):
-            return False
-    return True

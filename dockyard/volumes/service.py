@@ -32,6 +32,7 @@ from typing import Any
 from dockyard import errdefs
 from dockyard._sys import proc
 from dockyard.events import EventBus
+from dockyard.filters import labels_match
 from dockyard.store import Store
 from dockyard.volumes import local
 
@@ -61,14 +62,6 @@ def _truthy(values: list[str], key: str) -> bool:
     if v in ("0", "false"):
         return False
     raise errdefs.InvalidArgument(f"invalid filter '{key}={values[-1]}'")
-
-
-def _label_match(labels: dict[str, str], wanted: list[str]) -> bool:
-    for w in wanted:
-        k, eq, v = w.partition("=")
-        if k not in labels or (eq and labels[k] != v):
-            return False
-    return True
 
 
 def view(doc: Volume) -> Volume:
@@ -172,9 +165,9 @@ class VolumeService:
             return False
         if f.get("driver") and doc["Driver"] not in f["driver"]:
             return False
-        if f.get("label") and not _label_match(labels, f["label"]):
+        if f.get("label") and not labels_match(labels, f["label"]):
             return False
-        return not (f.get("label!") and any(_label_match(labels, [w]) for w in f["label!"]))
+        return not (f.get("label!") and any(labels_match(labels, [w]) for w in f["label!"]))
 
     # ---- mount / unmount ---------------------------------------------------------------------
 
