@@ -54,7 +54,8 @@ def resolv_conf(host_resolv: Path = Path("/etc/resolv.conf"), dns: list[str] | N
     return "".join(f"nameserver {s}\n" for s in servers) + "".join(f"{ln}\n" for ln in lines)
 
 
-def write_container_files(cdir: Path, record: dict[str, Any]) -> None:
+def write_container_files(cdir: Path, record: dict[str, Any], default_dns: list[str] | None = None) -> None:
+    """`default_dns`: the daemon's `dns` setting, used when the container names no `--dns`."""
     cfg, hc = record["Config"], record["HostConfig"]
     hostname = cfg.get("Hostname") or ""
     if hc.get("NetworkMode") == "host":
@@ -66,7 +67,7 @@ def write_container_files(cdir: Path, record: dict[str, Any]) -> None:
     else:
         (cdir / "hosts").write_text(hosts_file(hc.get("ExtraHosts") or []))
         (cdir / "resolv.conf").write_text(
-            resolv_conf(dns=hc.get("Dns") or None, search=hc.get("DnsSearch") or None, options=hc.get("DnsOptions") or None)
+            resolv_conf(dns=hc.get("Dns") or default_dns or None, search=hc.get("DnsSearch") or None, options=hc.get("DnsOptions") or None)
         )
     (cdir / "hostname").write_text(hostname + "\n")
 

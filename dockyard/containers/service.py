@@ -223,7 +223,7 @@ class ContainerService:
         made_volumes = await self._create_volumes(rec)
         cdir.mkdir(parents=True)
         try:
-            write_container_files(cdir, rec)
+            write_container_files(cdir, rec, getattr(self.cfg, "dns", None))
             self.images.prepare_rootfs(cid, image.id)
             try:
                 with self.store.transaction():

@@ -35,6 +35,7 @@ class DaemonConfig:
     fixed_cidr: str | None = None
     default_address_pools: list[dict[str, object]] = field(default_factory=list)
     mtu: int = 1500
+    dns: list[str] = field(default_factory=list)  # `--dns`: containers' resolvers, and the embedded one's upstream
 
     def runtime_path(self, name: str | None) -> str:
         name = name or self.default_runtime
@@ -65,6 +66,7 @@ def parse_args(argv: list[str] | None = None) -> DaemonConfig:
     p.add_argument("--fixed-cidr", help="allocation range of the default bridge")
     p.add_argument("--default-address-pool", action="append", default=[], metavar="base=CIDR,size=N")
     p.add_argument("--mtu", type=int)
+    p.add_argument("--dns", action="append", default=[], help="DNS server for containers (repeatable)")
     args = p.parse_args(argv)
 
     cfg = DaemonConfig()
@@ -91,6 +93,8 @@ def parse_args(argv: list[str] | None = None) -> DaemonConfig:
     for key in ("bridge_name", "bip", "fixed_cidr", "mtu"):
         if getattr(args, key) is not None:
             setattr(cfg, key, getattr(args, key))
+    if args.dns:
+        cfg.dns = list(args.dns)
     for item in args.default_address_pool:
         kv = dict(part.split("=", 1) for part in item.split(","))
         cfg.default_address_pools.append({"base": kv["base"], "size": int(kv["size"])})
@@ -126,6 +130,8 @@ def _apply_file(cfg: DaemonConfig, data: dict[str, object]) -> None:
             setattr(cfg, key.replace("-", "_"), str(data[key]))
     if "mtu" in data:
         cfg.mtu = int(data["mtu"])  # type: ignore[call-overload]
+    if "dns" in data:
+        cfg.dns = [str(x) for x in data["dns"] or []]  # type: ignore[attr-defined]
     if "default-address-pools" in data:
         cfg.default_address_pools = list(data["default-address-pools"])  # type: ignore[call-overload]
     for key in ("tlscacert", "tlscert", "tlskey", "tlsverify"):

@@ -87,7 +87,9 @@ def plan_restore(links: Iterable[Link], tag: str, devices: Iterable[str], host_i
     Interfaces come before devices."""
     devices, host_ifs = set(devices), set(host_ifs)
     links = list(links)
-    stale_devs = [ln.name for ln in links if ln.alias == tag and ln.kind == device_kind and ln.name not in devices]
+    stale_devs = [
+        ln.name for ln in links if ln.alias == tag and ln.kind == device_kind and ln.name not in devices
+    ]
     stale_ifs = [
         ln.name
         for ln in links

@@ -749,8 +749,8 @@ class NetworkService:
         if cid in self._resolvers:
             return
         if rec is not None:
-            self._upstreams[cid] = list(rec["HostConfig"].get("Dns") or [])
-        upstream = self._upstreams.get(cid) or []
+            self._upstreams[cid] = self.upstreams(rec)
+        upstream = self._upstreams.get(cid) or list(getattr(self.cfg, "dns", None) or [])
         r = Resolver(netns, lambda name: self.lookup(cid, name), (lambda: upstream) if upstream else host_nameservers)
         await r.open()
         self._resolvers[cid] = r
@@ -758,6 +758,12 @@ class NetworkService:
             hc = rec["HostConfig"]
             text = embedded_resolv_conf(search=hc.get("DnsSearch") or None, options=hc.get("DnsOptions") or None)
             Path(rec["ResolvConfPath"]).write_text(text)  # in place: the file is bind-mounted
+
+    def upstreams(self, rec: Record) -> list[str]:
+        """Where the embedded resolver sends other names: the nameservers the container's
+        resolv.conf would list without it (its `--dns`, else the daemon's `dns`); empty means
+        the host's resolv.conf, read at each query."""
+        return list(rec["HostConfig"].get("Dns") or getattr(self.cfg, "dns", None) or [])
 
     async def _close_resolver(self, cid: str) -> None:
         r = self._resolvers.pop(cid, None)

@@ -355,3 +355,140 @@ def test_restart_removes_bridges_of_networks_it_no_longer_has(unique):
         for dev in (stray_veth, stray):
             subprocess.run(["ip", "link", "del", dev], capture_output=True, check=False)
         destroy_daemon(d)
+
+
+UDP_ECHO = (
+    "import socket\n"
+    "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+    "s.bind(('0.0.0.0', 9999))\n"
+    "print('ready', flush=True)\n"
+    "while True:\n"
+    "    data, peer = s.recvfrom(2048)\n"
+    "    print('got', data.decode(), flush=True)\n"
+    "    s.sendto(b'echo:' + data, peer)\n"
+)
+
+
+def test_published_udp_port_with_real_traffic(dk, unique):
+    """A datagram from the host to 127.0.0.1:<published>/udp reaches the container, and its
+    answer comes back through the NAT. Debian's static busybox has no `nc -u`, so the
+    listener is the host's own python3, bind-mounted read-only into the busybox container."""
+    name, port = unique("udp"), _free_port()
+    dk("run", "-d", "--name", name, "-p", f"{port}:9999/udp", "-v", "/usr:/usr:ro", "-v", "/usr/lib:/lib:ro",
+       "-v", "/usr/lib64:/lib64:ro", "busybox", "/usr/bin/python3", "-c", UDP_ECHO)  # fmt: skip
+    try:
+        assert dk("port", name).stdout.strip() == f"9999/udp -> 0.0.0.0:{port}"
+        for _ in range(100):
+            if "ready" in dk("logs", name).stdout:
+                break
+            time.sleep(0.1)
+        reply = b""
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(1)
+            for i in range(5):
+                s.sendto(f"datagram {i}".encode(), ("127.0.0.1", port))
+                try:
+                    reply = s.recv(2048)
+                    break
+                except TimeoutError:
+                    continue
+        assert reply.startswith(b"echo:datagram ")
+        assert "got datagram" in dk("logs", name).stdout
+    finally:
+        dk("rm", "-f", name)
+
+
+def test_container_network_mode_with_real_traffic(dk, unique, tmp_path):
+    (tmp_path / "index.html").write_text("shared namespace\n")
+    a, b = unique("a"), unique("b")
+    dk("run", "-d", "--name", a, "-v", f"{tmp_path}:/www", "busybox", "httpd", "-f", "-p", "8080", "-h", "/www")
+    dk("run", "-d", "--name", b, "busybox", "sleep", "60")
+    try:
+        ip_b = json.loads(dk("inspect", b).stdout)[0]["NetworkSettings"]["IPAddress"]
+        script = (
+            "for i in $(seq 50); do wget -qO- http://127.0.0.1:8080/index.html && break; sleep 0.1; done; "
+            f"ping -c1 -W2 {ip_b}"
+        )
+        out = dk("run", "--rm", "--network", f"container:{a}", "busybox", "sh", "-c", script).stdout
+        assert "shared namespace" in out  # a's server on a's loopback
+        assert "1 packets received" in out  # through a's eth0 over the bridge
+    finally:
+        dk("rm", "-f", a, b)
+
+
+def _fake_dns(addr: str, answer_ip: str):
+    """A tiny DNS server on an address of ours: every A question gets `answer_ip`."""
+    import threading
+
+    from dockyard.network.dns import answer, parse_query
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((addr, 53))
+    sock.settimeout(0.2)
+    seen: list[str] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                msg, peer = sock.recvfrom(512)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            q = parse_query(msg)
+            if q is not None:
+                seen.append(q.name)
+                sock.sendto(answer(q, [answer_ip]), peer)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+
+    def close() -> None:
+        stop.set()
+        t.join(2)
+        sock.close()
+
+    return seen, close
+
+
+def test_dns_forwarding_to_configured_upstream(unique):
+    """daemon.json "dns" sets the containers' resolvers and the embedded resolver's upstream;
+    the upstream here is a fake server on the gateway address of a network this test made."""
+    from tests.conftest import write_daemon_json
+
+    subnet, gw = "10.213.53.0/24", "10.213.53.1"
+    d = make_daemon()
+    try:
+        d.stop()
+        write_daemon_json(d.root, {"dns": [gw]})
+        d.start()
+        import_busybox(d.host)
+        env = {**os.environ, "DOCKER_HOST": d.host}
+
+        def dk(*args: str) -> str:
+            return subprocess.run(["docker", *args], check=True, capture_output=True, text=True, env=env).stdout
+
+        n, srv = unique("dns"), unique("srv")
+        dk("network", "create", "--subnet", subnet, "--gateway", gw, n)
+        seen, close = _fake_dns(gw, "10.99.0.7")
+        try:
+            # the default bridge: the daemon's dns in resolv.conf
+            assert dk("run", "--rm", "busybox", "cat", "/etc/resolv.conf").startswith(f"nameserver {gw}\n")
+            # a user network: the embedded resolver answers names of ours and forwards the rest
+            dk("run", "-d", "--name", srv, "--network", n, "busybox", "sleep", "60")
+            out = dk("run", "--rm", "--network", n, "busybox", "sh", "-c",
+                     f"cat /etc/resolv.conf; nslookup fake.example.test; nslookup {srv}")  # fmt: skip
+            assert "nameserver 127.0.0.11" in out
+            assert "10.99.0.7" in out and "fake.example.test" in seen
+            assert srv not in seen  # our own names never leave the daemon
+            # --dns of the container wins over the daemon's (nothing listens there: no answer)
+            res = subprocess.run(["docker", "run", "--rm", "--network", n, "--dns", "10.213.53.254", "busybox",
+                                  "nslookup", "other.example.test"], check=False, capture_output=True, text=True, env=env)  # fmt: skip
+            assert "10.99.0.7" not in res.stdout and "other.example.test" not in seen
+        finally:
+            close()
+            subprocess.run(["docker", "rm", "-f", srv], check=False, capture_output=True, env=env)
+            dk("network", "rm", n)
+    finally:
+        destroy_daemon(d)

@@ -31,3 +31,23 @@ def test_plan_restore_removes_only_our_unwanted_links() -> None:
     ]
     stale = plan_restore(links, TAG, ["dy0", "br-aaaaaaaaaaaa"], ["veth1111111"])
     assert stale == ["veth2222222", "veth3333333", "veth4444444", "br-bbbbbbbbbbbb"]
+
+
+def test_daemon_dns_setting_reaches_resolv_conf(tmp_path) -> None:
+    import json
+
+    from dockyard.containers.files import write_container_files
+    from dockyard.daemon.config import parse_args
+
+    (tmp_path / "daemon.json").write_text(json.dumps({"dns": ["10.0.0.53"]}))
+    cfg = parse_args(["--config-file", str(tmp_path / "daemon.json")])
+    assert cfg.dns == ["10.0.0.53"]
+    assert parse_args(["--config-file", str(tmp_path / "daemon.json"), "--dns", "10.0.0.54"]).dns == [
+        "10.0.0.54"
+    ]
+    rec = {"Config": {}, "HostConfig": {"NetworkMode": "bridge", "Dns": []}}
+    write_container_files(tmp_path, rec, cfg.dns)
+    assert (tmp_path / "resolv.conf").read_text().startswith("nameserver 10.0.0.53\n")
+    rec["HostConfig"]["Dns"] = ["10.0.0.99"]
+    write_container_files(tmp_path, rec, cfg.dns)
+    assert "10.0.0.53" not in (tmp_path / "resolv.conf").read_text()
