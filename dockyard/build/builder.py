@@ -61,6 +61,7 @@ log = logging.getLogger(__name__)
 Emit = Callable[[dict[str, Any]], Awaitable[None]]
 
 DEFAULT_SHELL = ["/bin/sh", "-c"]
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Docker's predefined ARGs: usable with --build-arg without an ARG line, never reported unused
 _PREDEFINED = {
     "HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy",
@@ -227,7 +228,7 @@ class _Run:
             )
         self.needed = self._needed(idx)
         self.steps: dict[tuple[int, int], int] = {}
-        n = 0
+        n = len(df.meta_args)  # dockerd numbers the ARGs before the first FROM as steps
         for st in df.stages:
             if st.index not in self.needed:
                 continue
@@ -274,6 +275,8 @@ class _Run:
         return need
 
     async def execute(self) -> str:
+        for n, ins in enumerate(self.df.meta_args, 1):
+            await self.emit({"stream": f"Step {n}/{self.total} : {ins.original}\n"})
         loop = asyncio.get_running_loop()
         for i in self.needed:
             self.results[i] = loop.create_future()
@@ -359,6 +362,10 @@ class _Run:
                 s.cfg["architecture"] = arch or "amd64"
         for key in ("container", "container_config", "comment", "author"):
             s.cfg.pop(key, None)
+        # dockerd's beginStage: a stage whose base sets no PATH gets the default one
+        env = list(s.config.get("Env") or [])
+        if not any(e.partition("=")[0] == "PATH" for e in env):
+            s.config["Env"] = [*env, "PATH=" + DEFAULT_PATH]
         triggers = list(s.config.get("OnBuild") or [])
         if triggers:
             s.config["OnBuild"] = None
@@ -896,7 +903,9 @@ class _Run:
                         continue
                     if add and src_root is None and ctxmod.is_archive(path):
                         target = _resolve_in_root(root, dest_abs)
-                        _mkdirs(root, target, owner)
+                        # dockerd untars with the archive's owners: --chown touches neither
+                        # the members nor the directories made for them
+                        _mkdirs(root, target, None)
                         _extract_tar(path, target)
                         continue
                     target = _file_target(root, dest_abs, dest_is_dir or multiple, os.path.basename(rel))

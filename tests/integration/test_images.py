@@ -3,30 +3,22 @@ filters, events, and archive interop with Debian's real dockerd."""
 
 from __future__ import annotations
 
-import fcntl
 import gzip
 import hashlib
 import io
 import json
 import os
-import shutil
-import signal
-import subprocess
 import tarfile
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import docker
 import pytest
 
-from tests.conftest import Daemon, Runner
+from tests.conftest import Daemon, RealDocker, Runner
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the daemon needs root")
-
-DOCKERD = "/usr/sbin/dockerd"
-
 
 # -- helpers ----------------------------------------------------------------------------
 
@@ -489,77 +481,6 @@ def test_pull_outside_allowed_registries_is_refused(docker_py: docker.DockerClie
 
 
 # -- interop with a real dockerd --------------------------------------------------------
-
-
-class RealDocker:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.socket = root / "docker.sock"
-        self.pidfile = root / "docker.pid"
-        self.host = f"unix://{self.socket}"
-
-    def cli(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "DOCKER_HOST": self.host}
-        res = subprocess.run(["docker", *args], capture_output=True, text=True, env=env, timeout=timeout)
-        if check and res.returncode != 0:
-            raise AssertionError(f"real docker {args} exited {res.returncode}:\n{res.stdout}\n{res.stderr}")
-        return res
-
-
-@pytest.fixture(scope="session")
-def real_docker() -> Iterator[RealDocker]:
-    if not Path(DOCKERD).exists():
-        pytest.skip(f"{DOCKERD} is missing (apt-get install docker.io)")
-    # One real dockerd at a time among our test sessions: serialise on a lock file.
-    lock = open("/tmp/dockyard-real-dockerd.lock", "w")
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    root = Path(tempfile.mkdtemp(prefix="dy-real-", dir="/tmp"))
-    rd = RealDocker(root)
-    log = open(root / "dockerd.log", "wb")
-    proc = subprocess.Popen(
-        [
-            DOCKERD,
-            "--data-root", str(root / "data"),
-            "--exec-root", str(root / "exec"),
-            "-H", rd.host,
-            "--pidfile", str(rd.pidfile),
-            "--bridge", "none",
-            "--iptables=false",
-        ],
-        stdout=log,
-        stderr=log,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.skip(f"dockerd exited: {(root / 'dockerd.log').read_text()[-2000:]}")
-            if rd.cli("version", "--format", "{{.Server.Version}}", check=False, timeout=10).returncode == 0:
-                break
-            if time.monotonic() > deadline:
-                pytest.skip("dockerd did not answer within 60s")
-            time.sleep(0.5)
-        yield rd
-    finally:
-        try:
-            pid = int(rd.pidfile.read_text())
-        except (OSError, ValueError):
-            pid = proc.pid
-        if proc.poll() is None:
-            os.kill(pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.kill(pid, signal.SIGKILL)
-                proc.wait()
-        with open("/proc/self/mountinfo") as f:
-            mounts = [line.split()[4] for line in f if line.split()[4].startswith(str(root))]
-        for m in sorted(mounts, key=len, reverse=True):
-            subprocess.run(["umount", "-l", m], check=False)
-        log.close()
-        shutil.rmtree(root, ignore_errors=True)
-        fcntl.flock(lock, fcntl.LOCK_UN)
-        lock.close()
 
 
 def test_our_save_loads_into_real_dockerd(
