@@ -127,6 +127,12 @@ def _remove_network_leftovers(d: Daemon) -> None:
     tagged = [p.parent.name for p in Path("/sys/class/net").glob("*/ifalias") if _read(p) == table]
     for dev in sorted(tagged, key=lambda n: not n.startswith("veth")):  # veths before bridges
         subprocess.run(["ip", "link", "del", dev], capture_output=True, check=False)
+    # accept rules in iptables' FORWARD chain (only when that chain exists), tagged the same way
+    if subprocess.run(["nft", "list", "chain", "ip", "filter", "FORWARD"], capture_output=True, check=False).returncode == 0:
+        out = subprocess.run(["iptables", "-w", "-S", "FORWARD"], capture_output=True, text=True, check=False).stdout
+        for line in out.splitlines():
+            if line.startswith("-A FORWARD ") and f"--comment {table} " in line:
+                subprocess.run(["iptables", "-w", "-D", *line.split()[1:]], capture_output=True, check=False)
 
 
 def _read(p: Path) -> str:

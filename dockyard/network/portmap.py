@@ -175,3 +175,61 @@ class PortReservations:
 
     def statistics(self) -> dict[str, int]:
         return {"reserved": len(self._held)}
+
+
+# ---- beside a real dockerd: accept our bridges in iptables' FORWARD chain ----------------------
+#
+# A real dockerd sets the `ip filter` FORWARD policy to DROP (and adds DOCKER-USER and
+# DOCKER-ISOLATION chains). A drop in any base chain is final, so our own table's accept is not
+# enough: like netavark, we insert accept rules for our bridges at the top of that FORWARD
+# chain, through iptables itself (iptables-nft must be able to read back every rule in its
+# tables, or dockerd's own iptables calls break). Each rule carries our table name as its
+# comment; the plan deletes our rules that are no longer wanted and inserts the missing ones.
+# Nothing happens when the chain does not exist: we never create iptables' tables.
+
+
+@dataclass(frozen=True)
+class ForwardBridge:
+    name: str
+    internal: bool = False
+
+
+def forward_accept_specs(tag: str, bridges: list[ForwardBridge]) -> list[str]:
+    """The rule specs (as `iptables -S` prints them, without `-A FORWARD`) we want."""
+    c = f"-m comment --comment {tag} -j ACCEPT"
+    out = []
+    for b in bridges:
+        if b.internal:
+            out.append(f"-i {b.name} -o {b.name} {c}")
+            continue
+        out.append(f"-i {b.name} {c}")
+        out.append(f"-o {b.name} -m conntrack --ctstate RELATED,ESTABLISHED {c}")
+        out.append(f"-o {b.name} -m conntrack --ctstate DNAT {c}")
+    return out
+
+
+def plan_forward_accept(listing: str, tag: str, bridges: list[ForwardBridge]) -> list[list[str]]:
+    """`iptables -S FORWARD` output -> iptables argv lists that make our rules exactly
+    `forward_accept_specs` (pure). Stale rules are deleted; missing ones inserted at the top."""
+    want = forward_accept_specs(tag, bridges)
+    have = []
+    for line in listing.splitlines():
+        if line.startswith("-A FORWARD ") and f"--comment {tag} " in line + " ":
+            have.append(line[len("-A FORWARD ") :].replace(f'--comment "{tag}"', f"--comment {tag}"))
+    cmds = [["-D", "FORWARD", *spec.split()] for spec in have if spec not in want]
+    cmds += [["-I", "FORWARD", "1", *spec.split()] for spec in reversed(want) if spec not in have]
+    return [["iptables", "-w", *c] for c in cmds]
+
+
+async def sync_forward_accept(tag: str, bridges: list[ForwardBridge]) -> None:
+    """Apply `plan_forward_accept` when iptables' `ip filter` FORWARD chain exists."""
+    import shutil
+
+    if not shutil.which("iptables"):
+        return
+    res = await proc.run(["nft", "list", "chain", "ip", "filter", "FORWARD"], timeout=30, check=False)
+    if res.returncode != 0:
+        return
+    listing = await proc.run(["iptables", "-w", "-S", "FORWARD"], timeout=30)
+    for argv in plan_forward_accept(listing.stdout.decode(), tag, bridges):
+        await proc.run(argv, timeout=30, check=False)

@@ -40,12 +40,14 @@ from dockyard.network.dns import Resolver, embedded_resolv_conf, host_nameserver
 from dockyard.network.driver import EndpointSpec, NetworkDriver, NetworkSpec
 from dockyard.network.portmap import (
     BridgeRules,
+    ForwardBridge,
     PortAllocated,
     PortMap,
     PortReservations,
     apply_table,
     delete_table,
     plan_table,
+    sync_forward_accept,
     table_name,
 )
 
@@ -271,6 +273,7 @@ class NetworkService:
             if doc["Driver"] in self.drivers:
                 await asyncio.to_thread(self._driver(doc).delete_network, self._net_spec(doc))
         await delete_table(self.table)
+        await sync_forward_accept(self.table, [])
 
     async def _ensure_builtin(self) -> None:
         existing = {d["Name"]: d for d in self.all()}
@@ -343,7 +346,7 @@ class NetworkService:
 
     async def _apply_rules(self) -> None:
         async with self._rules_lock:
-            bridges, ports = [], []
+            bridges, ports, fwd = [], [], []
             for doc in self.all():
                 if not self._is_bridge(doc):
                     continue
@@ -353,10 +356,12 @@ class NetworkService:
                     name, doc["IPAM"]["Config"][0]["Subnet"], bool(doc.get("Internal")),
                     _truthy(opts.get(OPT_MASQ)), _truthy(opts.get(OPT_ICC)),
                 ))  # fmt: skip
+                fwd.append(ForwardBridge(name, bool(doc.get("Internal"))))
                 for ep in (doc["Dockyard"].get("Endpoints") or {}).values():
                     for pm in ep.get("Ports") or []:
                         ports.append(PortMap(**pm))
             await apply_table(plan_table(self.table, bridges, ports))
+            await sync_forward_accept(self.table, fwd)  # a real dockerd's FORWARD DROP beside us
 
     # ---- networks ----------------------------------------------------------------------------
 

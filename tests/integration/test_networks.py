@@ -492,3 +492,35 @@ def test_dns_forwarding_to_configured_upstream(unique):
             dk("network", "rm", n)
     finally:
         destroy_daemon(d)
+
+
+def test_forward_accept_rules_in_iptables_filter_table(unique):
+    """Beside a real dockerd (FORWARD policy DROP) our bridges need accept rules in iptables'
+    FORWARD chain. No real dockerd here: the test makes that chain itself, policy accept (so
+    nothing on the machine changes), and removes it again."""
+    if subprocess.run(["nft", "list", "table", "ip", "filter"], capture_output=True, check=False).returncode == 0:
+        pytest.skip("an ip filter table exists already (someone else's): not touching it")
+    subprocess.run(["nft", "-f", "-"], check=True, text=True, input=(
+        "table ip filter {\n chain FORWARD { type filter hook forward priority filter; policy accept; }\n}\n"))  # fmt: skip
+
+    def ours(table: str) -> list[str]:
+        out = subprocess.run(["iptables", "-w", "-S", "FORWARD"], capture_output=True, text=True, check=True).stdout
+        return [ln for ln in out.splitlines() if f"--comment {table}" in ln]
+
+    d = make_daemon()
+    table = _table_of(d)
+    try:
+        env = {**os.environ, "DOCKER_HOST": d.host}
+        bridge = json.loads((d.root / "daemon.json").read_text())["bridge"]
+        assert f"-A FORWARD -i {bridge} -m comment --comment {table} -j ACCEPT" in ours(table)
+        n = unique("fw")
+        nid = subprocess.run(["docker", "network", "create", n], check=True, capture_output=True, text=True,
+                             env=env).stdout.strip()  # fmt: skip
+        assert any(f"-i br-{nid[:12]} " in r for r in ours(table)) and len(ours(table)) == 6
+        subprocess.run(["docker", "network", "rm", n], check=True, capture_output=True, env=env)
+        assert len(ours(table)) == 3 and not any(nid[:12] in r for r in ours(table))
+        d.stop()
+        assert ours(table) == []
+    finally:
+        destroy_daemon(d)
+        subprocess.run(["nft", "delete", "table", "ip", "filter"], capture_output=True, check=False)

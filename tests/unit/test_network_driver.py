@@ -51,3 +51,28 @@ def test_daemon_dns_setting_reaches_resolv_conf(tmp_path) -> None:
     rec["HostConfig"]["Dns"] = ["10.0.0.99"]
     write_container_files(tmp_path, rec, cfg.dns)
     assert "10.0.0.53" not in (tmp_path / "resolv.conf").read_text()
+
+
+def test_plan_forward_accept_inserts_missing_and_deletes_stale() -> None:
+    from dockyard.network.portmap import ForwardBridge, plan_forward_accept
+
+    listing = (
+        "-P FORWARD DROP\n"
+        "-A FORWARD -j DOCKER-USER\n"
+        "-A FORWARD -j DOCKER-ISOLATION-STAGE-1\n"
+        f"-A FORWARD -i br-gone -m comment --comment {TAG} -j ACCEPT\n"
+        f"-A FORWARD -i dy0 -m comment --comment {TAG} -j ACCEPT\n"
+        "-A FORWARD -i dy0 -m comment --comment dockyard-ffffffff -j ACCEPT\n"  # another daemon's
+        "-A FORWARD -o docker0 -j DOCKER\n"
+    )
+    cmds = plan_forward_accept(listing, TAG, [ForwardBridge("dy0"), ForwardBridge("br-int", internal=True)])
+    c = f"-m comment --comment {TAG} -j ACCEPT".split()
+    assert cmds == [
+        ["iptables", "-w", "-D", "FORWARD", "-i", "br-gone", *c],
+        ["iptables", "-w", "-I", "FORWARD", "1", "-i", "br-int", "-o", "br-int", *c],
+        ["iptables", "-w", "-I", "FORWARD", "1", "-o", "dy0", "-m", "conntrack", "--ctstate", "DNAT", *c],
+        ["iptables", "-w", "-I", "FORWARD", "1", "-o", "dy0", "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", *c],
+    ]
+    # nothing wanted: every rule of ours goes, nobody else's
+    assert [x[3] for x in plan_forward_accept(listing, TAG, [])] == ["FORWARD", "FORWARD"]
+    assert all(x[2] == "-D" for x in plan_forward_accept(listing, TAG, []))
