@@ -16,7 +16,14 @@ Layout::
 
 Rows (`store.layers`)::
 
-    id = chain id  ->  {"chain_id", "diff_id", "parent" (chain id or null), "size"}
+    id = chain id  ->  {"chain_id", "diff_id", "parent" (chain id or null), "size",
+                        "compressed": {"digest", "size", "repos": ["host/path", ...]}}
+
+`compressed` (optional) is the layer's compressed-blob cache, dockerd's v2 metadata plus
+the blob itself: the gzip blob a push produced or a pull downloaded, kept in the content
+store under its digest, and the registry repositories known to hold it. A push HEADs or
+mounts that digest instead of recompressing, and uploads the kept blob where it must. The
+blob goes when the last layer row naming it goes.
 
     chain_id(L0) = diff_id(L0)
     chain_id(Ln) = sha256(chain_id(Ln-1) + " " + diff_id(Ln))
@@ -30,6 +37,7 @@ import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from dockyard.errdefs import NotFound
 from dockyard.images.content import ContentStore
@@ -39,6 +47,8 @@ from dockyard.store import Store
 __all__ = ["Layer", "LayerStore", "chain_id", "chain_ids"]
 
 log = logging.getLogger(__name__)
+
+_MAX_REPOS = 16  # repositories remembered per compressed blob (mount sources)
 
 
 def chain_id(parent: str | None, diff_id: str) -> str:
@@ -126,6 +136,7 @@ class LayerStore:
 
     def remove(self, chain: str) -> int:
         """Delete the layer's files, its row and (when no other layer has it) its blob."""
+        doc = self._store.layers.get(chain)
         layer = self.get(chain)
         if layer is None:
             raise NotFound(f"layer {chain} not found")
@@ -134,7 +145,44 @@ class LayerStore:
         shutil.rmtree(self.diff_dir(chain).parent, ignore_errors=True)
         if not self._store.layers.ids_by_name(layer.diff_id):
             self._content.delete(layer.diff_id)
+        rec = (doc or {}).get("compressed")
+        if rec:
+            self._drop_compressed(rec["digest"])
         return layer.size
+
+    def compressed(self, chain: str) -> dict[str, Any] | None:
+        """The layer's cached compressed blob, if it is still in the content store."""
+        doc = self._store.layers.get(chain)
+        rec = (doc or {}).get("compressed")
+        if not rec or not self._content.exists(rec["digest"]):
+            return None
+        return dict(rec)
+
+    def set_compressed(self, chain: str, digest: str, size: int, repo: str | None = None) -> None:
+        """Record `digest` (a committed blob) as the layer's compressed form; `repo` holds it."""
+        doc = self._store.layers.get(chain)
+        if doc is None:
+            if not self._names_compressed(digest):
+                self._content.delete(digest)
+            return
+        old = doc.get("compressed") or {}
+        repos: list[str] = list(old.get("repos") or []) if old.get("digest") == digest else []
+        if repo and repo not in repos:
+            repos = [*repos, repo][-_MAX_REPOS:]
+        if old == {"digest": digest, "size": size, "repos": repos}:
+            return
+        doc = {**doc, "compressed": {"digest": digest, "size": size, "repos": repos}}
+        self._store.layers.put(chain, doc, name=doc["diff_id"])
+        if old.get("digest") and old["digest"] != digest:
+            self._drop_compressed(old["digest"])
+
+    def _names_compressed(self, digest: str) -> bool:
+        return any((d.get("compressed") or {}).get("digest") == digest for d in self._store.layers.all())
+
+    def _drop_compressed(self, digest: str) -> None:
+        if self._names_compressed(digest) or self._store.layers.ids_by_name(digest):
+            return
+        self._content.delete(digest)
 
     def ids(self) -> list[str]:
         return [r[0] for r in self._store.layers.rows()]

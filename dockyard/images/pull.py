@@ -229,6 +229,7 @@ async def _pull_resolved(
         raise errors[0]
 
     compressed = [r.layers[i].digest for i in todo]
+    here = f"{ref.domain}/{ref.path}"
     async with svc._lock:
         try:
             parent: str | None = None
@@ -238,12 +239,18 @@ async def _pull_resolved(
                     yield _msg("Extracting", sid, progressDetail={"current": layer.size, "total": layer.size})
 
                     def work(
-                        layer: Descriptor = layer, diff_id: str = diff_id, parent: str | None = parent
+                        layer: Descriptor = layer,
+                        diff_id: str = diff_id,
+                        parent: str | None = parent,
+                        chain: str = chain,
                     ) -> None:
                         if not svc.content.exists(diff_id):
                             with svc.content.open(layer.digest) as f:
                                 svc._ingest_layer_sync(f, expected=diff_id)
                         svc._create_layer_sync(parent, diff_id)
+                        # keep the downloaded blob as the layer's compressed form: a push of
+                        # this image HEADs or mounts it instead of recompressing
+                        svc.layers.set_compressed(chain, layer.digest, layer.size, here)
 
                     await asyncio.to_thread(work)
                     yield _msg("Pull complete", sid, progressDetail={})
@@ -257,8 +264,9 @@ async def _pull_resolved(
             await asyncio.to_thread(svc._gc_sync)
             raise
         svc._new_blobs.clear()
-    # the compressed downloads were only needed until the layers were committed
-    keep = set(diff_ids)
+    # the compressed downloads stay as the layers' compressed-blob cache (LayerStore.compressed);
+    # one that no layer recorded (a layer that already existed) goes
+    keep = set(diff_ids) | {c["digest"] for c in map(svc.layers.compressed, chains) if c}
     for d in compressed:
         if d not in keep:
             svc.content.delete(d)

@@ -439,3 +439,90 @@ def test_corrupt_blob_leaves_no_image(
         assert _image_id(cli, f"{repo}:v1") == img.id
     finally:
         _cleanup(cli, f"{repo}:v1")
+
+
+def _http(
+    method: str, url: str, body: bytes = b"", headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str]]:
+    import urllib.request
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    req = urllib.request.Request(url, data=body if method in ("POST", "PUT") else None, method=method,
+                                 headers=headers or {})  # fmt: skip
+    with opener.open(req, timeout=30) as r:
+        r.read()
+        return r.status, dict(r.headers)
+
+
+def _upload(host: str, repo: str, blob: bytes) -> str:
+    import hashlib
+
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    status, _ = _http("POST", f"http://{host}/v2/{repo}/blobs/uploads/?digest={digest}", blob,
+                      {"Content-Type": "application/octet-stream"})  # fmt: skip
+    assert status == 201
+    return digest
+
+
+def test_push_reuses_the_compressed_blob(registry: Registry, cli, daemon: Daemon, unique) -> None:  # type: ignore[no-untyped-def]
+    """A pulled layer keeps the registry's own compressed blob: pushing it to another
+    repository mounts that blob (never recompresses: gzip level 9 with a file name in the
+    header is not what our push would make), and the blob goes when the layer goes."""
+    import gzip
+    import hashlib
+    import io
+    import tarfile
+
+    src, dst = unique("cz-src"), unique("cz-dst")
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tf:
+        data = f"{src}\n".encode() * 1000
+        info = tarfile.TarInfo("hello.txt")
+        info.size = len(data)
+        tf.addfile(info, io.BytesIO(data))
+    diff_id = "sha256:" + hashlib.sha256(raw.getvalue()).hexdigest()
+    layer = gzip.compress(raw.getvalue(), compresslevel=9, mtime=12345)
+    assert layer[3] == 0  # no name, but mtime and level differ from ours: our recompression would differ
+    config = json.dumps({
+        "architecture": "amd64", "os": "linux", "config": {"Cmd": ["cat", "/hello.txt"]},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+    }).encode()  # fmt: skip
+    layer_digest = _upload(registry.host, src, layer)
+    config_digest = _upload(registry.host, src, config)
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": len(config),
+                   "digest": config_digest},
+        "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": len(layer),
+                    "digest": layer_digest}],
+    }).encode()  # fmt: skip
+    status, _ = _http("PUT", f"http://{registry.host}/v2/{src}/manifests/v1", manifest,
+                      {"Content-Type": "application/vnd.docker.distribution.manifest.v2+json"})  # fmt: skip
+    assert status == 201
+    kept = daemon.data_root / "blobs" / "sha256" / layer_digest[7:]
+    a, b = f"{registry.host}/{src}:v1", f"{registry.host}/{dst}:v1"
+    try:
+        cli("pull", a)
+        assert kept.exists(), "the pulled compressed blob is kept as the layer's cache"
+        cli("tag", a, b)
+        out = cli("push", b).stdout
+        assert f"Mounted from {src}" in out and "Pushed" not in out, out
+        digest = next(ln for ln in out.splitlines() if ln.startswith("v1: digest: sha256:")).split()[2]
+        pushed = json.loads((registry.root / "data" / "blobs" / "sha256" / digest[7:]).read_bytes())
+        assert [x["digest"] for x in pushed["layers"]] == [layer_digest]  # the registry's own blob
+        again = cli("push", b).stdout
+        assert "Layer already exists" in again and "Pushed" not in again, again
+        # push, rmi, pull, push to a third repository: the same blob, mounted
+        cli("rmi", a, b)
+        assert not kept.exists(), "the compressed blob is collected with its layer"
+        cli("pull", b)
+        c = f"{registry.host}/{unique('cz-third')}:v1"
+        cli("tag", b, c)
+        out = cli("push", c).stdout
+        assert "Mounted from" in out and "Pushed" not in out, out
+        assert f"v1: digest: {digest}" in out
+    finally:
+        _cleanup(cli, a, b)
+        for ln in cli("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split():
+            if "cz-third" in ln:
+                _cleanup(cli, ln)

@@ -24,7 +24,7 @@ import json
 import logging
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -438,6 +438,37 @@ class RegistryClient:
         async with r:
             if r.status not in (201, 204):
                 raise await self._fail(r, f"upload of {digest}")
+
+    async def upload_stream(self, repo: str, chunks: AsyncIterable[bytes], digest: Callable[[], str]) -> str:
+        """POST a session, stream `chunks` in one PATCH (chunked encoding), then PUT the digest.
+
+        For a blob whose digest is known only once it has been produced (a layer compressed
+        while it uploads); `digest()` is called after the last chunk. Returns the digest."""
+        scopes = self.push_scope(repo)
+        r = await self.request("POST", f"/v2/{repo}/blobs/uploads/", scopes)
+        async with r:
+            await r.read()
+            if r.status not in (202, 201):
+                raise await self._fail(r, f"upload to {repo}")
+            loc = _absolute(self.base, r.headers.get("Location", ""))
+        r = await self.request(
+            "PATCH", loc, scopes, data=chunks, headers={"Content-Type": "application/octet-stream"}
+        )
+        async with r:
+            if r.status != 202:
+                raise await self._fail(r, f"upload to {repo}")
+            await r.read()
+            loc = _absolute(self.base, r.headers.get("Location", loc))
+        d = digest()
+        sep = "&" if "?" in loc else "?"
+        r = await self.request(
+            "PUT", f"{loc}{sep}digest={d}", scopes, data=b"", headers={"Content-Length": "0"}
+        )
+        async with r:
+            if r.status not in (201, 204):
+                raise await self._fail(r, f"upload of {d}")
+            await r.read()
+        return d
 
     async def put_manifest(self, repo: str, ref: str, body: bytes, media_type: str) -> str:
         r = await self.request(
