@@ -426,8 +426,10 @@ class _Run:
         await self.emit({"stream": f" ---> {_short(img.id)}\n"})
         return True
 
-    async def _metadata(self, s: _StageState, comment: str, mutate: Callable[[], None]) -> None:
-        created_by = " ".join([*s.shell, "#(nop) ", comment])
+    async def _metadata(
+        self, s: _StageState, comment: str, mutate: Callable[[], None], *, shell: list[str] | None = None
+    ) -> None:
+        created_by = " ".join([*(shell or s.shell), "#(nop) ", comment])
         key = cache_key(s.image_id, created_by)
         if await self._cached(s, key):
             return  # the cached image already carries the step's config
@@ -500,8 +502,8 @@ class _Run:
 
     async def _do_expose(self, s: _StageState, ins: Instruction) -> None:
         ports: list[str] = []
-        for w in ins.args:
-            p = self._x(s, w, ins)
+        words = [self._x(s, w, ins) for w in sorted(ins.args)]  # dockerd's parser sorts them
+        for p in words:
             num, _, proto = p.partition("/")
             lo, _, hi = num.partition("-")
             if not lo.isdigit() or (hi and not hi.isdigit()):
@@ -516,7 +518,7 @@ class _Run:
                 exposed[p] = {}
             s.config["ExposedPorts"] = exposed
 
-        await self._metadata(s, "EXPOSE " + " ".join(ports), apply)
+        await self._metadata(s, "EXPOSE " + " ".join(words), apply)
 
     async def _do_user(self, s: _StageState, ins: Instruction) -> None:
         user = self._x(s, ins.args[0], ins)
@@ -560,7 +562,7 @@ class _Run:
         def apply() -> None:
             s.config["Shell"] = sh
 
-        await self._metadata(s, "SHELL [" + " ".join(sh) + "]", apply)
+        await self._metadata(s, "SHELL [" + " ".join(sh) + "]", apply, shell=sh)  # dockerd: the new shell
 
     async def _do_onbuild(self, s: _StageState, ins: Instruction) -> None:
         trigger = ins.args[0]
@@ -596,7 +598,7 @@ class _Run:
         def apply() -> None:
             s.config["Healthcheck"] = hc
 
-        await self._metadata(s, "HEALTHCHECK &" + json.dumps(hc, separators=(",", ":")), apply)
+        await self._metadata(s, "HEALTHCHECK " + _go_healthcheck(hc), apply)
 
     async def _do_arg(self, s: _StageState, ins: Instruction) -> None:
         decls = []
@@ -763,7 +765,7 @@ class _Run:
         wd = self._x(s, ins.args[0], ins)
         wd = posixpath.normpath(posixpath.join("/", s.config.get("WorkingDir") or "/", wd))
         s.config["WorkingDir"] = wd
-        created_by = " ".join([*s.shell, "#(nop) ", "WORKDIR " + wd])
+        created_by = " ".join([*s.shell, "#(nop) WORKDIR " + wd])  # dockerd's one-word comment
         key = cache_key(s.image_id, created_by)
         if await self._cached(s, key):
             return
@@ -868,8 +870,14 @@ class _Run:
         kind = "dir" if len(ctx_srcs) == 1 and (self.ctx.root / ctx_srcs[0]).is_dir() and not from_image else "file"
         if n_sources > 1:
             kind = "multi"
-        comment = f"{what} {kind}:{shown} in {dest_abs if not dest_is_dir else dest_abs.rstrip('/') + '/'} "
-        created_by = " ".join([*s.shell, "#(nop) ", comment])
+        # dockerd's comment: the --chown flag (with no space after it), the source hash and the
+        # destination as written, in a one-word nop comment
+        chown_comment = f"--chown={chown}" if chown else ""
+
+        def created_by_for(kind: str) -> str:
+            return " ".join([*s.shell, f"#(nop) {what} {chown_comment}{kind}:{shown} in {dest} "])
+
+        created_by = created_by_for(kind)
         flags_sig = json.dumps([chown, chmod, from_ref])
         key = cache_key(s.image_id, created_by, sources=digest, extra=flags_sig)
         if await self._cached(s, key):
@@ -878,6 +886,12 @@ class _Run:
         preserve_owner = bool(from_image)
 
         async def run_copy(src_root: Path | None) -> str:
+            nonlocal created_by
+            if src_root is not None and len(srcs) == 1 and not any(c in srcs[0] for c in "*?["):
+                src = _resolve_in_root(src_root, srcs[0])
+                if src.is_dir() and not src.is_symlink():
+                    created_by = created_by_for("dir")
+
             def write(root: Path) -> None:
                 uid, gid = _resolve_chown(root, chown) if chown else (0, 0)
                 owner = None if (preserve_owner and not chown) else (uid, gid)
@@ -937,6 +951,52 @@ class _Run:
         self.b.cache.record(key, self.b.images.get(image_id), created_by=created_by,
                             made_layer=len(s.cfg["rootfs"]["diff_ids"]) > before)  # fmt: skip
         await self.emit({"stream": f" ---> {_short(image_id)}\n"})
+
+
+def _go_duration(ns: int) -> str:
+    """Go's time.Duration.String()."""
+    if ns == 0:
+        return "0s"
+    sign, ns = ("-", -ns) if ns < 0 else ("", ns)
+    if ns < 1_000_000_000:
+        for unit, size in (("ms", 1_000_000), ("µs", 1_000), ("ns", 1)):
+            if ns >= size:
+                return sign + _go_frac(ns, size) + unit
+    h, rem = divmod(ns, 3600 * 10**9)
+    m, rem = divmod(rem, 60 * 10**9)
+    out = _go_frac(rem, 10**9) + "s"
+    if h or m:
+        out = f"{m}m" + out
+    if h:
+        out = f"{h}h" + out
+    return sign + out
+
+
+def _go_frac(value: int, size: int) -> str:
+    whole, frac = divmod(value, size)
+    if not frac:
+        return str(whole)
+    digits = str(frac).rjust(len(str(size)) - 1, "0").rstrip("0")
+    return f"{whole}.{digits}"
+
+
+def _go_quote_rune(n: int) -> str:
+    """Go's %q of an int (a rune literal), as dockerd prints Retries."""
+    special = {7: "\\a", 8: "\\b", 9: "\\t", 10: "\\n", 11: "\\v", 12: "\\f", 13: "\\r", 39: "\\'", 92: "\\\\"}
+    if n in special:
+        return f"'{special[n]}'"
+    if 0x20 <= n < 0x7F or (n >= 0xA0 and chr(n).isprintable()):
+        return f"'{chr(n)}'"
+    if n < 0x80:
+        return f"'\\x{n:02x}'"
+    return f"'\\u{n:04x}'" if n <= 0xFFFF else f"'\\U{n:08x}'"
+
+
+def _go_healthcheck(hc: dict[str, Any]) -> str:
+    """`fmt.Sprintf("%q", *container.HealthConfig)`, dockerd's HEALTHCHECK history comment."""
+    durations = " ".join(json.dumps(_go_duration(int(hc.get(k) or 0)), ensure_ascii=False)
+                         for k in ("Interval", "Timeout", "StartPeriod", "StartInterval"))  # fmt: skip
+    return f"&{{{_go_quote_list(hc.get('Test') or [])} {durations} {_go_quote_rune(int(hc.get('Retries') or 0))}}}"
 
 
 def _first(group: BaseExceptionGroup[Any]) -> BaseException:
