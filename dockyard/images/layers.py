@@ -177,7 +177,8 @@ class LayerStore:
             self._drop_compressed(old["digest"])
 
     def _names_compressed(self, digest: str) -> bool:
-        return any((d.get("compressed") or {}).get("digest") == digest for d in self._store.layers.all())
+        # the in-memory mirror: no JSON decoding per row (called once per removed layer)
+        return any((d.get("compressed") or {}).get("digest") == digest for d in self._store.layers.snapshot())
 
     def _drop_compressed(self, digest: str) -> None:
         if self._names_compressed(digest) or self._store.layers.ids_by_name(digest):
