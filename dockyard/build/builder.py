@@ -175,6 +175,12 @@ class Builder:
         self._builds += 1
         try:
             image_id = await run.execute()
+        except BaseException:
+            # dockerd with q=1: the output it held back is sent when the build fails, before
+            # the error (so `docker build -q` shows it and exits with the RUN's code)
+            with contextlib.suppress(Exception):
+                await run.flush_quiet()
+            raise
         finally:
             self._builds -= 1
             await run.cleanup()
@@ -201,6 +207,7 @@ class _Run:
         self.opts = opts
         self._emit = emit
         self.made: list[str] = []  # image IDs this build created
+        self.held: list[dict[str, Any]] = []  # the output a quiet build holds back
         self.results: dict[int, asyncio.Future[str]] = {}
         self.used_args: set[str] = set()
         self.meta: dict[str, str | None] = {}
@@ -240,9 +247,15 @@ class _Run:
         self.total = n
 
     async def emit(self, msg: dict[str, Any]) -> None:
-        if self.opts.quiet and "stream" in msg:
+        if self.opts.quiet:
+            self.held.append(msg)
             return
         await self._emit(msg)
+
+    async def flush_quiet(self) -> None:
+        held, self.held = self.held, []
+        for msg in held:
+            await self._emit(msg)
 
     def _meta_env(self) -> dict[str, str]:
         return {k: v for k, v in self.meta.items() if v is not None}
@@ -711,15 +724,19 @@ class _Run:
             raise
         _rec, conn = await attach
         if conn is not None:
-            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            # one decoder a stream; stderr in red, as dockerd's NewStderrWriter writes it
+            decoders = {n: codecs.getincrementaldecoder("utf-8")(errors="replace") for n in (1, 2)}
+            fmt = {1: "{}", 2: "\x1b[91m{}\x1b[0m"}
             try:
                 while (chunk := await conn.recv()) is not None:
-                    text = decoder.decode(chunk[1])
+                    n = 2 if chunk[0] == 2 else 1
+                    text = decoders[n].decode(chunk[1])
                     if text:
-                        await self.emit({"stream": text})
-                tail = decoder.decode(b"", final=True)
-                if tail:
-                    await self.emit({"stream": tail})
+                        await self.emit({"stream": fmt[n].format(text)})
+                for n, decoder in decoders.items():
+                    tail = decoder.decode(b"", final=True)
+                    if tail:
+                        await self.emit({"stream": fmt[n].format(tail)})
             finally:
                 conn.close()
         rec = await self.b.containers.wait(cid, "not-running")

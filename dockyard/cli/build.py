@@ -158,16 +158,22 @@ def build(
         data=_chunks(data) if data is not None else None, headers={"Content-Type": "application/x-tar"},
     )  # fmt: skip
     image_id = ""
+    held: list[str] = []  # -q: the output a failed build sends, shown on stderr as docker does
     for m in c.iter_json(resp, raise_errors=False):
         if m.get("error"):
             detail = m.get("errorDetail") or {}
             code = int(detail.get("code") or 1)
+            if held:
+                sys.stderr.write("".join(held))
+                sys.stderr.flush()
             raise StatusError(code, str(detail.get("message") or m["error"]).strip())
         if "aux" in m and isinstance(m["aux"], dict) and m["aux"].get("ID"):
             image_id = m["aux"]["ID"]
         if "stream" in m and not quiet:
             sys.stdout.write(m["stream"])
             sys.stdout.flush()
+        elif "stream" in m:
+            held.append(m["stream"])
     if quiet and image_id:
         click.echo(image_id)
     if iidfile and image_id:

@@ -225,3 +225,40 @@ def test_same_image_as_real_dockerd(both: tuple[_Cli, _Cli], tmp_path: Path, uni
     skipped = sum(1 for x in steps["theirs"] if "unused" in x)
     n = len(steps["theirs"]) - skipped
     assert sorted(x.split(" : ")[0] for x in steps["ours"]) == sorted(f"Step {i}/{n}" for i in range(1, n + 1))
+
+
+def _quiet_failure(res: subprocess.CompletedProcess[str]) -> tuple[int, str, str]:
+    err = res.stderr[res.stderr.index("Step 1/") :] if "Step 1/" in res.stderr else res.stderr.splitlines()[-1]
+    err = re.sub(r"\b[0-9a-f]{12}\b", "<id>", err)
+    # dockerd commits metadata steps through a container; dockyard commits their config alone
+    err = err.replace(" ---> Running in <id>\nRemoving intermediate container <id>\n", "")
+    return res.returncode, res.stdout, err
+
+
+@pytest.mark.parametrize(
+    "dockerfile",
+    ["FROM busybox\nENV A=1\nRUN echo out-$A && sleep 0.3 && echo err-$A >&2 && exit 7\n", "FROM busybox\nCOPY missing /\n",
+     "FROM busybox\nRUN true\nFOO bar\n"],
+    ids=["run", "copy", "parse"],
+)  # fmt: skip
+def test_quiet_build_failure_as_real_dockerd(
+    both: tuple[_Cli, _Cli], daemon: Daemon, tmp_path: Path, dockerfile: str
+) -> None:
+    """`docker build -q`: dockerd holds the output back and sends it before the error when the
+    build fails, so the CLI shows it on stderr and exits with the RUN's code; an error before
+    any output (a parse error) stays a plain "Error response from daemon"."""
+    ours, theirs = both
+    ctx = _context(tmp_path, dockerfile)
+    mine = _quiet_failure(ours("build", "-q", "--network", "none", str(ctx), check=False))
+    real = _quiet_failure(theirs("build", "-q", "--network", "none", str(ctx), check=False))
+    if "FOO" in dockerfile:  # dockerd 20.10 says "parse error line 3", 27.x "parse error on line 3"
+        real = (real[0], real[1], real[2].replace("parse error line", "parse error on line"))
+    assert mine == real
+    # and our own CLI does the same
+    env = {**os.environ, "DOCKER_HOST": daemon.host}
+    dy = subprocess.run([str(Path(os.sys.executable).parent / "dockyard"), "build", "-q", str(ctx)],
+                        capture_output=True, text=True, env=env, check=False)  # fmt: skip
+    assert dy.returncode == real[0] and dy.stdout == ""
+    assert real[2].splitlines()[-1].removeprefix("Error response from daemon: ") in dy.stderr
+    if "Step 1/" in real[2]:
+        assert "Step 1/" in dy.stderr
