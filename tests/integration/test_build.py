@@ -228,3 +228,26 @@ def test_dockyard_cli_build(dockyard_cli: Runner, docker_cli: Runner, busybox: s
     pr = dockyard_cli("builder", "prune", "-f").stdout
     assert "Total reclaimed space" in pr
     assert _leftovers(docker_cli) == before
+
+
+def test_cache_survives_daemon_restart(daemon, docker_cli: Runner, busybox: str, tmp_path: Path, unique: Callable[[str], str]) -> None:
+    df = ("FROM busybox\nARG V=1\nENV X=$V\nWORKDIR /w\nCOPY a.txt d/ ./\nADD t.tar /t/\nRUN cat a.txt > b.txt\n"
+          "LABEL k=v\nEXPOSE 80\nCMD [\"cat\", \"/w/b.txt\"]\n")  # fmt: skip
+    ctx = _context(tmp_path, df, {"a.txt": "a\n", "d/x": "x\n"})
+    with tarfile.open(ctx / "t.tar", "w") as tf:
+        tf.add(ctx / "a.txt", "in/a.txt")
+    tag = unique("restart")
+    docker_cli("build", "-t", tag, str(ctx))
+    first = docker_cli("inspect", "--format", "{{.Id}}", tag).stdout.strip()
+    daemon.stop()
+    daemon.start()
+    out = docker_cli("build", "-t", tag, str(ctx)).stdout
+    assert out.count("Using cache") == 9, out
+    assert docker_cli("inspect", "--format", "{{.Id}}", tag).stdout.strip() == first
+    # even with the image gone, the cache puts the same image back
+    docker_cli("rmi", tag)
+    out = docker_cli("build", "-t", tag, str(ctx)).stdout
+    assert out.count("Using cache") == 9, out
+    assert docker_cli("inspect", "--format", "{{.Id}}", tag).stdout.strip() == first
+    assert docker_cli("run", "--rm", tag).stdout == "a\n"
+    docker_cli("rmi", tag)
