@@ -7,6 +7,12 @@ content digest of its sources. A hit gives the step's image; an image removed si
 the config kept in the entry, because the entry's `chains` pin its layers against the
 image store's collector. Rows live in the store's `build_cache` table, so the cache
 survives daemon restarts; `prune` drops rows and lets the collector free their layers.
+
+An entry whose image is a tagged image or one of its parents is *shared* (what it would
+rebuild is still there, and its layers are the image's). `builder prune` removes only the
+other, dangling entries, as `docker builder prune` does; `prune(all=True)` removes every
+entry. (dockerd's classic builder keeps its cache in the parent chains of images, which
+`builder prune` never touches: dockyard's cache outlives `rmi`, and prune is how to clear it.)
 """
 
 from __future__ import annotations
@@ -82,9 +88,22 @@ class BuildCache:
     def entries(self) -> list[tuple[str, dict[str, Any]]]:
         return [(r[0], self._rows.get(r[0]) or {}) for r in self._rows.rows()]
 
+    def shared_images(self) -> set[str]:
+        """Tagged images and their parent chains: their cache entries are not dangling."""
+        keep: set[str] = set()
+        for img in self._images.all():
+            if not (img.repo_tags or img.repo_digests):
+                continue
+            cur: Image | None = img
+            while cur is not None and cur.id not in keep:
+                keep.add(cur.id)
+                cur = self._images.get(cur.parent) if cur.parent else None
+        return keep
+
     def usage(self) -> list[dict[str, Any]]:
         """Docker's `BuildCache` records for /system/df."""
         out = []
+        shared = self.shared_images()
         for key, doc in self.entries():
             created = self._rows_created(key)
             out.append(
@@ -95,7 +114,7 @@ class BuildCache:
                     "Type": "regular",
                     "Description": doc.get("created_by", ""),
                     "InUse": False,
-                    "Shared": False,
+                    "Shared": doc.get("image") in shared,
                     "Size": int(doc.get("size") or 0),
                     "CreatedAt": format_ts(created),
                     "LastUsedAt": format_ts(doc.get("last_used") or created),
@@ -113,7 +132,10 @@ class BuildCache:
     async def prune(self, *, all: bool = False, keep_storage: int = 0) -> dict[str, Any]:
         before = self._images.disk_usage()["LayersSize"]
         deleted = []
-        for key, _doc in self.entries():
+        keep = set() if all else self.shared_images()
+        for key, doc in self.entries():
+            if doc.get("image") in keep:
+                continue
             self._rows.delete(key)
             deleted.append(key[:25])
         await self._images.gc()

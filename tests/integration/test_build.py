@@ -251,3 +251,28 @@ def test_cache_survives_daemon_restart(daemon, docker_cli: Runner, busybox: str,
     assert docker_cli("inspect", "--format", "{{.Id}}", tag).stdout.strip() == first
     assert docker_cli("run", "--rm", tag).stdout == "a\n"
     docker_cli("rmi", tag)
+
+
+def test_builder_prune_keeps_the_cache_of_tagged_images(docker_cli: Runner, docker_py: docker.DockerClient, busybox: str,
+                                                        tmp_path: Path, unique: Callable[[str], str]) -> None:
+    """`builder prune` removes dangling cache only: entries for a tagged image's chain stay
+    (shown as Shared in system df); -a removes them too; after rmi they are dangling."""
+    tagged = _context(tmp_path / "t", f"FROM busybox\nENV T={unique('t')}\nRUN echo t > /t\n")
+    loose = _context(tmp_path / "l", f"FROM busybox\nENV L={unique('l')}\nRUN echo l > /l\n")
+    tag = unique("prune")
+    docker_cli("build", "-t", tag, str(tagged))
+    loose_id = docker_cli("build", "-q", str(loose)).stdout.strip()
+    shared = {c["ID"] for c in docker_py.api.df()["BuildCache"] if c["Shared"]}
+    pr = docker_cli("builder", "prune", "-f").stdout
+    assert "Total reclaimed space" in pr
+    assert docker_cli("build", "-t", tag, str(tagged)).stdout.count("Using cache") == 2
+    assert docker_cli("build", str(loose)).stdout.count("Using cache") == 0
+    assert shared <= {c["ID"] for c in docker_py.api.df()["BuildCache"]}
+    docker_cli("builder", "prune", "-af")
+    assert docker_py.api.df()["BuildCache"] == []
+    assert docker_cli("build", "-t", tag, str(tagged)).stdout.count("Using cache") == 0
+    docker_cli("rmi", tag)
+    docker_cli("builder", "prune", "-f")
+    assert docker_cli("build", str(tagged)).stdout.count("Using cache") == 0
+    docker_cli("image", "prune", "-f")
+    docker_cli("rmi", loose_id, check=False)
