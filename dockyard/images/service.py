@@ -769,11 +769,20 @@ class ImageService:
 
     # -- load / save ----------------------------------------------------------------------
 
-    async def load(self, source: Path) -> list[str]:
-        """`docker load`: returns the lines dockerd prints ("Loaded image: ...")."""
+    async def load(self, source: Path, on_layer: Callable[[str, int], None] | None = None) -> list[str]:
+        """`docker load`: returns the lines dockerd prints ("Loaded image: ...").
+
+        on_layer(diff_id, size) is called on the event loop for each layer actually loaded
+        (dockerd's "Loading layer" progress)."""
+        loop = asyncio.get_running_loop()
+
+        def layer_loaded(diff_id: str, size: int) -> None:
+            if on_layer is not None:
+                loop.call_soon_threadsafe(on_layer, diff_id, size)
+
         async with self._lock:
             try:
-                plans = await asyncio.to_thread(self._load_layers_sync, source)
+                plans = await asyncio.to_thread(self._load_layers_sync, source, layer_loaded)
                 lines: list[str] = []
                 loaded: list[Image] = []
                 with self._store.transaction():
@@ -798,7 +807,9 @@ class ImageService:
                 self._event("load", img)
             return lines
 
-    def _load_layers_sync(self, source: Path) -> list[tuple[bytes, list[reference.Reference]]]:
+    def _load_layers_sync(
+        self, source: Path, layer_loaded: Callable[[str, int], None]
+    ) -> list[tuple[bytes, list[reference.Reference]]]:
         plain = source
         with open(source, "rb") as f:
             head = f.read(6)
@@ -835,16 +846,19 @@ class ImageService:
                     for diff_id, src in zip(diff_ids, item.layers):
                         chain = chain_id(parent, diff_id)
                         if not self.layers.exists(chain):
+                            size = 0
                             if not self.content.exists(diff_id):
                                 with archive.open_member(tf, src.member) as raw:
                                     hashing = archive.HashingReader(raw)
                                     self._ingest_layer_sync(hashing, expected=diff_id)
                                     hashing.drain()
+                                    size = hashing.size
                                 if src.digest and hashing.digest != src.digest:
                                     raise InvalidArgument(
                                         f"invalid archive: layer digest mismatch for {src.digest}"
                                     )
                             self._create_layer_sync(parent, diff_id)
+                            layer_loaded(diff_id, size)
                         parent = chain
                     out.append((item.config_bytes, tags))
                 return out

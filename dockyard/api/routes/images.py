@@ -20,7 +20,7 @@ from aiohttp import web
 from dockyard.api import keys, versions
 from dockyard.api.app import Routes
 from dockyard.api.schemas import filters, qbool
-from dockyard.errdefs import InvalidArgument
+from dockyard.errdefs import DockyardError, InvalidArgument
 
 routes = Routes()
 
@@ -112,12 +112,47 @@ async def _pull(request: web.Request, from_image: str, tag: str) -> web.StreamRe
 @routes.post("/images/load")
 async def load(request: web.Request) -> web.StreamResponse:
     svc = _svc(request)
+    quiet = qbool(request, "quiet")
     path = await svc.spool(request.content.iter_chunked(1 << 16))
+    resp = web.StreamResponse(headers={"Content-Type": _JSON})
+    pending: list[bytes] = []
+
+    def on_layer(diff_id: str, size: int) -> None:
+        # dockerd's "Loading layer" line, finished (the CLI draws the bar from progressDetail)
+        msg = {"status": "Loading layer", "id": diff_id.removeprefix("sha256:")[:12],
+               "progressDetail": {"current": size, "total": size}}  # fmt: skip
+        pending.append(json.dumps(msg).encode() + b"\r\n")
+
     try:
-        lines = await svc.load(path)
+        task = asyncio.ensure_future(svc.load(path, None if quiet else on_layer))
+        # An error before any progress is a plain HTTP error (as dockerd answers a bad archive)
+        while not task.done():
+            await asyncio.wait([task], timeout=0.1)
+            if pending:
+                if not resp.prepared:
+                    await resp.prepare(request)
+                out, pending[:] = b"".join(pending), []
+                await resp.write(out)
+        try:
+            lines = task.result()
+        except DockyardError as err:
+            if not resp.prepared:
+                raise
+            failed = {"errorDetail": {"message": str(err)}, "error": str(err)}
+            await resp.write(json.dumps(failed).encode() + b"\r\n")
+            await resp.write_eof()
+            return resp
     finally:
         path.unlink(missing_ok=True)
-    return await _json_lines(request, [{"stream": line} for line in lines])
+    if not resp.prepared:
+        await resp.prepare(request)
+    for chunk in pending:
+        await resp.write(chunk)
+    for line in lines:
+        await resp.write(json.dumps({"stream": line}).encode() + b"\r\n")
+    await resp.write_eof()
+    return resp
+
 
 
 @routes.post("/images/prune")
