@@ -78,6 +78,26 @@ LABEL multi="a b" \\
 """
 
 
+IGNORE = """\
+FROM busybox AS base
+ARG X
+ENV Y=${X:+set} Z=${X:-unset} W=$X
+COPY . /src/
+COPY --from=busybox /bin/busybox /bin/sh2
+COPY */*.txt /globbed/
+FROM base
+RUN echo "$Y $Z" > /yz && ln -s /yz /yz-link && ln /yz /yz-hard && mkdir -m 1777 /sticky
+USER 1000
+WORKDIR /home/u
+"""
+
+
+def _ignore_context(tmp: Path) -> Path:
+    return _context(tmp, IGNORE, {"keep.txt": "k\n", "a/b/drop.tmp": "d\n", "a/keep.tmp": "k\n", "a/x.txt": "x\n",
+                                  "secret/s.txt": "s\n", "b/y.txt": "y\n",
+                                  ".dockerignore": "**/*.tmp\n!a/keep.tmp\nsecret/\n"})  # fmt: skip
+
+
 def _misc_context(tmp: Path) -> Path:
     ctx = _context(tmp, MISC, {"a.txt": "a\n", "b.txt": "b\n", "dir/x": "x\n", "dir/sub/y": "y\n"})
     buf = io.BytesIO()
@@ -180,6 +200,7 @@ CORPUS: dict[str, tuple[Any, list[str], list[tuple[str, str]], dict[str, str], t
         ("echo one",),
     ),
     "misc": (_misc_context, [], [], {}, ()),
+    "ignore": (_ignore_context, ["--build-arg", "X=1"], [], {}, ()),
 }
 
 
