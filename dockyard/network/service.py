@@ -249,7 +249,8 @@ class NetworkService:
                 if removed:
                     log.info("reconcile: removed %s left by an earlier run", ", ".join(removed))
         for cid, netns in self._dns_wanted().items():
-            await self._open_resolver(cid, netns)
+            # the container's own `--dns` still decides where other names go after a restart
+            await self._open_resolver(cid, netns, self.store.containers.get(cid), rewrite=False)
         await self._apply_rules()
 
     def _dns_wanted(self) -> dict[str, str]:
@@ -750,7 +751,7 @@ class NetworkService:
                         found.append(ip)
         return found if known else None
 
-    async def _open_resolver(self, cid: str, netns: str, rec: Record | None = None) -> None:
+    async def _open_resolver(self, cid: str, netns: str, rec: Record | None = None, *, rewrite: bool = True) -> None:
         if cid in self._resolvers:
             return
         if rec is not None:
@@ -759,7 +760,7 @@ class NetworkService:
         r = Resolver(netns, lambda name: self.lookup(cid, name), (lambda: upstream) if upstream else host_nameservers)
         await r.open()
         self._resolvers[cid] = r
-        if rec is not None and rec.get("ResolvConfPath"):
+        if rewrite and rec is not None and rec.get("ResolvConfPath"):
             hc = rec["HostConfig"]
             text = embedded_resolv_conf(search=hc.get("DnsSearch") or None, options=hc.get("DnsOptions") or None)
             Path(rec["ResolvConfPath"]).write_text(text)  # in place: the file is bind-mounted

@@ -469,7 +469,7 @@ def test_dns_forwarding_to_configured_upstream(unique):
         def dk(*args: str) -> str:
             return subprocess.run(["docker", *args], check=True, capture_output=True, text=True, env=env).stdout
 
-        n, srv = unique("dns"), unique("srv")
+        n, srv, own = unique("dns"), unique("srv"), "none-yet"
         dk("network", "create", "--subnet", subnet, "--gateway", gw, n)
         seen, close = _fake_dns(gw, "10.99.0.7")
         try:
@@ -486,9 +486,19 @@ def test_dns_forwarding_to_configured_upstream(unique):
             res = subprocess.run(["docker", "run", "--rm", "--network", n, "--dns", "10.213.53.254", "busybox",
                                   "nslookup", "other.example.test"], check=False, capture_output=True, text=True, env=env)  # fmt: skip
             assert "10.99.0.7" not in res.stdout and "other.example.test" not in seen
+            # ... and still after a daemon restart (the resolver is re-opened from the record)
+            own = unique("own")
+            dk("run", "-d", "--name", own, "--network", n, "--dns", "10.213.53.254", "busybox", "sleep", "60")
+            d.stop()
+            d.start()
+            res = subprocess.run(["docker", "exec", own, "nslookup", "after.example.test"], check=False,
+                                 capture_output=True, text=True, env=env)  # fmt: skip
+            assert "after.example.test" not in seen and "10.99.0.7" not in res.stdout
+            out = dk("exec", own, "nslookup", srv)
+            assert srv not in seen and "Address" in out
         finally:
             close()
-            subprocess.run(["docker", "rm", "-f", srv], check=False, capture_output=True, env=env)
+            subprocess.run(["docker", "rm", "-f", srv, own], check=False, capture_output=True, env=env)
             dk("network", "rm", n)
     finally:
         destroy_daemon(d)
