@@ -355,7 +355,7 @@ class _Handler:
     async def upload_delete(self, request: web.Request, name: str, uuid: str) -> web.StreamResponse:
         await asyncio.to_thread(self.st.upload_state, name, uuid)
         await asyncio.to_thread(self.st.cancel_upload, name, uuid)
-        return web.Response(status=204)
+        return web.Response(status=204, headers={"Docker-Upload-UUID": uuid})  # as distribution does
 
     # -- manifests ------------------------------------------------------------------------
 
