@@ -160,7 +160,26 @@ class IgnoreMatcher:
 # ---- the context directory ------------------------------------------------------------
 
 
-def _safe_members(tf: tarfile.TarFile, dest: Path) -> None:
+def _write_regular(tf: tarfile.TarFile, m: tarfile.TarInfo, target: str) -> str:
+    """Writes a regular file member in large chunks and returns its sha256 (hex): the
+    content digest the cache needs, computed while the bytes pass by."""
+    if os.path.lexists(target) and not os.path.isfile(target):
+        shutil.rmtree(target) if os.path.isdir(target) else os.unlink(target)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    h = hashlib.sha256()
+    src = tf.extractfile(m)
+    assert src is not None
+    with open(target, "wb") as out:
+        while chunk := src.read(1 << 20):
+            h.update(chunk)
+            out.write(chunk)
+    os.chown(target, m.uid, m.gid)
+    os.chmod(target, m.mode & 0o7777)
+    os.utime(target, (m.mtime, m.mtime))
+    return h.hexdigest()
+
+
+def _safe_members(tf: tarfile.TarFile, dest: Path, digests: dict[str, str]) -> None:
     root = os.path.realpath(dest)
     for m in tf:
         name = posixpath.normpath("/" + m.name).lstrip("/")
@@ -183,6 +202,9 @@ def _safe_members(tf: tarfile.TarFile, dest: Path) -> None:
             continue
         if m.isdev() or m.isfifo():
             continue
+        if m.isreg():
+            digests[name] = _write_regular(tf, m, target)
+            continue
         m.name = name
         if m.issym() or m.isdir():
             if os.path.lexists(target) and not os.path.isdir(target):
@@ -190,25 +212,29 @@ def _safe_members(tf: tarfile.TarFile, dest: Path) -> None:
         tf.extract(m, root, set_attrs=True, numeric_owner=True, filter="fully_trusted")
 
 
-def extract_context(f: BinaryIO, dest: Path) -> None:
-    """Blocking: unpack the (maybe compressed) context tar into dest."""
+def extract_context(f: BinaryIO, dest: Path) -> dict[str, str]:
+    """Blocking: unpack the (maybe compressed) context tar into dest; returns the sha256 of
+    each regular file by its path in the context."""
     dest.mkdir(parents=True, exist_ok=True)
     src = open_maybe_compressed(f)
+    digests: dict[str, str] = {}
     try:
-        with tarfile.open(fileobj=src, mode="r|") as tf:
-            _safe_members(tf, dest)
+        with tarfile.open(fileobj=src, mode="r|", bufsize=1 << 20) as tf:
+            _safe_members(tf, dest, digests)
     except (tarfile.TarError, EOFError, OSError, lzma.LZMAError) as err:
         if isinstance(err, tarfile.ReadError) and "empty" in str(err):
-            return
+            return digests
         raise InvalidArgument(f"failed to read the build context: {err}") from None
+    return digests
 
 
 class Context:
     """An unpacked context directory with its `.dockerignore`."""
 
-    def __init__(self, root: Path, dockerfile: str = "Dockerfile") -> None:
+    def __init__(self, root: Path, dockerfile: str = "Dockerfile", file_digests: dict[str, str] | None = None) -> None:
         self.root = root
         self.dockerfile = dockerfile
+        self.file_digests = file_digests or {}  # sha256 of files, taken while unpacking
         ignore = root / ".dockerignore"
         patterns = parse_dockerignore(ignore.read_text(errors="replace")) if ignore.is_file() else []
         self.ignore = IgnoreMatcher(patterns)
@@ -288,10 +314,8 @@ def _hash_tree(h: hashlib._Hash, root: Path, rel: str, ctx: Context | None) -> N
     if stat.S_ISLNK(st.st_mode):
         h.update(b"L" + os.readlink(path).encode())
     elif stat.S_ISREG(st.st_mode):
-        h.update(b"F")
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
+        known = ctx.file_digests.get(rel) if ctx is not None else None
+        h.update(b"F" + (known or _file_sha256(path)).encode())
     elif stat.S_ISDIR(st.st_mode):
         h.update(b"D")
         for name in sorted(os.listdir(path)):
@@ -300,6 +324,14 @@ def _hash_tree(h: hashlib._Hash, root: Path, rel: str, ctx: Context | None) -> N
                 continue
             _hash_tree(h, root, child, ctx)
     h.update(b"\0")
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def hash_path(path: Path) -> str:

@@ -50,13 +50,14 @@ class BuildService:
         try:
             root = work / "context"
             dockerfile = opts.dockerfile or "Dockerfile"
+            digests: dict[str, str] = {}
             if remote:
                 root = await self._remote(remote, work)
             elif body is not None:
-                await asyncio.to_thread(_extract_file, body, root)
+                digests = await asyncio.to_thread(_extract_file, body, root)
             else:
                 root.mkdir()
-            return await self.builder.build(Context(root, dockerfile), opts, emit)
+            return await self.builder.build(Context(root, dockerfile, digests), opts, emit)
         finally:
             await asyncio.to_thread(shutil.rmtree, work, True)
 
@@ -111,9 +112,9 @@ class BuildService:
         return {**self.builder.statistics(), "cache_entries": len(self.cache.entries())}
 
 
-def _extract_file(path: Path, dest: Path) -> None:
+def _extract_file(path: Path, dest: Path) -> dict[str, str]:
     with open(path, "rb") as f:
-        extract_context(f, dest)
+        return extract_context(f, dest)
 
 
 def _download(url: str, dest: Path) -> None:
