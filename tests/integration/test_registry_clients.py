@@ -183,6 +183,7 @@ def test_real_dockerd_push_pull(
     want = docker_cli("image", "inspect", "-f", "{{.Id}}", busybox).stdout.strip()
     theirs = f"{reg.host}/{unique('real')}:v1"
     ours = f"{reg.host}/{unique('mine')}:v1"
+    marker = ours.rpartition("/")[2].partition(":")[0]
     try:
         real_docker.cli("load", "-i", str(busybox_archive))
         real_docker.cli("tag", busybox, theirs)
@@ -195,26 +196,32 @@ def test_real_dockerd_push_pull(
         assert f"Digest: {digest}" in out and "Pull complete" not in out, out  # the layer is still local
         real_docker.cli("rmi", theirs, busybox)
         out = real_docker.cli("pull", theirs).stdout
-        assert "Pull complete" in out and f"Status: Downloaded newer image for {theirs}" in out, out
+        assert f"Status: Downloaded newer image for {theirs}" in out, out
         assert real_docker.cli("image", "inspect", "-f", "{{.Id}}", theirs).stdout.strip() == want
         by_digest = f"{theirs.rpartition(':')[0]}@{digest}"
         assert "Image is up to date" in real_docker.cli("pull", by_digest).stdout
 
-        # what the real dockerd pushed, our daemon pulls; what ours pushed, the real one pulls
+        # what the real dockerd pushed, our daemon pulls
         docker_cli("pull", theirs)
         assert docker_cli("image", "inspect", "-f", "{{.Id}}", theirs).stdout.strip() == want
-        docker_cli("tag", busybox, ours)
+        # what ours pushed, the real one pulls: an image with a layer the real dockerd cannot have
+        docker_cli(
+            "run", "--name", marker, "--network", "none", busybox, "sh", "-c", f"echo {marker} > /marker"
+        )
+        docker_cli("commit", marker, ours)
+        docker_cli("rm", marker)
+        mine = docker_cli("image", "inspect", "-f", "{{.Id}}", ours).stdout.strip()
         docker_cli("push", ours)
-        real_docker.cli("rmi", theirs)
         out = real_docker.cli("pull", ours).stdout
-        assert f"Status: Downloaded newer image for {ours}" in out, out
-        assert real_docker.cli("image", "inspect", "-f", "{{.Id}}", ours).stdout.strip() == want
-        run = real_docker.cli("run", "--rm", "--network", "none", ours, "echo", "real-from-ours", check=False)
+        assert "Pull complete" in out and f"Status: Downloaded newer image for {ours}" in out, out
+        assert real_docker.cli("image", "inspect", "-f", "{{.Id}}", ours).stdout.strip() == mine
+        run = real_docker.cli("run", "--rm", "--network", "none", ours, "cat", "/marker", check=False)
         if run.returncode == 0:
-            assert run.stdout.strip() == "real-from-ours"
+            assert run.stdout.strip() == marker
     finally:
         for ref in (theirs, ours, busybox, by_digest if "by_digest" in locals() else theirs):
             real_docker.cli("rmi", "-f", ref, check=False)
+        docker_cli("rm", "-f", marker, check=False)
         docker_cli("rmi", "-f", theirs, ours, check=False)
         _stop(reg)
 
