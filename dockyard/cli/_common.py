@@ -128,6 +128,17 @@ def parse_since(value: str | None, now: float | None = None) -> str | None:
     raise click.BadParameter(f"invalid time: {value}")
 
 
+def parse_kv(values: Iterable[str], flag: str) -> dict[str, str]:
+    """Repeated `key=value` options (--label, --opt, ...) as a dict."""
+    out: dict[str, str] = {}
+    for v in values:
+        k, _, val = v.partition("=")
+        if not k:
+            raise click.BadParameter(f"invalid argument {v!r}", param_hint=flag)
+        out[k] = val
+    return out
+
+
 def parse_filters(values: Iterable[str]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for v in values:

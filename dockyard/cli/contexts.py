@@ -13,7 +13,9 @@ from typing import Any
 from dockyard.cli.formatting import bytes_size, ellipsis, human_duration, human_size, trunc_id
 
 
-class _Ctx:
+class RowCtx:
+    """One row of a listing: its FIELDS feed tables, `{{json .}}` and templates."""
+
     FIELDS: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
@@ -48,7 +50,7 @@ def format_ports(ports: list[dict[str, Any]] | None) -> str:
     return ", ".join(out)
 
 
-class ContainerCtx(_Ctx):
+class ContainerCtx(RowCtx):
     FIELDS = (
         "Command",
         "CreatedAt",
@@ -175,7 +177,7 @@ class ContainerCtx(_Ctx):
         return ",".join(sorted(nets))
 
 
-class ImageCtx(_Ctx):
+class ImageCtx(RowCtx):
     FIELDS = (
         "Containers",
         "CreatedAt",
@@ -245,7 +247,7 @@ class ImageCtx(_Ctx):
         return "N/A" if n is None or n < 0 else str(n)
 
 
-class HistoryCtx(_Ctx):
+class HistoryCtx(RowCtx):
     FIELDS = ("Comment", "CreatedAt", "CreatedBy", "CreatedSince", "ID", "Size")
     HEADERS = {
         "ID": "IMAGE",
@@ -290,7 +292,7 @@ class HistoryCtx(_Ctx):
         return str(self.h.get("Comment") or "")
 
 
-class StatsCtx(_Ctx):
+class StatsCtx(RowCtx):
     FIELDS = ("BlockIO", "CPUPerc", "Container", "ID", "MemPerc", "MemUsage", "Name", "NetIO", "PIDs")
     HEADERS = {
         "Container": "CONTAINER",

@@ -13,13 +13,14 @@ import click
 
 from dockyard import errdefs
 from dockyard.cli import formatting as fmt
-from dockyard.cli._common import StatusError, client, error_text, for_each, parse_filters
+from dockyard.cli._common import StatusError, client, error_text, for_each, parse_filters, parse_kv
+from dockyard.cli.contexts import RowCtx
 from dockyard.cli.formatting import Template
 
 LS_DEFAULT = "table {{.ID}}\t{{.Name}}\t{{.Driver}}\t{{.Scope}}"
 
 
-class NetworkCtx:
+class NetworkCtx(RowCtx):
     FIELDS: tuple[str, ...] = ("CreatedAt", "Driver", "ID", "IPv6", "Internal", "Labels", "Name", "Scope")
     HEADERS: ClassVar[dict[str, str]] = {
         "ID": "NETWORK ID", "Name": "NAME", "Driver": "DRIVER", "Scope": "SCOPE", "IPv6": "IPV6",
@@ -39,22 +40,6 @@ class NetworkCtx:
 
     def Label(self, name: str) -> str:
         return str((self.n.get("Labels") or {}).get(name, ""))
-
-    def to_json(self) -> dict[str, Any]:
-        return {f: getattr(self, f) for f in self.FIELDS}
-
-    def __str__(self) -> str:
-        return json.dumps(self.to_json())
-
-
-def _kv(values: tuple[str, ...], flag: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for v in values:
-        k, _, val = v.partition("=")
-        if not k:
-            raise click.BadParameter(f"invalid argument {v!r}", param_hint=flag)
-        out[k] = val
-    return out
 
 
 @click.group("network")
@@ -92,12 +77,12 @@ def create(
         if i < len(gateway):
             c["Gateway"] = gateway[i]
         if aux_address and i == 0:
-            c["AuxiliaryAddresses"] = _kv(aux_address, "'--aux-address'")
+            c["AuxiliaryAddresses"] = parse_kv(aux_address, "'--aux-address'")
         configs.append(c)
     body = {
         "Name": name, "Driver": driver, "Internal": internal, "Attachable": attachable, "EnableIPv6": ipv6,
-        "Labels": _kv(label, "'--label'"), "Options": _kv(opt, "'--opt'"),
-        "IPAM": {"Driver": ipam_driver, "Config": configs, "Options": _kv(ipam_opt, "'--ipam-opt'")},
+        "Labels": parse_kv(label, "'--label'"), "Options": parse_kv(opt, "'--opt'"),
+        "IPAM": {"Driver": ipam_driver, "Config": configs, "Options": parse_kv(ipam_opt, "'--ipam-opt'")},
     }  # fmt: skip
     res = client().post_json("/networks/create", body=body)
     if res.get("Warning"):
@@ -198,7 +183,7 @@ def connect(alias: tuple[str, ...], ip: str | None, driver_opt: tuple[str, ...],
     if ip:
         epc["IPAMConfig"] = {"IPv4Address": ip}
     if driver_opt:
-        epc["DriverOpts"] = _kv(driver_opt, "'--driver-opt'")
+        epc["DriverOpts"] = parse_kv(driver_opt, "'--driver-opt'")
     client().post_json("/networks/{0}/connect", network, body={"Container": container, "EndpointConfig": epc})
 
 

@@ -13,13 +13,14 @@ import click
 
 from dockyard import errdefs
 from dockyard.cli import formatting as fmt
-from dockyard.cli._common import StatusError, client, error_text, for_each, parse_filters
+from dockyard.cli._common import StatusError, client, error_text, for_each, parse_filters, parse_kv
+from dockyard.cli.contexts import RowCtx
 from dockyard.cli.formatting import Template
 
 LS_DEFAULT = "table {{.Driver}}\t{{.Name}}"
 
 
-class VolumeCtx:
+class VolumeCtx(RowCtx):
     FIELDS: tuple[str, ...] = (
         "Availability",
         "Driver",
@@ -55,22 +56,6 @@ class VolumeCtx:
     def Label(self, name: str) -> str:
         return str((self.v.get("Labels") or {}).get(name, ""))
 
-    def to_json(self) -> dict[str, Any]:
-        return {f: getattr(self, f) for f in self.FIELDS}
-
-    def __str__(self) -> str:
-        return json.dumps(self.to_json())
-
-
-def _kv(values: tuple[str, ...], flag: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for v in values:
-        k, _, val = v.partition("=")
-        if not k:
-            raise click.BadParameter(f"invalid argument {v!r}", param_hint=flag)
-        out[k] = val
-    return out
-
 
 @click.group("volume")
 def volume_group() -> None:
@@ -89,8 +74,8 @@ def create(
     """Create a volume"""
     if name and name_opt and name != name_opt:
         raise StatusError(1, "conflicting options: either specify --name or provide positional arg, not both")
-    body = {"Name": name or name_opt or "", "Driver": driver, "DriverOpts": _kv(opt, "'--opt'"),
-            "Labels": _kv(label, "'--label'")}  # fmt: skip
+    body = {"Name": name or name_opt or "", "Driver": driver, "DriverOpts": parse_kv(opt, "'--opt'"),
+            "Labels": parse_kv(label, "'--label'")}  # fmt: skip
     vol = client().post_json("/volumes/create", body=body)
     click.echo(vol["Name"])
 
