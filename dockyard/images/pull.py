@@ -27,6 +27,7 @@ from typing import Any
 
 from dockyard import errdefs
 from dockyard.images import reference
+from dockyard.images._progress import run_reporting
 from dockyard.images.layers import chain_ids
 from dockyard.images.registries import RegistrySettings
 from dockyard.registry import spec
@@ -198,35 +199,8 @@ async def _pull_resolved(
                 raise
         await queue.put(_msg("Download complete", sid, progressDetail={}))
 
-    done_marker: dict[str, Any] = {}
-    errors: list[BaseException] = []
-
-    async def run_all() -> None:
-        try:
-            async with asyncio.TaskGroup() as tg:
-                for i in todo:
-                    tg.create_task(download(i))
-        except BaseExceptionGroup as eg:
-            errors.extend(eg.exceptions)
-        finally:
-            await queue.put(done_marker)
-
-    runner = asyncio.ensure_future(run_all())
-    try:
-        while True:
-            msg = await queue.get()
-            if msg is done_marker:
-                break
-            yield msg
-    finally:
-        if not runner.done():
-            runner.cancel()
-        try:
-            await runner
-        except asyncio.CancelledError:
-            pass
-    if errors:
-        raise errors[0]
+    async for msg in run_reporting((download(i) for i in todo), queue):
+        yield msg
 
     compressed = [r.layers[i].digest for i in todo]
     here = f"{ref.domain}/{ref.path}"

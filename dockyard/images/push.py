@@ -39,6 +39,7 @@ from typing import Any
 
 from dockyard import errdefs
 from dockyard.images import reference
+from dockyard.images._progress import run_reporting
 from dockyard.images.content import ContentStore, Writer
 from dockyard.images.registries import RegistrySettings
 from dockyard.registry import spec
@@ -244,43 +245,19 @@ async def _push_one(
             svc.layers.set_compressed(chain, digest, size, here)
             await queue.put({"status": "Pushed", "progressDetail": {}, "id": sid})
 
-    errors: list[BaseException] = []
-    done: dict[str, Any] = {}
-
-    async def run_all() -> None:
-        try:
-            async with asyncio.TaskGroup() as tg:
-                for d, c in dict(reversed(list(zip(diff_ids, img.chain_ids)))).items():
-                    tg.create_task(one(d, c))
-        except BaseExceptionGroup as eg:
-            errors.extend(eg.exceptions)
-        finally:
-            await queue.put(done)
-
-    runner = asyncio.ensure_future(run_all())
+    layers = dict(reversed(list(zip(diff_ids, img.chain_ids))))
     try:
-        while True:
-            msg = await queue.get()
-            if msg is done:
-                break
-            yield msg
-        if errors:
-            err = errors[0]
-            if isinstance(err, Unauthorized):
-                raise errdefs.PermissionDenied("unauthorized: authentication required") from None
-            raise err
+        try:
+            async for msg in run_reporting((one(d, c) for d, c in layers.items()), queue):
+                yield msg
+        except Unauthorized:
+            raise errdefs.PermissionDenied("unauthorized: authentication required") from None
         cfg = img.config_bytes
         if not await rc.blob_exists(repo, img.id):
             path = work_dir / "config"
             await asyncio.to_thread(path.write_bytes, cfg)
             await rc.upload_blob(repo, img.id, path)
     finally:
-        if not runner.done():
-            runner.cancel()
-        try:
-            await runner
-        except asyncio.CancelledError:
-            pass
         await asyncio.to_thread(shutil.rmtree, work_dir, True)
     manifest = {
         "schemaVersion": 2,
