@@ -116,7 +116,8 @@ def _remove_network_leftovers(d: Daemon) -> None:
     import json
 
     table = "dockyard-" + hashlib.sha256(str(d.data_root).encode()).hexdigest()[:8]
-    subprocess.run(["nft", "delete", "table", "ip", table], capture_output=True, check=False)
+    for family in ("ip", "bridge"):
+        subprocess.run(["nft", "delete", "table", family, table], capture_output=True, check=False)
     try:
         bridge = json.loads((d.root / "daemon.json").read_text()).get("bridge")
     except (OSError, ValueError):

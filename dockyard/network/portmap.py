@@ -50,6 +50,7 @@ class BridgeRules:
     internal: bool = False
     masquerade: bool = True
     icc: bool = True
+    ports: tuple[str, ...] = ()  # host ends of its endpoints' veths (for icc=false)
 
 
 @dataclass(frozen=True)
@@ -77,8 +78,6 @@ def plan_table(table: str, bridges: list[BridgeRules], ports: list[PortMap]) -> 
             fwd.append(f"oifname {_q(b.name)} iifname != {_q(b.name)} drop")
         elif others:
             fwd.append(f"iifname {_q(b.name)} oifname {{ {', '.join(_q(o) for o in others)} }} drop")
-        if not b.icc:
-            fwd.append(f"iifname {_q(b.name)} oifname {_q(b.name)} drop")
     for b in bridges:
         fwd.append(f"iifname {_q(b.name)} accept")
         fwd.append(f"oifname {_q(b.name)} ct state established,related accept")
@@ -111,7 +110,28 @@ def plan_table(table: str, bridges: list[BridgeRules], ports: list[PortMap]) -> 
                 ["fib daddr type local jump publish"])
         + chain("postrouting", "    type nat hook postrouting priority srcnat; policy accept;\n", post)
         + "}\n"
+        + _plan_bridge_table(table, bridges)
     )  # fmt: skip
+
+
+def _plan_bridge_table(table: str, bridges: list[BridgeRules]) -> str:
+    """enable_icc=false: traffic between two ports of one bridge never reaches the ip
+    family's forward hook (that would need br_netfilter), so it is dropped in the bridge
+    family, port to port. Traffic to the gateway (the bridge itself) is not forwarded and
+    stays allowed, as in Docker."""
+    rules = []
+    for b in bridges:
+        if not b.icc and len(b.ports) > 1:
+            ports = "{ " + ", ".join(_q(p) for p in b.ports) + " }"
+            rules.append(f"    iifname {ports} oifname {ports} drop\n")
+    return (
+        f"table bridge {table}\n"
+        f"delete table bridge {table}\n"
+        f"table bridge {table} {{\n"
+        "  chain forward {\n    type filter hook forward priority filter; policy accept;\n"
+        + "".join(rules)
+        + "  }\n}\n"
+    )
 
 
 async def apply_table(script: str) -> None:
@@ -120,7 +140,8 @@ async def apply_table(script: str) -> None:
 
 async def delete_table(table: str) -> None:
     # declaring the table first makes the delete succeed whether or not it exists
-    await proc.run(["nft", "-f", "-"], stdin=f"table ip {table}\ndelete table ip {table}\n".encode(), timeout=30)
+    script = "".join(f"table {family} {table}\ndelete table {family} {table}\n" for family in ("ip", "bridge"))
+    await proc.run(["nft", "-f", "-"], stdin=script.encode(), timeout=30)
 
 
 async def table_exists(table: str) -> bool:

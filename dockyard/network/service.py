@@ -353,9 +353,11 @@ class NetworkService:
                     continue
                 opts = doc.get("Options") or {}
                 name = doc["Dockyard"]["Bridge"]
+                endpoints = (doc["Dockyard"].get("Endpoints") or {}).values()
                 bridges.append(BridgeRules(
                     name, doc["IPAM"]["Config"][0]["Subnet"], bool(doc.get("Internal")),
                     _truthy(opts.get(OPT_MASQ)), _truthy(opts.get(OPT_ICC)),
+                    tuple(sorted(ep["HostIf"] for ep in endpoints if ep.get("HostIf"))),
                 ))  # fmt: skip
                 fwd.append(ForwardBridge(name, bool(doc.get("Internal"))))
                 for ep in (doc["Dockyard"].get("Endpoints") or {}).values():

@@ -28,7 +28,8 @@ def _veths() -> set[str]:
 
 
 def _tables() -> set[str]:
-    out = subprocess.run(["nft", "-j", "list", "tables", "ip"], check=False, capture_output=True, text=True).stdout
+    # both families: ip (nat, forward rules) and bridge (enable_icc=false)
+    out = subprocess.run(["nft", "-j", "list", "tables"], check=False, capture_output=True, text=True).stdout
     return {e["table"]["name"] for e in json.loads(out or "{}").get("nftables", []) if "table" in e}
 
 
@@ -140,6 +141,22 @@ def test_user_networks_dns_and_isolation(dk, py, unique):
     finally:
         dk("rm", "-f", srv)
         dk("network", "rm", n1, n2)
+
+
+def test_icc_false_blocks_container_to_container_but_not_the_gateway(dk, unique):
+    n, a = unique("noicc"), unique("a")
+    dk("network", "create", "-o", "com.docker.network.bridge.enable_icc=false", n)
+    try:
+        dk("run", "-d", "--name", a, "--network", n, "busybox", "sleep", "60")
+        info = json.loads(dk("inspect", a).stdout)[0]["NetworkSettings"]["Networks"][n]
+        out = dk("run", "--rm", "--network", n, "busybox", "sh", "-c",
+                 f"ping -c1 -W1 {info['IPAddress']}; ping -c1 -W2 {info['Gateway']}", check=False).stdout  # fmt: skip
+        first, second = out.split("--- ")[1], out.split("--- ")[2]
+        assert "0 packets received" in first, out  # container to container: dropped
+        assert "1 packets received" in second, out  # container to its gateway: allowed
+    finally:
+        dk("rm", "-f", a, check=False)
+        dk("network", "rm", n)
 
 
 def test_internal_network_has_no_route_out(dk, unique):
