@@ -446,3 +446,36 @@ def test_client_verifies_blob_digest(tmp_path: Path) -> None:
                 await rc.read_blob("v/x", d)
 
     _serve(RegistryConfig(), tmp_path, body)
+
+
+def test_oversized_manifest_and_unsupported_method(run: Run) -> None:
+    async def body(c: TestClient) -> None:
+        big = b"{" + b" " * (4 << 20) + b"}"
+        r = await c.put("/v2/app/manifests/v1", data=big, headers={"Content-Type": spec.MT_OCI_MANIFEST})
+        assert r.status == 413 and await _code(r) == "SIZE_INVALID"
+        r = await c.get("/v2/app/manifests/v1")
+        assert r.status == 404, "nothing was stored"
+        r = await c.request("PATCH", "/v2/app/manifests/v1", data=b"{}")
+        assert r.status == 405 and await _code(r) == "UNSUPPORTED"
+
+    run(body)
+
+
+def test_token_without_the_action_is_denied(tmp_path: Path) -> None:
+    """A valid token that grants pull only: a push answers 403 DENIED (not a new challenge)."""
+    issuer = TokenIssuer.from_root(tmp_path)
+    cfg = RegistryConfig("token", _users(tmp_path), issuer)
+
+    async def body(base: str) -> None:
+        import aiohttp
+
+        pull_only = issuer.issue("alice", [("repository", "team/app", {"pull"})], service="x")
+        async with aiohttp.ClientSession() as s:
+            headers = {"Authorization": f"Bearer {pull_only}"}
+            r = await s.post(base + "/v2/team/app/blobs/uploads/", headers=headers)
+            assert r.status == 403
+            assert (await r.json())["errors"][0]["code"] == "DENIED"
+            r = await s.get(base + "/v2/team/app/tags/list", headers=headers)
+            assert r.status in (200, 404)  # allowed: pulling (the repository is just empty)
+
+    _serve(cfg, tmp_path, body)
