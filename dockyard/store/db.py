@@ -199,7 +199,8 @@ class Store:
 
     def _query_one(self, sql: str, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
         with self._lock:
-            return self._conn.execute(sql, args).fetchone()
+            row: tuple[Any, ...] | None = self._conn.execute(sql, args).fetchone()
+            return row
 
     def close(self) -> None:
         self._conn.close()
