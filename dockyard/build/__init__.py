@@ -1,6 +1,6 @@
 """Builds images from Dockerfiles: parser, context, cache, stage graph, and the service."""
 
-from dockyard.build.builder import BuildError, BuildOptions, Builder
+from dockyard.build.builder import Builder, BuildError, BuildOptions
 from dockyard.build.cache import BuildCache
 from dockyard.build.service import BuildService
 

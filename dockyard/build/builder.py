@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-import hashlib
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -37,8 +37,6 @@ import shutil
 import signal as signals
 import stat
 import tarfile
-import tempfile
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -51,7 +49,7 @@ from dockyard import errdefs
 from dockyard._sys import mount as sysmount
 from dockyard.build import context as ctxmod
 from dockyard.build.cache import BuildCache, cache_key
-from dockyard.build.dockerfile import Dockerfile, Instruction, ParseError, Stage, arg_pairs, expand, parse
+from dockyard.build.dockerfile import Dockerfile, Instruction, Stage, arg_pairs, expand, parse
 from dockyard.timefmt import now_rfc3339 as rfc3339_now
 
 __all__ = ["BuildError", "BuildOptions", "Builder"]
@@ -1224,7 +1222,7 @@ def _extract_tar(path: Path, target: Path) -> None:
 
 def _download(url: str, target: Path, owner: tuple[int, int] | None, mode: int) -> None:
     try:
-        with urllib.request.urlopen(url, timeout=60) as resp:  # noqa: S310 (http/https only, checked)
+        with urllib.request.urlopen(url, timeout=60) as resp:
             data = resp.read()
             modified = resp.headers.get("Last-Modified")
     except OSError as err:

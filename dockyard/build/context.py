@@ -28,7 +28,7 @@ from typing import BinaryIO
 
 from dockyard.errdefs import InvalidArgument
 
-__all__ = ["IgnoreMatcher", "Context", "extract_context", "open_maybe_compressed", "parse_dockerignore"]
+__all__ = ["Context", "IgnoreMatcher", "extract_context", "open_maybe_compressed", "parse_dockerignore"]
 
 
 def open_maybe_compressed(f: BinaryIO) -> BinaryIO:
@@ -116,8 +116,7 @@ def parse_dockerignore(text: str) -> list[str]:
             p = p[1:].strip()
         if p:
             p = posixpath.normpath(p.replace("\\", "/")).lstrip("/") or "."
-            if p.startswith("../"):
-                p = p[3:]
+            p = p.removeprefix("../")
         out.append(("!" if excl else "") + p)
     return out
 

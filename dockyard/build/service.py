@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from dockyard._sys import proc
-from dockyard.build.builder import BuildError, BuildOptions, Builder, Emit
+from dockyard.build.builder import Builder, BuildError, BuildOptions, Emit
 from dockyard.build.cache import BuildCache
 from dockyard.build.context import Context, extract_context
 from dockyard.errdefs import InvalidArgument
@@ -119,7 +119,7 @@ def _extract_file(path: Path, dest: Path) -> dict[str, str]:
 
 def _download(url: str, dest: Path) -> None:
     try:
-        with urllib.request.urlopen(url, timeout=120) as resp, open(dest, "wb") as out:  # noqa: S310
+        with urllib.request.urlopen(url, timeout=120) as resp, open(dest, "wb") as out:
             shutil.copyfileobj(resp, out, 1 << 20)
     except OSError as err:
         raise InvalidArgument(f"unable to prepare context: unable to download remote context {url}: {err}") from None

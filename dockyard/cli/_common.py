@@ -71,7 +71,7 @@ def for_each(names: Iterable[str], action: Callable[[str], Any], echo: bool = Tr
         raise StatusError(1)
 
 
-_SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgtpb]?)(i?b?)$", re.I)
+_SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgtpb]?)(i?b?)$", re.IGNORECASE)
 
 
 def parse_bytes(value: str, flag: str = "") -> int:
@@ -153,8 +153,7 @@ def write_binary(chunks: Iterable[bytes], output: str | None, what: str) -> None
     """Write a tar stream to `-o FILE` or to stdout, refusing a terminal like docker does."""
     if output and output != "-":
         with open(output, "wb") as f:
-            for c in chunks:
-                f.write(c)
+            f.writelines(chunks)
         return
     if sys.stdout.isatty():
         raise StatusError(1, "cowardly refusing to save to a terminal. Use the -o flag or redirect")

@@ -152,7 +152,7 @@ def _lex_pipe(src: str) -> list[Any]:
 
 
 def parse(src: str) -> list[_Node]:
-    parts = re.split(r"(\{\{-?\s*.*?\s*-?\}\})", src, flags=re.S)
+    parts = re.split(r"(\{\{-?\s*.*?\s*-?\}\})", src, flags=re.DOTALL)
     root: list[_Node] = []
     stack: list[tuple[_Node | None, list[_Node]]] = [(None, root)]
     trim_next = False

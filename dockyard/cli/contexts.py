@@ -90,18 +90,18 @@ class ContainerCtx(RowCtx):
         self.trunc = trunc
 
     @property
-    def ID(self) -> str:  # noqa: N802
+    def ID(self) -> str:
         return trunc_id(self.c["Id"]) if self.trunc else str(self.c["Id"])
 
     @property
-    def Names(self) -> str:  # noqa: N802
+    def Names(self) -> str:
         names = [n.lstrip("/") for n in self.c.get("Names") or []]
         if self.trunc:
             names = [n for n in names if "/" not in n][:1] or names[:1]
         return ",".join(names)
 
     @property
-    def Image(self) -> str:  # noqa: N802
+    def Image(self) -> str:
         img = str(self.c.get("Image") or "<no image>")
         if self.trunc:
             if img.startswith("sha256:"):
@@ -111,48 +111,48 @@ class ContainerCtx(RowCtx):
         return img
 
     @property
-    def Command(self) -> str:  # noqa: N802
+    def Command(self) -> str:
         cmd = str(self.c.get("Command") or "")
         if self.trunc:
             cmd = ellipsis(cmd, 20)
         return json.dumps(cmd, ensure_ascii=False)
 
     @property
-    def CreatedAt(self) -> str:  # noqa: N802
+    def CreatedAt(self) -> str:
         return time.strftime("%Y-%m-%d %H:%M:%S %z %Z", time.localtime(self.c.get("Created", 0)))
 
     @property
-    def RunningFor(self) -> str:  # noqa: N802
+    def RunningFor(self) -> str:
         return human_duration(time.time() - float(self.c.get("Created", 0))) + " ago"
 
     @property
-    def Ports(self) -> str:  # noqa: N802
+    def Ports(self) -> str:
         return format_ports(self.c.get("Ports"))
 
     @property
-    def State(self) -> str:  # noqa: N802
+    def State(self) -> str:
         return str(self.c.get("State") or "")
 
     @property
-    def Status(self) -> str:  # noqa: N802
+    def Status(self) -> str:
         return str(self.c.get("Status") or "")
 
     @property
-    def Size(self) -> str:  # noqa: N802
+    def Size(self) -> str:
         rw, root = self.c.get("SizeRw") or 0, self.c.get("SizeRootFs") or 0
         if "SizeRw" not in self.c and "SizeRootFs" not in self.c:
             return "0B"
         return f"{human_size(rw)} (virtual {human_size(root)})"
 
     @property
-    def Labels(self) -> str:  # noqa: N802
+    def Labels(self) -> str:
         return _labels(self.c.get("Labels"))
 
-    def Label(self, name: str) -> str:  # noqa: N802
+    def Label(self, name: str) -> str:
         return str((self.c.get("Labels") or {}).get(name, ""))
 
     @property
-    def Mounts(self) -> str:  # noqa: N802
+    def Mounts(self) -> str:
         out = []
         for m in self.c.get("Mounts") or []:
             name = m.get("Name") or m.get("Source", "")
@@ -160,7 +160,7 @@ class ContainerCtx(RowCtx):
         return ",".join(out)
 
     @property
-    def Platform(self) -> Any:  # noqa: N802
+    def Platform(self) -> Any:
         return (
             self.c.get("ImageManifestDescriptor", {}).get("platform")
             if self.c.get("ImageManifestDescriptor")
@@ -168,11 +168,11 @@ class ContainerCtx(RowCtx):
         )
 
     @property
-    def LocalVolumes(self) -> str:  # noqa: N802
+    def LocalVolumes(self) -> str:
         return str(sum(1 for m in self.c.get("Mounts") or [] if m.get("Driver") == "local"))
 
     @property
-    def Networks(self) -> str:  # noqa: N802
+    def Networks(self) -> str:
         nets = (self.c.get("NetworkSettings") or {}).get("Networks") or {}
         return ",".join(sorted(nets))
 
@@ -209,40 +209,40 @@ class ImageCtx(RowCtx):
         self.i, self.Repository, self.Tag, self.Digest, self.trunc = img, repo, tag, digest, trunc
 
     @property
-    def ID(self) -> str:  # noqa: N802
+    def ID(self) -> str:
         return trunc_id(self.i["Id"]) if self.trunc else str(self.i["Id"])
 
     @property
-    def CreatedSince(self) -> str:  # noqa: N802
+    def CreatedSince(self) -> str:
         created = float(self.i.get("Created") or 0)
         if created <= 0:
             return "N/A"
         return human_duration(time.time() - created) + " ago"
 
     @property
-    def CreatedAt(self) -> str:  # noqa: N802
+    def CreatedAt(self) -> str:
         return time.strftime("%Y-%m-%d %H:%M:%S %z %Z", time.localtime(self.i.get("Created", 0)))
 
     @property
-    def Size(self) -> str:  # noqa: N802
+    def Size(self) -> str:
         return human_size(self.i.get("Size") or 0)
 
     @property
-    def VirtualSize(self) -> str:  # noqa: N802
+    def VirtualSize(self) -> str:
         return human_size(self.i.get("VirtualSize", self.i.get("Size")) or 0, 4)
 
     @property
-    def SharedSize(self) -> str:  # noqa: N802
+    def SharedSize(self) -> str:
         s = self.i.get("SharedSize", -1)
         return "N/A" if s is None or s < 0 else human_size(s)
 
     @property
-    def UniqueSize(self) -> str:  # noqa: N802
+    def UniqueSize(self) -> str:
         s = self.i.get("SharedSize", -1)
         return "N/A" if s is None or s < 0 else human_size((self.i.get("Size") or 0) - s)
 
     @property
-    def Containers(self) -> str:  # noqa: N802
+    def Containers(self) -> str:
         n = self.i.get("Containers", -1)
         return "N/A" if n is None or n < 0 else str(n)
 
@@ -262,33 +262,33 @@ class HistoryCtx(RowCtx):
         self.h, self.trunc, self.human = h, trunc, human
 
     @property
-    def ID(self) -> str:  # noqa: N802
+    def ID(self) -> str:
         ident = str(self.h.get("Id") or "")
         if ident in ("", "<missing>"):
             return "<missing>"
         return trunc_id(ident) if self.trunc else ident
 
     @property
-    def CreatedSince(self) -> str:  # noqa: N802
+    def CreatedSince(self) -> str:
         if not self.human:
             return self.CreatedAt
         return human_duration(time.time() - float(self.h.get("Created") or 0)) + " ago"
 
     @property
-    def CreatedAt(self) -> str:  # noqa: N802
+    def CreatedAt(self) -> str:
         return rfc3339(float(self.h.get("Created") or 0))
 
     @property
-    def CreatedBy(self) -> str:  # noqa: N802
+    def CreatedBy(self) -> str:
         by = str(self.h.get("CreatedBy") or "").replace("\t", " ")
         return ellipsis(by, 45) if self.trunc else by
 
     @property
-    def Size(self) -> str:  # noqa: N802
+    def Size(self) -> str:
         return human_size(self.h.get("Size") or 0) if self.human else str(self.h.get("Size") or 0)
 
     @property
-    def Comment(self) -> str:  # noqa: N802
+    def Comment(self) -> str:
         return str(self.h.get("Comment") or "")
 
 
@@ -311,15 +311,15 @@ class StatsCtx(RowCtx):
         self.s = s
 
     @property
-    def ID(self) -> str:  # noqa: N802
+    def ID(self) -> str:
         return trunc_id(str(self.s.get("id") or self.Container))
 
     @property
-    def Name(self) -> str:  # noqa: N802
+    def Name(self) -> str:
         return str(self.s.get("name") or "--").lstrip("/")
 
     @property
-    def CPUPerc(self) -> str:  # noqa: N802
+    def CPUPerc(self) -> str:
         cpu, pre = self.s.get("cpu_stats") or {}, self.s.get("precpu_stats") or {}
         cpu_delta = (cpu.get("cpu_usage") or {}).get("total_usage", 0) - (pre.get("cpu_usage") or {}).get(
             "total_usage", 0
@@ -338,17 +338,17 @@ class StatsCtx(RowCtx):
         return max(usage, 0.0), float(mem.get("limit") or 0)
 
     @property
-    def MemUsage(self) -> str:  # noqa: N802
+    def MemUsage(self) -> str:
         usage, limit = self._mem()
         return f"{bytes_size(usage)} / {bytes_size(limit)}"
 
     @property
-    def MemPerc(self) -> str:  # noqa: N802
+    def MemPerc(self) -> str:
         usage, limit = self._mem()
         return f"{(usage / limit * 100.0 if limit else 0.0):.2f}%"
 
     @property
-    def NetIO(self) -> str:  # noqa: N802
+    def NetIO(self) -> str:
         rx = tx = 0
         for n in (self.s.get("networks") or {}).values():
             rx += n.get("rx_bytes", 0)
@@ -356,7 +356,7 @@ class StatsCtx(RowCtx):
         return f"{human_size(rx)} / {human_size(tx)}"
 
     @property
-    def BlockIO(self) -> str:  # noqa: N802
+    def BlockIO(self) -> str:
         r = w = 0
         for e in (self.s.get("blkio_stats") or {}).get("io_service_bytes_recursive") or []:
             op = str(e.get("op", "")).lower()
@@ -367,5 +367,5 @@ class StatsCtx(RowCtx):
         return f"{human_size(r)} / {human_size(w)}"
 
     @property
-    def PIDs(self) -> str:  # noqa: N802
+    def PIDs(self) -> str:
         return str((self.s.get("pids_stats") or {}).get("current", 0))

@@ -61,7 +61,7 @@ def bytes_size(size: float) -> str:
     return _scaled(float(size), 1024.0, ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB"], 4)
 
 
-def parse_time(value: str | int | float | None) -> float | None:
+def parse_time(value: str | float | None) -> float | None:
     """Parse an RFC 3339 (nanoseconds allowed) or Unix timestamp into epoch seconds."""
     if value is None or value == "":
         return None
@@ -115,7 +115,7 @@ class _Headers:
     def to_json(self) -> str:
         return ""
 
-    def Label(self, name: str = "", *a: Any) -> str:  # noqa: N802 (Go method name)
+    def Label(self, name: str = "", *a: Any) -> str:
         return name or "LABEL"
 
 

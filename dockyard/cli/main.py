@@ -12,10 +12,19 @@ import sys
 import click
 
 from dockyard import errdefs
-from dockyard.cli import containers, copy, images, interactive, registry, registry_cmds, run, system
-from dockyard.cli import volumes
-from dockyard.cli import networks
 from dockyard.cli import build as build_cmds
+from dockyard.cli import (
+    containers,
+    copy,
+    images,
+    interactive,
+    networks,
+    registry,
+    registry_cmds,
+    run,
+    system,
+    volumes,
+)
 from dockyard.cli._common import State, StatusError, error_text
 from dockyard.cli.formatting import TemplateError
 

@@ -68,7 +68,7 @@ def _validate_host_config(hc: dict[str, Any]) -> None:
     if name not in RESTART_POLICIES:
         raise InvalidArgument(f"invalid restart policy: unknown policy '{name}'; use one of 'no', 'always', 'on-failure' or 'unless-stopped'")
     if rp.get("MaximumRetryCount") and name != "on-failure":
-        raise InvalidArgument(f"invalid restart policy: maximum retry count can only be used with 'on-failure'")
+        raise InvalidArgument("invalid restart policy: maximum retry count can only be used with 'on-failure'")
     if int(rp.get("MaximumRetryCount") or 0) < 0:
         raise InvalidArgument("invalid restart policy: maximum retry count cannot be negative")
     if hc.get("AutoRemove") and name not in ("", "no"):

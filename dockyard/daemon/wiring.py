@@ -8,10 +8,10 @@ from aiohttp import web
 
 from dockyard.api import keys
 from dockyard.api.app import create_app
-from dockyard.api.routes import container_fs
 from dockyard.api.routes import build as build_routes
-from dockyard.api.routes import distribution as distribution_routes
+from dockyard.api.routes import container_fs
 from dockyard.api.routes import containers as container_routes
+from dockyard.api.routes import distribution as distribution_routes
 from dockyard.api.routes import exec as exec_routes
 from dockyard.api.routes import images as image_routes
 from dockyard.api.routes import networks as network_routes

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from dockyard.build.dockerfile.lexer import Heredoc, LogicalLine, ParseError, lex
 from dockyard.build.dockerfile.shell import ExpansionError, process_word, split_words
 
-__all__ = ["Dockerfile", "Instruction", "Stage", "parse", "INSTRUCTIONS"]
+__all__ = ["INSTRUCTIONS", "Dockerfile", "Instruction", "Stage", "parse"]
 
 INSTRUCTIONS = (
     "ADD", "ARG", "CMD", "COPY", "ENTRYPOINT", "ENV", "EXPOSE", "FROM", "HEALTHCHECK", "LABEL",
