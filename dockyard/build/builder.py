@@ -882,7 +882,7 @@ class _Run:
             if urls:
                 digest += ":" + json.dumps(urls)
         shown = hashlib.sha256(digest.encode()).hexdigest() if not digest.startswith("sha256:") or inline or urls else digest[7:]
-        kind = "dir" if len(ctx_srcs) == 1 and (self.ctx.root / ctx_srcs[0]).is_dir() and not from_image else "file"
+        kind = "dir" if len(ctx_srcs) == 1 and not from_image and self.ctx.is_dir(ctx_srcs[0]) else "file"
         if n_sources > 1:
             kind = "multi"
         # dockerd's comment: the --chown flag (with no space after it), the source hash and the
@@ -921,7 +921,8 @@ class _Run:
                             )
                         items.extend(found)
                 else:
-                    items = [(self.ctx.root / rel, rel) for rel in ctx_srcs]
+                    files = self.ctx.files()  # the first copy from the context unpacks it
+                    items = [(files / rel, rel) for rel in ctx_srcs]
                 multiple = len(items) + len(inline) + len(urls) > 1
                 for path, rel in items:
                     is_dir = path.is_dir() and not path.is_symlink()

@@ -22,6 +22,7 @@ import re
 import shutil
 import stat
 import tarfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -227,19 +228,128 @@ def extract_context(f: BinaryIO, dest: Path) -> dict[str, str]:
     return digests
 
 
+@dataclass(frozen=True)
+class _Entry:
+    """A member of the context as the unpacked directory would show it."""
+
+    is_dir: bool
+    mode: int
+    uid: int
+    gid: int
+    digest: str = ""  # sha256 hex of a file's bytes
+
+
+class _Index:
+    """The context read from its tarball without writing it anywhere: what a fully cached
+    build needs (names, modes, owners, content digests, the Dockerfile and .dockerignore)."""
+
+    def __init__(self, entries: dict[str, _Entry], texts: dict[str, bytes]) -> None:
+        self.entries = entries
+        self.texts = texts
+        self.children: dict[str, list[str]] = {}
+        for rel in entries:
+            if rel != ".":
+                parent = posixpath.dirname(rel) or "."
+                self.children.setdefault(parent, []).append(posixpath.basename(rel))
+
+    @classmethod
+    def read(cls, spool: Path, keep_text: set[str]) -> _Index | None:
+        """None when the tarball has anything but plain files and directories (links, ...):
+        such contexts are unpacked up front and read from disk, as before."""
+        # directories the unpacking would create implicitly: root-owned, 0755
+        entries: dict[str, _Entry] = {".": _Entry(True, 0o755, 0, 0)}
+        texts: dict[str, bytes] = {}
+        with open(spool, "rb") as f:
+            src = open_maybe_compressed(f)
+            try:
+                with tarfile.open(fileobj=src, mode="r|", bufsize=1 << 20) as tf:
+                    for m in tf:
+                        name = posixpath.normpath("/" + m.name).lstrip("/")
+                        if not name or name == ".":
+                            continue
+                        if not (m.isreg() or m.isdir()):
+                            return None
+                        parts = name.split("/")
+                        for i in range(1, len(parts)):
+                            entries.setdefault("/".join(parts[:i]), _Entry(True, 0o755, 0, 0))
+                        if m.isdir():
+                            entries[name] = _Entry(True, m.mode & 0o7777, m.uid, m.gid)
+                            continue
+                        h = hashlib.sha256()
+                        data = tf.extractfile(m)
+                        assert data is not None
+                        keep = name in keep_text
+                        kept: list[bytes] = []
+                        while chunk := data.read(1 << 20):
+                            h.update(chunk)
+                            if keep:
+                                kept.append(chunk)
+                        if keep:
+                            texts[name] = b"".join(kept)
+                        entries[name] = _Entry(False, m.mode & 0o7777, m.uid, m.gid, h.hexdigest())
+            except (tarfile.TarError, EOFError, OSError, lzma.LZMAError) as err:
+                if isinstance(err, tarfile.ReadError) and "empty" in str(err):
+                    return cls(entries, texts)
+                raise InvalidArgument(f"failed to read the build context: {err}") from None
+        return cls(entries, texts)
+
+
 class Context:
-    """An unpacked context directory with its `.dockerignore`."""
+    """The build context with its `.dockerignore`: an unpacked directory, or a tarball that
+    is read in place and unpacked only when a step really copies from it (`files()`), so a
+    fully cached build writes nothing."""
 
     def __init__(self, root: Path, dockerfile: str = "Dockerfile", file_digests: dict[str, str] | None = None) -> None:
         self.root = root
         self.dockerfile = dockerfile
         self.file_digests = file_digests or {}  # sha256 of files, taken while unpacking
+        self._index: _Index | None = None
+        self._spool: Path | None = None
+        self._unpack_lock = threading.Lock()
         ignore = root / ".dockerignore"
         patterns = parse_dockerignore(ignore.read_text(errors="replace")) if ignore.is_file() else []
         self.ignore = IgnoreMatcher(patterns)
 
+    @classmethod
+    def from_tarball(cls, spool: Path, root: Path, dockerfile: str = "Dockerfile") -> Context:
+        """Blocking. `spool` must stay until the build ends; `root` is where files go if needed."""
+        name = posixpath.normpath("/" + (dockerfile or "Dockerfile")).lstrip("/")
+        index = _Index.read(spool, {".dockerignore", name, "dockerfile"})
+        if index is None:
+            with open(spool, "rb") as f:
+                return cls(root, dockerfile, extract_context(f, root))
+        ctx = cls.__new__(cls)
+        ctx.root, ctx.dockerfile, ctx.file_digests = root, dockerfile, {}
+        ctx._index, ctx._spool, ctx._unpack_lock = index, spool, threading.Lock()
+        text = index.texts.get(".dockerignore")
+        ctx.ignore = IgnoreMatcher(parse_dockerignore(text.decode(errors="replace")) if text is not None else [])
+        return ctx
+
+    def files(self) -> Path:
+        """Blocking: the context as a directory, unpacked on first use."""
+        with self._unpack_lock:
+            if self._index is not None and self._spool is not None:
+                with open(self._spool, "rb") as f:
+                    self.file_digests = extract_context(f, self.root)
+                self._index = None
+        return self.root
+
+    def is_dir(self, rel: str) -> bool:
+        if self._index is not None:
+            e = self._index.entries.get(posixpath.normpath(rel))
+            return bool(e and e.is_dir)
+        return (self.root / rel).is_dir()
+
     def dockerfile_bytes(self) -> bytes:
         name = self.dockerfile or "Dockerfile"
+        if self._index is not None:
+            texts = self._index.texts
+            key = posixpath.normpath("/" + name).lstrip("/")
+            if key in texts:
+                return texts[key]
+            if name == "Dockerfile" and "dockerfile" in texts:  # the CLI's lower-case fallback
+                return texts["dockerfile"]
+            raise InvalidArgument(f"Cannot locate specified Dockerfile: {name}")
         path = self.resolve(name, what="Dockerfile")
         if not path.is_file():
             # the CLI's lower-case fallback
@@ -273,6 +383,8 @@ class Context:
             if clean.startswith(".."):
                 raise InvalidArgument(f"forbidden path outside the build context: {pattern} ()")
         clean = posixpath.normpath("/" + pattern).lstrip("/") or "."
+        if self._index is not None:
+            return self._glob_index(clean)
         if not any(c in clean for c in "*?["):
             p = self.resolve(clean)
             if not os.path.lexists(p) or (clean != "." and self.excluded(clean)):
@@ -294,12 +406,41 @@ class Context:
                     out.append(rel)
         return sorted(out)
 
+    def _glob_index(self, clean: str) -> list[str]:
+        entries = self._index.entries if self._index is not None else {}
+        if not any(c in clean for c in "*?["):
+            if clean not in entries or (clean != "." and self.excluded(clean)):
+                return []
+            return [clean]
+        return sorted(
+            rel for rel in entries
+            if rel != "." and fnmatch.fnmatchcase(rel, clean) and _segments_equal(rel, clean) and not self.excluded(rel)
+        )  # fmt: skip
+
     def digest(self, rels: list[str]) -> str:
         """Content digest of sources: names, modes, link targets and bytes (not mtimes)."""
         h = hashlib.sha256()
         for rel in rels:
-            _hash_tree(h, self.root, rel, self)
+            if self._index is not None:
+                self._hash_index(h, posixpath.normpath(rel))
+            else:
+                _hash_tree(h, self.root, rel, self)
         return "sha256:" + h.hexdigest()
+
+    def _hash_index(self, h: hashlib._Hash, rel: str) -> None:
+        """What _hash_tree computes over the unpacked directory, from the index."""
+        assert self._index is not None
+        e = self._index.entries[rel]
+        h.update(f"{rel}\0{e.mode:o}\0{e.uid}:{e.gid}\0".encode())
+        if e.is_dir:
+            h.update(b"D")
+            for name in sorted(self._index.children.get(rel, [])):
+                child = f"{rel}/{name}" if rel != "." else name
+                if not self.excluded(child):
+                    self._hash_index(h, child)
+        else:
+            h.update(b"F" + e.digest.encode())
+        h.update(b"\0")
 
 
 def _segments_equal(rel: str, pattern: str) -> bool:

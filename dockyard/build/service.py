@@ -50,14 +50,14 @@ class BuildService:
         try:
             root = work / "context"
             dockerfile = opts.dockerfile or "Dockerfile"
-            digests: dict[str, str] = {}
             if remote:
-                root = await self._remote(remote, work)
+                ctx = Context(await self._remote(remote, work), dockerfile)
             elif body is not None:
-                digests = await asyncio.to_thread(_extract_file, body, root)
+                ctx = await asyncio.to_thread(Context.from_tarball, body, root, dockerfile)
             else:
                 root.mkdir()
-            return await self.builder.build(Context(root, dockerfile, digests), opts, emit)
+                ctx = Context(root, dockerfile)
+            return await self.builder.build(ctx, opts, emit)
         finally:
             await asyncio.to_thread(shutil.rmtree, work, True)
 
