@@ -47,6 +47,7 @@ from typing import Any
 
 from dockyard import errdefs
 from dockyard._sys import mount as sysmount
+from dockyard._sys.fs import RootPathError, resolve_in_root
 from dockyard.build import context as ctxmod
 from dockyard.build.cache import BuildCache, cache_key
 from dockyard.build.dockerfile import Dockerfile, Instruction, Stage, arg_pairs, expand, parse
@@ -1040,27 +1041,10 @@ def _expand_heredoc(content: str, env: dict[str, str]) -> str:
 
 def _resolve_in_root(root: Path, path: str, *, follow_last: bool = True) -> Path:
     """The host path of `path` inside root, following symlinks without leaving root."""
-    parts = [p for p in path.split("/") if p and p != "."]
-    cur: list[str] = []
-    hops = 0
-    while parts:
-        part = parts.pop(0)
-        if part == "..":
-            if cur:
-                cur.pop()
-            continue
-        host = root.joinpath(*cur, part)
-        if (parts or follow_last) and host.is_symlink():
-            hops += 1
-            if hops > 40:
-                raise BuildError(f"too many levels of symbolic links: {path}")
-            link = os.readlink(host)
-            if link.startswith("/"):
-                cur = []
-            parts = [p for p in link.split("/") if p and p != "."] + parts
-            continue
-        cur.append(part)
-    return root.joinpath(*cur)
+    try:
+        return resolve_in_root(root, path, follow_last=follow_last)
+    except RootPathError as err:
+        raise BuildError(f"{err}: {path}") from None
 
 
 def _file_target(root: Path, dest: str, as_dir: bool, name: str) -> Path:

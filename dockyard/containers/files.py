@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from dockyard._sys.fs import RootPathError, resolve_in_root
 from dockyard.errdefs import InvalidArgument
 from dockyard.runtime.spec import ProcessUser
 
@@ -122,35 +123,9 @@ def resolve_user(rootfs: Path, user: str) -> ProcessUser:
 def make_workdir(rootfs: Path, path: str) -> None:
     """Creates the container's working directory like Docker does at start, evaluating
     symlinks inside the root (an image's `/data -> /` must not lead to the host's root)."""
-    import os
     import posixpath
-    import stat
 
-    parts = [p for p in posixpath.normpath("/" + path).split("/") if p]  # lexically clean first, like Docker
-    cur: list[str] = []
-    links = 0
-    while parts:
-        name = parts.pop(0)
-        if name == "..":
-            if cur:
-                cur.pop()
-            continue
-        host = rootfs.joinpath(*cur, name)
-        try:
-            info = os.lstat(host)
-        except FileNotFoundError:
-            os.mkdir(host, 0o755)
-            cur.append(name)
-            continue
-        if stat.S_ISLNK(info.st_mode):
-            links += 1
-            if links > 40:
-                raise InvalidArgument(f"cannot create working directory {path}: too many levels of symbolic links")
-            target = os.readlink(host)
-            if target.startswith("/"):
-                cur = []
-            parts[:0] = [p for p in target.split("/") if p and p != "."]
-            continue
-        if not stat.S_ISDIR(info.st_mode):
-            raise InvalidArgument(f"cannot create working directory {path}: /{'/'.join([*cur, name])} is not a directory")
-        cur.append(name)
+    try:  # lexically clean first, like Docker
+        resolve_in_root(rootfs, posixpath.normpath("/" + path), mkdir=True)
+    except RootPathError as err:
+        raise InvalidArgument(f"cannot create working directory {path}: {err}") from None
