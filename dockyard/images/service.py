@@ -1081,10 +1081,21 @@ class ImageService:
     # -- disk usage -----------------------------------------------------------------------
 
     def disk_usage(self) -> dict[str, Any]:
-        """For /system/df: image summaries (with container counts) and the layers' size."""
+        """For /system/df: image summaries (with container counts and SharedSize, the bytes
+        of layers other images use too: the CLI counts an image in use as size - shared)."""
         images = self.list_images(all=True, container_counts=True)
-        layers_size = self._layer_bytes()
-        return {"LayersSize": layers_size, "Images": images}
+        chains = {img.id: img.chain_ids for img in self.all()}
+        users: dict[str, int] = {}
+        for ids in chains.values():
+            for c in set(ids):
+                users[c] = users.get(c, 0) + 1
+        sizes: dict[str, int] = {}
+        for c in users:
+            layer = self.layers.get(c)
+            sizes[c] = layer.size if layer else 0
+        for summary in images:
+            summary["SharedSize"] = sum(sizes[c] for c in set(chains.get(summary["Id"], [])) if users[c] > 1)
+        return {"LayersSize": self._layer_bytes(), "Images": images}
 
     def statistics(self) -> dict[str, int]:
         return {"images": len(self._store.images.rows()), "layers": len(self.layers.ids())}

@@ -100,3 +100,18 @@ def test_nothing_of_removed_objects_stays_in_the_data_root(daemon, docker_cli, b
     assert set(os.listdir(blobs)) == blobs_before
     assert subprocess.run(["docker", "image", "inspect", busybox], env={**os.environ, "DOCKER_HOST": daemon.host},
                           capture_output=True).returncode == 0  # fmt: skip
+
+
+def test_system_df_counts_an_image_in_use_as_not_reclaimable(docker_cli, docker_py, busybox, unique):
+    name = unique("df")
+    docker_cli("run", "-d", "--name", name, busybox, "sleep", "60")
+    try:
+        df = docker_py.df()
+        mine = next(i for i in df["Images"] if busybox in (i["RepoTags"] or []))
+        assert mine["Containers"] >= 1 and mine["SharedSize"] >= 0
+        line = next(ln for ln in docker_cli("system", "df").stdout.splitlines() if ln.startswith("Images"))
+        # with nothing else on the image, none of it can be reclaimed while it is in use
+        if len(df["Images"]) == 1:
+            assert line.split()[-2:] == ["0B", "(0%)"], line
+    finally:
+        docker_cli("rm", "-f", name)
