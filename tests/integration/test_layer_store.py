@@ -108,10 +108,11 @@ def test_system_df_counts_an_image_in_use_as_not_reclaimable(docker_cli, docker_
     try:
         df = docker_py.df()
         mine = next(i for i in df["Images"] if busybox in (i["RepoTags"] or []))
-        assert mine["Containers"] >= 1 and mine["SharedSize"] >= 0
-        line = next(ln for ln in docker_cli("system", "df").stdout.splitlines() if ln.startswith("Images"))
-        # with nothing else on the image, none of it can be reclaimed while it is in use
-        if len(df["Images"]) == 1:
-            assert line.split()[-2:] == ["0B", "(0%)"], line
+        assert mine["Containers"] >= 1
+        # the docker CLI skips images whose SharedSize is -1 when it sums what is in use,
+        # and would call an image in use reclaimable
+        assert all(i["SharedSize"] >= 0 for i in df["Images"])
+        used = sum(i["Size"] - i["SharedSize"] for i in df["Images"] if i["Containers"])
+        assert used >= mine["Size"] - mine["SharedSize"] > 0 or mine["SharedSize"] == mine["Size"]
     finally:
         docker_cli("rm", "-f", name)
