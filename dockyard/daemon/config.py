@@ -29,6 +29,7 @@ class DaemonConfig:
     insecure_registries: list[str] = field(default_factory=list)  # hosts or CIDRs: plain HTTP
     registry_mirrors: list[str] = field(default_factory=list)  # endpoints tried first for docker.io
     allowed_registries: list[str] = field(default_factory=list)  # host globs we may contact; empty: any
+    registry_certs_dir: str = "/etc/dockyard/certs.d"  # <host[:port]>/ca.crt per TLS registry
     # networking: the default bridge's device, its address, allocation range, and pools
     bridge_name: str = "dockyard0"
     bip: str | None = None
@@ -121,6 +122,7 @@ def _apply_file(cfg: DaemonConfig, data: dict[str, object]) -> None:
     cfg.insecure_registries = [str(x) for x in data.get("insecure-registries") or []]  # type: ignore[attr-defined]
     cfg.registry_mirrors = [str(x) for x in data.get("registry-mirrors") or []]  # type: ignore[attr-defined]
     cfg.allowed_registries = [str(x) for x in data.get("allowed-registries") or []]
+    cfg.registry_certs_dir = str(data.get("registry-certs-dir") or cfg.registry_certs_dir)
     for name, spec in dict(data.get("runtimes", {})).items():  # type: ignore[call-overload]
         cfg.runtimes[name] = spec["path"] if isinstance(spec, dict) else str(spec)
     if "bridge" in data:

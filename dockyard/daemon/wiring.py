@@ -69,7 +69,8 @@ def build(cfg: DaemonConfig) -> Graph:
          volume_routes.routes, network_routes.routes],
     )
     settings = RegistrySettings(
-        tuple(cfg.insecure_registries), tuple(cfg.registry_mirrors), tuple(cfg.allowed_registries)
+        tuple(cfg.insecure_registries), tuple(cfg.registry_mirrors), tuple(cfg.allowed_registries),
+        cfg.registry_certs_dir,
     )
     app[keys.DISTRIBUTION] = DistributionService(images, settings)
     distribution_routes.routes.install(app)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 import logging
+import os
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +40,17 @@ class RegistrySettings:
     # host[:port] glob patterns this daemon may contact (daemon.json "allowed-registries");
     # empty means any. Test daemons allow only loopback, so no test can reach Docker Hub.
     allowed: tuple[str, ...] = ()
+    # <certs_dir>/<host[:port]>/ca.crt: the CA of a registry's TLS certificate (dockerd's
+    # /etc/docker/certs.d); such a registry is reached over verified TLS, loopback or not
+    certs_dir: str = "/etc/dockyard/certs.d"
+
+    def ca_file(self, host: str) -> str | None:
+        path = os.path.join(self.certs_dir, host, "ca.crt")
+        return path if os.path.isfile(path) else None
+
+    def client(self, domain: str, auth: AuthConfig) -> RegistryClient:
+        ca = self.ca_file(domain)
+        return RegistryClient(domain, insecure=ca is None and self.is_insecure(domain), auth=auth, ca_file=ca)
 
     def check_allowed(self, host: str) -> None:
         if self.allowed and not any(fnmatch.fnmatch(host, pat) for pat in self.allowed):
@@ -74,7 +86,7 @@ class RegistrySettings:
                 out.append(
                     RegistryClient(domain, insecure=m.startswith("http://"), auth=AuthConfig(), endpoint=m)
                 )
-        out.append(RegistryClient(domain, insecure=self.is_insecure(domain), auth=auth))
+        out.append(self.client(domain, auth))
         return out
 
 
@@ -111,7 +123,7 @@ class DistributionService:
 
         auth = from_dict(body)
         domain = registry_host(auth.server_address)
-        rc = RegistryClient(domain, insecure=self.settings.is_insecure(domain), auth=auth)
+        rc = self.settings.client(domain, auth)
         async with rc:
             await rc.login()
         return {"Status": "Login Succeeded", "IdentityToken": ""}

@@ -596,3 +596,44 @@ def test_tls_with_trusted_ca(tls_pair: Path, tmp_path: Path, monkeypatch: pytest
             assert res.stdout.encode() == manifest
     finally:
         _stop(reg)
+
+
+def test_daemon_trusts_a_registry_ca_from_its_certs_dir(tls_pair: Path, unique) -> None:
+    """A TLS registry on loopback with its CA in <registry-certs-dir>/<host:port>/ca.crt:
+    the daemon pushes and pulls over verified TLS (dockerd's /etc/docker/certs.d); without
+    the CA a loopback registry is spoken to in plain HTTP (Docker's insecure default), which
+    a TLS server refuses."""
+    from tests.conftest import destroy_daemon, import_busybox, make_daemon, write_daemon_json
+
+    cert, key = tls_pair / "cert.pem", tls_pair / "key.pem"
+    reg = _ours(["--tls-cert", str(cert), "--tls-key", str(key)])
+    d = make_daemon()
+    try:
+        certs = d.root / "certs.d"
+        (certs / reg.host).mkdir(parents=True)
+        shutil.copy(cert, certs / reg.host / "ca.crt")
+        d.stop()
+        write_daemon_json(d.root, {"registry-certs-dir": str(certs)})
+        d.start()
+        import_busybox(d.host)
+        env = {**os.environ, "DOCKER_HOST": d.host}
+
+        def docker(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(["docker", *args], env=env, capture_output=True, text=True, timeout=60)
+
+        ref = f"{reg.host}/{unique('tls')}:1"
+        assert docker("tag", "busybox", ref).returncode == 0
+        pushed = docker("push", ref)
+        assert pushed.returncode == 0, pushed.stderr
+        image_id = docker("image", "inspect", "-f", "{{.Id}}", ref).stdout
+        assert docker("rmi", ref).returncode == 0
+        pulled = docker("pull", ref)
+        assert pulled.returncode == 0, pulled.stderr
+        assert docker("image", "inspect", "-f", "{{.Id}}", ref).stdout == image_id
+        # the same registry without its CA
+        shutil.rmtree(certs / reg.host)
+        res = docker("pull", ref.replace(":1", ":2"))
+        assert res.returncode != 0 and f"http://{reg.host}/v2/" in res.stderr, res.stderr
+    finally:
+        destroy_daemon(d)
+        _stop(reg)
