@@ -97,6 +97,8 @@ async def docker_middleware(request: web.Request, handler: Handler) -> web.Strea
         raise
     except json.JSONDecodeError as exc:
         return error_response(400, f"invalid JSON: {exc}")
+    except ConnectionError:
+        raise  # the client went away mid-stream (docker stats, events): aiohttp drops it quietly
     except Exception as exc:  # a request root: log and convert; a 500 is a bug
         log.exception("%s %s failed", request.method, request.path)
         return error_response(500, f"internal error: {exc}")

@@ -160,5 +160,7 @@ async def events(request: web.Request) -> web.StreamResponse:
                 await resp.write(json.dumps(ev).encode() + b"\n")
         await resp.write_eof()
         return resp
+    except ConnectionResetError:  # the client stopped listening (docker stats, events ^C)
+        return resp
     finally:
         bus.unsubscribe(queue)
