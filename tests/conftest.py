@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
@@ -216,6 +217,17 @@ def docker_py(daemon: Daemon) -> Iterator[docker.DockerClient]:
     client = docker.DockerClient(base_url=daemon.host, version="auto", timeout=60)
     yield client
     client.close()
+
+
+def wait_for(pred: Callable[[], Any], timeout: float = 10, what: str = "condition") -> Any:
+    """Polls pred until it returns something true (and returns that), or fails the test."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture

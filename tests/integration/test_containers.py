@@ -20,7 +20,7 @@ from typing import Any
 import docker
 import pytest
 
-from tests.conftest import Daemon, Runner
+from tests.conftest import Daemon, Runner, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (overlayfs, runc, cgroups)")
 
@@ -67,15 +67,6 @@ def wait_ready(docker_cli: Runner, name: str) -> None:
 def inspect(docker_cli: Runner, ref: str) -> dict[str, Any]:
     return json.loads(docker_cli("inspect", "--type", "container", ref).stdout)[0]
 
-
-def wait_for(pred: Callable[[], Any], timeout: float = 10, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def conmon_pids(cid: str) -> list[int]:

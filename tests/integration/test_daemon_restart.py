@@ -13,14 +13,14 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import docker
 import pytest
 
-from tests.conftest import Daemon, destroy_daemon, import_busybox, make_daemon
+from tests.conftest import Daemon, destroy_daemon, import_busybox, make_daemon, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (overlayfs, runc)")
 
@@ -63,15 +63,6 @@ def cli(d: Daemon, *args: str, check: bool = True, timeout: float = 60) -> subpr
 
 def state(d: Daemon, name: str) -> dict[str, Any]:
     return json.loads(cli(d, "inspect", name).stdout)[0]["State"]
-
-
-def wait_for(pred: Callable[[], Any], timeout: float = 10, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if v := pred():
-            return v
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def alive(pid: int) -> bool:

@@ -16,13 +16,13 @@ import struct
 import sys
 import termios
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import docker
 import pytest
 
-from tests.conftest import Daemon, Runner
+from tests.conftest import Daemon, Runner, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (overlayfs, runc)")
 
@@ -36,15 +36,6 @@ def made(docker_cli: Runner) -> Iterator[list[str]]:
     for n in reversed(names):
         docker_cli("rm", "-f", n, check=False)
 
-
-def wait_for(pred: Callable[[], object], timeout: float = 10, what: str = "condition") -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Terminal:
