@@ -41,8 +41,9 @@ class BridgeSpec:
 
 
 @dataclass(frozen=True)
-class EndpointSpec:
-    """One container interface: host veth `host_if` on `bridge`, `eth<n>` inside netns `netns`."""
+class BridgePort:
+    """The driver's EndpointSpec plus what the bridge needs: the host veth `host_if` plugged
+    into `bridge` (tagged as this daemon's), `eth<n>` inside netns `netns`."""
 
     netns: str  # /proc/<pid>/ns/net
     bridge: str
@@ -103,7 +104,7 @@ def delete_link(name: str) -> None:
                     raise
 
 
-def _configure_inside(ep: EndpointSpec, tmp_name: str) -> str:
+def _configure_inside(ep: BridgePort, tmp_name: str) -> str:
     with IPRoute() as ipr:
         names = {link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
         n = 0
@@ -122,7 +123,7 @@ def _configure_inside(ep: EndpointSpec, tmp_name: str) -> str:
         return ctr_if
 
 
-def add_endpoint(ep: EndpointSpec) -> str:
+def add_endpoint(ep: BridgePort) -> str:
     """Creates the veth pair, plugs the host end into the bridge and configures the other end
     inside the container. Returns the interface name inside (eth0, eth1, ...). On failure the
     pair is deleted again (deleting one end deletes both)."""
@@ -226,7 +227,7 @@ class BridgeDriver:
         delete_link(net.device)
 
     def join(self, net: NetworkSpec, ep: driver.EndpointSpec) -> str:
-        return add_endpoint(EndpointSpec(
+        return add_endpoint(BridgePort(
             netns=ep.netns, bridge=net.device, host_if=ep.host_if, address=ep.address, prefixlen=ep.prefixlen,
             mac=ep.mac, gateway=ep.gateway, mtu=ep.mtu, tag=self.tag,
         ))  # fmt: skip
