@@ -65,15 +65,6 @@ async def run(
     return Completed(proc.returncode, out, err)
 
 
-def run_sync(argv: list[str], *, timeout: float, check: bool = True) -> Completed:
-    """For code already running in a worker thread."""
-    log.debug("run %s", argv)
-    res = subprocess.run(argv, input=b"", capture_output=True, timeout=timeout)
-    if check and res.returncode != 0:
-        raise ProcessFailed(argv, res.returncode, res.stderr)
-    return Completed(res.returncode, res.stdout, res.stderr)
-
-
 async def _terminate(proc: asyncio.subprocess.Process, grace: float = 2.0) -> None:
     if proc.returncode is not None:
         return

@@ -30,13 +30,22 @@ from dockyard.containers import mounts as mountplan
 from dockyard.containers import names, state
 from dockyard.containers.attach import AttachConnection
 from dockyard.containers.files import hosts_file, make_workdir, resolve_user, write_container_files
-from dockyard.containers.model import DEFAULT_PATH, ZERO_TIME, build_record, inspect_view, new_id, now_rfc3339
+from dockyard.containers.model import (
+    DEFAULT_PATH,
+    ZERO_TIME,
+    _validate_host_config,
+    build_record,
+    inspect_view,
+    new_id,
+    now_rfc3339,
+)
 from dockyard.events import EventBus
 from dockyard.filters import labels_match
 from dockyard.runtime import spec as ocispec
 from dockyard.runtime.monitor import Conmon
 from dockyard.runtime.oci import OCIRuntime, RuntimeFailed, bounding_capabilities, limit_capabilities
 from dockyard.store import Store
+from dockyard.timefmt import parse_rfc3339, parse_time_param
 from dockyard.volumes import VolumeService
 
 log = logging.getLogger(__name__)
@@ -761,8 +770,6 @@ class ContainerService:
             for k, v in body.items():
                 if k in allowed and v is not None and v != "" and not (k != "RestartPolicy" and v == 0):
                     hc[k] = v
-            from dockyard.containers.model import _validate_host_config
-
             _validate_host_config(hc)
             if hc.get("Memory") and rec["HostConfig"].get("MemorySwap") and "MemorySwap" not in body:
                 if int(hc["MemorySwap"]) != -1 and int(hc["MemorySwap"]) < int(hc["Memory"]):
@@ -855,8 +862,6 @@ class ContainerService:
         return rw, rw + image_size
 
     async def prune(self, f: dict[str, list[str]]) -> dict[str, Any]:
-        from dockyard.timefmt import parse_rfc3339, parse_time_param
-
         for key in f:
             if key not in ("until", "label", "label!"):
                 raise errdefs.InvalidArgument(f"invalid filter '{key}'")

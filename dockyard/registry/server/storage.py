@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from dockyard._sys.fs import write_atomic
 from dockyard.registry.spec import RegistryError
 
 __all__ = ["FilesystemStorage", "Storage", "UploadState"]
@@ -129,7 +130,7 @@ class FilesystemStorage:
             raise RegistryError("BLOB_UNKNOWN", detail={"digest": digest}) from None
 
     def link_blob(self, repo: str, digest: str) -> None:
-        _write_atomic(self._layer_link(repo, digest), digest.encode())
+        write_atomic(self._layer_link(repo, digest), digest.encode())
 
     def unlink_blob(self, repo: str, digest: str) -> bool:
         link = self._layer_link(repo, digest)
@@ -141,7 +142,7 @@ class FilesystemStorage:
     def _put_blob(self, digest: str, data: bytes) -> None:
         target = self._blob(digest)
         if not target.exists():
-            _write_atomic(target, data)
+            write_atomic(target, data)
 
     # -- uploads --------------------------------------------------------------------------
 
@@ -238,14 +239,14 @@ class FilesystemStorage:
         descriptor: dict[str, object],
     ) -> None:
         self._put_blob(digest, body)
-        _write_atomic(self._rev_link(repo, digest), digest.encode())
+        write_atomic(self._rev_link(repo, digest), digest.encode())
         self.link_blob(repo, digest)
         for tag in tags:
-            _write_atomic(self._repo(repo) / "_manifests" / "tags" / tag, digest.encode())
+            write_atomic(self._repo(repo) / "_manifests" / "tags" / tag, digest.encode())
         if subject is not None:
             _, shex = _hex(str(subject["digest"]))
             _, mhex = _hex(digest)
-            _write_atomic(self._repo(repo) / "_referrers" / shex / mhex, json.dumps(descriptor).encode())
+            write_atomic(self._repo(repo) / "_referrers" / shex / mhex, json.dumps(descriptor).encode())
 
     def delete_manifest(self, repo: str, ref: str) -> bool:
         tags_dir = self._repo(repo) / "_manifests" / "tags"
@@ -347,13 +348,3 @@ def _hash_file(path: Path, alg: str) -> str:
         while chunk := f.read(_CHUNK):
             h.update(chunk)
     return f"{alg}:{h.hexdigest()}"
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
