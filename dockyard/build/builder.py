@@ -323,13 +323,12 @@ class _Run:
         changed = True
         while changed:
             changed = False
+            parents = {img.parent for img in self.b.images.all()}
             for image_id in reversed(self.made):
-                if image_id in keep:
+                if image_id in keep or image_id in parents:
                     continue
                 img = self.b.images.get(image_id)
                 if img is None or img.repo_tags or img.repo_digests:
-                    continue
-                if any(other.parent == image_id for other in self.b.images.all()):
                     continue
                 try:
                     await self.b.images.delete(image_id.removeprefix("sha256:"), force=False, noprune=True)

@@ -25,11 +25,13 @@ import tarfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import BinaryIO
 
+from dockyard.build.tarindex import Index, TarIndexer
 from dockyard.errdefs import InvalidArgument
 
-__all__ = ["Context", "IgnoreMatcher", "extract_context", "open_maybe_compressed", "parse_dockerignore"]
+__all__ = ["Context", "IgnoreMatcher", "Opener", "context_texts", "extract_context", "index_tarball", "open_maybe_compressed", "parse_dockerignore"]
 
 
 def open_maybe_compressed(f: BinaryIO) -> BinaryIO:
@@ -228,70 +230,26 @@ def extract_context(f: BinaryIO, dest: Path) -> dict[str, str]:
     return digests
 
 
-@dataclass(frozen=True)
-class _Entry:
-    """A member of the context as the unpacked directory would show it."""
-
-    is_dir: bool
-    mode: int
-    uid: int
-    gid: int
-    digest: str = ""  # sha256 hex of a file's bytes
+Opener = Callable[[], BinaryIO]  # opens the context tarball, from its start, each call
 
 
-class _Index:
-    """The context read from its tarball without writing it anywhere: what a fully cached
-    build needs (names, modes, owners, content digests, the Dockerfile and .dockerignore)."""
+def index_tarball(opener: Opener, keep_text: set[str]) -> Index | None:
+    """Blocking: the index of a spooled (maybe compressed) context, or None (see tarindex)."""
+    ix = TarIndexer(keep_text)
+    with opener() as f:
+        src = open_maybe_compressed(f)
+        try:
+            while chunk := src.read(1 << 20):
+                ix.feed(chunk)
+        except (OSError, EOFError, lzma.LZMAError):
+            return None  # unpacking will word the error
+    return ix.finish()
 
-    def __init__(self, entries: dict[str, _Entry], texts: dict[str, bytes]) -> None:
-        self.entries = entries
-        self.texts = texts
-        self.children: dict[str, list[str]] = {}
-        for rel in entries:
-            if rel != ".":
-                parent = posixpath.dirname(rel) or "."
-                self.children.setdefault(parent, []).append(posixpath.basename(rel))
 
-    @classmethod
-    def read(cls, spool: Path, keep_text: set[str]) -> _Index | None:
-        """None when the tarball has anything but plain files and directories (links, ...):
-        such contexts are unpacked up front and read from disk, as before."""
-        # directories the unpacking would create implicitly: root-owned, 0755
-        entries: dict[str, _Entry] = {".": _Entry(True, 0o755, 0, 0)}
-        texts: dict[str, bytes] = {}
-        with open(spool, "rb") as f:
-            src = open_maybe_compressed(f)
-            try:
-                with tarfile.open(fileobj=src, mode="r|", bufsize=1 << 20) as tf:
-                    for m in tf:
-                        name = posixpath.normpath("/" + m.name).lstrip("/")
-                        if not name or name == ".":
-                            continue
-                        if not (m.isreg() or m.isdir()):
-                            return None
-                        parts = name.split("/")
-                        for i in range(1, len(parts)):
-                            entries.setdefault("/".join(parts[:i]), _Entry(True, 0o755, 0, 0))
-                        if m.isdir():
-                            entries[name] = _Entry(True, m.mode & 0o7777, m.uid, m.gid)
-                            continue
-                        h = hashlib.sha256()
-                        data = tf.extractfile(m)
-                        assert data is not None
-                        keep = name in keep_text
-                        kept: list[bytes] = []
-                        while chunk := data.read(1 << 20):
-                            h.update(chunk)
-                            if keep:
-                                kept.append(chunk)
-                        if keep:
-                            texts[name] = b"".join(kept)
-                        entries[name] = _Entry(False, m.mode & 0o7777, m.uid, m.gid, h.hexdigest())
-            except (tarfile.TarError, EOFError, OSError, lzma.LZMAError) as err:
-                if isinstance(err, tarfile.ReadError) and "empty" in str(err):
-                    return cls(entries, texts)
-                raise InvalidArgument(f"failed to read the build context: {err}") from None
-        return cls(entries, texts)
+def context_texts(dockerfile: str) -> set[str]:
+    """The members whose text an index keeps: the Dockerfile (and the CLI's lower-case
+    fallback name) and `.dockerignore`."""
+    return {".dockerignore", posixpath.normpath("/" + (dockerfile or "Dockerfile")).lstrip("/"), "dockerfile"}
 
 
 class Context:
@@ -303,24 +261,25 @@ class Context:
         self.root = root
         self.dockerfile = dockerfile
         self.file_digests = file_digests or {}  # sha256 of files, taken while unpacking
-        self._index: _Index | None = None
-        self._spool: Path | None = None
+        self._index: Index | None = None
+        self._tarball: Opener | None = None
         self._unpack_lock = threading.Lock()
         ignore = root / ".dockerignore"
         patterns = parse_dockerignore(ignore.read_text(errors="replace")) if ignore.is_file() else []
         self.ignore = IgnoreMatcher(patterns)
 
     @classmethod
-    def from_tarball(cls, spool: Path, root: Path, dockerfile: str = "Dockerfile") -> Context:
-        """Blocking. `spool` must stay until the build ends; `root` is where files go if needed."""
-        name = posixpath.normpath("/" + (dockerfile or "Dockerfile")).lstrip("/")
-        index = _Index.read(spool, {".dockerignore", name, "dockerfile"})
+    def from_tarball(cls, opener: Opener, root: Path, dockerfile: str = "Dockerfile", index: Index | None = None) -> Context:
+        """Blocking. `opener` must work until the build ends; `root` is where files go if
+        needed; `index` is the tarball's, when it was made while the upload arrived."""
         if index is None:
-            with open(spool, "rb") as f:
+            index = index_tarball(opener, context_texts(dockerfile))
+        if index is None:
+            with opener() as f:
                 return cls(root, dockerfile, extract_context(f, root))
         ctx = cls.__new__(cls)
         ctx.root, ctx.dockerfile, ctx.file_digests = root, dockerfile, {}
-        ctx._index, ctx._spool, ctx._unpack_lock = index, spool, threading.Lock()
+        ctx._index, ctx._tarball, ctx._unpack_lock = index, opener, threading.Lock()
         text = index.texts.get(".dockerignore")
         ctx.ignore = IgnoreMatcher(parse_dockerignore(text.decode(errors="replace")) if text is not None else [])
         return ctx
@@ -328,8 +287,8 @@ class Context:
     def files(self) -> Path:
         """Blocking: the context as a directory, unpacked on first use."""
         with self._unpack_lock:
-            if self._index is not None and self._spool is not None:
-                with open(self._spool, "rb") as f:
+            if self._index is not None and self._tarball is not None:
+                with self._tarball() as f:
                     self.file_digests = extract_context(f, self.root)
                 self._index = None
         return self.root

@@ -1,34 +1,61 @@
 """BuildService: what the API's build routes call. Context in, image ID out.
 
-Spools the request body, unpacks the context (or fetches a `remote`: a tarball URL, or a
-git repository given as a local path or URL with an optional `#ref:subdir`), runs the
-builder, and owns the build cache's prune and disk-usage views. It knows nothing of HTTP.
+Takes the request body (held in memory, or spooled when large) and reads the context from
+it (or fetches a `remote`: a tarball URL, or a git repository given as a local path or URL
+with an optional `#ref:subdir`), runs the builder, and owns the build cache's prune and disk-usage views. It knows nothing of HTTP.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import re
 import secrets
 import shutil
 import urllib.request
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from dockyard._sys import proc
 from dockyard.build.builder import Builder, BuildError, BuildOptions, Emit
 from dockyard.build.cache import BuildCache
-from dockyard.build.context import Context, extract_context
+from dockyard.build.context import Context, context_texts, extract_context
+from dockyard.build.tarindex import Index, TarIndexer
 from dockyard.errdefs import InvalidArgument
 
-__all__ = ["BuildError", "BuildOptions", "BuildService"]
+__all__ = ["BuildError", "BuildOptions", "BuildService", "Upload"]
+
+
+# A context upload up to this size stays in memory: a fully cached build then never
+# writes it anywhere. Larger ones are spooled to a file under the data root.
+_IN_MEMORY = 64 << 20
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A context upload, held in memory (`chunks`) or spooled to `path`, and its index if it
+    has one. `discard()` when the build is over."""
+
+    index: Index | None
+    chunks: list[bytes] | None = None
+    path: Path | None = None
+
+    def open(self) -> BinaryIO:
+        if self.path is not None:
+            return open(self.path, "rb")
+        return io.BytesIO(b"".join(self.chunks or []))
+
+    def discard(self) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
 
 
 class BuildService:
     """Flow::
 
-        body = await builds.spool(request_chunks)
+        body = await builds.receive(request_chunks, "Dockerfile")
         image_id = await builds.build(body, BuildOptions(tags=["app:1"]), emit)   # emit(json message)
         await builds.prune(all=True)
     """
@@ -41,10 +68,33 @@ class BuildService:
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.builder = Builder(containers, images, self.cache, self.tmp / "mounts")
 
-    async def spool(self, chunks: AsyncIterator[bytes]) -> Path:
-        return await self.images.spool(chunks)  # type: ignore[no-any-return]
+    async def receive(self, chunks: AsyncIterator[bytes], dockerfile: str) -> Upload:
+        """Take the context upload, indexing it on the way (see build.tarindex)."""
+        indexer = TarIndexer(context_texts(dockerfile))
+        held: list[bytes] = []
+        size = 0
+        stream = aiter(chunks)
+        async for chunk in stream:
+            indexer.feed(chunk)
+            held.append(chunk)
+            size += len(chunk)
+            if size > _IN_MEMORY:
+                break
+        else:
+            return Upload(indexer.finish(), chunks=held)
 
-    async def build(self, body: Path | None, opts: BuildOptions, emit: Emit, *, remote: str = "") -> str:
+        async def spilled() -> AsyncIterator[bytes]:
+            for chunk in held:
+                yield chunk
+            held.clear()
+            async for chunk in stream:
+                indexer.feed(chunk)
+                yield chunk
+
+        path = await self.images.spool(spilled())
+        return Upload(indexer.finish(), path=path)
+
+    async def build(self, body: Upload | None, opts: BuildOptions, emit: Emit, *, remote: str = "") -> str:
         work = self.tmp / ("ctx-" + secrets.token_hex(8))
         work.mkdir()
         try:
@@ -53,7 +103,7 @@ class BuildService:
             if remote:
                 ctx = Context(await self._remote(remote, work), dockerfile)
             elif body is not None:
-                ctx = await asyncio.to_thread(Context.from_tarball, body, root, dockerfile)
+                ctx = await asyncio.to_thread(Context.from_tarball, body.open, root, dockerfile, body.index)
             else:
                 root.mkdir()
                 ctx = Context(root, dockerfile)

@@ -7,6 +7,7 @@ parser directives, heredocs, multi-stage builds with --target and skipped stages
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import tarfile
@@ -276,3 +277,20 @@ def test_builder_prune_keeps_the_cache_of_tagged_images(docker_cli: Runner, dock
     assert docker_cli("build", str(tagged)).stdout.count("Using cache") == 0
     docker_cli("image", "prune", "-f")
     docker_cli("rmi", loose_id, check=False)
+
+
+def test_a_context_too_big_to_hold_in_memory_is_spooled(daemon, docker_cli: Runner, busybox: str, tmp_path: Path,
+                                                        unique: Callable[[str], str]) -> None:  # fmt: skip
+    """Past 64 MiB the daemon spools the upload to a file; the build and its cache must not
+    notice, and the spool file must go when the build ends."""
+    ctx = _context(tmp_path, "FROM busybox\nCOPY big.bin /big.bin\nRUN md5sum /big.bin > /sum\n")
+    with open(ctx / "big.bin", "wb") as f:
+        for i in range(70):
+            f.write(bytes([i]) * (1 << 20))
+    expected = hashlib.md5((ctx / "big.bin").read_bytes()).hexdigest()
+    tag = unique("spooled")
+    docker_cli("build", "-t", tag, str(ctx))
+    assert docker_cli("run", "--rm", tag, "cat", "/sum").stdout.split()[0] == expected
+    assert docker_cli("build", "-t", tag, str(ctx)).stdout.count("Using cache") == 2
+    assert [p.name for p in (daemon.data_root / "tmp").rglob("upload-*")] == []
+    docker_cli("rmi", tag)

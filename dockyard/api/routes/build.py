@@ -27,7 +27,7 @@ routes = Routes()
 
 
 class _BuildBackend(Protocol):  # what these routes call on BuildService
-    async def spool(self, chunks: Any) -> Any: ...
+    async def receive(self, chunks: Any, dockerfile: str) -> Any: ...
     async def build(self, body: Any, opts: BuildOptions, emit: Any, *, remote: str = ...) -> str: ...
     async def prune(self, *, all: bool = ..., filters: dict[str, list[str]] | None = ...) -> dict[str, Any]: ...
 
@@ -87,7 +87,7 @@ async def build(request: web.Request) -> web.StreamResponse:
     svc = _svc(request)
     body = None
     if not remote:
-        body = await svc.spool(request.content.iter_chunked(1 << 16))
+        body = await svc.receive(request.content.iter_any(), opts.dockerfile)
     resp = web.StreamResponse(headers={"Content-Type": "application/json"})
 
     async def emit(msg: dict[str, Any]) -> None:
@@ -109,7 +109,7 @@ async def build(request: web.Request) -> web.StreamResponse:
         await emit({"errorDetail": {"message": str(err)}, "error": str(err)})
     finally:
         if body is not None:
-            body.unlink(missing_ok=True)
+            body.discard()
     if not resp.prepared:
         await resp.prepare(request)
     await resp.write_eof()

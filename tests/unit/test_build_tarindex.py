@@ -1,0 +1,95 @@
+"""The streaming context index must describe a tarball exactly as unpacking it would: the
+cache keys of a build read in place and of one read from disk have to be the same."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import random
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from dockyard.build.context import Context, extract_context, index_tarball
+from dockyard.build.tarindex import Index, TarIndexer
+
+
+def _tarball(fmt: int) -> bytes:
+    rnd = random.Random(fmt)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tf:
+
+        def add(name: str, data: bytes | None, mode: int = 0o644, uid: int = 0, gid: int = 0) -> None:
+            ti = tarfile.TarInfo(name)
+            ti.mode, ti.uid, ti.gid, ti.mtime = mode, uid, gid, 1_700_000_000
+            if data is None:
+                ti.type = tarfile.DIRTYPE
+                tf.addfile(ti)
+            else:
+                ti.size = len(data)
+                tf.addfile(ti, io.BytesIO(data))
+
+        add("Dockerfile", b"FROM scratch\nCOPY . /\n")
+        add(".dockerignore", b"*.tmp\n")
+        add("src", None, 0o750, 1000, 1000)
+        add("src/main.c", rnd.randbytes(70_000), 0o600, 1000, 1000)
+        add("src/empty", b"")
+        add("implicit/parent/file.txt", b"no directory entries above me\n")
+        add("unicode-é/ünïcode.txt", b"x")
+        if fmt != tarfile.USTAR_FORMAT:  # ustar cannot hold these
+            add("long/" + "d" * 120 + "/" + "f" * 110, rnd.randbytes(1025), 0o755)
+            add("bigid", b"uid", uid=3_000_000 if fmt == tarfile.PAX_FORMAT else 70000, gid=5)
+        add("exact512", rnd.randbytes(512))
+        add("skip.tmp", b"ignored by .dockerignore")
+    return buf.getvalue()
+
+
+def _indexed(data: bytes, chunk: int) -> Index:
+    ix = TarIndexer({"Dockerfile", ".dockerignore"})
+    for i in range(0, len(data), chunk):
+        ix.feed(data[i : i + chunk])
+    index = ix.finish()
+    assert index is not None
+    return index
+
+
+@pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+@pytest.mark.parametrize("chunk", [1, 511, 513, 65536, 1 << 22])
+def test_index_matches_the_unpacked_context(tmp_path: Path, fmt: int, chunk: int) -> None:
+    data = _tarball(fmt)
+    in_place = Context.from_tarball(lambda: io.BytesIO(data), tmp_path / "unused", index=_indexed(data, chunk))
+    unpacked = Context(tmp_path / "root", file_digests=extract_context(io.BytesIO(data), tmp_path / "root"))
+    assert in_place.dockerfile_bytes() == b"FROM scratch\nCOPY . /\n"
+    assert in_place.glob("skip.tmp") == [] == unpacked.glob("skip.tmp")
+    for sources in (["."], ["src"], ["implicit"], ["src/main.c", "exact512"]):
+        assert in_place.digest(sources) == unpacked.digest(sources), sources
+    assert not (tmp_path / "unused").exists()  # nothing was written to answer
+
+
+def test_links_compression_and_damage_are_left_to_unpacking(tmp_path: Path) -> None:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        ti = tarfile.TarInfo("link")
+        ti.type, ti.linkname = tarfile.SYMTYPE, "target"
+        tf.addfile(ti)
+    for data in (buf.getvalue(), gzip.compress(_tarball(tarfile.PAX_FORMAT)), b"not a tar" * 100,
+                 _tarball(tarfile.PAX_FORMAT)[:3000]):  # fmt: skip
+        ix = TarIndexer(set())
+        ix.feed(data)
+        assert ix.finish() is None
+
+
+def test_a_compressed_spool_is_indexed_after_decompressing(tmp_path: Path) -> None:
+    data = _tarball(tarfile.GNU_FORMAT)
+    spool = tmp_path / "ctx.tar.gz"
+    spool.write_bytes(gzip.compress(data))
+    index = index_tarball(lambda: open(spool, "rb"), {"Dockerfile"})
+    assert index is not None
+    assert index.texts["Dockerfile"] == b"FROM scratch\nCOPY . /\n"
+    assert index.entries == _indexed(data, 4096).entries
+
+
+def test_an_empty_upload_is_an_empty_context() -> None:
+    index = TarIndexer(set()).finish()
+    assert index is not None and list(index.entries) == ["."]
