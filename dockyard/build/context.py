@@ -28,7 +28,7 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import BinaryIO
 
-from dockyard.build.tarindex import Index, TarIndexer
+from dockyard.build.tarindex import Index, TarIndexer, content_hasher
 from dockyard.errdefs import InvalidArgument
 
 __all__ = ["Context", "IgnoreMatcher", "Opener", "context_texts", "extract_context", "index_tarball", "open_maybe_compressed", "parse_dockerignore"]
@@ -163,12 +163,12 @@ class IgnoreMatcher:
 
 
 def _write_regular(tf: tarfile.TarFile, m: tarfile.TarInfo, target: str) -> str:
-    """Writes a regular file member in large chunks and returns its sha256 (hex): the
-    content digest the cache needs, computed while the bytes pass by."""
+    """Writes a regular file member in large chunks and returns its content digest (hex),
+    which the cache needs, computed while the bytes pass by."""
     if os.path.lexists(target) and not os.path.isfile(target):
         shutil.rmtree(target) if os.path.isdir(target) else os.unlink(target)
     os.makedirs(os.path.dirname(target), exist_ok=True)
-    h = hashlib.sha256()
+    h = content_hasher()
     src = tf.extractfile(m)
     assert src is not None
     with open(target, "wb") as out:
@@ -215,8 +215,8 @@ def _safe_members(tf: tarfile.TarFile, dest: Path, digests: dict[str, str]) -> N
 
 
 def extract_context(f: BinaryIO, dest: Path) -> dict[str, str]:
-    """Blocking: unpack the (maybe compressed) context tar into dest; returns the sha256 of
-    each regular file by its path in the context."""
+    """Blocking: unpack the (maybe compressed) context tar into dest; returns the content
+    digest of each regular file by its path in the context."""
     dest.mkdir(parents=True, exist_ok=True)
     src = open_maybe_compressed(f)
     digests: dict[str, str] = {}
@@ -260,7 +260,7 @@ class Context:
     def __init__(self, root: Path, dockerfile: str = "Dockerfile", file_digests: dict[str, str] | None = None) -> None:
         self.root = root
         self.dockerfile = dockerfile
-        self.file_digests = file_digests or {}  # sha256 of files, taken while unpacking
+        self.file_digests = file_digests or {}  # content digests of files, taken while unpacking
         self._index: Index | None = None
         self._tarball: Opener | None = None
         self._unpack_lock = threading.Lock()
@@ -414,7 +414,7 @@ def _hash_tree(h: hashlib._Hash, root: Path, rel: str, ctx: Context | None) -> N
         h.update(b"L" + os.readlink(path).encode())
     elif stat.S_ISREG(st.st_mode):
         known = ctx.file_digests.get(rel) if ctx is not None else None
-        h.update(b"F" + (known or _file_sha256(path)).encode())
+        h.update(b"F" + (known or _file_digest(path)).encode())
     elif stat.S_ISDIR(st.st_mode):
         h.update(b"D")
         for name in sorted(os.listdir(path)):
@@ -425,8 +425,8 @@ def _hash_tree(h: hashlib._Hash, root: Path, rel: str, ctx: Context | None) -> N
     h.update(b"\0")
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
+def _file_digest(path: Path) -> str:
+    h = content_hasher()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
             h.update(chunk)

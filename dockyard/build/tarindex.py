@@ -3,8 +3,8 @@
 A fully cached build needs only what the context holds, not the files on disk: each
 member's name, mode, owner and content digest, plus the text of the Dockerfile and
 `.dockerignore`. `TarIndexer` is fed the upload chunk by chunk (or a file's chunks) and
-hashes member data straight from those buffers, so indexing costs one sha256 pass and
-overlaps with the client still sending.
+hashes member data straight from those buffers, so indexing costs one pass of
+`content_hasher` and overlaps with the client still sending.
 
 It reads ustar, GNU (long names) and pax (path, size, uid, gid records) headers, the
 formats the docker CLI and Python's tarfile write. A context with anything but plain files
@@ -14,11 +14,17 @@ index: the builder then unpacks it with tarfile as before, which also words any 
 
 from __future__ import annotations
 
-import hashlib
 import posixpath
 from dataclasses import dataclass
 
-__all__ = ["Entry", "Index", "TarIndexer", "is_compressed"]
+import blake3
+
+__all__ = ["Entry", "Index", "TarIndexer", "content_hasher", "is_compressed"]
+
+# The digest of a context file's bytes inside build-cache keys. Only the daemon sees it, so
+# it need not be sha256: BLAKE3 is as collision-resistant for this and ~3.5x faster here
+# (20 MiB: 3 ms against 10.5 ms with SHA-NI), which is most of a cached build's CPU time.
+content_hasher = blake3.blake3
 
 _BLOCK = 512
 _MAX_META = 1 << 20  # a pax header or GNU long name larger than this is not a context we index
@@ -38,7 +44,7 @@ class Entry:
     mode: int
     uid: int
     gid: int
-    digest: str = ""  # sha256 hex of a file's bytes
+    digest: str = ""  # content_hasher hex of a file's bytes
 
 
 _IMPLICIT_DIR = Entry(True, 0o755, 0, 0)  # what unpacking creates for a missing parent
@@ -133,7 +139,7 @@ class TarIndexer:
         self._meta_kind = b""
         self._meta_pad = 0
         self._member_pad = 0
-        self._hash: hashlib._Hash | None = None
+        self._hash: blake3.blake3 | None = None
         self._kept: list[bytes] | None = None
         self._member: tuple[str, int, int, int] | None = None  # name, mode, uid, gid
         self._pending: dict[str, str] = {}  # pax / GNU overrides for the next member
@@ -244,7 +250,7 @@ class TarIndexer:
             self._skip = size + pad
             return
         self._member = (rel, mode, uid, gid)
-        self._hash = hashlib.sha256()
+        self._hash = content_hasher()
         self._kept = [] if rel in self._keep_text else None
         self._remaining, self._member_pad = size, pad
         if not size:
