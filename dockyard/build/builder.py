@@ -9,7 +9,8 @@ Steps, like dockerd's classic builder:
 
 - metadata instructions (ENV, LABEL, CMD, ...) make an image with an `empty_layer`
   history entry, without a container;
-- RUN creates a real container from the current image (network `none` unless asked),
+- RUN creates a real container from the current image (on the default bridge, as
+  dockerd's, unless `networkmode` says otherwise),
   streams its output, commits its upper dir as a layer, and removes the container,
   also on failure (unless rm=false and forcerm=false);
 - COPY/ADD/WORKDIR mount a snapshot of the current image, write into it (ownership,
@@ -58,6 +59,8 @@ __all__ = ["BuildError", "BuildOptions", "Builder"]
 log = logging.getLogger(__name__)
 
 Emit = Callable[[dict[str, Any]], Awaitable[None]]
+# Pulls an image (reference, the request's X-Registry-Config), yielding progress messages.
+Puller = Callable[[str, "str | None"], AsyncIterator[dict[str, Any]]]
 
 DEFAULT_SHELL = ["/bin/sh", "-c"]
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -99,6 +102,8 @@ class BuildOptions:
     cpuquota: int = 0
     platform: str = ""
     quiet: bool = False
+    registry_config: str | None = None  # the X-Registry-Config header: credentials by registry
+    cachefrom: list[str] = field(default_factory=list)  # images whose history may stand in for steps
 
 
 @dataclass
@@ -152,10 +157,11 @@ class Builder:
         image_id = await builder.build(Context(ctx_dir, "Dockerfile"), BuildOptions(tags=["app"]), emit)
     """
 
-    def __init__(self, containers: Any, images: Any, cache: BuildCache, tmp: Path) -> None:
+    def __init__(self, containers: Any, images: Any, cache: BuildCache, tmp: Path, pull: Puller | None = None) -> None:
         self.containers = containers
         self.images = images
         self.cache = cache
+        self.pull = pull
         self.tmp = tmp
         self.tmp.mkdir(parents=True, exist_ok=True)
         self._builds = 0
@@ -211,6 +217,12 @@ class _Run:
         self.used_args: set[str] = set()
         self.meta: dict[str, str | None] = {}
         self.final = ""
+        self.sources: list[Any] = []  # the cache-from images found here (dockerd skips the others)
+        for ref in opts.cachefrom:
+            try:
+                self.sources.append(b.images.resolve(ref))
+            except errdefs.NotFound:
+                log.warning("cache-from image %s not found, skipping it", ref)
         for ins in df.meta_args:
             for name, default in arg_pairs(ins):
                 value = opts.buildargs.get(name) if opts.buildargs.get(name) is not None else None
@@ -353,15 +365,7 @@ class _Run:
         else:
             if not base:
                 raise BuildError("base name (" + st.base + ") should not be blank")
-            try:
-                s.image_id = self.b.images.resolve(base).id
-            except errdefs.NotFound:
-                raise BuildError(
-                    f"pull access denied for {base.split(':')[0]}, repository does not exist or may require "
-                    "'docker login': denied: requested access to the resource is denied (no such image locally: "
-                    f"{base})",
-                    1,
-                ) from None
+            s.image_id = await self._image(base, always_pull=self.opts.pull)
         if s.image_id:
             img = self.b.images.get(s.image_id)
             s.cfg = json.loads(img.config_bytes)
@@ -390,6 +394,21 @@ class _Run:
         if not s.image_id:
             s.image_id = await self._commit(s, "", None)
         return s.image_id
+
+    async def _image(self, ref: str, *, always_pull: bool) -> str:
+        """The ID of an image named by FROM or COPY --from, pulled when it is not here (or
+        always, with `pull`), as dockerd's builder does; the pull's progress goes out."""
+        if not always_pull:
+            with contextlib.suppress(errdefs.NotFound):
+                return self.b.images.resolve(ref).id  # type: ignore[no-any-return]
+        if self.b.pull is None:
+            raise BuildError(f"No such image: {ref}")
+        try:
+            async for msg in self.b.pull(ref, self.opts.registry_config):
+                await self.emit(msg)
+            return self.b.images.resolve(ref).id  # type: ignore[no-any-return]
+        except errdefs.DockyardError as err:
+            raise BuildError(str(err)) from None
 
     # ---- steps ----------------------------------------------------------------------------------
 
@@ -423,10 +442,16 @@ class _Run:
         s.cfg = json.loads(img.config_bytes)
         return img.id
 
-    async def _cached(self, s: _StageState, key: str) -> bool:
+    async def _cached(self, s: _StageState, key: str, created_by: str, mutate: Callable[[], None] | None = None) -> bool:
+        """Is the step in the cache (then `s` moves onto its image)? `mutate` is a metadata
+        step's change to the config, applied here only when a cache-from image supplies it."""
         if self.opts.nocache:
             return False
         img = await self.b.cache.lookup(key)
+        if img is not None and self.sources and not self._in_source_chains(img.id):
+            img = None  # with cache-from, dockerd trusts only the sources' own parent chains
+        if img is None and self.sources:
+            img = await self._restore_from_sources(s, key, created_by, mutate)
         if img is None:
             return False
         if self.b.images.get(img.id) is not None and img.id not in self.made:
@@ -437,12 +462,56 @@ class _Run:
         await self.emit({"stream": f" ---> {_short(img.id)}\n"})
         return True
 
+    def _in_source_chains(self, image_id: str) -> bool:
+        for src in self.sources:
+            cur = self.b.images.get(src.parent) if src.parent else None
+            while cur is not None:
+                if cur.id == image_id:
+                    return True
+                cur = self.b.images.get(cur.parent) if cur.parent else None
+        return False
+
+    async def _restore_from_sources(
+        self, s: _StageState, key: str, created_by: str, mutate: Callable[[], None] | None
+    ) -> Any:
+        """dockerd's cache-from: a source image whose history and layers start with the
+        current image's and whose next history entry is this step gives the step's image
+        (the source itself at its last entry; else a new image with that entry and layer)."""
+        history = list(s.cfg.get("history") or [])
+        diff_ids = list((s.cfg.get("rootfs") or {}).get("diff_ids") or [])
+        for src in self.sources:
+            src_history = list(src.config.get("history") or [])
+            src_diffs = list((src.config.get("rootfs") or {}).get("diff_ids") or [])
+            if len(src_history) <= len(history) or src_history[: len(history)] != history:
+                continue
+            if src_diffs[: len(diff_ids)] != diff_ids or src_history[len(history)].get("created_by") != created_by:
+                continue
+            entry = src_history[len(history)]
+            made_layer = not entry.get("empty_layer")
+            if made_layer and len(src_diffs) <= len(diff_ids):
+                continue
+            self.sources = [src]  # dockerd: never jump to another source afterwards
+            if len(src_history) == len(history) + 1:
+                return src
+            if mutate is not None:
+                mutate()
+            cfg = json.loads(json.dumps(s.cfg))
+            cfg["created"] = entry.get("created") or cfg.get("created")
+            cfg["history"] = [*history, entry]
+            if made_layer:
+                diff_ids.append(src_diffs[len(diff_ids)])
+            cfg["rootfs"] = {"type": "layers", "diff_ids": diff_ids}
+            img = await self.b.images.create_image(cfg, parent=s.image_id)
+            self.b.cache.record(key, img, created_by=created_by, made_layer=made_layer)
+            return img
+        return None
+
     async def _metadata(
         self, s: _StageState, comment: str, mutate: Callable[[], None], *, shell: list[str] | None = None
     ) -> None:
         created_by = " ".join([*(shell or s.shell), "#(nop) ", comment])
         key = cache_key(s.image_id, created_by)
-        if await self._cached(s, key):
+        if await self._cached(s, key, created_by, mutate):
             return  # the cached image already carries the step's config
         mutate()
         image_id = await self._commit(s, created_by, None)
@@ -655,7 +724,7 @@ class _Run:
         args = self._run_args_in_effect(s)
         created_by = (f"|{len(args)} {' '.join(args)} " if args else "") + " ".join(cmd)
         key = cache_key(s.image_id, created_by, extra=json.dumps(s.config.get("Env") or []))
-        if await self._cached(s, key):
+        if await self._cached(s, key, created_by):
             return
         if not s.image_id:
             await self._base_image(s)
@@ -691,7 +760,7 @@ class _Run:
 
     def _host_config(self) -> dict[str, Any]:
         o = self.opts
-        mode = o.networkmode if o.networkmode and o.networkmode != "default" else "none"
+        mode = o.networkmode if o.networkmode and o.networkmode != "default" else "bridge"
         hc: dict[str, Any] = {"NetworkMode": mode}
         if o.extrahosts:
             hc["ExtraHosts"] = list(o.extrahosts)
@@ -782,7 +851,7 @@ class _Run:
         s.config["WorkingDir"] = wd
         created_by = " ".join([*s.shell, "#(nop) WORKDIR " + wd])  # dockerd's one-word comment
         key = cache_key(s.image_id, created_by)
-        if await self._cached(s, key):
+        if await self._cached(s, key, created_by):
             return
 
         def write(root: Path) -> None:
@@ -831,12 +900,9 @@ class _Run:
                 from_image = await self.stage_image(idx)
             else:
                 try:
-                    from_image = self.b.images.resolve(from_ref).id
-                except errdefs.NotFound:
-                    raise BuildError(
-                        f"invalid from flag value {from_ref}: pull access denied for {from_ref.split(':')[0]}, "
-                        "repository does not exist or may require 'docker login'"
-                    ) from None
+                    from_image = await self._image(from_ref, always_pull=False)
+                except BuildError as err:
+                    raise BuildError(f"invalid from flag value {from_ref}: {err}") from None
         what = "ADD" if add else "COPY"
         inline: list[tuple[str, bytes]] = []
         ctx_srcs: list[str] = []
@@ -895,7 +961,7 @@ class _Run:
         created_by = created_by_for(kind)
         flags_sig = json.dumps([chown, chmod, from_ref])
         key = cache_key(s.image_id, created_by, sources=digest, extra=flags_sig)
-        if await self._cached(s, key):
+        if await self._cached(s, key, created_by):
             return
 
         preserve_owner = bool(from_image)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from dockyard._sys import proc
-from dockyard.build.builder import Builder, BuildError, BuildOptions, Emit
+from dockyard.build.builder import Builder, BuildError, BuildOptions, Emit, Puller
 from dockyard.build.cache import BuildCache
 from dockyard.build.context import Context, context_texts, extract_context
 from dockyard.build.tarindex import Index, TarIndexer
@@ -60,13 +60,13 @@ class BuildService:
         await builds.prune(all=True)
     """
 
-    def __init__(self, store: Any, images: Any, containers: Any, data_root: Path) -> None:
+    def __init__(self, store: Any, images: Any, containers: Any, data_root: Path, pull: Puller | None = None) -> None:
         self.images = images
         self.cache = BuildCache(store, images)
         self.tmp = data_root / "tmp" / "build"
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
-        self.builder = Builder(containers, images, self.cache, self.tmp / "mounts")
+        self.builder = Builder(containers, images, self.cache, self.tmp / "mounts", pull)
 
     async def receive(self, chunks: AsyncIterator[bytes], dockerfile: str) -> Upload:
         """Take the context upload, indexing it on the way (see build.tarindex)."""

@@ -72,8 +72,8 @@ def build(cfg: DaemonConfig) -> Graph:
         tuple(cfg.insecure_registries), tuple(cfg.registry_mirrors), tuple(cfg.allowed_registries),
         cfg.registry_certs_dir,
     )
-    app[keys.DISTRIBUTION] = DistributionService(images, settings)
+    distribution = app[keys.DISTRIBUTION] = DistributionService(images, settings)
     distribution_routes.routes.install(app)
-    app[keys.BUILDS] = system.builds = BuildService(store, images, containers, cfg.data_root)
+    app[keys.BUILDS] = system.builds = BuildService(store, images, containers, cfg.data_root, distribution.pull_for_build)
     build_routes.routes.install(app)
     return Graph(app, store, containers, networks)

@@ -23,6 +23,7 @@ from dockyard.registry import spec
 from dockyard.registry.client import (
     AuthConfig,
     RegistryClient,
+    auth_for_host,
     decode_registry_auth,
     registry_host,
     select_platform,
@@ -109,6 +110,14 @@ class DistributionService:
 
         ref = _ref(name, tag)
         return pull(self.images, self.settings, ref, decode_registry_auth(auth_header), platform)
+
+    def pull_for_build(self, image: str, registry_config: str | None) -> AsyncGenerator[dict[str, Any], None]:
+        """A builder's pull of a base image, with the credentials of the build request's
+        `X-Registry-Config` map."""
+        from dockyard.images.pull import pull
+
+        ref = reference.parse_normalized(image).with_default_tag()
+        return pull(self.images, self.settings, ref, auth_for_host(registry_config, ref.domain), None)
 
     def push(self, name: str, tag: str, auth_header: str | None) -> AsyncGenerator[dict[str, Any], None]:
         from dockyard.images.push import push

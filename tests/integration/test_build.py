@@ -182,7 +182,7 @@ RUN exit 1
         ("FROM busybox\nENV A=1\nRUN exit 3\n", "The command '/bin/sh -c exit 3' returned a non-zero code: 3", 3),
         ("FROM busybox\nCOPY missing.txt /\n", "file not found in build context or excluded by .dockerignore", 1),
         ("FROM busybox\nCOPY --from=nostage /x /\n", "invalid from flag value nostage", 1),
-        ("FROM no-such-image:1\n", "pull access denied for no-such-image", 1),
+        ("FROM no-such-image:1\n", "registry docker.io is not in this daemon's allowed-registries", 1),
         ("FROM busybox\nCOPY ../x /\n", "forbidden path outside the build context", 1),
     ],
 )

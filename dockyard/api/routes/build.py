@@ -77,6 +77,8 @@ def _options(request: web.Request) -> BuildOptions:
         cpuquota=qint(request, "cpuquota", 0) or 0,
         platform=q.get("platform", ""),
         quiet=qbool(request, "q"),
+        registry_config=request.headers.get("X-Registry-Config"),
+        cachefrom=[str(x) for x in _json_param(request, "cachefrom", list)],
     )
 
 

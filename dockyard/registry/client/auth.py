@@ -1,7 +1,7 @@
 """Registry credentials: X-Registry-Auth decoding and the token flow's pure parts (sans-IO).
 
 Owns `AuthConfig` (what docker sends: username/password or an identity token, plus the
-server address), the decoding of the `X-Registry-Auth` header, the host a credential
+server address), the decoding of the `X-Registry-Auth` and `X-Registry-Config` headers, the host a credential
 belongs to, and the token request a `Bearer` challenge calls for. Sending requests is
 `client/session.py`'s job.
 """
@@ -16,7 +16,7 @@ from urllib.parse import urlencode, urlsplit
 
 from dockyard.errdefs import InvalidArgument
 
-__all__ = ["AuthConfig", "decode_registry_auth", "registry_host", "token_request"]
+__all__ = ["AuthConfig", "auth_for_host", "decode_registry_auth", "registry_host", "token_request"]
 
 DOCKER_HUB_HOST = "registry-1.docker.io"
 DOCKER_HUB_INDEX = "https://index.docker.io/v1/"
@@ -57,6 +57,25 @@ def decode_registry_auth(header: str | None) -> AuthConfig:
     if not isinstance(doc, dict):
         return AuthConfig()
     return from_dict(doc)
+
+
+def auth_for_host(header: str | None, host: str) -> AuthConfig:
+    """The credential for registry `host` in an `X-Registry-Config` header: base64url(JSON)
+    of {server address: auth config}, which `docker build` sends for every registry it
+    has credentials for."""
+    if not header or not header.strip():
+        return AuthConfig()
+    raw = header.strip()
+    try:
+        doc = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)) or b"{}")
+    except (binascii.Error, ValueError):
+        raise InvalidArgument("invalid X-Registry-Config header: not base64 JSON") from None
+    if not isinstance(doc, dict):
+        return AuthConfig()
+    for address, conf in doc.items():
+        if isinstance(conf, dict) and registry_host(str(address)) == host:
+            return from_dict({"serveraddress": address, **conf})
+    return AuthConfig()
 
 
 def from_dict(doc: dict[str, object]) -> AuthConfig:
