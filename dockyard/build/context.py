@@ -23,9 +23,9 @@ import shutil
 import stat
 import tarfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 from typing import BinaryIO
 
 from dockyard.build.tarindex import Index, TarIndexer, content_hasher

@@ -21,6 +21,7 @@ from typing import Any
 import click
 
 from dockyard.cli._common import StatusError, client
+from dockyard.cli.registry_cmds import registry_config_header
 
 
 def _tar_context(root: str, dockerfile_name: str | None, dockerfile_bytes: bytes | None) -> bytes:
@@ -92,11 +93,13 @@ def _kv(items: tuple[str, ...], from_env: bool) -> dict[str, str | None]:
 @click.option("--platform", default="", help="Set platform if server is multi-platform capable")
 @click.option("--shm-size", default=0, type=int, help="Size of /dev/shm (bytes)")
 @click.option("-m", "--memory", default=0, type=int, help="Memory limit (bytes)")
+@click.option("--cache-from", "cache_from", multiple=True, help="Images to consider as cache sources")
 @click.argument("path")
 def build(
     tags: tuple[str, ...], file_: str | None, build_args: tuple[str, ...], target: str, no_cache: bool,
     pull: bool, quiet: bool, iidfile: str | None, labels: tuple[str, ...], network: str,
-    add_hosts: tuple[str, ...], rm: bool, force_rm: bool, platform: str, shm_size: int, memory: int, path: str,
+    add_hosts: tuple[str, ...], rm: bool, force_rm: bool, platform: str, shm_size: int, memory: int,
+    cache_from: tuple[str, ...], path: str,
 ) -> None:  # fmt: skip
     """Build an image from a Dockerfile"""
     c = client()
@@ -115,6 +118,7 @@ def build(
         "platform": platform or None,
         "shmsize": shm_size or None,
         "memory": memory or None,
+        "cachefrom": json.dumps(list(cache_from)) if cache_from else None,
         "version": "1",
     }
     data: Any = None
@@ -153,9 +157,13 @@ def build(
                     df_bytes = f.read()
                 params["dockerfile"] = df_name
         data = _tar_context(path, df_name, df_bytes)
+    headers = {"Content-Type": "application/x-tar"}
+    registry_config = registry_config_header()
+    if registry_config:
+        headers["X-Registry-Config"] = registry_config
     resp = c.request(
         "POST", "/build", params={k: v for k, v in params.items() if v is not None},
-        data=_chunks(data) if data is not None else None, headers={"Content-Type": "application/x-tar"},
+        data=_chunks(data) if data is not None else None, headers=headers,
     )  # fmt: skip
     image_id = ""
     held: list[str] = []  # -q: the output a failed build sends, shown on stderr as docker does
@@ -169,11 +177,15 @@ def build(
             raise StatusError(code, str(detail.get("message") or m["error"]).strip())
         if "aux" in m and isinstance(m["aux"], dict) and m["aux"].get("ID"):
             image_id = m["aux"]["ID"]
-        if "stream" in m and not quiet:
-            sys.stdout.write(m["stream"])
+        line = m.get("stream")
+        if line is None and m.get("status") and not (m.get("progressDetail") or {}).get("current"):
+            # a base image's pull, its steps without the byte counts (docker's non-tty view)
+            line = (f"{m['id']}: " if m.get("id") else "") + f"{m['status']}\n"
+        if line is not None and not quiet:
+            sys.stdout.write(line)
             sys.stdout.flush()
-        elif "stream" in m:
-            held.append(m["stream"])
+        elif line is not None:
+            held.append(line)
     if quiet and image_id:
         click.echo(image_id)
     if iidfile and image_id:

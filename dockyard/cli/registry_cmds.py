@@ -74,16 +74,28 @@ def normalize(name: str) -> str:
     return rest
 
 
+def _auth_doc(key: str, entry: dict[str, Any]) -> dict[str, str]:
+    if entry.get("identitytoken"):
+        return {"identitytoken": entry["identitytoken"], "serveraddress": key}
+    user, _, pw = base64.b64decode(entry.get("auth", "")).decode(errors="replace").partition(":")
+    return {"username": user, "password": pw, "serveraddress": key}
+
+
 def registry_auth_header(name: str) -> str | None:
     key = _server_key(_domain(name))
     entry = (_load_config().get("auths") or {}).get(key)
     if not entry:
         return None
-    user, _, pw = base64.b64decode(entry.get("auth", "")).decode(errors="replace").partition(":")
-    doc: dict[str, str] = {"username": user, "password": pw, "serveraddress": key}
-    if entry.get("identitytoken"):
-        doc = {"identitytoken": entry["identitytoken"], "serveraddress": key}
-    return base64.urlsafe_b64encode(json.dumps(doc).encode()).decode()
+    return base64.urlsafe_b64encode(json.dumps(_auth_doc(key, entry)).encode()).decode()
+
+
+def registry_config_header() -> str | None:
+    """X-Registry-Config for a build: every stored login, by server (the daemon picks)."""
+    auths = _load_config().get("auths") or {}
+    if not auths:
+        return None
+    docs = {key: _auth_doc(key, entry) for key, entry in auths.items() if isinstance(entry, dict)}
+    return base64.urlsafe_b64encode(json.dumps(docs).encode()).decode()
 
 
 def _headers(name: str) -> dict[str, str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from tests.conftest import Daemon, Runner
+from tests.conftest import BIN, Daemon, Runner
 from tests.integration.test_build import _context, _leftovers
 from tests.integration.test_registry import Registry, _htpasswd, _ours, _stop
 
@@ -83,7 +83,7 @@ def test_a_base_missing_everywhere_fails_with_the_registry_s_answer(cli: Runner,
     assert _leftovers(cli) == before
 
 
-def test_a_private_base_is_pulled_with_the_build_s_credentials(cli: Runner, busybox: str, tmp_path: Path,
+def test_a_private_base_is_pulled_with_the_build_s_credentials(cli: Runner, daemon: Daemon, busybox: str, tmp_path: Path,
                                                                unique: Callable[[str], str]) -> None:  # fmt: skip
     pw = _htpasswd(tmp_path)
     reg = _ours(["--htpasswd", str(pw)])
@@ -96,6 +96,13 @@ def test_a_private_base_is_pulled_with_the_build_s_credentials(cli: Runner, busy
         ctx = _context(tmp_path / "ctx", f"FROM {base}\nRUN echo pulled-with-auth\n")
         assert "pulled-with-auth" in cli("build", str(ctx)).stdout
         cli("rmi", base)
+        # dockyard build sends the same stored login (docker's config.json)
+        env = {**os.environ, "DOCKER_CONFIG": str(tmp_path / "docker-config")}
+        dy = subprocess.run([str(BIN / "dockyard"), "-H", daemon.host, "build", "--no-cache", str(ctx)],
+                            capture_output=True, text=True, env=env, timeout=90, check=False)  # fmt: skip
+        assert dy.returncode == 0, dy.stderr
+        assert "Pulling from" in dy.stdout and "pulled-with-auth" in dy.stdout, dy.stdout
+        cli("rmi", base)
         cli("logout", reg.host)
         r = cli("build", str(ctx), check=False)
         assert r.returncode == 1 and "pull access denied" in r.stderr, r.stderr
@@ -104,7 +111,7 @@ def test_a_private_base_is_pulled_with_the_build_s_credentials(cli: Runner, busy
         _stop(reg)
 
 
-def test_cache_from_a_pulled_image(cli: Runner, docker_py: docker.DockerClient, busybox: str, registry: Registry,
+def test_cache_from_a_pulled_image(cli: Runner, daemon: Daemon, docker_py: docker.DockerClient, busybox: str, registry: Registry,
                                    tmp_path: Path, unique: Callable[[str], str]) -> None:  # fmt: skip
     """The pulled image has no parent chain, so only --cache-from can reuse its steps:
     every step of an identical build, and those before a change."""
@@ -121,6 +128,9 @@ def test_cache_from_a_pulled_image(cli: Runner, docker_py: docker.DockerClient, 
     assert out.count("Using cache") == 6, out
     assert "Running in" not in out
     assert _image_id(cli, ref) == built  # the last step is the source image itself
+    dy = subprocess.run([str(BIN / "dockyard"), "-H", daemon.host, "build", "-q", "--cache-from", ref, str(ctx)],
+                        capture_output=True, text=True, timeout=90, check=False)  # fmt: skip
+    assert dy.stdout.strip() == built, dy.stderr
     # a change in the last step: the five steps before it still come from the source
     (ctx / "Dockerfile").write_text(df.replace('CMD ["cat", "/w/b.txt"]', 'CMD ["cat", "/w/a.txt"]'))
     image, logs = docker_py.images.build(path=str(ctx), cache_from=[ref])

@@ -84,7 +84,7 @@ def test_a_compressed_spool_is_indexed_after_decompressing(tmp_path: Path) -> No
     data = _tarball(tarfile.GNU_FORMAT)
     spool = tmp_path / "ctx.tar.gz"
     spool.write_bytes(gzip.compress(data))
-    index = index_tarball(lambda: open(spool, "rb"), {"Dockerfile"})
+    index = index_tarball(lambda: io.BytesIO(spool.read_bytes()), {"Dockerfile"})
     assert index is not None
     assert index.texts["Dockerfile"] == b"FROM scratch\nCOPY . /\n"
     assert index.entries == _indexed(data, 4096).entries
