@@ -60,6 +60,9 @@ OPT_MTU = "com.docker.network.driver.mtu"
 OPT_ICC = "com.docker.network.bridge.enable_icc"
 OPT_MASQ = "com.docker.network.bridge.enable_ip_masquerade"
 OPT_DEFAULT = "com.docker.network.bridge.default_bridge"
+# Unchanged rules are re-applied after this long anyway: the table may have been flushed
+# behind our back, or a real dockerd started beside us with its FORWARD policy DROP.
+_RULES_RECHECK_S = 10.0
 
 
 class NetworkNotFound(errdefs.NotFound):
@@ -115,6 +118,8 @@ class NetworkService:
         self.containers: ContainerAccess | None = None
         self._lock = asyncio.Lock()  # network docs: allocation, endpoints
         self._rules_lock = asyncio.Lock()
+        self._rules_applied: tuple[str, tuple[ForwardBridge, ...]] | None = None  # last applied, and when
+        self._rules_applied_at = 0.0
         self._ports = PortReservations()
         self._resolvers: dict[str, Resolver] = {}
         self._upstreams: dict[str, list[str]] = {}
@@ -363,8 +368,13 @@ class NetworkService:
                 for ep in (doc["Dockyard"].get("Endpoints") or {}).values():
                     for pm in ep.get("Ports") or []:
                         ports.append(PortMap(**pm))
-            await apply_table(plan_table(self.table, bridges, ports))
+            script = plan_table(self.table, bridges, ports)
+            state = (script, tuple(fwd))
+            if state == self._rules_applied and time.monotonic() - self._rules_applied_at < _RULES_RECHECK_S:
+                return  # most container starts change nothing here: spare two nft runs
+            await apply_table(script)
             await sync_forward_accept(self.table, fwd)  # a real dockerd's FORWARD DROP beside us
+            self._rules_applied, self._rules_applied_at = state, time.monotonic()
 
     # ---- networks ----------------------------------------------------------------------------
 
