@@ -239,11 +239,8 @@ class _Run:
         else:
             idx = len(df.stages) - 1
         self.target = idx
-        if opts.labels:  # dockerd appends the --label options as a LABEL step of the target
-            line = "LABEL " + " ".join(f"{json.dumps(k)}={json.dumps(v)}" for k, v in sorted(opts.labels.items()))
-            df.stages[idx].instructions.append(
-                Instruction("LABEL", 0, line, tuple(x for k, v in sorted(opts.labels.items()) for x in (k, json.dumps(v))))
-            )
+        for k, v in sorted(opts.labels.items()):  # dockerd: a LABEL step per --label, on the target
+            df.stages[idx].instructions.append(Instruction("LABEL", 0, f"LABEL {k}={v}", (k, v), literal=True))
         self.needed = self._needed(idx)
         self.steps: dict[tuple[int, int], int] = {}
         n = len(df.meta_args)  # dockerd numbers the ARGs before the first FROM as steps
@@ -537,7 +534,7 @@ class _Run:
         await self._metadata(s, "ENV " + " ".join(f"{k}={v}" for k, v in pairs), apply)
 
     async def _do_label(self, s: _StageState, ins: Instruction) -> None:
-        pairs = [(self._x(s, k, ins), self._x(s, v, ins)) for k, v in ins.pairs()]
+        pairs = ins.pairs() if ins.literal else [(self._x(s, k, ins), self._x(s, v, ins)) for k, v in ins.pairs()]
 
         def apply() -> None:
             labels = dict(s.config.get("Labels") or {})
@@ -1213,7 +1210,7 @@ def _copy_tree(src: Path, target: Path, owner: tuple[int, int] | None, mode: int
     dirs: list[tuple[Path, os.stat_result]] = [(target, os.lstat(src))]
     for name in sorted(os.listdir(src)):
         child_rel = f"{rel}/{name}" if rel not in ("", ".") else name
-        if ctx is not None and ctx.excluded(child_rel):
+        if ctx is not None and ctx.hidden(child_rel):
             continue
         s = src / name
         t = target / name

@@ -214,11 +214,34 @@ def _safe_members(tf: tarfile.TarFile, dest: Path, digests: dict[str, str]) -> N
         tf.extract(m, root, set_attrs=True, numeric_owner=True, filter="fully_trusted")
 
 
+class _BlockPadded:
+    """A tar stream read to its end, then zeros up to the next 512-byte block: the docker
+    CLI may end a context right after the last member's data (see tarindex), which tarfile,
+    unlike Go's reader, calls "unexpected end of data" (an end at a block boundary it takes
+    as the end of the archive)."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self._f = f
+        self._size = 0
+        self._tail: bytes | None = None
+
+    def read(self, n: int = -1) -> bytes:
+        if self._tail is None:
+            data = self._f.read(n)
+            if data:
+                self._size += len(data)
+                return data
+            self._tail = bytes(-self._size % 512)
+        out = self._tail if n < 0 else self._tail[:n]
+        self._tail = self._tail[len(out) :]
+        return out
+
+
 def extract_context(f: BinaryIO, dest: Path) -> dict[str, str]:
     """Blocking: unpack the (maybe compressed) context tar into dest; returns the content
     digest of each regular file by its path in the context."""
     dest.mkdir(parents=True, exist_ok=True)
-    src = open_maybe_compressed(f)
+    src = _BlockPadded(open_maybe_compressed(f))
     digests: dict[str, str] = {}
     try:
         with tarfile.open(fileobj=src, mode="r|", bufsize=1 << 20) as tf:
@@ -330,10 +353,28 @@ class Context:
         return p
 
     def excluded(self, rel: str) -> bool:
+        """Does .dockerignore exclude `rel`? (It may name itself and the Dockerfile: the
+        client still sends both, and the daemon reads the Dockerfile, then drops them.)"""
         rel = posixpath.normpath(rel).lstrip("/")
-        if rel in (".dockerignore", self.dockerfile):
-            return False  # moby always sends these two
         return bool(self.ignore) and self.ignore.matches(rel)
+
+    def hidden(self, rel: str) -> bool:
+        """Is `rel` left out of a copy of the context (and of its digest)? An excluded
+        directory still shows when an exception (`!dir/keep`) re-includes something below
+        it, as the docker CLI sends such a file with its parents."""
+        if not self.excluded(rel):
+            return False
+        if not self.ignore.has_exclusions() or not self.is_dir(rel):
+            return True
+        rel = posixpath.normpath(rel).lstrip("/")
+        if self._index is not None:
+            below = (r for r in self._index.entries if r.startswith(rel + "/"))
+        else:
+            below = (
+                os.path.relpath(os.path.join(d, n), self.root).replace(os.sep, "/")
+                for d, dirs, files in os.walk(self.root / rel) for n in dirs + files
+            )  # fmt: skip
+        return all(self.excluded(r) for r in below)
 
     def glob(self, pattern: str) -> list[str]:
         """Context-relative paths matching a COPY source (wildcards allowed), ignore applied."""
@@ -346,7 +387,7 @@ class Context:
             return self._glob_index(clean)
         if not any(c in clean for c in "*?["):
             p = self.resolve(clean)
-            if not os.path.lexists(p) or (clean != "." and self.excluded(clean)):
+            if not os.path.lexists(p) or (clean != "." and self.hidden(clean)):
                 return []
             return [clean]
         out = []
@@ -361,19 +402,19 @@ class Context:
             for n in dirnames + filenames:
                 full = os.path.join(dirpath, n)
                 rel = os.path.relpath(full, self.root).replace(os.sep, "/")
-                if fnmatch.fnmatchcase(rel, clean) and _segments_equal(rel, clean) and not self.excluded(rel):
+                if fnmatch.fnmatchcase(rel, clean) and _segments_equal(rel, clean) and not self.hidden(rel):
                     out.append(rel)
         return sorted(out)
 
     def _glob_index(self, clean: str) -> list[str]:
         entries = self._index.entries if self._index is not None else {}
         if not any(c in clean for c in "*?["):
-            if clean not in entries or (clean != "." and self.excluded(clean)):
+            if clean not in entries or (clean != "." and self.hidden(clean)):
                 return []
             return [clean]
         return sorted(
             rel for rel in entries
-            if rel != "." and fnmatch.fnmatchcase(rel, clean) and _segments_equal(rel, clean) and not self.excluded(rel)
+            if rel != "." and fnmatch.fnmatchcase(rel, clean) and _segments_equal(rel, clean) and not self.hidden(rel)
         )  # fmt: skip
 
     def digest(self, rels: list[str]) -> str:
@@ -395,7 +436,7 @@ class Context:
             h.update(b"D")
             for name in sorted(self._index.children.get(rel, [])):
                 child = f"{rel}/{name}" if rel != "." else name
-                if not self.excluded(child):
+                if not self.hidden(child):
                     self._hash_index(h, child)
         else:
             h.update(b"F" + e.digest.encode())
@@ -419,7 +460,7 @@ def _hash_tree(h: hashlib._Hash, root: Path, rel: str, ctx: Context | None) -> N
         h.update(b"D")
         for name in sorted(os.listdir(path)):
             child = f"{rel}/{name}" if rel != "." else name
-            if ctx is not None and ctx.excluded(child):
+            if ctx is not None and ctx.hidden(child):
                 continue
             _hash_tree(h, root, child, ctx)
     h.update(b"\0")

@@ -124,7 +124,7 @@ class BuildService:
             argv = ["git", "clone", "--quiet", "--recurse-submodules"]
             if ref:
                 argv += ["--branch", ref]
-            if not Path(url).exists():
+            if not Path(url).exists() and await asyncio.to_thread(_supports_shallow, url):
                 argv += ["--depth", "1"]
             try:
                 await proc.run([*argv, url, str(root)], timeout=300)
@@ -165,6 +165,19 @@ class BuildService:
 def _extract_file(path: Path, dest: Path) -> dict[str, str]:
     with open(path, "rb") as f:
         return extract_context(f, dest)
+
+
+def _supports_shallow(url: str) -> bool:
+    """A shallow clone needs git's smart protocol; over HTTP, dockerd asks the server first
+    (a dumb HTTP server serves plain files and refuses `--depth`)."""
+    if not re.match(r"^https?://", url):
+        return True
+    probe = url.rstrip("/") + "/info/refs?service=git-upload-pack"
+    try:
+        with urllib.request.urlopen(probe, timeout=30) as resp:
+            return bool(resp.headers.get("Content-Type") == "application/x-git-upload-pack-advertisement")
+    except OSError:
+        return False
 
 
 def _download(url: str, dest: Path) -> None:

@@ -133,6 +133,7 @@ class TarIndexer:
         self._started = False
         self._header = bytearray()  # a header block still being filled
         self._skip = 0  # padding (or unused data) still to pass over
+        self._skipping_padding = False  # ... and it is only the zeros after a member's data
         # the member whose data is arriving
         self._remaining = 0
         self._meta: bytearray | None = None  # pax or GNU long-name data being collected
@@ -161,8 +162,11 @@ class TarIndexer:
     def finish(self) -> Index | None:
         if self._failed:
             return None
-        mid_member = self._remaining or self._meta is not None or self._header or self._skip
-        if not self._ended and mid_member:
+        # The docker CLI ends a context that carries an injected Dockerfile (`-f` outside the
+        # context, `-f-`) right after the last member's data, without padding or end
+        # blocks; Go's reader takes that as the end of the archive, and so do we.
+        unfinished = self._remaining or self._meta is not None or self._header
+        if not self._ended and (unfinished or (self._skip and not self._skipping_padding)):
             return None  # truncated: tarfile will say so
         return Index(self._entries, self._texts)
 
@@ -175,6 +179,7 @@ class TarIndexer:
                 k = min(self._skip, n - pos)
                 self._skip -= k
                 pos += k
+                self._skipping_padding = self._skipping_padding and self._skip > 0
             elif self._remaining:
                 k = min(self._remaining, n - pos)
                 self._take(mv[pos : pos + k])
@@ -267,7 +272,7 @@ class TarIndexer:
             elif kind == b"L":
                 self._pending["path"] = data.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
             # b"K" (a long link name) matters only for links, which end indexing anyway
-            self._skip = self._meta_pad
+            self._skip, self._skipping_padding = self._meta_pad, True
             return
         assert self._member is not None and self._hash is not None
         rel, mode, uid, gid = self._member
@@ -275,4 +280,4 @@ class TarIndexer:
         if self._kept is not None:
             self._texts[rel] = b"".join(self._kept)
         self._member, self._hash, self._kept = None, None, None
-        self._skip = self._member_pad
+        self._skip, self._skipping_padding = self._member_pad, True

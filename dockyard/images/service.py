@@ -347,15 +347,17 @@ class ImageService:
                 continue
             if "label" in f and not labels_match(img.labels, f["label"]):
                 continue
-            tags = list(img.repo_tags)
-            if "reference" in f:
+            tags, digests = list(img.repo_tags), list(img.repo_digests)
+            if "reference" in f:  # dockerd lists only the references that match
                 tags = [t for t in tags if any(_ref_match(p, t) for p in f["reference"])]
-                if not tags:
+                digests = [d for d in digests if any(_ref_match(p, d) for p in f["reference"])]
+                if not tags and not digests:
                     continue
             summary = self.image_summary(
                 img, containers=len(self._usage_check(img.id) or []) if container_counts else -1
             )
             summary["RepoTags"] = tags
+            summary["RepoDigests"] = digests
             out.append(summary)
         out.sort(key=lambda s: s["Created"], reverse=True)
         return out
@@ -1122,10 +1124,9 @@ def _is_single_reference(refs: list[str]) -> bool:
     return digests == {name}
 
 
-def _ref_match(pattern: str, familiar_tag: str) -> bool:
-    """Docker's reference filter: a glob against the familiar name[:tag]."""
-    name = familiar_tag.rpartition(":")[0]
-    if ":" in pattern.rpartition("/")[2]:
-        return fnmatch.fnmatchcase(familiar_tag, pattern)
-    return fnmatch.fnmatchcase(name, pattern)
+def _ref_match(pattern: str, familiar_ref: str) -> bool:
+    """Docker's reference filter (FamiliarMatch): a glob against the familiar name:tag or
+    name@digest, or against the name alone."""
+    name = familiar_ref.partition("@")[0] if "@" in familiar_ref else familiar_ref.rpartition(":")[0]
+    return fnmatch.fnmatchcase(familiar_ref, pattern) or fnmatch.fnmatchcase(name, pattern)
 

@@ -44,6 +44,7 @@ class Instruction:
     flags: tuple[tuple[str, str], ...] = ()
     heredocs: tuple[Heredoc, ...] = ()
     sub: Instruction | None = None  # ONBUILD's trigger
+    literal: bool = False  # args are taken as they are, not expanded (a `--label` option's LABEL)
 
     def flag(self, name: str, default: str | None = None) -> str | None:
         for k, v in self.flags:
