@@ -46,28 +46,35 @@ def _image_id(cli: Runner, ref: str) -> str:
     return str(cli("image", "inspect", "-f", "{{.Id}}", ref).stdout.strip())
 
 
+def _own_base(cli: Runner, tmp_path: Path, ref: str) -> str:
+    """An image of our own tagged `ref`: pushing busybox itself would add repo digests to
+    the session's busybox, which other tests look at."""
+    ctx = _context(tmp_path / "own-base", f"FROM busybox\nLABEL copy={ref}\n")
+    return str(cli("build", "-q", "-t", ref, str(ctx)).stdout.strip())
+
+
 def test_a_missing_base_is_pulled_and_pull_refreshes_it(cli: Runner, busybox: str, registry: Registry,
                                                         tmp_path: Path, unique: Callable[[str], str]) -> None:  # fmt: skip
     base = f"{registry.host}/{unique('base')}:1"
     marked = _context(tmp_path / "marked", "FROM busybox\nRUN echo v2 > /marker\n")
-    cli("tag", busybox, base)
+    v1 = _own_base(cli, tmp_path, base)
     cli("push", base)
     cli("rmi", base)
     ctx = _context(tmp_path / "app", f"FROM {base}\nRUN cat /marker 2>/dev/null || echo none\n")
     out = cli("build", str(ctx)).stdout
     assert "Pulling from" in out and "\nnone\n" in out, out
-    assert _image_id(cli, base) == _image_id(cli, busybox)
+    assert _image_id(cli, base) == v1
     first = out.rsplit("Successfully built ", 1)[1].split()[0]
     # a newer base in the registry: used only with --pull
     v2 = cli("build", "-q", "-t", base, str(marked)).stdout.strip()
     cli("push", base)
-    cli("tag", busybox, base)
+    cli("tag", v1, base)
     assert cli("build", str(ctx)).stdout.rsplit("Successfully built ", 1)[1].split()[0] == first
     out = cli("build", "--pull", str(ctx)).stdout
     assert "\nv2\n" in out, out
     assert _image_id(cli, base) == v2
-    cli("rmi", base)
-    cli("image", "prune", "-f")
+    cli("image", "prune", "-f")  # the builds' results first: they are v1's and v2's children
+    cli("rmi", "-f", base, v1, v2)
 
 
 def test_a_base_missing_everywhere_fails_with_the_registry_s_answer(cli: Runner, busybox: str, registry: Registry,
@@ -90,7 +97,7 @@ def test_a_private_base_is_pulled_with_the_build_s_credentials(cli: Runner, daem
     try:
         base = f"{reg.host}/{unique('private')}:1"
         cli("login", "-u", "alice", "-p", "s3cret", reg.host)
-        cli("tag", busybox, base)
+        own = _own_base(cli, tmp_path, base)
         cli("push", base)
         cli("rmi", base)
         ctx = _context(tmp_path / "ctx", f"FROM {base}\nRUN echo pulled-with-auth\n")
@@ -107,6 +114,7 @@ def test_a_private_base_is_pulled_with_the_build_s_credentials(cli: Runner, daem
         r = cli("build", str(ctx), check=False)
         assert r.returncode == 1 and "pull access denied" in r.stderr, r.stderr
         cli("image", "prune", "-f")
+        cli("rmi", "-f", own)
     finally:
         _stop(reg)
 
