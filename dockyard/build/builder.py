@@ -116,7 +116,8 @@ class _StageState:
 
     @property
     def config(self) -> dict[str, Any]:
-        return self.cfg.setdefault("config", {})
+        cfg: dict[str, Any] = self.cfg.setdefault("config", {})
+        return cfg
 
     @property
     def shell(self) -> list[str]:
@@ -375,9 +376,9 @@ class _Run:
         for key in ("container", "container_config", "comment", "author"):
             s.cfg.pop(key, None)
         # dockerd's beginStage: a stage whose base sets no PATH gets the default one
-        env = list(s.config.get("Env") or [])
-        if not any(e.partition("=")[0] == "PATH" for e in env):
-            s.config["Env"] = [*env, "PATH=" + DEFAULT_PATH]
+        base_env = list(s.config.get("Env") or [])
+        if not any(e.partition("=")[0] == "PATH" for e in base_env):
+            s.config["Env"] = [*base_env, "PATH=" + DEFAULT_PATH]
         triggers = list(s.config.get("OnBuild") or [])
         if triggers:
             s.config["OnBuild"] = None
@@ -437,7 +438,7 @@ class _Run:
         self.made.append(img.id)
         s.image_id = img.id
         s.cfg = json.loads(img.config_bytes)
-        return img.id
+        return str(img.id)
 
     async def _cached(self, s: _StageState, key: str, created_by: str, mutate: Callable[[], None] | None = None) -> bool:
         """Is the step in the cache (then `s` moves onto its image)? `mutate` is a metadata
@@ -1078,7 +1079,7 @@ def _go_healthcheck(hc: dict[str, Any]) -> str:
     return f"&{{{_go_quote_list(hc.get('Test') or [])} {durations} {_go_quote_rune(int(hc.get('Retries') or 0))}}}"
 
 
-def _first(group: BaseExceptionGroup[Any]) -> BaseException:
+def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """The failure to report: a stage's own error rather than another stage's cancellation."""
     for exc in group.exceptions:
         if isinstance(exc, BaseExceptionGroup):
@@ -1262,7 +1263,7 @@ def _extract_tar(path: Path, target: Path) -> None:
     with open(path, "rb") as f:
         src = ctxmod.open_maybe_compressed(f)
         try:
-            Extractor(target).extract(src)  # type: ignore[arg-type]
+            Extractor(target).extract(src)
         except (tarfile.TarError, OSError, EOFError) as err:
             raise BuildError(f"ADD failed: extracting {path.name}: {err}") from None
 

@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from dockyard.build.tarindex import Index, TarIndexer, content_hasher
 from dockyard.errdefs import InvalidArgument
@@ -241,7 +241,7 @@ def extract_context(f: BinaryIO, dest: Path) -> dict[str, str]:
     """Blocking: unpack the (maybe compressed) context tar into dest; returns the content
     digest of each regular file by its path in the context."""
     dest.mkdir(parents=True, exist_ok=True)
-    src = _BlockPadded(open_maybe_compressed(f))
+    src = cast(BinaryIO, _BlockPadded(open_maybe_compressed(f)))
     digests: dict[str, str] = {}
     try:
         with tarfile.open(fileobj=src, mode="r|", bufsize=1 << 20) as tf:
