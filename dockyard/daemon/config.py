@@ -73,7 +73,13 @@ def parse_args(argv: list[str] | None = None) -> DaemonConfig:
     cfg = DaemonConfig()
     cfg_path = Path(args.config_file or "/etc/dockyard/daemon.json")
     if cfg_path.exists():
-        _apply_file(cfg, json.loads(cfg_path.read_text()))
+        try:
+            data = json.loads(cfg_path.read_text())
+            if not isinstance(data, dict):
+                raise ValueError("the file must hold a JSON object")
+            _apply_file(cfg, data)
+        except (ValueError, TypeError, KeyError) as err:  # dockerd's wording, and its exit code
+            p.exit(1, f"unable to configure the daemon with file {cfg_path}: {err}\n")
     elif args.config_file:
         p.error(f"config file {cfg_path} does not exist")
     if args.hosts:
@@ -105,10 +111,19 @@ def parse_args(argv: list[str] | None = None) -> DaemonConfig:
     return cfg
 
 
+def _strings(data: dict[str, object], key: str) -> list[str]:
+    value = data.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+        raise ValueError(f'"{key}" must be a list of strings')
+    return value
+
+
 def _apply_file(cfg: DaemonConfig, data: dict[str, object]) -> None:
     """daemon.json uses Docker's key names."""
     if "hosts" in data:
-        cfg.hosts = list(data["hosts"])  # type: ignore[arg-type]
+        cfg.hosts = _strings(data, "hosts")
     if "data-root" in data:
         cfg.data_root = Path(str(data["data-root"]))
     if "exec-root" in data:
@@ -119,23 +134,29 @@ def _apply_file(cfg: DaemonConfig, data: dict[str, object]) -> None:
         cfg.log_level = str(data["log-level"])
     if "default-runtime" in data:
         cfg.default_runtime = str(data["default-runtime"])
-    cfg.insecure_registries = [str(x) for x in data.get("insecure-registries") or []]  # type: ignore[attr-defined]
-    cfg.registry_mirrors = [str(x) for x in data.get("registry-mirrors") or []]  # type: ignore[attr-defined]
-    cfg.allowed_registries = [str(x) for x in data.get("allowed-registries") or []]
+    cfg.insecure_registries = _strings(data, "insecure-registries")
+    cfg.registry_mirrors = _strings(data, "registry-mirrors")
+    cfg.allowed_registries = _strings(data, "allowed-registries")
     cfg.registry_certs_dir = str(data.get("registry-certs-dir") or cfg.registry_certs_dir)
-    for name, spec in dict(data.get("runtimes", {})).items():  # type: ignore[call-overload]
-        cfg.runtimes[name] = spec["path"] if isinstance(spec, dict) else str(spec)
+    runtimes = data.get("runtimes") or {}
+    if not isinstance(runtimes, dict):
+        raise ValueError('"runtimes" must be an object of {"name": {"path": ...}}')
+    for name, spec in runtimes.items():
+        cfg.runtimes[name] = str(spec["path"]) if isinstance(spec, dict) else str(spec)
     if "bridge" in data:
         cfg.bridge_name = str(data["bridge"])
     for key in ("bip", "fixed-cidr"):
         if key in data:
             setattr(cfg, key.replace("-", "_"), str(data[key]))
     if "mtu" in data:
-        cfg.mtu = int(data["mtu"])  # type: ignore[call-overload]
+        cfg.mtu = int(str(data["mtu"]))
     if "dns" in data:
-        cfg.dns = [str(x) for x in data["dns"] or []]  # type: ignore[attr-defined]
+        cfg.dns = _strings(data, "dns")
     if "default-address-pools" in data:
-        cfg.default_address_pools = list(data["default-address-pools"])  # type: ignore[call-overload]
+        pools = data["default-address-pools"]
+        if not isinstance(pools, list) or not all(isinstance(x, dict) for x in pools):
+            raise ValueError('"default-address-pools" must be a list of {"base": ..., "size": ...}')
+        cfg.default_address_pools = pools
     for key in ("tlscacert", "tlscert", "tlskey", "tlsverify"):
         if key in data:
             setattr(cfg, key, data[key])

@@ -13,7 +13,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from tests.conftest import destroy_daemon, make_daemon, write_daemon_json
+from tests.conftest import BIN, destroy_daemon, make_daemon, write_daemon_json
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):
@@ -179,6 +179,25 @@ def test_daemon_json_and_pidfile(tmp_path):
         daemon.start()
     finally:
         destroy_daemon(daemon)
+
+
+@pytest.mark.parametrize(("doc", "message"), [
+    ('{"hosts": "unix:///tmp/x.sock"}', '"hosts" must be a list of strings'),
+    ('{"runtimes": ["runc"]}', '"runtimes" must be an object'),
+    ('[1, 2]', "must hold a JSON object"),
+    ('{"mtu": "big"}', "invalid literal"),
+    ("{not json", "Expecting property name"),
+])  # fmt: skip
+def test_a_bad_daemon_json_is_refused_with_a_message(tmp_path, doc: str, message: str) -> None:
+    """dockerd's behaviour: "unable to configure the Docker daemon with file ...", exit 1,
+    before anything is set up (no socket, no data root)."""
+    conf = tmp_path / "daemon.json"
+    conf.write_text(doc)
+    res = subprocess.run([str(BIN / "dockyardd"), "--config-file", str(conf), "--data-root", str(tmp_path / "data"),
+                          "-H", f"unix://{tmp_path}/d.sock"], capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert res.returncode == 1
+    assert f"unable to configure the daemon with file {conf}:" in res.stderr and message in res.stderr, res.stderr
+    assert not (tmp_path / "data").exists() and not (tmp_path / "d.sock").exists()
 
 
 def test_runtimes_from_flag_and_daemon_json():
