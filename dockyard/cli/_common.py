@@ -38,7 +38,9 @@ class State:
 
 
 def state() -> State:
-    return click.get_current_context().find_object(State)  # type: ignore[no-any-return]
+    found = click.get_current_context().find_object(State)
+    assert found is not None, "the dockyard group makes a State for every command"
+    return found
 
 
 def client() -> Client:

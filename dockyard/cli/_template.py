@@ -53,8 +53,7 @@ def _truthy(v: Any) -> bool:
 
 
 def _truncate(s: Any, n: int) -> str:
-    s = go_str(s)
-    return s[: int(n)]
+    return go_str(s)[: int(n)]
 
 
 def _pad(s: Any, left: int, right: int) -> str:
@@ -133,9 +132,10 @@ def _lex_pipe(src: str) -> list[Any]:
         if not m or m.end() == pos:
             raise TemplateError(f"template: unexpected {src[pos:]!r}")
         pos = m.end()
-        kind = m.lastgroup
+        kind = m.lastgroup or ""
         tokens.append((kind, m.group(kind)))
-    cmds, stack = [[]], []
+    cmds: list[list[Any]] = [[]]
+    stack: list[list[list[Any]]] = []
     for kind, val in tokens:
         if kind == "pipe":
             cmds.append([])
@@ -173,10 +173,10 @@ def parse(src: str) -> list[_Node]:
             stack[-1][1].append(node)
             stack.append((node, node.body))
         elif word == "else":
-            node = stack[-1][0]
-            if node is None:
+            open_node = stack[-1][0]
+            if open_node is None:
                 raise TemplateError("template: unexpected {{else}}")
-            stack[-1] = (node, node.else_body)
+            stack[-1] = (open_node, open_node.else_body)
         elif word == "end":
             if len(stack) == 1:
                 raise TemplateError("template: unexpected {{end}}")

@@ -155,7 +155,7 @@ def _chunks(f: IO[bytes], size: int = 1 << 20) -> Iterator[bytes]:
 
 def print_progress(c: Client, resp: Any, quiet: bool = False) -> list[dict[str, Any]]:
     """Render a JSON progress stream like docker's jsonmessage (one line per status/id)."""
-    msgs = []
+    msgs: list[dict[str, Any]] = []
     if "json" not in resp.headers.get("Content-Type", "json"):
         for chunk in c.iter_bytes(resp):
             if not quiet:

@@ -31,8 +31,8 @@ def run_session(
     keys = streams.parse_detach_keys(detach_keys) if stdin and tty.is_tty(0) else b""
     old_handlers: dict[int, Any] = {}
     if sig_proxy and not is_tty and threading.current_thread() is threading.main_thread():
-        for sig in _PROXIED:
-            old_handlers[sig] = signal.signal(sig, lambda s, _f: _proxy(sig_proxy, s))
+        for proxied in _PROXIED:
+            old_handlers[proxied] = signal.signal(proxied, lambda s, _f: _proxy(sig_proxy, s))
     try:
         with tty.raw_terminal(0) if (is_tty and stdin) else _null():
             if resize and is_tty:
@@ -41,8 +41,8 @@ def run_session(
             else:
                 result = streams.pump(conn, tty=is_tty, stdin=stdin, detach_keys=keys)
     finally:
-        for sig, h in old_handlers.items():
-            signal.signal(sig, h)
+        for signum, handler in old_handlers.items():
+            signal.signal(signum, handler)
     if result.error:
         raise errdefs.Unavailable(f"error reading from container: {result.error}")
     return result.detached

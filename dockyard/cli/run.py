@@ -116,9 +116,9 @@ def run(image: str, command: tuple[str, ...], detach: bool, sig_proxy: bool, **o
     if detached:
         return
     res = wait()
-    err = (res.get("Error") or {}).get("Message") if isinstance(res.get("Error"), dict) else None
-    if err:
-        click.echo(f"Error response from daemon: {err}", err=True)
+    wait_error = (res.get("Error") or {}).get("Message") if isinstance(res.get("Error"), dict) else None
+    if wait_error:
+        click.echo(f"Error response from daemon: {wait_error}", err=True)
     code = int(res.get("StatusCode", 0))
     sys.stdout.flush()
     if code:

@@ -106,7 +106,7 @@ class Client:
     ) -> requests.Response:
         """Send a request and raise the mapped error for a non-2xx status."""
         with mapped_errors(self.host):
-            resp = self.api.request(
+            resp: requests.Response = self.api.request(
                 method,
                 self.url(path, *args),
                 params=params,
