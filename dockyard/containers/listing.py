@@ -37,7 +37,7 @@ def status_text(rec: dict[str, Any], now: float | None = None) -> str:
         return "Removal In Progress"
     if st["Status"] == "dead":
         return "Dead"
-    return st["Status"]
+    return str(st["Status"])
 
 
 def entry(rec: dict[str, Any], image_ids: dict[str, str] | None = None) -> dict[str, Any]:

@@ -170,8 +170,8 @@ def write_archive(out: IO[bytes], items: list[SaveItem], blob_path: Callable[[st
             )
             if item.diff_ids:
                 top = item.diff_ids[-1].removeprefix("sha256:")
-                for fam in item.familiar_tags:
-                    repo, _, tag = fam.rpartition(":")
+                for familiar in item.familiar_tags:
+                    repo, _, tag = familiar.rpartition(":")
                     repositories.setdefault(repo, {})[tag] = top
         index = {"schemaVersion": 2, "mediaType": MT_OCI_INDEX, "manifests": index_entries}
         _add_bytes(tf, "index.json", json.dumps(index, separators=(",", ":")).encode(), now)
@@ -371,11 +371,12 @@ class _Peek:
     def read(self, n: int = -1) -> bytes:
         if self._head:
             if n < 0:
-                data, self._head = self._head + self._raw.read(), b""
+                data, self._head = self._head + bytes(self._raw.read()), b""
                 return data
             data, self._head = self._head[:n], self._head[n:]
             return data
-        return self._raw.read(n)
+        rest: bytes = self._raw.read(n)
+        return rest
 
     def readable(self) -> bool:
         return True
@@ -386,11 +387,11 @@ def decompressed(raw: Any) -> Any:
     head = raw.read(6)
     src = _Peek(raw, head)
     if head[:2] == b"\x1f\x8b":
-        return gzip.GzipFile(fileobj=src, mode="rb")  # type: ignore[arg-type]
+        return gzip.GzipFile(fileobj=src, mode="rb")  # type: ignore[call-overload]
     if head[:3] == b"BZh":
         import bz2
 
-        return bz2.BZ2File(src, "rb")  # type: ignore[arg-type]
+        return bz2.BZ2File(src, "rb")  # type: ignore[call-overload]
     if head[:6] == b"\xfd7zXZ\x00":
         import lzma
 

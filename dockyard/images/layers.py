@@ -119,7 +119,7 @@ class LayerStore:
         (tmp / "diff").mkdir(parents=True)
         try:
             with self._content.open(diff_id) as f:
-                res = Extractor(tmp / "diff").extract(f)  # type: ignore[arg-type]
+                res = Extractor(tmp / "diff").extract(f)
             final = self.diff_dir(chain).parent
             if final.exists():  # a row went missing while the files stayed: replace them
                 shutil.rmtree(final)

@@ -48,7 +48,7 @@ from dockyard.registry.client import AuthConfig, RegistryClient, Unauthorized
 try:  # ISA-L's deflate: ~10x zlib's speed at level 1, and a better ratio
     from isal import isal_zlib as _deflate
 except ImportError:  # pragma: no cover - isal is a dependency; zlib is the fallback
-    _deflate = zlib  # type: ignore[no-redef,misc]
+    _deflate = zlib  # type: ignore[misc]
 
 __all__ = ["push"]
 

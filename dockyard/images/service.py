@@ -817,8 +817,8 @@ class ImageService:
             head = f.read(6)
         if head[:2] == b"\x1f\x8b" or head[:3] == b"BZh" or head[:6] == b"\xfd7zXZ\x00":
             plain = source.with_name(source.name + ".tar")
-            with open(source, "rb") as f, open(plain, "wb") as out:
-                shutil.copyfileobj(archive.decompressed(f), out, _CHUNK)
+            with open(source, "rb") as f, open(plain, "wb") as dst:
+                shutil.copyfileobj(archive.decompressed(f), dst, _CHUNK)
         try:
             try:
                 tf = tarfile.open(plain, "r:")

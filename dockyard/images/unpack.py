@@ -118,12 +118,12 @@ def plan(m: tarfile.TarInfo) -> Entry:
     if m.issym():
         return Entry("symlink", parts, m.linkname)
     if m.islnk():
-        target = clean(m.linkname)
-        if target is None:
+        link_parts = clean(m.linkname)
+        if link_parts is None:
             return _skip("hardlink target outside the layer")
-        if not target:
+        if not link_parts:
             return _skip("hardlink to the layer root")
-        return Entry("hardlink", parts, target)
+        return Entry("hardlink", parts, link_parts)
     if m.ischr() and m.devmajor == 0 and m.devminor == 0:
         return Entry("whiteout", parts)
     if m.isfifo():

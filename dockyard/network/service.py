@@ -22,6 +22,7 @@ records through the small `ContainerAccess` protocol the daemon wiring hands in.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import copy
 import ipaddress
 import logging
@@ -484,7 +485,7 @@ class NetworkService:
     def _in_use(self, doc: Record) -> bool:
         return bool(doc["Dockyard"].get("Endpoints"))
 
-    async def prune(self, f: dict[str, list[str]]) -> list[str]:
+    async def prune(self, f: dict[str, builtins.list[str]]) -> builtins.list[str]:
         from dockyard.timefmt import parse_rfc3339, parse_time_param
 
         for key in f:
@@ -745,7 +746,7 @@ class NetworkService:
 
     # ---- DNS -------------------------------------------------------------------------------
 
-    def lookup(self, cid: str, name: str) -> list[str] | None:
+    def lookup(self, cid: str, name: str) -> builtins.list[str] | None:
         """Addresses of `name` on the user-defined networks `cid` is on; None when unknown."""
         name = name.lower().rstrip(".")
         found: list[str] = []
@@ -777,7 +778,7 @@ class NetworkService:
             text = embedded_resolv_conf(search=hc.get("DnsSearch") or None, options=hc.get("DnsOptions") or None)
             Path(rec["ResolvConfPath"]).write_text(text)  # in place: the file is bind-mounted
 
-    def upstreams(self, rec: Record) -> list[str]:
+    def upstreams(self, rec: Record) -> builtins.list[str]:
         """Where the embedded resolver sends other names: the nameservers the container's
         resolv.conf would list without it (its `--dns`, else the daemon's `dns`); empty means
         the host's resolv.conf, read at each query."""

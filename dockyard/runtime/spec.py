@@ -208,9 +208,9 @@ def build(inp: SpecInput) -> dict[str, Any]:
         mounts.append(
             _mount("/dev/shm", "tmpfs", "shm", ["nosuid", "noexec", "nodev", "mode=1777", f"size={inp.shm_size}"])
         )
-    for dest, opts in inp.tmpfs.items():
-        options = ["nosuid", "nodev", "noexec"] if not opts else []
-        options += [o for o in opts.split(",") if o]
+    for dest, tmpfs_opts in inp.tmpfs.items():
+        options = ["nosuid", "nodev", "noexec"] if not tmpfs_opts else []
+        options += [o for o in tmpfs_opts.split(",") if o]
         mounts.append(_mount(dest, "tmpfs", "tmpfs", options))
     for m in inp.mounts:
         if m.type != "bind":  # e.g. `--mount type=tmpfs`: a filesystem of its own, not a bind

@@ -78,7 +78,7 @@ class SystemService:
             import uuid
 
             path.write_text(str(uuid.uuid4()))
-        return path.read_text().strip()
+        return str(path.read_text().strip())
 
     async def disk_usage(self) -> dict[str, Any]:
         from dockyard.containers import listing
