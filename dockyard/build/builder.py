@@ -888,7 +888,7 @@ class _Run:
         from_ref = self._x(s, from_ref, ins) if from_ref else None
         wd = s.config.get("WorkingDir") or "/"
         dest_abs = posixpath.join("/", wd, dest) if not dest.startswith("/") else dest
-        dest_is_dir = dest.endswith("/") or dest.endswith("/.") or dest in (".", "/")
+        dest_is_dir = dest.endswith(("/", "/.")) or dest in (".", "/")
 
         # Sources: (kind, path-or-bytes, name)
         from_image = ""
@@ -1184,9 +1184,8 @@ def _copy_one(src: Path, target: Path, owner: tuple[int, int] | None, mode: int 
     st = os.lstat(src)
     if target.is_dir() and not target.is_symlink() and not stat.S_ISDIR(st.st_mode):
         _replace(target)
-    elif target.is_symlink() or target.exists():
-        if not stat.S_ISDIR(st.st_mode):
-            target.unlink()
+    elif (target.is_symlink() or target.exists()) and not stat.S_ISDIR(st.st_mode):
+        target.unlink()
     if stat.S_ISLNK(st.st_mode):
         os.symlink(os.readlink(src), target)
         uid, gid = owner if owner else (st.st_uid, st.st_gid)

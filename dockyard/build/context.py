@@ -92,7 +92,7 @@ def _glob_to_regex(pattern: str) -> str:
             if end < 0:
                 raise InvalidArgument(f"syntax error in pattern {pattern!r}")
             body = pattern[i + 1 : end]
-            if body.startswith("^") or body.startswith("!"):
+            if body.startswith(("^", "!")):
                 body = "^" + body[1:]
             out.append("[" + body.replace("\\", "\\\\") + "]")
             i = end
@@ -208,9 +208,8 @@ def _safe_members(tf: tarfile.TarFile, dest: Path, digests: dict[str, str]) -> N
             digests[name] = _write_regular(tf, m, target)
             continue
         m.name = name
-        if m.issym() or m.isdir():
-            if os.path.lexists(target) and not os.path.isdir(target):
-                os.unlink(target)
+        if (m.issym() or m.isdir()) and os.path.lexists(target) and not os.path.isdir(target):
+            os.unlink(target)
         tf.extract(m, root, set_attrs=True, numeric_owner=True, filter="fully_trusted")
 
 

@@ -139,9 +139,7 @@ class BuildService:
         if re.match(r"^https?://", url):
             dest = work / "remote"
             await asyncio.to_thread(_download, url, dest)
-            with open(dest, "rb") as f:
-                head = f.read(512)
-            if _looks_like_archive(head):
+            if _looks_like_archive(await asyncio.to_thread(_head, dest)):
                 await asyncio.to_thread(_extract_file, dest, root)
             else:  # a single Dockerfile
                 root.mkdir()
@@ -165,6 +163,11 @@ class BuildService:
 def _extract_file(path: Path, dest: Path) -> dict[str, str]:
     with open(path, "rb") as f:
         return extract_context(f, dest)
+
+
+def _head(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(512)
 
 
 def _supports_shallow(url: str) -> bool:

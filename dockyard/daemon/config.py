@@ -76,7 +76,7 @@ def parse_args(argv: list[str] | None = None) -> DaemonConfig:
         try:
             data = json.loads(cfg_path.read_text())
             if not isinstance(data, dict):
-                raise ValueError("the file must hold a JSON object")
+                raise TypeError("the file must hold a JSON object")
             _apply_file(cfg, data)
         except (ValueError, TypeError, KeyError) as err:  # dockerd's wording, and its exit code
             p.exit(1, f"unable to configure the daemon with file {cfg_path}: {err}\n")
@@ -116,7 +116,7 @@ def _strings(data: dict[str, object], key: str) -> list[str]:
     if value is None:
         return []
     if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
-        raise ValueError(f'"{key}" must be a list of strings')
+        raise TypeError(f'"{key}" must be a list of strings')
     return value
 
 
@@ -140,7 +140,7 @@ def _apply_file(cfg: DaemonConfig, data: dict[str, object]) -> None:
     cfg.registry_certs_dir = str(data.get("registry-certs-dir") or cfg.registry_certs_dir)
     runtimes = data.get("runtimes") or {}
     if not isinstance(runtimes, dict):
-        raise ValueError('"runtimes" must be an object of {"name": {"path": ...}}')
+        raise TypeError('"runtimes" must be an object of {"name": {"path": ...}}')
     for name, spec in runtimes.items():
         cfg.runtimes[name] = str(spec["path"]) if isinstance(spec, dict) else str(spec)
     if "bridge" in data:
@@ -155,7 +155,7 @@ def _apply_file(cfg: DaemonConfig, data: dict[str, object]) -> None:
     if "default-address-pools" in data:
         pools = data["default-address-pools"]
         if not isinstance(pools, list) or not all(isinstance(x, dict) for x in pools):
-            raise ValueError('"default-address-pools" must be a list of {"base": ..., "size": ...}')
+            raise TypeError('"default-address-pools" must be a list of {"base": ..., "size": ...}')
         cfg.default_address_pools = pools
     for key in ("tlscacert", "tlscert", "tlskey", "tlsverify"):
         if key in data:

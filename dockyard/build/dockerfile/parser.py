@@ -156,7 +156,7 @@ def _instruction(ll: LogicalLine, escape: str, *, text: str | None = None) -> In
     if cmd not in INSTRUCTIONS:
         raise ParseError(line, f"unknown instruction: {word}")
     flags, rest = _split_flags(cmd, rest, line)
-    base = dict(cmd=cmd, line=line, original=text, flags=tuple(flags), heredocs=ll.heredocs)
+    base = {"cmd": cmd, "line": line, "original": text, "flags": tuple(flags), "heredocs": ll.heredocs}
 
     if cmd in ("RUN", "CMD", "ENTRYPOINT"):
         j = _maybe_json(rest)
