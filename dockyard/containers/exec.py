@@ -1,35 +1,48 @@
-"""Exec: extra processes in a running container, run by `<runtime> exec` as our child.
+"""Exec: extra processes in a running container, each under a conmon of its own.
 
-Without a TTY the runtime hands our pipes straight to the process. With a TTY we give the
-runtime a pseudo-terminal of our own as its stdio; it puts that into raw mode, proxies it
-to the container's terminal and forwards SIGWINCH, so a resize is: set the size on our
-pty, then signal the runtime. Exec processes are children of the daemon, so unlike
-containers they end with it (Docker's do not; conmon's exec mode would fix that).
+`ExecService` owns the exec records and their directories; conmon's side of starting one
+is `runtime.monitor.Conmon.exec`. An exec process is conmon's child, not the daemon's:
+conmon holds its stdio (pipes, or the terminal's master), serves an attach socket that an
+attached client's `ExecSession` reads, and writes the exit code to a file when the process
+ends. So exec processes outlive the daemon as containers do (Docker's belong to the
+containerd shim). On start, `reconcile` watches again the conmons of records that still
+say Running, and takes the exit codes of those that ended meanwhile from their files.
+
+An exec's output goes to its attached client only, never to the container's log; with
+nobody attached (detached, the client gone, or no daemon) conmon drops it. On disk::
+
+    <exec-root>/execs/<exec id>/    from start until the exit is recorded (files: monitor.py)
+        process.json                the OCI process spec for `<runtime> exec`
+        <container id>              the exit code, once the process has ended
 """
 
 from __future__ import annotations
 
 import asyncio
-import fcntl
+import contextlib
 import json
 import logging
 import os
 import secrets
+import shutil
 import signal
-import struct
-import termios
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dockyard import errdefs
 from dockyard.containers import state
+from dockyard.containers.attach import STDERR, STDOUT, AttachConnection
 from dockyard.containers.files import resolve_user
+from dockyard.runtime.monitor import Conmon, ExecFailed
 from dockyard.runtime.oci import bounding_capabilities, limit_capabilities
 from dockyard.runtime.spec import ALL_CAPS
 
 log = logging.getLogger(__name__)
 
-STDOUT, STDERR = 1, 2
+# conmon died without writing an exit code: as for a container, the process is taken as killed
+LOST_EXIT_CODE = 137
 
 
 class ExecNotFound(errdefs.NotFound):
@@ -37,119 +50,194 @@ class ExecNotFound(errdefs.NotFound):
 
 
 class ExecSession:
-    """One running exec process: output chunks out, stdin in, exit code at the end."""
+    """An exec process as its starter sees it: output chunks out, stdin in, exit code at the end.
 
-    def __init__(self, proc: asyncio.subprocess.Process, master: int | None) -> None:
-        self.proc = proc
-        self.master = master
+    `ExecService.start` makes the session; conmon has it `connect` to the attach socket
+    before the process runs, and `begin` pumps the output once it does. When conmon exits,
+    the service records the exit and resolves `exited`; `done` then queues the end marker
+    (None) after the last output and returns the exit code. A detached session has no
+    connection. `detach` stops following the process, `abandon` also gives it the signal
+    a closed pipe or hung-up terminal would.
+    """
+
+    def __init__(self, *, tty: bool, want: frozenset[int]) -> None:
+        loop = asyncio.get_running_loop()
+        self.tty = tty
+        self._want = want  # the streams the client attached
         self.output: asyncio.Queue[tuple[int, bytes] | None] = asyncio.Queue(maxsize=64)
-        self.tail = b""  # the last output, where the runtime's own error lands
-        self._readers: list[asyncio.Task[None]] = []
-        loop = asyncio.get_running_loop()
-        if master is not None:
-            self._readers.append(loop.create_task(self._pump_fd(master)))
-        else:
-            if proc.stdout:
-                self._readers.append(loop.create_task(self._pump(proc.stdout, STDOUT)))
-            if proc.stderr:
-                self._readers.append(loop.create_task(self._pump(proc.stderr, STDERR)))
-        self.done = loop.create_task(self._finish())
+        self.exited: asyncio.Future[int] = loop.create_future()
+        self._conn: AttachConnection | None = None
+        self._pidfd = -1  # the exec process, for signals that cannot hit a reused pid
+        self._pump: asyncio.Task[None] | None = None
+        self._eof: asyncio.Task[None] | None = None
+        self.done: asyncio.Task[int] = loop.create_task(self._finish())
 
-    async def _pump(self, reader: asyncio.StreamReader, stream: int) -> None:
-        while chunk := await reader.read(65536):
-            self.tail = (self.tail + chunk)[-4096:]
-            await self.output.put((stream, chunk))
+    def __repr__(self) -> str:
+        st = "exited" if self.exited.done() else "attached" if self._conn else "running"
+        return f"<ExecSession {st}{' tty' if self.tty else ''}>"
 
-    async def _pump_fd(self, fd: int) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            ready: asyncio.Future[None] = loop.create_future()
-            loop.add_reader(fd, lambda r=ready: r.done() or r.set_result(None))
-            try:
-                await ready
-            finally:
-                loop.remove_reader(fd)
-            try:
-                chunk = os.read(fd, 65536)
-            except OSError:  # EIO: the other side of the pty is closed
-                return
-            if not chunk:
-                return
-            self.tail = (self.tail + chunk)[-4096:]
-            await self.output.put((STDOUT, chunk))
+    async def connect(self, exec_dir: Path) -> None:
+        self._conn = await AttachConnection.open(exec_dir)
 
-    def abandon(self) -> None:
-        """The client went away: stop reading the output, so the process meets a closed
-        pipe (SIGPIPE) or terminal (SIGHUP) as under Docker, instead of blocking forever
-        on a full one."""
-        for t in self._readers:
-            t.cancel()
-        for fd in (1, 2):
-            pipe = self.proc._transport.get_pipe_transport(fd) if self.proc._transport else None  # type: ignore[attr-defined]
-            if pipe is not None:
-                pipe.close()
-        if self.master is not None:
-            os.close(self.master)
-            self.master = None
-        while not self.output.empty():  # let _finish post its end marker
-            self.output.get_nowait()
+    def begin(self, pid: int) -> None:
+        """The process runs: follow its output."""
+        try:
+            self._pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            pass  # already over; conmon has its exit code
+        if self._conn is not None:
+            self._pump = asyncio.get_running_loop().create_task(self._pump_output(self._conn))
+
+    async def _pump_output(self, conn: AttachConnection) -> None:
+        while (item := await conn.recv()) is not None:
+            if item[0] in self._want:
+                await self.output.put(item)
 
     async def _finish(self) -> int:
-        code = await self.proc.wait()
-        if self.master is not None:
-            # the runtime has exited; whatever it wrote is in the pty buffer
-            await asyncio.sleep(0.01)
-            for t in self._readers:
-                t.cancel()
-        await asyncio.gather(*self._readers, return_exceptions=True)
-        await self.output.put(None)
-        if self.master is not None:
-            os.close(self.master)
-            self.master = None
-        return code
+        try:
+            code = await self.exited
+            if self._pump is not None:
+                # conmon is gone: whatever it sent before is in our socket buffer
+                await asyncio.gather(self._pump, return_exceptions=True)
+            await self.output.put(None)
+            return code
+        finally:
+            self._release()
 
     async def write_stdin(self, data: bytes) -> None:
-        if self.master is not None:
-            os.write(self.master, data)
-        elif self.proc.stdin:
-            self.proc.stdin.write(data)
-            await self.proc.stdin.drain()
+        if self._conn is not None:
+            with contextlib.suppress(OSError):  # the process is gone, or we let go of it
+                await self._conn.send(data)
 
     def close_stdin(self) -> None:
-        if self.master is not None:
-            try:
-                os.write(self.master, b"\x04")  # EOF on a terminal is ^D
-            except OSError:
-                pass
-        elif self.proc.stdin:
-            self.proc.stdin.close()
-
-    def resize(self, height: int, width: int) -> None:
-        if self.master is None:
+        conn = self._conn
+        if conn is None:
             return
-        fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
-        try:
-            self.proc.send_signal(signal.SIGWINCH)
-        except ProcessLookupError:
-            pass
+        if not self.tty:
+            conn.close_stdin()  # conmon closes the process's stdin pipe
+            return
+
+        async def send_eof() -> None:
+            # EOF on a terminal is ^D; a shutdown would only make conmon close its own
+            # copy of the terminal's master
+            with contextlib.suppress(OSError):
+                await conn.send(b"\x04")
+
+        self._eof = asyncio.get_running_loop().create_task(send_eof())
+
+    def detach(self) -> None:
+        """Stop following the process (detach keys, daemon shutdown). It runs on under
+        conmon, which drops its output from now on."""
+        self._drop_connection()
+        while not self.output.empty():
+            self.output.get_nowait()
+        self.output.put_nowait(None)  # wakes a reader waiting for output
+
+    def abandon(self) -> None:
+        """The client went away while output was coming. Under Docker the process's pipe
+        closes and its next write kills it with SIGPIPE (a hung-up terminal sends SIGHUP);
+        conmon keeps both open, so send that signal ourselves."""
+        if self.exited.done():
+            return
+        if self._pidfd >= 0:
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(self._pidfd, signal.SIGHUP if self.tty else signal.SIGPIPE)
+        self.detach()
+
+    def close(self) -> None:
+        """Daemon shutdown or a failed start: let go of everything, record nothing."""
+        self.done.cancel()
+        self._release()
+
+    def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        for t in (self._pump, self._eof):
+            if t is not None and not t.done():
+                t.cancel()
+        if conn is None:
+            return
+        if self._pump is not None and not self._pump.done():
+            self._pump.add_done_callback(lambda _t: conn.close())  # after its recv is off the loop
+        else:
+            conn.close()
+
+    def _release(self) -> None:
+        self._drop_connection()
+        if self._pidfd >= 0:
+            os.close(self._pidfd)
+            self._pidfd = -1
+
+
+@dataclass(frozen=True)
+class _Watch:
+    pidfd: int  # of the exec's conmon
+    cid: str
+    container: dict[str, Any] | None  # for the exec_die event should the container be gone by then
 
 
 class ExecService:
+    """Exec records (`create`, `inspect`), and exec processes under conmon.
+
+    Flow: `create` stores the record; `start` writes the process spec, has conmon start the
+    process (attached: an `ExecSession` connected first), marks the record Running and
+    watches conmon through a pidfd; when conmon exits, `_exited` records the exit code
+    from its file, publishes `exec_die`, removes the exec's directory and ends the session.
+    `reconcile` (daemon start) and `close` (daemon stop) keep the watching going across
+    daemons.
+    """
+
     def __init__(self, containers: Any, exec_dir: Path) -> None:
         self.containers = containers
         self.store = containers.store
+        self.conmon: Conmon = containers.conmon
         self.dir = exec_dir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.sessions: dict[str, ExecSession] = {}
-        self._forget_orphans()
+        self._watched: dict[str, _Watch] = {}
+        self._starting: set[str] = set()
+        # terminal sizes of starting execs whose ctl fifo conmon has not made yet
+        self._sizes: dict[str, tuple[int, int] | None] = {}
 
-    def _forget_orphans(self) -> None:
-        """Exec processes are the previous daemon's children: none of them is ours to watch
-        any more, so a record still saying Running would say so forever."""
+    def __repr__(self) -> str:
+        return f"<ExecService {len(self._watched)} running, {len(self.sessions)} sessions>"
+
+    # ---- daemon start and stop -------------------------------------------------------
+
+    async def reconcile(self) -> None:
+        """Adopt the exec processes of the previous daemon: a record still Running is
+        watched again while its conmon lives; otherwise it gets its exit code from
+        conmon's exit file."""
         for rec in self.store.execs.all():
-            if rec.get("Running"):
-                rec.update(Running=False, Pid=0)
-                self.store.execs.put(rec["ID"], rec, name=rec["ContainerID"])
+            if not rec.get("Running"):
+                continue
+            eid, cid = rec["ID"], rec["ContainerID"]
+            pid = int(rec.get("Dockyard", {}).get("ConmonPid") or 0)
+            crec = self.store.containers.get(cid)
+            if pid and self.conmon.monitors(pid, self.dir / eid):
+                self._watch(eid, cid, pid, crec)
+            else:
+                self._exited(eid, cid, crec)
+        # directories of starts cut short with the daemon, and the flat files of old daemons
+        for entry in self.dir.iterdir():
+            if entry.name not in self._watched:
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+
+    async def close(self) -> None:
+        """Daemon shutdown: stop watching. Exec processes and their conmons keep running,
+        and their records keep saying so, for the next daemon to adopt."""
+        loop = asyncio.get_running_loop()
+        for w in self._watched.values():
+            loop.remove_reader(w.pidfd)
+            os.close(w.pidfd)
+        self._watched.clear()
+        for session in self.sessions.values():
+            session.close()
+        self.sessions.clear()
+
+    # ---- records ---------------------------------------------------------------------------
 
     def get(self, eid: str) -> dict[str, Any]:
         rec = self.store.execs.get(eid)
@@ -192,6 +280,7 @@ class ExecService:
                 "Env": list(body.get("Env") or []),
                 "WorkingDir": body.get("WorkingDir") or "",
                 "ConsoleSize": body.get("ConsoleSize"),
+                "ConmonPid": 0,
             },
         }
         self.store.execs.put(eid, rec, name=crec["Id"])
@@ -233,89 +322,144 @@ class ExecService:
         proc.pop("consoleSize", None)
         return proc
 
-    async def start(self, eid: str, *, detach: bool) -> ExecSession:
+    # ---- start, exit -------------------------------------------------------------------
+
+    def check_start(self, eid: str) -> None:
+        """Raises what `start` would for an exec that may not start now (NotFound, Conflict)."""
+        self._startable(eid)
+
+    def _startable(self, eid: str) -> tuple[dict[str, Any], dict[str, Any]]:
         rec = self.get(eid)
-        if rec["Running"] or rec["ExitCode"] is not None:
+        if rec["Running"] or rec["ExitCode"] is not None or eid in self._starting:
             raise errdefs.Conflict(f"exec {eid} has already run")
         crec = self.containers.get(rec["ContainerID"])
         state.check("exec", crec)
-        spec_path = self.dir / f"{eid}.json"
-        spec_path.write_text(json.dumps(self._process_spec(crec, rec)))
-        runtime = self.containers.runtime(crec)
-        tty = rec["ProcessConfig"]["tty"] and not detach
-        pid_file = self.dir / f"{eid}.pid"
-        pid_file.unlink(missing_ok=True)
-        argv = runtime.argv(
-            "exec",
-            *(["-t"] if tty else []),
-            "--pid-file",
-            str(pid_file),
-            "--process",
-            str(spec_path),
-            crec["Id"],
-        )
-        master: int | None = None
+        return rec, crec
+
+    async def start(
+        self, eid: str, *, detach: bool, console_size: Sequence[int] | None = None
+    ) -> ExecSession:
+        """Start the exec process; the session's `done` gives its exit code. A command the
+        runtime cannot start still makes a session: its output is Docker's error text and
+        its code 126 (cannot run) or 127 (missing)."""
+        rec, crec = self._startable(eid)
+        self._starting.add(eid)
         try:
-            if tty:
-                master, slave = os.openpty()
-                size = rec["Dockyard"].get("ConsoleSize")
-                if size:
-                    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", size[0], size[1], 0, 0))
-                proc = await asyncio.create_subprocess_exec(
-                    *argv, stdin=slave, stdout=slave, stderr=slave, start_new_session=True
-                )
-                os.close(slave)
-            else:
-                pipe = asyncio.subprocess.PIPE
-                devnull = asyncio.subprocess.DEVNULL
-                proc = await asyncio.create_subprocess_exec(
-                    *argv,
-                    stdin=pipe if rec["OpenStdin"] and not detach else devnull,
-                    stdout=pipe if rec["OpenStdout"] and not detach else devnull,
-                    stderr=pipe if rec["OpenStderr"] and not detach else devnull,
-                )
+            return await self._start(rec, crec, detach, console_size)
+        finally:
+            self._starting.discard(eid)
+            self._sizes.pop(eid, None)
+
+    async def _start(
+        self, rec: dict[str, Any], crec: dict[str, Any], detach: bool, console_size: Sequence[int] | None
+    ) -> ExecSession:
+        eid, cid = rec["ID"], crec["Id"]
+        edir = self.dir / eid
+        edir.mkdir(mode=0o700, exist_ok=True)  # `_starting` keeps a second start out
+        pc = rec["ProcessConfig"]
+        tty = bool(pc["tty"])
+        want = (
+            frozenset()
+            if detach
+            else frozenset(s for s, key in ((STDOUT, "OpenStdout"), (STDERR, "OpenStderr")) if rec[key])
+        )
+        size = console_size or rec["Dockyard"].get("ConsoleSize")
+        self._sizes[eid] = (int(size[0]), int(size[1])) if size else None
+        session = ExecSession(tty=tty, want=want)
+
+        async def before_start() -> None:
+            # conmon's attach socket and ctl fifo exist; the process does not run yet
+            size = self._sizes.pop(eid, None)
+            if size and tty:
+                self.conmon.resize(edir, *size)
+            if not detach:
+                await session.connect(edir)
+
+        try:
+            (edir / "process.json").write_text(json.dumps(self._process_spec(crec, rec)))
+            started = await self.conmon.exec(
+                cid, edir, self.containers.runtime(crec),
+                terminal=tty,
+                stdin=bool(rec["OpenStdin"]) and not detach,
+                before_start=before_start,
+            )  # fmt: skip
+        except ExecFailed as err:
+            # Docker writes the error into the stream and records the exit code
+            self.sessions[eid] = session
+            session.output.put_nowait((STDOUT, f"OCI runtime exec failed: {err}: unknown\r\n".encode()))
+            self._publish_start(crec, rec)
+            self._exited(eid, cid, crec, _failed_start_code(str(err)))
+            return session
         except BaseException:
-            if master is not None:
-                os.close(master)
-            spec_path.unlink(missing_ok=True)
+            session.close()
+            shutil.rmtree(edir, ignore_errors=True)
             raise
-        session = ExecSession(proc, master)
-        self.sessions[eid] = session
         rec["Running"] = True
-        rec["Pid"] = proc.pid
-        self.store.execs.put(eid, rec, name=crec["Id"])
-        cmd = " ".join([rec["ProcessConfig"]["entrypoint"], *rec["ProcessConfig"]["arguments"]])
-        self.containers.publish(crec, f"exec_start: {cmd}", execID=eid)
-        session.done.add_done_callback(lambda t: self._finished(eid, crec, t, session))
+        rec["Pid"] = started.pid
+        rec["Dockyard"]["ConmonPid"] = started.conmon_pid
+        self.store.execs.put(eid, rec, name=cid)
+        self._publish_start(crec, rec)
+        self.sessions[eid] = session
+        session.begin(started.pid)
+        self._watch(eid, cid, started.conmon_pid, crec)
         return session
 
-    def _finished(
-        self, eid: str, crec: dict[str, Any], task: asyncio.Task[int], session: ExecSession
-    ) -> None:
-        self.sessions.pop(eid, None)
-        if task.cancelled():
-            return  # daemon shutdown: the process may still run; its record stays as it was
-        (self.dir / f"{eid}.json").unlink(missing_ok=True)
-        pid_file = self.dir / f"{eid}.pid"
-        started = pid_file.exists()
-        pid_file.unlink(missing_ok=True)
+    def _publish_start(self, crec: dict[str, Any], rec: dict[str, Any]) -> None:
+        cmd = " ".join([rec["ProcessConfig"]["entrypoint"], *rec["ProcessConfig"]["arguments"]])
+        self.containers.publish(crec, f"exec_start: {cmd}", execID=rec["ID"])
+
+    def _watch(self, eid: str, cid: str, conmon_pid: int, crec: dict[str, Any] | None) -> None:
+        try:
+            fd = os.pidfd_open(conmon_pid)
+        except ProcessLookupError:
+            self._exited(eid, cid, crec)
+            return
+        self._watched[eid] = _Watch(fd, cid, crec)
+        asyncio.get_running_loop().add_reader(fd, self._on_conmon_exit, eid)
+
+    def _on_conmon_exit(self, eid: str) -> None:
+        w = self._watched.pop(eid, None)
+        if w is None:
+            return
+        asyncio.get_running_loop().remove_reader(w.pidfd)
+        os.close(w.pidfd)
+        self._exited(eid, w.cid, w.container)
+
+    def _exited(self, eid: str, cid: str, crec: dict[str, Any] | None, code: int | None = None) -> None:
+        """Record the end of an exec process, with `code` or else the one conmon wrote."""
+        edir = self.dir / eid
+        if code is None:
+            code = self.conmon.read_exec_exit(edir, cid)
+            if code is None:
+                log.warning("exec %s: conmon left no exit code", eid[:12])
+                code = LOST_EXIT_CODE
         rec = self.store.execs.get(eid)
-        code = task.result() if task.exception() is None else -1
-        if not started and code == 255:
-            # the runtime never started the process (it writes the pid file once it has):
-            # Docker's codes for a command that is missing (127) or cannot run (126)
-            tail = session.tail.decode(errors="replace").lower()
-            code = 127 if "no such file" in tail or "not found" in tail else 126
-        if rec is not None:
-            rec["Running"] = False
-            rec["ExitCode"] = code
-            rec["Pid"] = 0
-            self.store.execs.put(eid, rec, name=crec["Id"])
-        self.containers.publish(crec, "exec_die", execID=eid, exitCode=str(code))
+        if rec is not None:  # None when the container (and so the exec) was removed
+            rec.update(Running=False, ExitCode=code, Pid=0)
+            rec.setdefault("Dockyard", {})["ConmonPid"] = 0
+            self.store.execs.put(eid, rec, name=cid)
+        crec = self.store.containers.get(cid) or crec
+        if crec is not None:
+            self.containers.publish(crec, "exec_die", execID=eid, exitCode=str(code))
+        shutil.rmtree(edir, ignore_errors=True)
+        session = self.sessions.pop(eid, None)
+        if session is not None and not session.exited.done():
+            session.exited.set_result(code)
 
     def resize(self, eid: str, height: int, width: int) -> None:
-        self.get(eid)
-        session = self.sessions.get(eid)
-        if session is None:
+        rec = self.get(eid)
+        if eid in self._sizes:
+            # conmon has no ctl fifo yet (clients resize as soon as the start's response
+            # arrives): the size applies before the process runs
+            self._sizes[eid] = (height, width)
+            return
+        if not (rec["Running"] or eid in self._starting):
             raise errdefs.Conflict(f"exec {eid} is not running")
-        session.resize(height, width)
+        if rec["ProcessConfig"]["tty"]:
+            self.conmon.resize(self.dir / eid, height, width)
+
+
+def _failed_start_code(message: str) -> int:
+    """Docker's exit codes for a command that is missing (127) or cannot run (126)."""
+    text = message.lower()
+    return 127 if "no such file" in text or "not found" in text else 126

@@ -1,8 +1,9 @@
 """Startup, listening, reconcile and shutdown.
 
-SIGTERM stops the daemon cleanly and leaves containers running (live-restore): conmon
-owns each container's stdio, log and exit code, so nothing is lost while we are away.
-On start the container service reconciles its records against what conmon left behind.
+SIGTERM stops the daemon cleanly and leaves containers and exec processes running
+(live-restore): conmon owns each one's stdio, log and exit code, so nothing is lost while
+we are away. On start the container and exec services reconcile their records against
+what conmon left behind.
 """
 
 from __future__ import annotations

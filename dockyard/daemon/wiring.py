@@ -36,13 +36,18 @@ class Graph:
     store: Store
     containers: ContainerService
     networks: NetworkService | None = None
+    execs: ExecService | None = None
 
     async def start(self) -> None:
         if self.networks is not None:
             await self.networks.start()  # bridges and rules before containers are adopted
         await self.containers.reconcile()
+        if self.execs is not None:
+            await self.execs.reconcile()
 
     async def stop(self) -> None:
+        if self.execs is not None:
+            await self.execs.close()
         await self.containers.close()
         if self.networks is not None:
             await self.networks.close()
@@ -76,4 +81,4 @@ def build(cfg: DaemonConfig) -> Graph:
     distribution_routes.routes.install(app)
     app[keys.BUILDS] = system.builds = BuildService(store, images, containers, cfg.data_root, distribution.pull_for_build)
     build_routes.routes.install(app)
-    return Graph(app, store, containers, networks)
+    return Graph(app, store, containers, networks, execs)

@@ -1,4 +1,5 @@
-"""Live restore: containers outlive the daemon (conmon owns them) and are adopted on restart.
+"""Live restore: containers and exec processes outlive the daemon (conmon owns them) and
+are adopted on restart.
 
 Each test runs its own daemon (make_daemon) so stopping it does not disturb other tests:
 SIGTERM with streams open must stop promptly and leave containers running; after a
@@ -156,8 +157,65 @@ def test_restart_with_docker_py_wait_and_rm(own_daemon: Daemon):
         time.sleep(1.5)  # it exits while the daemon is down
         d.start()
         assert c.wait(timeout=10)["StatusCode"] == 3
-        assert client.api.exec_inspect(eid)["Running"] is False  # not "running" forever
+        info = client.api.exec_inspect(eid)
+        assert (info["Running"], info["ExitCode"]) == (False, 0)  # conmon's exit file, not "running" forever
         assert c.logs() == b"bye\n"
         c.remove()
     finally:
         client.close()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "kill-9"])
+def test_restart_keeps_exec_processes(own_daemon: Daemon, sig: int):
+    """Exec processes belong to their conmon, as Docker's belong to the containerd shim: a
+    stop or a `kill -9` of the daemon leaves them running, attached or not, and the next
+    daemon records how they end (or ended meanwhile) from conmon's exit files."""
+    d = own_daemon
+    api = docker.APIClient(base_url=d.host, version="1.47", timeout=30)
+    try:
+        cli(d, "run", "-d", "--name", "host", "busybox", "sleep", "1000")
+        cli(d, "exec", "-d", "host", "sh", "-c", "sleep 3; exit 7")
+        cli(d, "exec", "-d", "host", "sh", "-c", "sleep 0.5; exit 5")  # ends while no daemon runs
+        env = {**os.environ, "DOCKER_HOST": d.host}
+        attached = subprocess.Popen(
+            ["docker", "exec", "host", "sh", "-c", "trap 'exit 9' TERM; while true; do echo tick; sleep 0.1; done"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
+        )  # fmt: skip
+        assert attached.stdout is not None and attached.stdout.readline() == b"tick\n"
+        ids = json.loads(cli(d, "inspect", "host").stdout)[0]["ExecIDs"]
+        by_cmd = {" ".join(api.exec_inspect(e)["ProcessConfig"]["arguments"]): e for e in ids}
+        slow, quick = by_cmd["-c sleep 3; exit 7"], by_cmd["-c sleep 0.5; exit 5"]
+        ticker = next(e for c, e in by_cmd.items() if "tick" in c)
+        pids = {e: api.exec_inspect(e)["Pid"] for e in (slow, quick, ticker)}
+        assert all(api.exec_inspect(e)["Running"] for e in (slow, ticker))
+
+        since = str(time.time())
+        d.stop(sig)
+        attached.wait(timeout=10)  # its client lost the daemon; the process did not
+        wait_for(lambda: not alive(pids[quick]), timeout=5, what="the quick exec to end")
+        assert alive(pids[slow]) and alive(pids[ticker])
+        d.start()
+
+        # still running under the new daemon, and known to it
+        assert alive(pids[slow]) and alive(pids[ticker])
+        info = api.exec_inspect(slow)
+        assert (info["Running"], info["Pid"]) == (True, pids[slow])
+        assert str(pids[slow]) in cli(d, "top", "host").stdout
+        # the one that ended meanwhile has the code conmon wrote
+        info = api.exec_inspect(quick)
+        assert (info["Running"], info["ExitCode"]) == (False, 5)
+        # adopted ones end with their real codes
+        wait_for(lambda: not api.exec_inspect(slow)["Running"], timeout=10, what="the detached exec to end")
+        assert api.exec_inspect(slow)["ExitCode"] == 7
+        assert api.exec_inspect(ticker)["Running"]
+        os.kill(pids[ticker], signal.SIGTERM)
+        wait_for(lambda: not api.exec_inspect(ticker)["Running"], what="the attached exec to end")
+        assert api.exec_inspect(ticker)["ExitCode"] == 9
+        ev = cli(d, "events", "--since", since, "--until", str(time.time()), "--filter", "container=host",
+                 "--filter", "event=exec_die", "--format", "{{.Actor.Attributes.exitCode}}").stdout.split()  # fmt: skip
+        assert sorted(ev) == ["5", "7", "9"]
+        assert not list((d.exec_root / "execs").iterdir())
+        cli(d, "rm", "-f", "host")
+        wait_for(lambda: conmons(d) == [], what="every conmon to go")
+    finally:
+        api.close()

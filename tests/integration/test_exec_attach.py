@@ -12,6 +12,7 @@ import json
 import os
 import pty
 import select
+import signal
 import struct
 import sys
 import termios
@@ -233,6 +234,35 @@ def test_exec_it_through_a_terminal(cli: str, daemon: Daemon, docker_cli: Runner
     t.expect("45 150", timeout=1)
     t.send("exit 5\n")
     assert t.wait() == 5
+
+
+def test_exec_detach_keys_leave_it_running(docker_py: docker.DockerClient, busybox: str, unique, made):
+    """The daemon's detach keys end the client's stream only, as under Docker: the process
+    keeps its terminal under its conmon, and its end is still recorded."""
+    name = unique("exdet")
+    made.append(name)
+    docker_py.containers.run(busybox, ["sleep", "1000"], name=name, detach=True)
+    api = docker_py.api
+    eid = api.exec_create(name, ["sh"], stdin=True, tty=True)["Id"]
+    sock = api.exec_start(eid, socket=True, tty=True)
+    raw = getattr(sock, "_sock", sock)
+    raw.settimeout(10)
+    raw.sendall(b"echo marker-$((3*3))\n")
+    out = b""
+    while b"marker-9" not in out:
+        chunk = raw.recv(4096)
+        assert chunk, out
+        out += chunk
+    raw.sendall(b"\x10\x11")  # ctrl-p ctrl-q
+    while raw.recv(4096):  # the daemon ends the stream
+        pass
+    sock.close()
+    time.sleep(0.3)
+    info = api.exec_inspect(eid)
+    assert info["Running"] and info["Pid"]
+    os.kill(info["Pid"], signal.SIGKILL)
+    wait_for(lambda: not api.exec_inspect(eid)["Running"], what="the exec to end")
+    assert api.exec_inspect(eid)["ExitCode"] == 137
 
 
 def test_exec_options_and_inspect(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from typing import Any
 
 from aiohttp import web
@@ -11,7 +13,9 @@ from dockyard.api import keys
 from dockyard.api.app import Routes
 from dockyard.api.routes.containers import parse_detach_keys, pump_input
 from dockyard.api.schemas import json_body, qint
-from dockyard.api.streams import frame, hijack
+from dockyard.api.streams import STDOUT, frame, hijack
+
+log = logging.getLogger(__name__)
 
 routes = Routes()
 
@@ -48,28 +52,47 @@ async def start(request: web.Request) -> web.StreamResponse:
         await svc.start(eid, detach=True)
         return web.Response(status=200, content_type="application/json", text="")
     tty = bool(body.get("Tty", rec["ProcessConfig"]["tty"]))
-    session = await svc.start(eid, detach=False)
-    if body.get("ConsoleSize"):
-        h, w = body["ConsoleSize"]
-        session.resize(int(h), int(w))
+    svc.check_start(eid)  # a 404 or 409 while the response can still say so
+    # Hijack first, as Docker does: an exec's output then never arrives together with the
+    # 101 headers, which docker-py would lose (it reads the socket past http.client's buffer).
     resp, stream = await hijack(request, multiplexed=not tty)
+    try:
+        session = await svc.start(eid, detach=False, console_size=body.get("ConsoleSize") or None)
+    except Exception as err:  # a request root whose status is sent: Docker reports in the stream
+        log.warning("exec %s: %s", eid[:12], err)
+        with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+            text = f"{err}\r\n".encode()
+            await stream.write(text if tty else frame(STDOUT, text))
+        stream.close()
+        return resp
     in_task = None
+    detached = False
+
+    def on_detach() -> None:
+        nonlocal detached
+        detached = True
+        session.detach()  # the process runs on, as after Docker's detach keys
+        stream.close()
+
     try:
         if rec["OpenStdin"]:
             keys_ = parse_detach_keys(rec.get("DetachKeys") or "ctrl-p,ctrl-q")
             in_task = asyncio.ensure_future(
-                pump_input(stream, session.write_stdin, session.close_stdin, keys_, stream.close)
+                pump_input(stream, session.write_stdin, session.close_stdin, keys_, on_detach)
             )
         while (item := await session.output.get()) is not None:
             sid, data = item
             await stream.write(data if tty else frame(sid, data))
-        await session.done
+        if not detached:
+            await session.done
     except (ConnectionResetError, BrokenPipeError):
-        pass
+        if not detached:
+            session.abandon()  # the client left before the end
+    except asyncio.CancelledError:
+        session.detach()  # the daemon is stopping; the process outlives it under conmon
+        raise
     finally:
         if in_task and not in_task.done():
             in_task.cancel()
-        if not session.done.done():
-            session.abandon()  # the client left (or the daemon is stopping) before the end
         stream.close()
     return resp
