@@ -186,13 +186,19 @@ RUN exit 1
         ("FROM busybox\nCOPY ../x /\n", "forbidden path outside the build context", 1),
     ],
 )
-def test_bad_input_leaves_nothing(docker_cli: Runner, busybox: str, tmp_path: Path, dockerfile: str, message: str, code: int) -> None:
-    before = _leftovers(docker_cli)
+def test_bad_input_leaves_nothing(daemon, docker_cli: Runner, busybox: str, tmp_path: Path, dockerfile: str,
+                                  message: str, code: int) -> None:  # fmt: skip
+    def on_disk() -> dict[str, set[str]]:  # no half-committed layer, no container snapshot, no context
+        root = daemon.data_root
+        return {d: {p.name for p in (root / d).iterdir()} for d in ("layers", "blobs/sha256", "snapshots", "tmp/build")}
+
+    before, files_before = _leftovers(docker_cli), on_disk()
     ctx = _context(tmp_path, dockerfile)
     r = docker_cli("build", str(ctx), check=False)
     assert r.returncode == code, r.stderr
     assert message in r.stderr
     assert _leftovers(docker_cli) == before
+    assert on_disk() == files_before
 
 
 def test_docker_py_build(docker_py: docker.DockerClient, busybox: str, tmp_path: Path, unique: Callable[[str], str]) -> None:
