@@ -154,17 +154,21 @@ def parse_duration(value: str, flag: str) -> int:
 class Builder:
     """Flow::
 
-        builder = Builder(containers, images, cache, tmp_dir)
+        builder = Builder(containers, images, cache, tmp_dir, running_marks_dir)
         image_id = await builder.build(Context(ctx_dir, "Dockerfile"), BuildOptions(tags=["app"]), emit)
     """
 
-    def __init__(self, containers: Any, images: Any, cache: BuildCache, tmp: Path, pull: Puller | None = None) -> None:
+    def __init__(
+        self, containers: Any, images: Any, cache: BuildCache, tmp: Path, running_marks: Path, pull: Puller | None = None
+    ) -> None:
         self.containers = containers
         self.images = images
         self.cache = cache
         self.pull = pull
         self.tmp = tmp
         self.tmp.mkdir(parents=True, exist_ok=True)
+        self.running_marks = running_marks  # one empty file per RUN container while its step runs
+        running_marks.mkdir(parents=True, exist_ok=True)
         self._builds = 0
 
     def statistics(self) -> dict[str, int]:
@@ -739,6 +743,8 @@ class _Run:
             "HostConfig": self._host_config(),
         }
         cid, _ = await self.b.containers.create(body, None)
+        mark = self.b.running_marks / cid  # a daemon that dies mid-step leaves it for the next one
+        mark.touch()
         remove = self.opts.rm or self.opts.forcerm
         try:
             await self.emit({"stream": f" ---> Running in {cid[:12]}\n"})
@@ -752,6 +758,7 @@ class _Run:
         finally:
             if remove:
                 await asyncio.shield(self._remove_container(cid))
+            mark.unlink(missing_ok=True)
         if remove:
             await self.emit({"stream": f"Removing intermediate container {cid[:12]}\n"})
         await self.emit({"stream": f" ---> {_short(s.image_id)}\n"})

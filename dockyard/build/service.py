@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import re
 import secrets
 import shutil
@@ -23,9 +24,12 @@ from dockyard.build.builder import Builder, BuildError, BuildOptions, Emit, Pull
 from dockyard.build.cache import BuildCache
 from dockyard.build.context import Context, context_texts, extract_context
 from dockyard.build.tarindex import Index, TarIndexer
+from dockyard import errdefs
 from dockyard.errdefs import InvalidArgument
 
 __all__ = ["BuildError", "BuildOptions", "BuildService", "Upload"]
+
+log = logging.getLogger(__name__)
 
 
 # A context upload up to this size stays in memory: a fully cached build then never
@@ -63,10 +67,29 @@ class BuildService:
     def __init__(self, store: Any, images: Any, containers: Any, data_root: Path, pull: Puller | None = None) -> None:
         self.images = images
         self.cache = BuildCache(store, images)
+        self.containers = containers
         self.tmp = data_root / "tmp" / "build"
+        marks = data_root / "build-runs"
+        # RUN containers of builds the previous daemon was running when it died: `recover`
+        self._interrupted = sorted(p.name for p in marks.iterdir()) if marks.is_dir() else []
+        shutil.rmtree(marks, ignore_errors=True)
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
-        self.builder = Builder(containers, images, self.cache, self.tmp / "mounts", pull)
+        self.builder = Builder(containers, images, self.cache, self.tmp / "mounts", marks, pull)
+
+    async def recover(self) -> None:
+        """Daemon start: remove the RUN containers of builds cut short by the last daemon's
+        end (a build does not outlive its request; its container would otherwise stay
+        behind, adopted like any other)."""
+        for cid in self._interrupted:
+            try:
+                await self.containers.remove(cid, force=True)
+                log.info("removed the container %s of an interrupted build", cid[:12])
+            except errdefs.NotFound:
+                pass
+            except errdefs.DockyardError as err:
+                log.warning("could not remove the container %s of an interrupted build: %s", cid[:12], err)
+        self._interrupted = []
 
     async def receive(self, chunks: AsyncIterator[bytes], dockerfile: str) -> Upload:
         """Take the context upload, indexing it on the way (see build.tarindex)."""

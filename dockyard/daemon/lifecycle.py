@@ -3,7 +3,8 @@
 SIGTERM stops the daemon cleanly and leaves containers and exec processes running
 (live-restore): conmon owns each one's stdio, log and exit code, so nothing is lost while
 we are away. On start the container and exec services reconcile their records against
-what conmon left behind.
+what conmon left behind, and the build service removes the RUN containers of builds that
+ended with the previous daemon.
 """
 
 from __future__ import annotations

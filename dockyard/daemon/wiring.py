@@ -37,6 +37,7 @@ class Graph:
     containers: ContainerService
     networks: NetworkService | None = None
     execs: ExecService | None = None
+    builds: BuildService | None = None
 
     async def start(self) -> None:
         if self.networks is not None:
@@ -44,6 +45,8 @@ class Graph:
         await self.containers.reconcile()
         if self.execs is not None:
             await self.execs.reconcile()
+        if self.builds is not None:
+            await self.builds.recover()
 
     async def stop(self) -> None:
         if self.execs is not None:
@@ -79,6 +82,8 @@ def build(cfg: DaemonConfig) -> Graph:
     )
     distribution = app[keys.DISTRIBUTION] = DistributionService(images, settings)
     distribution_routes.routes.install(app)
-    app[keys.BUILDS] = system.builds = BuildService(store, images, containers, cfg.data_root, distribution.pull_for_build)
+    builds = app[keys.BUILDS] = system.builds = BuildService(
+        store, images, containers, cfg.data_root, distribution.pull_for_build
+    )
     build_routes.routes.install(app)
-    return Graph(app, store, containers, networks, execs)
+    return Graph(app, store, containers, networks, execs, builds)

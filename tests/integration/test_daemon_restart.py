@@ -219,3 +219,28 @@ def test_restart_keeps_exec_processes(own_daemon: Daemon, sig: int):
         wait_for(lambda: conmons(d) == [], what="every conmon to go")
     finally:
         api.close()
+
+
+def test_kill_9_during_a_build_leaves_no_build_container(own_daemon: Daemon, tmp_path: Path) -> None:
+    """A build ends with its request; the RUN container it was running is adopted like any
+    container by the next daemon, which must then remove it (nothing a user made is lost,
+    nothing the dead build made is left)."""
+    d = own_daemon
+    (tmp_path / "Dockerfile").write_text("FROM busybox\nRUN sleep 30\n")
+    env = {**os.environ, "DOCKER_HOST": d.host, "DOCKER_BUILDKIT": "0"}
+    build = subprocess.Popen(["docker", "build", "--no-cache", str(tmp_path)], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        cid = wait_for(lambda: cli(d, "ps", "-q").stdout.strip(), timeout=30, what="the RUN container")
+        cli(d, "run", "-d", "--name", "users-own", "busybox", "sleep", "60")
+        d.stop(signal.SIGKILL)
+        build.wait(timeout=30)
+        d.start()
+        assert cli(d, "ps", "-aq", "--filter", f"id={cid}").stdout.strip() == ""
+        assert state(d, "users-own")["Running"], "a user's container is never touched"
+        assert list((d.data_root / "build-runs").iterdir()) == []
+    finally:
+        if build.poll() is None:
+            build.kill()
+            build.wait()
+        cli(d, "rm", "-f", "users-own", check=False)
