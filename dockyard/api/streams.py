@@ -150,5 +150,5 @@ async def hijack(request: web.Request, *, multiplexed: bool) -> tuple[web.Stream
     proto = request.protocol
     tail = getattr(proto, "_message_tail", b"") or b""
     if tail:
-        proto._message_tail = b""  # type: ignore[attr-defined]
+        proto._message_tail = b""
     return resp, HijackedStream(transport, tail)

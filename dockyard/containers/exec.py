@@ -243,7 +243,7 @@ class ExecService:
         rec = self.store.execs.get(eid)
         if rec is None:
             raise ExecNotFound(f"No such exec instance: {eid}")
-        return rec
+        return dict(rec)
 
     def inspect(self, eid: str) -> dict[str, Any]:
         rec = self.get(eid)

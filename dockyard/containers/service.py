@@ -37,7 +37,6 @@ from dockyard.containers.model import (
     build_record,
     inspect_view,
     new_id,
-    now_rfc3339,
 )
 from dockyard.events import EventBus
 from dockyard.filters import labels_match
@@ -45,7 +44,7 @@ from dockyard.runtime import spec as ocispec
 from dockyard.runtime.monitor import Conmon
 from dockyard.runtime.oci import OCIRuntime, RuntimeFailed, bounding_capabilities, limit_capabilities
 from dockyard.store import Store
-from dockyard.timefmt import parse_rfc3339, parse_time_param
+from dockyard.timefmt import now_rfc3339, parse_rfc3339, parse_time_param
 from dockyard.volumes import VolumeService
 
 log = logging.getLogger(__name__)
@@ -708,9 +707,10 @@ class ContainerService:
             except (errdefs.Conflict, errdefs.NotFound):
                 pass
         async with self.lock(cid):
-            rec = self.store.containers.get(cid)
-            if rec is None:
+            current = self.store.containers.get(cid)
+            if current is None:
                 return
+            rec = current
             if rec["State"]["Running"]:
                 state.check("remove", rec)
             if rec["State"]["Status"] == state.REMOVING:

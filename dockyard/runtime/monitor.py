@@ -376,4 +376,4 @@ def runtime_error_text(text: str) -> str:
     found = _LOGRUS_MSG.findall(text)
     if not found:
         return text
-    return found[-1].encode().decode("unicode_escape")
+    return str(found[-1]).encode().decode("unicode_escape")

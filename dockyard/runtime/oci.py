@@ -58,7 +58,8 @@ class OCIRuntime:
             out = await self._run("state", cid)
         except RuntimeFailed:
             return None
-        return json.loads(out)
+        doc: dict[str, Any] = json.loads(out)
+        return doc
 
     async def update(self, cid: str, resources: dict[str, Any]) -> None:
         await self._run("update", "--resources", "-", cid, stdin=json.dumps(resources).encode())

@@ -12,7 +12,7 @@ import asyncio
 import json
 import logging
 import time
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 from aiohttp import web
 
@@ -147,7 +147,7 @@ async def archive_put(request: web.Request) -> web.Response:
         if copy_uid_gid and rec["Config"].get("User"):
             user = await asyncio.to_thread(resolve_user, rootfs, rec["Config"]["User"])
             owner = (user.uid, user.gid)
-        src = _LoopReader(request, asyncio.get_running_loop())
+        src = cast(BinaryIO, _LoopReader(request, asyncio.get_running_loop()))
         await asyncio.to_thread(
             cfs.extract, path, src, no_overwrite_dir_non_dir=no_overwrite, owner=owner
         )

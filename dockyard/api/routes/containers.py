@@ -136,7 +136,7 @@ async def wait(request: web.Request) -> web.StreamResponse:
     wait_task = asyncio.ensure_future(svc.wait(_id(request), condition))
     await asyncio.sleep(0)
     if wait_task.done() and wait_task.exception() is not None:
-        raise wait_task.exception()  # type: ignore[misc]
+        raise wait_task.exception()
     resp = web.StreamResponse(headers={"Content-Type": "application/json"})
     try:
         with long_lived():
@@ -325,7 +325,7 @@ async def attach(request: web.Request) -> web.StreamResponse:
             return resp
         detached = asyncio.Event()
         out_task = asyncio.ensure_future(_pump_output(conn, stream, tty, want))
-        in_task = None
+        in_task: asyncio.Future[Any] | None = None
         if use_stdin:
             in_task = asyncio.ensure_future(
                 pump_input(stream, conn.send, conn.close_stdin, detach_keys, detached.set)
@@ -340,9 +340,9 @@ async def attach(request: web.Request) -> web.StreamResponse:
             for t in waiters[1:]:
                 t.cancel()
         finally:
-            for t in (out_task, in_task):
-                if t and not t.done():
-                    t.cancel()
+            for task in (out_task, in_task):
+                if task and not task.done():
+                    task.cancel()
             conn.close()
         return resp
     except (ConnectionResetError, BrokenPipeError):
