@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from dockyard import errdefs
+from dockyard._sys.malloc import TrimWhenQuiet
 from dockyard.api import versions
 from dockyard.api.errors import status_for
 
@@ -70,6 +71,19 @@ def error_response(status: int, message: str) -> web.Response:
 
 @web.middleware
 async def docker_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await _handle(request, handler)
+    finally:
+        if request.method in ("POST", "PUT") or request.path.endswith(_TRANSFERS):
+            _trim.touch()  # uploads, builds, layers and archives: see _sys/malloc.py
+
+
+# GETs that move large amounts of data (save, archive, export, logs)
+_TRANSFERS = ("/get", "/archive", "/export", "/logs")
+_trim = TrimWhenQuiet()
+
+
+async def _handle(request: web.Request, handler: Handler) -> web.StreamResponse:
     v = request.match_info.get("api_version")
     if v is not None:
         if versions.parse(v) > versions.parse(versions.API_VERSION):
