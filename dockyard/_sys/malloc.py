@@ -28,7 +28,7 @@ def _load() -> Callable[[int], int] | None:
         return None  # not glibc
     trim.argtypes = [ctypes.c_size_t]
     trim.restype = ctypes.c_int
-    return trim  # type: ignore[no-any-return]
+    return trim
 
 
 _trim = _load()
