@@ -446,6 +446,13 @@ class ExecService:
         if session is not None and not session.exited.done():
             session.exited.set_result(code)
 
+    def publish_detach(self, eid: str) -> None:
+        """The client left with the detach keys (Docker's `exec_detach` event)."""
+        rec = self.get(eid)
+        crec = self.store.containers.get(rec["ContainerID"])
+        if crec is not None:
+            self.containers.publish(crec, "exec_detach", execID=eid)
+
     def resize(self, eid: str, height: int, width: int) -> None:
         rec = self.get(eid)
         if eid in self._sizes:

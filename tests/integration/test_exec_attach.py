@@ -243,6 +243,7 @@ def test_exec_detach_keys_leave_it_running(docker_py: docker.DockerClient, busyb
     made.append(name)
     docker_py.containers.run(busybox, ["sleep", "1000"], name=name, detach=True)
     api = docker_py.api
+    started = time.time() - 1
     eid = api.exec_create(name, ["sh"], stdin=True, tty=True)["Id"]
     sock = api.exec_start(eid, socket=True, tty=True)
     raw = getattr(sock, "_sock", sock)
@@ -263,6 +264,10 @@ def test_exec_detach_keys_leave_it_running(docker_py: docker.DockerClient, busyb
     os.kill(info["Pid"], signal.SIGKILL)
     wait_for(lambda: not api.exec_inspect(eid)["Running"], what="the exec to end")
     assert api.exec_inspect(eid)["ExitCode"] == 137
+    events = api.events(since=started, until=time.time() + 1, decode=True,
+                        filters={"container": name, "type": "container"})  # fmt: skip
+    actions = [e["Action"].split(":")[0] for e in events if e.get("Actor", {}).get("Attributes", {}).get("execID") == eid]
+    assert actions == ["exec_create", "exec_start", "exec_detach", "exec_die"], actions
 
 
 def test_exec_options_and_inspect(

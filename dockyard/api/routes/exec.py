@@ -72,6 +72,7 @@ async def start(request: web.Request) -> web.StreamResponse:
         nonlocal detached
         detached = True
         session.detach()  # the process runs on, as after Docker's detach keys
+        svc.publish_detach(eid)
         stream.close()
 
     try:
