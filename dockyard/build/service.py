@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from dockyard import errdefs
 from dockyard._sys import proc
 from dockyard.build.builder import Builder, BuildError, BuildOptions, Emit, Puller
 from dockyard.build.cache import BuildCache
 from dockyard.build.context import Context, context_texts, extract_context
 from dockyard.build.tarindex import Index, TarIndexer
-from dockyard import errdefs
 from dockyard.errdefs import InvalidArgument
 
 __all__ = ["BuildError", "BuildOptions", "BuildService", "Upload"]

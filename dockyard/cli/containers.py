@@ -233,7 +233,7 @@ def update(
 
     body: dict[str, Any] = {}
     if cpus:
-        body["NanoCpus"] = int(round(float(cpus) * 1e9))
+        body["NanoCpus"] = round(float(cpus) * 1e9)
     if cpu_shares is not None:
         body["CpuShares"] = cpu_shares
     if cpuset_cpus:

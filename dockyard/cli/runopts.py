@@ -295,7 +295,7 @@ def build_config(image: str, command: tuple[str, ...], o: dict[str, Any], *, det
         host["MemoryReservation"] = parse_bytes(o["memory_reservation"])
     if o["cpus"]:
         try:
-            host["NanoCpus"] = int(round(float(o["cpus"]) * 1e9))
+            host["NanoCpus"] = round(float(o["cpus"]) * 1e9)
         except ValueError:
             raise click.BadParameter(f'invalid argument "{o["cpus"]}"', param_hint="'--cpus'") from None
     if o["cpu_shares"] is not None:

@@ -771,9 +771,12 @@ class ContainerService:
                 if k in allowed and v is not None and v != "" and not (k != "RestartPolicy" and v == 0):
                     hc[k] = v
             _validate_host_config(hc)
-            if hc.get("Memory") and rec["HostConfig"].get("MemorySwap") and "MemorySwap" not in body:
-                if int(hc["MemorySwap"]) != -1 and int(hc["MemorySwap"]) < int(hc["Memory"]):
-                    hc["MemorySwap"] = 2 * int(hc["Memory"])
+            swap_too_small = (
+                hc.get("Memory") and rec["HostConfig"].get("MemorySwap") and "MemorySwap" not in body
+                and int(hc["MemorySwap"]) != -1 and int(hc["MemorySwap"]) < int(hc["Memory"])
+            )  # fmt: skip
+            if swap_too_small:
+                hc["MemorySwap"] = 2 * int(hc["Memory"])
             if rec["State"]["Running"]:
                 res = ocispec.resources(hc)
                 if res:

@@ -618,7 +618,7 @@ class ImageService:
         refs: set[str] = set()
         for img in self.all():
             refs.update(img.chain_ids)
-        for key in self.snapshots.keys():
+        for key in self.snapshots.keys():  # noqa: SIM118 (a snapshotter, not a dict)
             lower = self.snapshots.root / key / "lower"
             try:
                 refs.update(line for line in lower.read_text().split() if line)

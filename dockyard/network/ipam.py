@@ -127,6 +127,6 @@ def parse_proc_routes(text: str) -> list[Net]:
         mask = int.from_bytes(bytes.fromhex(parts[7]), "little")
         if mask == 0:
             continue
-        prefix = bin(mask).count("1")
+        prefix = mask.bit_count()
         out.append(ipaddress.IPv4Network((dest, prefix), strict=False))
     return out

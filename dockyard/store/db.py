@@ -49,17 +49,23 @@ _MIGRATIONS: dict[int, list[str]] = {
         "CREATE INDEX IF NOT EXISTS execs_name ON execs(name)",
     ],
     2: [
-        "CREATE TABLE IF NOT EXISTS volumes (id TEXT PRIMARY KEY, name TEXT, "
-        "created REAL NOT NULL, doc TEXT NOT NULL)",
+        (
+            "CREATE TABLE IF NOT EXISTS volumes (id TEXT PRIMARY KEY, name TEXT, "
+            "created REAL NOT NULL, doc TEXT NOT NULL)"
+        ),
     ],
     3: [
-        "CREATE TABLE IF NOT EXISTS build_cache (id TEXT PRIMARY KEY, name TEXT, "
-        "created REAL NOT NULL, doc TEXT NOT NULL)",
+        (
+            "CREATE TABLE IF NOT EXISTS build_cache (id TEXT PRIMARY KEY, name TEXT, "
+            "created REAL NOT NULL, doc TEXT NOT NULL)"
+        ),
         "CREATE INDEX IF NOT EXISTS build_cache_name ON build_cache(name)",
     ],
     4: [
-        "CREATE TABLE IF NOT EXISTS networks (id TEXT PRIMARY KEY, name TEXT, "
-        "created REAL NOT NULL, doc TEXT NOT NULL)",
+        (
+            "CREATE TABLE IF NOT EXISTS networks (id TEXT PRIMARY KEY, name TEXT, "
+            "created REAL NOT NULL, doc TEXT NOT NULL)"
+        ),
         "CREATE UNIQUE INDEX IF NOT EXISTS networks_name ON networks(name)",
     ],
 }

@@ -142,9 +142,9 @@ async def events(request: web.Request) -> web.StreamResponse:
         await resp.prepare(request)
         if since is not None:
             for ev in bus.history():
-                if ev["timeNano"] / 1e9 >= since and (until is None or ev["timeNano"] / 1e9 <= until):
-                    if _event_matches(ev, f):
-                        await resp.write(json.dumps(ev).encode() + b"\n")
+                in_range = ev["timeNano"] / 1e9 >= since and (until is None or ev["timeNano"] / 1e9 <= until)
+                if in_range and _event_matches(ev, f):
+                    await resp.write(json.dumps(ev).encode() + b"\n")
         while True:
             timeout = None if until is None else until - time.time()
             if timeout is not None and timeout <= 0:
