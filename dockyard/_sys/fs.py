@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import secrets
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 MAX_SYMLINKS = 40  # as Linux's path walk allows
@@ -15,41 +16,58 @@ class RootPathError(ValueError):
     pass
 
 
-def resolve_in_root(root: Path, path: str, *, follow_last: bool = True, mkdir: bool = False) -> Path:
-    """The host path of `path` as a lookup chrooted to `root` sees it: symlinks are followed
-    inside root (absolute targets start at root, `..` stops there), so the result never
-    leaves root, whatever an image's links say. With mkdir, missing directories are made
-    (0755) and every component must be a directory."""
+def walk_in_scope(
+    path: str, link_at: Callable[[list[str], bool], str | None], *, follow_last: bool = True, max_links: int = MAX_SYMLINKS
+) -> list[str]:
+    """The components of `path` with its symlinks evaluated inside a scope whose root is
+    "/": absolute targets start at the root and `..` stops there, so the result never
+    leaves it (Docker's FollowSymlinkInScope). `link_at(components, last)` looks at the
+    entry those components name and returns its target if it is a symlink, else None (a
+    missing entry is kept as it is written); it may also check or create the entry."""
     parts = [p for p in path.split("/") if p and p != "."]
     cur: list[str] = []
-    hops = 0
+    links = 0
     while parts:
         part = parts.pop(0)
         if part == "..":
             if cur:
                 cur.pop()
             continue
-        host = root.joinpath(*cur, part)
+        cur.append(part)
+        last = not parts
+        target = link_at(cur, last)
+        if target is None or (last and not follow_last):
+            continue
+        links += 1
+        if links > max_links:
+            raise RootPathError("too many levels of symbolic links")
+        cur.pop()
+        if target.startswith("/"):
+            cur = []
+        parts[:0] = [p for p in target.split("/") if p and p != "."]
+    return cur
+
+
+def resolve_in_root(root: Path, path: str, *, follow_last: bool = True, mkdir: bool = False) -> Path:
+    """The host path of `path` as a lookup chrooted to `root` sees it (`walk_in_scope`).
+    With mkdir, missing directories are made (0755) and every component must be a
+    directory."""
+
+    def link_at(components: list[str], last: bool) -> str | None:
+        host = root.joinpath(*components)
         try:
             info = os.lstat(host)
         except FileNotFoundError:
             if mkdir:
                 os.mkdir(host, 0o755)
-            cur.append(part)
-            continue
-        if stat.S_ISLNK(info.st_mode) and (parts or follow_last):
-            hops += 1
-            if hops > MAX_SYMLINKS:
-                raise RootPathError("too many levels of symbolic links")
-            link = os.readlink(host)
-            if link.startswith("/"):
-                cur = []
-            parts[:0] = [p for p in link.split("/") if p and p != "."]
-            continue
+            return None
+        if stat.S_ISLNK(info.st_mode):
+            return os.readlink(host)
         if mkdir and not stat.S_ISDIR(info.st_mode):
-            raise RootPathError(f"/{'/'.join([*cur, part])} is not a directory")
-        cur.append(part)
-    return root.joinpath(*cur)
+            raise RootPathError(f"/{'/'.join(components)} is not a directory")
+        return None
+
+    return root.joinpath(*walk_in_scope(path, link_at, follow_last=follow_last))
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:

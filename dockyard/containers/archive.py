@@ -25,13 +25,13 @@ import posixpath
 import stat as st
 import tarfile
 import time
-from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from dockyard import errdefs
+from dockyard._sys.fs import RootPathError, walk_in_scope
 
 __all__ = [
     "STAT_HEADER",
@@ -198,41 +198,25 @@ class ContainerFS:
         return m.source / rel if rel else m.source
 
     def _eval(self, path: str, *, follow_last: bool) -> str:
-        """Evaluates symlinks in the scope of the container (Docker's FollowSymlinkInScope).
+        """Evaluates symlinks in the scope of the container, across its mounts
+        (`_sys.fs.walk_in_scope`, Docker's FollowSymlinkInScope).
 
         Components that do not exist are kept lexically, so the result may name a path to
         be created.
         """
-        parts = deque(p for p in path.split("/") if p and p != ".")
-        cur: list[str] = []
-        links = 0
-        while parts:
-            name = parts.popleft()
-            if name == "..":
-                if cur:
-                    cur.pop()
-                continue
-            if name == ".":
-                continue
-            cur.append(name)
-            if not parts and not follow_last:
-                break
-            host = self.host_path("/" + "/".join(cur))
+
+        def link_at(components: list[str], last: bool) -> str | None:
+            host = self.host_path("/" + "/".join(components))
             try:
                 info = os.lstat(host)
             except (FileNotFoundError, NotADirectoryError):
-                continue
-            if not st.S_ISLNK(info.st_mode):
-                continue
-            links += 1
-            if links > _MAX_SYMLINKS:
-                raise errdefs.InvalidArgument(f"too many levels of symbolic links: {path}")
-            target = os.readlink(host)
-            cur.pop()
-            if target.startswith("/"):
-                cur = []
-            parts.extendleft(reversed([p for p in target.split("/") if p]))
-        return "/" + "/".join(cur)
+                return None
+            return os.readlink(host) if st.S_ISLNK(info.st_mode) else None
+
+        try:
+            return "/" + "/".join(walk_in_scope(path, link_at, follow_last=follow_last, max_links=_MAX_SYMLINKS))
+        except RootPathError:
+            raise errdefs.InvalidArgument(f"too many levels of symbolic links: {path}") from None
 
     def resolve(self, path: str) -> str:
         """Container path with every symlink evaluated, the last one included."""
