@@ -14,7 +14,7 @@ import re
 import secrets
 import shutil
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -33,8 +33,10 @@ log = logging.getLogger(__name__)
 
 
 # A context upload up to this size stays in memory: a fully cached build then never
-# writes it anywhere. Larger ones are spooled to a file under the data root.
+# writes it anywhere. Larger ones are spooled to a file under the data root, and so is
+# any upload that would take all builds' held uploads past the total.
 _IN_MEMORY = 64 << 20
+_IN_MEMORY_TOTAL = 256 << 20
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class Upload:
     index: Index | None
     chunks: list[bytes] | None = None
     path: Path | None = None
+    release: Callable[[], None] | None = None  # gives the held bytes back to the budget
 
     def open(self) -> BinaryIO:
         if self.path is not None:
@@ -54,6 +57,8 @@ class Upload:
     def discard(self) -> None:
         if self.path is not None:
             self.path.unlink(missing_ok=True)
+        if self.release is not None:
+            self.release()
 
 
 class BuildService:
@@ -68,6 +73,7 @@ class BuildService:
         self.images = images
         self.cache = BuildCache(store, images)
         self.containers = containers
+        self._held = 0  # bytes of uploads held in memory, all builds together
         self.tmp = data_root / "tmp" / "build"
         marks = data_root / "build-runs"
         # RUN containers of builds the previous daemon was running when it died: `recover`
@@ -96,25 +102,40 @@ class BuildService:
         indexer = TarIndexer(context_texts(dockerfile))
         held: list[bytes] = []
         size = 0
+
+        def release() -> None:
+            nonlocal size
+            self._held -= size
+            size = 0
+
         stream = aiter(chunks)
-        async for chunk in stream:
-            indexer.feed(chunk)
-            held.append(chunk)
-            size += len(chunk)
-            if size > _IN_MEMORY:
-                break
-        else:
-            return Upload(indexer.finish(), chunks=held)
+        try:
+            async for chunk in stream:
+                indexer.feed(chunk)
+                held.append(chunk)
+                size += len(chunk)
+                self._held += len(chunk)
+                if size > _IN_MEMORY or self._held > _IN_MEMORY_TOTAL:
+                    break
+            else:
+                return Upload(indexer.finish(), chunks=held, release=release)
+        except BaseException:
+            release()
+            raise
 
         async def spilled() -> AsyncIterator[bytes]:
             for chunk in held:
                 yield chunk
             held.clear()
+            release()
             async for chunk in stream:
                 indexer.feed(chunk)
                 yield chunk
 
-        path = await self.images.spool(spilled())
+        try:
+            path = await self.images.spool(spilled())
+        finally:
+            release()
         return Upload(indexer.finish(), path=path)
 
     async def build(self, body: Upload | None, opts: BuildOptions, emit: Emit, *, remote: str = "") -> str:

@@ -8,6 +8,7 @@ import io
 import random
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -93,3 +94,44 @@ def test_a_compressed_spool_is_indexed_after_decompressing(tmp_path: Path) -> No
 def test_an_empty_upload_is_an_empty_context() -> None:
     index = TarIndexer(set()).finish()
     assert index is not None and list(index.entries) == ["."]
+
+
+def test_uploads_held_in_memory_share_one_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each upload up to _IN_MEMORY stays in memory, but not past _IN_MEMORY_TOTAL for all
+    builds together: the one that would cross it is spooled, and discarding gives the
+    bytes back."""
+    import asyncio
+
+    from dockyard.build import service as build_service
+    from dockyard.events import EventBus
+    from dockyard.images.service import ImageService
+    from dockyard.store import Store
+
+    data = _tarball(tarfile.PAX_FORMAT)
+    monkeypatch.setattr(build_service, "_IN_MEMORY_TOTAL", len(data) * 3 // 2)
+
+    async def chunks() -> Any:
+        for i in range(0, len(data), 4096):
+            yield data[i : i + 4096]
+
+    async def scenario() -> None:
+        store = Store(tmp_path / "db.sqlite")
+        builds = build_service.BuildService(store, ImageService(store, tmp_path / "data", EventBus()), None, tmp_path / "data")
+        first = await builds.receive(chunks(), "Dockerfile")
+        second = await builds.receive(chunks(), "Dockerfile")
+        assert first.chunks is not None and first.path is None
+        assert second.path is not None and second.path.read_bytes() == data  # over the budget: spooled
+        assert first.index is not None and second.index is not None
+        assert first.index.entries == second.index.entries
+        first.discard()
+        second.discard()
+        assert not second.path.exists()
+        third = await builds.receive(chunks(), "Dockerfile")
+        assert third.chunks is not None  # the budget was given back
+        with third.open() as f:
+            assert f.read() == data
+        third.discard()
+        assert builds._held == 0
+        store.close()
+
+    asyncio.run(scenario())
