@@ -111,20 +111,20 @@ async def pull(
     svc: Any, settings: RegistrySettings, ref: reference.Reference, auth: AuthConfig, platform: str | None
 ) -> AsyncGenerator[dict[str, Any], None]:
     """Yield Docker progress messages; errors before the first message are plain exceptions."""
-    clients = settings.endpoints(ref.domain, auth)
-    for i, rc in enumerate(clients):
-        last = i == len(clients) - 1
-        async with rc:
+    for mirror in settings.mirrors_for(ref.domain):
+        async with mirror:
             try:
-                resolved = await _resolve(rc, ref, platform)
+                resolved = await _resolve(mirror, ref, platform)
             except errdefs.DockyardError as err:
-                if last:
-                    raise
-                log.warning("mirror %s failed for %s: %s", rc.base, ref, err)
+                log.warning("mirror %s failed for %s: %s", mirror.base, ref, err)
                 continue
-            async for msg in _pull_resolved(svc, rc, ref, resolved):
+            async for msg in _pull_resolved(svc, mirror, ref, resolved):
                 yield msg
             return
+    async with settings.connect(ref.domain, auth) as rc:
+        resolved = await _resolve(rc, ref, platform)
+        async for msg in _pull_resolved(svc, rc, ref, resolved):
+            yield msg
 
 
 async def _pull_resolved(

@@ -167,8 +167,7 @@ async def push(
     svc: Any, settings: RegistrySettings, ref: reference.Reference, auth: AuthConfig
 ) -> AsyncGenerator[dict[str, Any], None]:
     targets = _targets(svc, ref)
-    rc = settings.endpoints(ref.domain, auth, push=True)[-1]
-    async with rc:
+    async with settings.connect(ref.domain, auth) as rc:
         await rc.ping()
         for tag, img in targets:
             async for msg in _push_one(svc, rc, ref, tag, img):

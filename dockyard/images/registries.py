@@ -1,8 +1,9 @@
 """Which registry endpoints serve a reference, and the daemon's distribution service.
 
 Owns the daemon's registry settings (daemon.json `insecure-registries`, `registry-mirrors`)
-and the choice of endpoints: mirrors first for docker.io only (dockerd's rule), plain HTTP
-for loopback and insecure registries, HTTPS otherwise. `DistributionService` is what the
+and the choice of endpoints: mirrors first for docker.io only (dockerd's rule); for
+loopback and insecure registries unverified TLS, then plain HTTP; verified TLS otherwise.
+`DistributionService` is what the
 API calls for pull, push, login and `/distribution/{name}/json`; the transfers themselves
 are in `pull.py` and `push.py`.
 """
@@ -13,7 +14,8 @@ import fnmatch
 import ipaddress
 import logging
 import os
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,9 +51,31 @@ class RegistrySettings:
         path = os.path.join(self.certs_dir, host, "ca.crt")
         return path if os.path.isfile(path) else None
 
-    def client(self, domain: str, auth: AuthConfig) -> RegistryClient:
+    def candidates(self, domain: str, auth: AuthConfig) -> list[RegistryClient]:
+        """How to reach a registry, in dockerd's order: verified TLS with its CA from the
+        certs dir; for an insecure registry (loopback, `insecure-registries`) TLS without
+        verification, then plain HTTP; otherwise verified TLS."""
         ca = self.ca_file(domain)
-        return RegistryClient(domain, insecure=ca is None and self.is_insecure(domain), auth=auth, ca_file=ca)
+        if ca is None and self.is_insecure(domain):
+            return [RegistryClient(domain, auth=auth, verify=False), RegistryClient(domain, insecure=True, auth=auth)]
+        return [RegistryClient(domain, auth=auth, ca_file=ca)]
+
+    @asynccontextmanager
+    async def connect(self, domain: str, auth: AuthConfig) -> AsyncIterator[RegistryClient]:
+        """An open client of the first candidate that answers `GET /v2/` (any HTTP status;
+        only a failed connection or TLS handshake moves on to the next)."""
+        self.check_allowed(domain)
+        clients = self.candidates(domain, auth)
+        for i, rc in enumerate(clients):
+            async with rc:
+                if i < len(clients) - 1:
+                    try:
+                        await rc.ping()
+                    except errdefs.Unavailable as err:
+                        log.debug("%s: %s; trying the next endpoint", rc.base, err)
+                        continue
+                yield rc
+                return
 
     def check_allowed(self, host: str) -> None:
         if self.allowed and not any(fnmatch.fnmatch(host, pat) for pat in self.allowed):
@@ -78,16 +102,14 @@ class RegistrySettings:
                     continue
         return False
 
-    def endpoints(self, domain: str, auth: AuthConfig, *, push: bool = False) -> list[RegistryClient]:
+    def mirrors_for(self, domain: str) -> list[RegistryClient]:
+        """Pull-through mirrors, tried before the registry itself: docker.io's only (dockerd)."""
         self.check_allowed(domain)
         out = []
-        if domain == reference.DEFAULT_DOMAIN and not push:
+        if domain == reference.DEFAULT_DOMAIN:
             for m in self.mirrors:
                 self.check_allowed(m.split("://", 1)[-1].split("/", 1)[0])
-                out.append(
-                    RegistryClient(domain, insecure=m.startswith("http://"), auth=AuthConfig(), endpoint=m)
-                )
-        out.append(self.client(domain, auth))
+                out.append(RegistryClient(domain, insecure=m.startswith("http://"), auth=AuthConfig(), endpoint=m))
         return out
 
 
@@ -132,8 +154,7 @@ class DistributionService:
 
         auth = from_dict(body)
         domain = registry_host(auth.server_address)
-        rc = self.settings.client(domain, auth)
-        async with rc:
+        async with self.settings.connect(domain, auth) as rc:
             await rc.login()
         return {"Status": "Login Succeeded", "IdentityToken": ""}
 
@@ -141,8 +162,7 @@ class DistributionService:
         """GET /distribution/{name}/json: the descriptor and platforms of a remote image."""
         ref = reference.parse_normalized(name).with_default_tag()
         auth = decode_registry_auth(auth_header)
-        rc = self.settings.endpoints(ref.domain, auth)[-1]
-        async with rc:
+        async with self.settings.connect(ref.domain, auth) as rc:
             m = await rc.get_manifest(ref.path, ref.digest or ref.tag or "latest")
             platforms: list[dict[str, Any]] = []
             doc = m.doc

@@ -118,11 +118,13 @@ def test_insecure_rules() -> None:
     assert s.is_insecure("127.0.0.1:5000") and s.is_insecure("localhost:5000") and s.is_insecure("127.5.6.7")
     assert s.is_insecure("10.1.2.3:443") and s.is_insecure("reg.local:5000")
     assert not s.is_insecure("example.com") and not s.is_insecure("11.0.0.1:5000")
-    hub = RegistrySettings(mirrors=("http://127.0.0.1:5001",)).endpoints("docker.io", AuthConfig())
-    assert [c.base for c in hub] == ["http://127.0.0.1:5001", "https://registry-1.docker.io"]
-    assert [c.base for c in RegistrySettings(mirrors=("http://m",)).endpoints("q.io", AuthConfig())] == [
-        "https://q.io"
-    ]
+    hub = RegistrySettings(mirrors=("http://127.0.0.1:5001",))
+    assert [c.base for c in hub.mirrors_for("docker.io")] == ["http://127.0.0.1:5001"]
+    assert [c.base for c in hub.candidates("docker.io", AuthConfig())] == ["https://registry-1.docker.io"]
+    assert RegistrySettings(mirrors=("http://m",)).mirrors_for("q.io") == []
+    # an insecure registry: TLS without verification first, then plain HTTP (dockerd's order)
+    local = s.candidates("127.0.0.1:5000", AuthConfig())
+    assert [(c.base, c.verify) for c in local] == [("https://127.0.0.1:5000", False), ("http://127.0.0.1:5000", True)]
 
 
 def test_tokens(tmp_path: Path) -> None:

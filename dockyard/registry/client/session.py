@@ -94,13 +94,17 @@ class RegistryClient:
         auth: AuthConfig | None = None,
         endpoint: str | None = None,
         ca_file: str | None = None,
+        verify: bool = True,
     ) -> None:
-        """`host` is the reference's domain; `endpoint` an explicit base URL (mirrors);
-        `ca_file` the CA that signs the registry's certificate (instead of the system's)."""
+        """`host` is the reference's domain; `insecure` means plain HTTP; `endpoint` an
+        explicit base URL (mirrors); `ca_file` the CA that signs the registry's certificate
+        (instead of the system's); `verify=False` takes any certificate (dockerd's first
+        try on an insecure registry)."""
         self.host = host
         self.auth = auth or AuthConfig()
         self.insecure = insecure
         self.ca_file = ca_file
+        self.verify = verify
         if endpoint:
             self.base = endpoint.rstrip("/")
         else:
@@ -117,7 +121,7 @@ class RegistryClient:
     async def __aenter__(self) -> RegistryClient:  # noqa: PYI034
         timeout = aiohttp.ClientTimeout(total=None, connect=30, sock_read=300)
         ssl_ctx: ssl.SSLContext | bool = (
-            False if self.insecure else ssl.create_default_context(cafile=self.ca_file)
+            False if self.insecure or not self.verify else ssl.create_default_context(cafile=self.ca_file)
         )
         self._session = aiohttp.ClientSession(
             timeout=timeout, connector=aiohttp.TCPConnector(ssl=ssl_ctx, limit=16), auto_decompress=False
