@@ -1,4 +1,5 @@
-"""Giving the memory of large transfers back to the system (glibc's `malloc_trim`).
+"""Keeping the daemon's heap small: fewer malloc arenas, and giving the memory of large
+transfers back to the system (glibc's `malloc_trim`).
 
 glibc raises its mmap threshold each time a large mmapped block is freed (up to 32 MiB),
 after which the megabyte-sized buffers of uploads, layer copies and registry transfers
@@ -16,29 +17,43 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
-from collections.abc import Callable
 
-__all__ = ["TrimWhenQuiet", "release_free_memory"]
+__all__ = ["TrimWhenQuiet", "limit_arenas", "release_free_memory"]
 
 
-def _load() -> Callable[[int], int] | None:
+_M_ARENA_MAX = -8  # <malloc.h>
+
+
+def _libc() -> ctypes.CDLL | None:
     try:
-        trim = ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        libc.malloc_trim, libc.mallopt  # noqa: B018 (glibc has both)
     except (OSError, AttributeError, TypeError):
         return None  # not glibc
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
-    return trim
+    libc.malloc_trim.argtypes = [ctypes.c_size_t]
+    libc.malloc_trim.restype = ctypes.c_int
+    libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    libc.mallopt.restype = ctypes.c_int
+    return libc
 
 
-_trim = _load()
+_glibc = _libc()
+
+
+def limit_arenas(n: int = 2) -> None:
+    """At most `n` malloc arenas: glibc gives each thread that allocates (the worker
+    threads of `asyncio.to_thread`) an arena of its own, whose freed pages stay in RSS.
+    Measured after three cold and five cached B4 builds: 81 MiB with the default, 65 MiB
+    with two arenas, no slower."""
+    if _glibc is not None:
+        _glibc.mallopt(_M_ARENA_MAX, n)
 
 
 def release_free_memory() -> None:
     """Return the allocator's free pages to the system (cheap: ~1 ms for a heap of a
     few hundred MiB; a no-op where the C library is not glibc)."""
-    if _trim is not None:
-        _trim(0)
+    if _glibc is not None:
+        _glibc.malloc_trim(0)
 
 
 class TrimWhenQuiet:

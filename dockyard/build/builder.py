@@ -337,7 +337,7 @@ class _Run:
         changed = True
         while changed:
             changed = False
-            parents = {img.parent for img in self.b.images.all()}
+            parents = self.b.images.parent_ids()
             for image_id in reversed(self.made):
                 if image_id in keep or image_id in parents:
                     continue

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import sys
 
+from dockyard._sys.malloc import limit_arenas
 from dockyard.daemon.config import parse_args
 from dockyard.daemon.lifecycle import serve
 
@@ -16,6 +17,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    limit_arenas()  # before the worker threads start allocating
     try:
         asyncio.run(serve(cfg))
     except KeyboardInterrupt:

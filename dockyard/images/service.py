@@ -198,6 +198,11 @@ class ImageService:
         doc = self._store.images.get(image_id)
         return self._from_doc(image_id, doc) if doc else None
 
+    def parent_ids(self) -> set[str]:
+        """The IDs that are some image's parent, from the table's in-memory mirror (cheap
+        with many images: the builder asks after every build)."""
+        return {str(doc["parent"]) for doc in self._store.images.snapshot() if doc.get("parent")}
+
     def all(self) -> list[Image]:
         docs = {r[0]: None for r in self._store.images.rows()}
         out = []
