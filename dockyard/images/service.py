@@ -201,7 +201,7 @@ class ImageService:
     def parent_ids(self) -> set[str]:
         """The IDs that are some image's parent, from the table's in-memory mirror (cheap
         with many images: the builder asks after every build)."""
-        return {str(doc["parent"]) for doc in self._store.images.snapshot() if doc.get("parent")}
+        return {str(doc["parent"]) for doc in self._store.images.snapshot_by_id().values() if doc.get("parent")}
 
     def all(self) -> list[Image]:
         docs = {r[0]: None for r in self._store.images.rows()}
@@ -261,7 +261,7 @@ class ImageService:
         return reference.is_id_like(ref) and image_id.removeprefix("sha256:").startswith(hexpart)
 
     def _children(self, image_id: str) -> list[str]:
-        return [img.id for img in self.all() if img.parent == image_id]
+        return [id for id, doc in self._store.images.snapshot_by_id().items() if doc.get("parent") == image_id]
 
     # -- views (Docker's JSON shapes) -------------------------------------------------------
 

@@ -129,12 +129,20 @@ class Collection:
         row's JSON again would dominate.
         """
         with self._store._lock:
-            if self._mirror is None:
-                rows = self._store._query(f"SELECT id, created, rowid, doc FROM {self._table}")
-                self._mirror = {r[0]: (r[1], r[2], json.loads(r[3])) for r in rows}
-                self._seq = max((r[2] for r in rows), default=0)
-            entries = sorted(self._mirror.values(), key=lambda e: (e[0], e[1]), reverse=True)
+            entries = sorted(self._loaded().values(), key=lambda e: (e[0], e[1]), reverse=True)
         return [e[2] for e in entries]
+
+    def snapshot_by_id(self) -> dict[str, dict[str, Any]]:
+        """`snapshot`'s docs by id, in no order (same rule: do not modify them)."""
+        with self._store._lock:
+            return {id: e[2] for id, e in self._loaded().items()}
+
+    def _loaded(self) -> dict[str, tuple[float, int, dict[str, Any]]]:
+        if self._mirror is None:
+            rows = self._store._query(f"SELECT id, created, rowid, doc FROM {self._table}")
+            self._mirror = {r[0]: (r[1], r[2], json.loads(r[3])) for r in rows}
+            self._seq = max((r[2] for r in rows), default=0)
+        return self._mirror
 
     def all(self) -> list[dict[str, Any]]:
         rows = self._store._query(f"SELECT doc FROM {self._table} ORDER BY created DESC, rowid DESC")
