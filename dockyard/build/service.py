@@ -2,7 +2,9 @@
 
 Takes the request body (held in memory, or spooled when large) and reads the context from
 it (or fetches a `remote`: a tarball URL, or a git repository given as a local path or URL
-with an optional `#ref:subdir`), runs the builder, and owns the build cache's prune and disk-usage views. It knows nothing of HTTP.
+with an optional `#ref:subdir`), runs the builder, removes what builds cut short by a
+daemon's end left behind, and owns the build cache's prune and disk-usage views. It knows
+nothing of HTTP.
 """
 
 from __future__ import annotations
