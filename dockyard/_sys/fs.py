@@ -17,7 +17,11 @@ class RootPathError(ValueError):
 
 
 def walk_in_scope(
-    path: str, link_at: Callable[[list[str], bool], str | None], *, follow_last: bool = True, max_links: int = MAX_SYMLINKS
+    path: str,
+    link_at: Callable[[list[str], bool], str | None],
+    *,
+    follow_last: bool = True,
+    max_links: int = MAX_SYMLINKS,
 ) -> list[str]:
     """The components of `path` with its symlinks evaluated inside a scope whose root is
     "/": absolute targets start at the root and `..` stops there, so the result never

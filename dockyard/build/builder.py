@@ -159,7 +159,13 @@ class Builder:
     """
 
     def __init__(
-        self, containers: Any, images: Any, cache: BuildCache, tmp: Path, running_marks: Path, pull: Puller | None = None
+        self,
+        containers: Any,
+        images: Any,
+        cache: BuildCache,
+        tmp: Path,
+        running_marks: Path,
+        pull: Puller | None = None,
     ) -> None:
         self.containers = containers
         self.images = images
@@ -444,7 +450,9 @@ class _Run:
         s.cfg = json.loads(img.config_bytes)
         return str(img.id)
 
-    async def _cached(self, s: _StageState, key: str, created_by: str, mutate: Callable[[], None] | None = None) -> bool:
+    async def _cached(
+        self, s: _StageState, key: str, created_by: str, mutate: Callable[[], None] | None = None
+    ) -> bool:
         """Is the step in the cache (then `s` moves onto its image)? `mutate` is a metadata
         step's change to the config, applied here only when a cache-from image supplies it."""
         if self.opts.nocache:

@@ -31,7 +31,10 @@ from typing import BinaryIO, cast
 from dockyard.build.tarindex import Index, TarIndexer, content_hasher
 from dockyard.errdefs import InvalidArgument
 
-__all__ = ["Context", "IgnoreMatcher", "Opener", "context_texts", "extract_context", "index_tarball", "open_maybe_compressed", "parse_dockerignore"]
+__all__ = [
+    "Context", "IgnoreMatcher", "Opener", "context_texts", "extract_context", "index_tarball",
+    "open_maybe_compressed", "parse_dockerignore",
+]  # fmt: skip
 
 
 def open_maybe_compressed(f: BinaryIO) -> BinaryIO:
@@ -291,7 +294,9 @@ class Context:
         self.ignore = IgnoreMatcher(patterns)
 
     @classmethod
-    def from_tarball(cls, opener: Opener, root: Path, dockerfile: str = "Dockerfile", index: Index | None = None) -> Context:
+    def from_tarball(
+        cls, opener: Opener, root: Path, dockerfile: str = "Dockerfile", index: Index | None = None
+    ) -> Context:
         """Blocking. `opener` must work until the build ends; `root` is where files go if
         needed; `index` is the tarball's, when it was made while the upload arrived."""
         if index is None:
