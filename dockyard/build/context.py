@@ -239,11 +239,14 @@ class _BlockPadded:
         return out
 
 
-def extract_context(f: BinaryIO, dest: Path) -> dict[str, str]:
+def extract_context(f: BinaryIO, dest: Path, *, pad_end: bool = False) -> dict[str, str]:
     """Blocking: unpack the (maybe compressed) context tar into dest; returns the content
-    digest of each regular file by its path in the context."""
+    digest of each regular file by its path in the context. `pad_end`: the archive is known
+    to end at a member's end (`TarIndexer.ends_at_a_member`), so missing padding is added."""
     dest.mkdir(parents=True, exist_ok=True)
-    src = cast(BinaryIO, _BlockPadded(open_maybe_compressed(f)))
+    src = open_maybe_compressed(f)
+    if pad_end:
+        src = cast(BinaryIO, _BlockPadded(src))
     digests: dict[str, str] = {}
     try:
         with tarfile.open(fileobj=src, mode="r|", bufsize=1 << 20) as tf:
@@ -258,8 +261,9 @@ def extract_context(f: BinaryIO, dest: Path) -> dict[str, str]:
 Opener = Callable[[], BinaryIO]  # opens the context tarball, from its start, each call
 
 
-def index_tarball(opener: Opener, keep_text: set[str]) -> Index | None:
-    """Blocking: the index of a spooled (maybe compressed) context, or None (see tarindex)."""
+def index_tarball(opener: Opener, keep_text: set[str]) -> TarIndexer:
+    """Blocking: a spooled (maybe compressed) context walked by a TarIndexer: its `finish()`
+    is the index (or None), `ends_at_a_member` says whether unpacking may pad the end."""
     ix = TarIndexer(keep_text)
     with opener() as f:
         src = open_maybe_compressed(f)
@@ -267,8 +271,8 @@ def index_tarball(opener: Opener, keep_text: set[str]) -> Index | None:
             while chunk := src.read(1 << 20):
                 ix.feed(chunk)
         except (OSError, EOFError, lzma.LZMAError):
-            return None  # unpacking will word the error
-    return ix.finish()
+            ix.fail()  # unpacking will word the error
+    return ix
 
 
 def context_texts(dockerfile: str) -> set[str]:
@@ -300,10 +304,11 @@ class Context:
         """Blocking. `opener` must work until the build ends; `root` is where files go if
         needed; `index` is the tarball's, when it was made while the upload arrived."""
         if index is None:
-            index = index_tarball(opener, context_texts(dockerfile))
-        if index is None:
-            with opener() as f:
-                return cls(root, dockerfile, extract_context(f, root))
+            walked = index_tarball(opener, context_texts(dockerfile))
+            index = walked.finish()
+            if index is None:
+                with opener() as f:
+                    return cls(root, dockerfile, extract_context(f, root, pad_end=walked.ends_at_a_member))
         ctx = cls.__new__(cls)
         ctx.root, ctx.dockerfile, ctx.file_digests = root, dockerfile, {}
         ctx._index, ctx._tarball, ctx._unpack_lock = index, opener, threading.Lock()
@@ -316,7 +321,7 @@ class Context:
         with self._unpack_lock:
             if self._index is not None and self._tarball is not None:
                 with self._tarball() as f:
-                    self.file_digests = extract_context(f, self.root)
+                    self.file_digests = extract_context(f, self.root, pad_end=True)  # indexed: it ends well
                 self._index = None
         return self.root
 

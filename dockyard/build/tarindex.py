@@ -10,6 +10,8 @@ It reads ustar, GNU (long names) and pax (path, size, uid, gid records) headers,
 formats the docker CLI and Python's tarfile write. A context with anything but plain files
 and directories (links, devices), a compressed one, or one it cannot parse yields no
 index: the builder then unpacks it with tarfile as before, which also words any error.
+Either way the walk tells whether the archive ends at a member's end (`ends_at_a_member`),
+the one case where unpacking may supply the padding a client left out.
 """
 
 from __future__ import annotations
@@ -129,6 +131,7 @@ class TarIndexer:
         self._entries: dict[str, Entry] = {".": _IMPLICIT_DIR}
         self._texts: dict[str, bytes] = {}
         self._failed = False
+        self._partial = False  # a member the index cannot represent went by (a link, a device)
         self._ended = False
         self._started = False
         self._header = bytearray()  # a header block still being filled
@@ -159,16 +162,26 @@ class TarIndexer:
         except _Unindexable:
             self._failed = True
 
+    def fail(self) -> None:
+        """The stream could not be read to its end (a decompression error)."""
+        self._failed = True
+
     def finish(self) -> Index | None:
-        if self._failed:
-            return None
-        # The docker CLI ends a context that carries an injected Dockerfile (`-f` outside the
-        # context, `-f-`) right after the last member's data, without padding or end
-        # blocks; Go's reader takes that as the end of the archive, and so do we.
-        unfinished = self._remaining or self._meta is not None or self._header
-        if not self._ended and (unfinished or (self._skip and not self._skipping_padding)):
-            return None  # truncated: tarfile will say so
+        if self._failed or self._partial or not self.ends_at_a_member:
+            return None  # unpacking will read it (and word any error)
         return Index(self._entries, self._texts)
+
+    @property
+    def ends_at_a_member(self) -> bool:
+        """Did the stream end at a member's end, whether or not the padding and end blocks
+        follow? The docker CLI ends a context that carries an injected Dockerfile (`-f`
+        outside the context, `-f-`) right after the last member's data; Go's reader takes
+        that as the end of the archive, and so do we. One cut inside a member's data or
+        header is a truncated archive."""
+        if self._failed:
+            return False
+        unfinished = self._remaining or self._meta is not None or self._header
+        return self._ended or not (unfinished or (self._skip and not self._skipping_padding))
 
     # ---- the stream ------------------------------------------------------------------------
 
@@ -232,7 +245,9 @@ class TarIndexer:
             return
         self._pending = {}
         if kind not in _REGULAR and kind != _DIR:
-            raise _Unindexable("not a plain file or directory")
+            self._partial = True  # links, devices: walk on, to learn where the archive ends
+            self._skip = size + pad
+            return
         name = info.get("path")
         if name is None:
             name = _text(block[0:100])

@@ -85,7 +85,7 @@ def test_a_compressed_spool_is_indexed_after_decompressing(tmp_path: Path) -> No
     data = _tarball(tarfile.GNU_FORMAT)
     spool = tmp_path / "ctx.tar.gz"
     spool.write_bytes(gzip.compress(data))
-    index = index_tarball(lambda: io.BytesIO(spool.read_bytes()), {"Dockerfile"})
+    index = index_tarball(lambda: io.BytesIO(spool.read_bytes()), {"Dockerfile"}).finish()
     assert index is not None
     assert index.texts["Dockerfile"] == b"FROM scratch\nCOPY . /\n"
     assert index.entries == _indexed(data, 4096).entries
@@ -135,3 +135,35 @@ def test_uploads_held_in_memory_share_one_budget(tmp_path: Path, monkeypatch: py
         store.close()
 
     asyncio.run(scenario())
+
+
+def test_only_an_end_at_a_member_is_padded(tmp_path: Path) -> None:
+    """A context that stops right after its last member's data (the docker CLI's, with `-f`
+    outside the context) is read as complete, links or not; one cut inside a member's data
+    is refused, not completed with zeros."""
+    from dockyard.errdefs import InvalidArgument
+
+    def tar(with_link: bool) -> bytes:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+            if with_link:
+                ti = tarfile.TarInfo("link")
+                ti.type, ti.linkname = tarfile.SYMTYPE, "Dockerfile"
+                tf.addfile(ti)
+            df = b"FROM scratch\n" + b"#" * 987  # the last member: 1000 bytes of data
+            ti = tarfile.TarInfo("Dockerfile")
+            ti.size = len(df)
+            tf.addfile(ti, io.BytesIO(df))
+        return buf.getvalue()
+
+    for with_link in (False, True):
+        whole = tar(with_link)
+        with tarfile.open(fileobj=io.BytesIO(whole)) as tf:
+            last = tf.getmembers()[-1]
+        end_of_data = last.offset_data + last.size  # padding, end blocks and record cut off
+        unpadded, cut = whole[:end_of_data], whole[: end_of_data - 100]
+        ctx = Context.from_tarball(lambda d=unpadded: io.BytesIO(d), tmp_path / f"ok-{with_link}")
+        assert ctx.dockerfile_bytes().startswith(b"FROM scratch")
+        assert (tmp_path / f"ok-{with_link}" / "Dockerfile").exists() or not with_link
+        with pytest.raises(InvalidArgument, match="failed to read the build context"):
+            Context.from_tarball(lambda d=cut: io.BytesIO(d), tmp_path / f"cut-{with_link}")
