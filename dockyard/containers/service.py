@@ -99,6 +99,9 @@ class ContainerService:
         # ids whose start has passed the point where waiting attachers were let in, while
         # their record still says "created"
         self._attachable: set[str] = set()
+        # stopped containers' root filesystems mounted for cp/export, by number of users (the
+        # last one unmounts, so one request never pulls the mount from under another)
+        self._temporary_mounts: dict[str, int] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # ---- wiring -------------------------------------------------------------------------
@@ -896,15 +899,24 @@ class ContainerService:
         cid = self.resolve_id(ref)
         async with self.lock(cid):
             rec = self.get(cid)
-            was_mounted = sysmount.is_mounted(self._rootfs(cid))
-            rootfs = await asyncio.to_thread(self._mount_rootfs, rec)
+            if cid in self._temporary_mounts:  # another cp/export is using our mount
+                self._temporary_mounts[cid] += 1
+                rootfs = self._rootfs(cid)
+            else:
+                was_mounted = sysmount.is_mounted(self._rootfs(cid))
+                rootfs = await asyncio.to_thread(self._mount_rootfs, rec)
+                if not was_mounted:
+                    self._temporary_mounts[cid] = 1
         try:
             yield rec, rootfs
         finally:
-            if not was_mounted:
-                async with self.lock(cid):
-                    if not self.get(cid)["State"]["Running"]:
-                        await asyncio.to_thread(self._unmount_rootfs, cid)
+            async with self.lock(cid):
+                if cid in self._temporary_mounts:
+                    self._temporary_mounts[cid] -= 1
+                    if not self._temporary_mounts[cid]:
+                        del self._temporary_mounts[cid]
+                        if not self.get(cid)["State"]["Running"]:
+                            await asyncio.to_thread(self._unmount_rootfs, cid)
 
     def is_running(self, cid: str) -> Callable[[], bool]:
         def check() -> bool:

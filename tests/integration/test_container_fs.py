@@ -20,7 +20,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from tests.conftest import Daemon, Runner
+from tests.conftest import Daemon, Runner, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (overlayfs, runc)")
 
@@ -170,7 +170,8 @@ def test_cp_on_stopped_container_unmounts_after(
     docker_cli("cp", str(host_dir / "f.txt"), f"{name}:/root/")
     docker_cli("cp", f"{name}:/root/f.txt", str(host_dir / "g.txt"))
     assert (host_dir / "g.txt").read_text() == "stopped"
-    assert not _mounted(daemon, cid)
+    # the CLI may be done with the tar before the daemon has closed the response and unmounted
+    wait_for(lambda: not _mounted(daemon, cid), timeout=5, what="the temporary mount to go")
 
 
 # ---- docker-py archive -----------------------------------------------------------------------
@@ -314,3 +315,30 @@ def test_stats_stopped_container(docker_py: docker.DockerClient, docker_cli: Run
     assert time.monotonic() - started < 30
     assert len(rest) <= 2
     assert json.dumps(rest)  # plain JSON objects
+
+
+def test_concurrent_cp_from_a_stopped_container(
+    docker_cli: Runner, docker_py: docker.DockerClient, daemon: Daemon, make: Make, host_dir: Path
+) -> None:
+    """Each cp of a stopped container mounts its root filesystem for the request; the last
+    one to finish unmounts it, not the first (which would cut the others' walks short)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    name = make("create")
+    cid = _full_id(docker_py, name)
+    many = host_dir / "many"
+    many.mkdir()
+    for i in range(1500):
+        (many / f"f{i:04d}").write_bytes(os.urandom(2048))
+    docker_cli("cp", str(many), f"{name}:/root/")
+
+    def copy_out(i: int) -> int:
+        dest = host_dir / f"out{i}"
+        dest.mkdir()
+        docker_cli("cp", f"{name}:/root/many", str(dest))
+        return len(list((dest / "many").iterdir()))
+
+    with ThreadPoolExecutor(6) as pool:
+        counts = list(pool.map(copy_out, range(12)))
+    assert counts == [1500] * 12
+    wait_for(lambda: not _mounted(daemon, cid), timeout=5, what="the temporary mount to go")
