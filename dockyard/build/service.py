@@ -26,7 +26,7 @@ from dockyard._sys import proc
 from dockyard.build.builder import Builder, BuildError, BuildOptions, Emit, Puller
 from dockyard.build.cache import BuildCache
 from dockyard.build.context import Context, context_texts, extract_context
-from dockyard.build.tarindex import Index, TarIndexer
+from dockyard.build.tarindex import Index, TarIndexer, is_compressed
 from dockyard.errdefs import InvalidArgument
 
 __all__ = ["BuildError", "BuildOptions", "BuildService", "Upload"]
@@ -238,6 +238,4 @@ def _download(url: str, dest: Path) -> None:
 
 
 def _looks_like_archive(head: bytes) -> bool:
-    if head[:2] == b"\x1f\x8b" or head[:3] == b"BZh" or head[:6] == b"\xfd7zXZ\x00":
-        return True
-    return len(head) >= 262 and head[257:262] == b"ustar"
+    return is_compressed(head) or (len(head) >= 262 and head[257:262] == b"ustar")

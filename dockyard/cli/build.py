@@ -20,7 +20,9 @@ from typing import Any
 
 import click
 
+from dockyard.cli import formatting as fmt
 from dockyard.cli._common import StatusError, client
+from dockyard.cli.images import status_line
 from dockyard.cli.registry_cmds import registry_config_header
 
 
@@ -180,7 +182,7 @@ def build(
         line = m.get("stream")
         if line is None and m.get("status") and not (m.get("progressDetail") or {}).get("current"):
             # a base image's pull, its steps without the byte counts (docker's non-tty view)
-            line = (f"{m['id']}: " if m.get("id") else "") + f"{m['status']}\n"
+            line = status_line(m) + "\n"
         if line is not None and not quiet:
             sys.stdout.write(line)
             sys.stdout.flush()
@@ -223,16 +225,7 @@ def builder_prune(all_: bool, force: bool) -> None:
         for d in deleted:
             click.echo(d)
         click.echo()
-    click.echo(f"Total reclaimed space: {_human(int(res.get('SpaceReclaimed') or 0))}")
-
-
-def _human(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if size < 1000 or unit == "TB":
-            return f"{size:.4g}{unit}" if unit != "B" else f"{int(size)}B"
-        size /= 1000
-    return f"{n}B"
+    click.echo(f"Total reclaimed space: {fmt.human_size(int(res.get('SpaceReclaimed') or 0), 4)}")
 
 
 def register(group: click.Group) -> None:

@@ -153,6 +153,11 @@ def _chunks(f: IO[bytes], size: int = 1 << 20) -> Iterator[bytes]:
         yield b
 
 
+def status_line(m: dict[str, Any]) -> str:
+    """A progress message as docker's jsonmessage prints it: "<id>: <status>"."""
+    return (f"{m['id']}: " if m.get("id") else "") + str(m["status"])
+
+
 def print_progress(c: Client, resp: Any, quiet: bool = False) -> list[dict[str, Any]]:
     """Render a JSON progress stream like docker's jsonmessage (one line per status/id)."""
     msgs: list[dict[str, Any]] = []
@@ -170,7 +175,7 @@ def print_progress(c: Client, resp: Any, quiet: bool = False) -> list[dict[str, 
                 continue
             sys.stdout.write(text)
         elif "status" in m and not quiet:
-            line = (f"{m['id']}: " if m.get("id") else "") + m["status"]
+            line = status_line(m)
             if m.get("progress") and tty:
                 sys.stdout.write(f"\r\033[2K{line} {m['progress']}")
                 sys.stdout.flush()
