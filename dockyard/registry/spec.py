@@ -38,12 +38,17 @@ __all__ = [
     "MT_OCI_LAYER_GZIP",
     "MT_OCI_MANIFEST",
     "MT_SCHEMA1",
+    "MAX_CONFIG",
+    "MAX_MANIFEST",
     "Challenge",
     "RegistryError",
+    "digest_problem",
     "error_body",
     "is_digest",
+    "is_media_type",
     "is_name",
     "is_tag",
+    "is_upload_id",
     "parse_challenges",
     "parse_content_range",
     "parse_range",
@@ -62,6 +67,11 @@ MT_OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 MT_OCI_EMPTY = "application/vnd.oci.empty.v1+json"
 MT_SCHEMA1 = "application/vnd.docker.distribution.manifest.v1+prettyjws"
 ARTIFACT_REFERENCE_TYPE = "vnd.docker.reference.type"
+
+# Size caps for documents read whole into memory, on both sides: distribution refuses
+# manifests over 4 MiB; configs get more room (long histories), still far from a DoS.
+MAX_MANIFEST = 4 << 20
+MAX_CONFIG = 8 << 20
 
 MANIFEST_TYPES = (MT_DOCKER_MANIFEST, MT_OCI_MANIFEST)
 INDEX_TYPES = (MT_DOCKER_LIST, MT_OCI_INDEX)
@@ -108,19 +118,50 @@ def error_body(errors: list[RegistryError]) -> dict[str, object]:
 
 _NAME = re.compile(r"^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$")
 _TAG = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$")
-_DIGEST = re.compile(r"^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$")
+# OCI image-spec descriptor grammar: algorithm ":" encoded; only registered algorithms pass
+_DIGEST_FORM = re.compile(r"^([a-z0-9]+(?:[+._-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)$")
+_DIGEST_HEX = {"sha256": 64, "sha512": 128}
+_HEX = re.compile(r"^[a-f0-9]+$")
+# RFC 6838 type/subtype, as the OCI image spec restricts a descriptor's mediaType
+_MEDIA_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$")
+_UPLOAD_ID = re.compile(r"^[a-f0-9][a-f0-9-]{0,63}$")
 
 
 def is_name(name: str) -> bool:
-    return len(name) <= 255 and bool(_NAME.match(name))
+    return len(name) <= 255 and bool(_NAME.fullmatch(name))
 
 
 def is_tag(tag: str) -> bool:
-    return bool(_TAG.match(tag))
+    return bool(_TAG.fullmatch(tag))
+
+
+def digest_problem(s: str) -> str | None:
+    """Why `s` is not a digest this code accepts (None when it is one): the OCI grammar,
+    a registered algorithm (sha256, sha512) and lowercase hex of that algorithm's length.
+    A digest becomes a path (`blobs/sha256/<hex>`) on both sides, so nothing else passes."""
+    m = _DIGEST_FORM.fullmatch(s)
+    if not m:
+        return f"invalid digest {s!r}: not algorithm:encoded"
+    alg, enc = m.group(1), m.group(2)
+    want = _DIGEST_HEX.get(alg)
+    if want is None:
+        return f"unsupported digest algorithm {alg!r}"
+    if len(enc) != want or not _HEX.fullmatch(enc):
+        return f"invalid digest {s!r}: {alg} needs {want} lowercase hex characters"
+    return None
 
 
 def is_digest(s: str) -> bool:
-    return bool(_DIGEST.match(s))
+    return digest_problem(s) is None
+
+
+def is_media_type(s: str) -> bool:
+    return bool(_MEDIA_TYPE.fullmatch(s))
+
+
+def is_upload_id(s: str) -> bool:
+    """An upload session id as our server makes them (hex, maybe UUID dashes)."""
+    return bool(_UPLOAD_ID.fullmatch(s))
 
 
 def parse_content_range(value: str) -> tuple[int, int]:

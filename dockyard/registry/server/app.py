@@ -5,6 +5,10 @@ Owns request parsing, authentication challenges, content negotiation and the err
 protocol; nothing here touches files. Names contain slashes, so one catch-all route
 parses `/v2/<tail>` against the spec's suffixes (`/blobs/uploads/…`, `/manifests/…`).
 
+Every value that becomes a storage path is checked here against the spec's grammar
+first (names, tags, digests of sha256/sha512, upload ids, a manifest's subject and
+descriptors), with the registry's error codes; the storage driver checks again itself.
+
 Auth modes: none; `htpasswd` (Basic challenge); `token` (Bearer challenge pointing at our
 own `/auth/token` endpoint, which checks htpasswd credentials and issues signed tokens).
 """
@@ -33,7 +37,7 @@ __all__ = ["RegistryConfig", "make_app"]
 log = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
-MAX_MANIFEST = 4 << 20
+MAX_MANIFEST = spec.MAX_MANIFEST
 SERVICE = "dockyard-registry"
 
 
@@ -187,6 +191,8 @@ class _Handler:
             name = args.get("name", "")
             if kind != "catalog" and not spec.is_name(name):
                 raise RegistryError("NAME_INVALID", detail={"name": name})
+            if kind == "upload" and not spec.is_upload_id(args["uuid"]):
+                raise RegistryError("BLOB_UPLOAD_UNKNOWN", detail={"uuid": args["uuid"]})
             await self.authorize(request, kind, name)
             fn = getattr(self, f"{kind}_{request.method.lower()}", None)
             if fn is None:
@@ -199,8 +205,11 @@ class _Handler:
     # -- blobs ----------------------------------------------------------------------------
 
     def _digest(self, digest: str) -> str:
-        if not spec.is_digest(digest):
-            raise RegistryError("DIGEST_INVALID", f"invalid digest {digest!r}")
+        # distribution answers every unparsable digest, unknown algorithms included, with
+        # 400 DIGEST_INVALID; the message says which it was
+        problem = spec.digest_problem(digest)
+        if problem is not None:
+            raise RegistryError("DIGEST_INVALID", problem, detail={"digest": digest})
         return digest
 
     async def blob_head(self, request: web.Request, name: str, digest: str) -> web.StreamResponse:
@@ -293,9 +302,10 @@ class _Handler:
         mount, source = q.get("mount"), q.get("from")
         if mount:
             mount = self._digest(mount)
+            if source and not spec.is_name(source):
+                raise RegistryError("NAME_INVALID", f"invalid source repository {source!r}", detail={"from": source})
             if (
                 source
-                and spec.is_name(source)
                 and self.st.repo_has_blob(source, mount)
                 and self._may_pull(request, source)
             ):
@@ -305,10 +315,11 @@ class _Handler:
                     headers={"Location": f"/v2/{name}/blobs/{mount}", "Docker-Content-Digest": mount},
                 )
             # no source (or it lacks the blob): fall back to an upload session, as the spec allows
-        uuid = await asyncio.to_thread(self.st.start_upload, name)
         digest = q.get("digest")
         if digest and not mount:
-            digest = self._digest(digest)
+            digest = self._digest(digest)  # before a session exists: a refusal leaves nothing
+        uuid = await asyncio.to_thread(self.st.start_upload, name)
+        if digest and not mount:
             await self._receive(request, name, uuid, 0)
             return await self._finish(name, uuid, digest)
         await request.read()
@@ -428,12 +439,14 @@ class _Handler:
             raise RegistryError("MANIFEST_INVALID", "mediaType does not match the Content-Type header")
         if media_type not in spec.MANIFEST_TYPES + spec.INDEX_TYPES:
             raise RegistryError("MANIFEST_INVALID", f"unsupported manifest media type {media_type}")
+        subject = _check_subject(doc)
         missing = self._check_references(name, doc, media_type)
         if missing:
             raise RegistryError("MANIFEST_BLOB_UNKNOWN", detail={"digest": missing})
-        subject = doc.get("subject") if isinstance(doc.get("subject"), dict) else None
         descriptor: dict[str, Any] = {"mediaType": media_type, "digest": digest, "size": len(body)}
         artifact_type = doc.get("artifactType") or (doc.get("config") or {}).get("mediaType")
+        if artifact_type and not spec.is_media_type(str(artifact_type)):
+            raise RegistryError("MANIFEST_INVALID", f"invalid artifactType {artifact_type!r}")
         if artifact_type:
             descriptor["artifactType"] = artifact_type
         if doc.get("annotations"):
@@ -458,9 +471,9 @@ class _Handler:
             if not isinstance(descs, list):
                 raise RegistryError("MANIFEST_INVALID", "index has no manifests list")
             for d in descs:
-                dg = str((d or {}).get("digest", ""))
-                if not spec.is_digest(dg):
-                    raise RegistryError("MANIFEST_INVALID", f"invalid digest {dg!r}")
+                if not isinstance(d, dict):
+                    raise RegistryError("MANIFEST_INVALID", "invalid descriptor")
+                dg = _descriptor_digest(d)
                 if self.st.get_manifest(name, dg) is None:
                     return dg
             return None
@@ -471,9 +484,7 @@ class _Handler:
         for d in [config, *layers]:
             if not isinstance(d, dict):
                 raise RegistryError("MANIFEST_INVALID", "invalid descriptor")
-            dg = str(d.get("digest", ""))
-            if not spec.is_digest(dg):
-                raise RegistryError("MANIFEST_INVALID", f"invalid digest {dg!r}")
+            dg = _descriptor_digest(d)
             if d.get("urls"):  # foreign layers live elsewhere
                 continue
             if not self.st.repo_has_blob(name, dg):
@@ -483,6 +494,8 @@ class _Handler:
     async def manifest_delete(self, request: web.Request, name: str, ref: str) -> web.StreamResponse:
         if ":" in ref:
             self._digest(ref)
+        elif not spec.is_tag(ref):
+            raise RegistryError("TAG_INVALID", detail={"tag": ref})
         if not await asyncio.to_thread(self.st.delete_manifest, name, ref):
             raise RegistryError("MANIFEST_UNKNOWN", detail={"reference": ref})
         return web.Response(status=202)
@@ -529,6 +542,31 @@ class _Handler:
             headers["OCI-Filters-Applied"] = "artifactType"
         body = {"schemaVersion": 2, "mediaType": spec.MT_OCI_INDEX, "manifests": descs}
         return web.Response(body=json.dumps(body).encode(), headers=headers)
+
+
+def _descriptor_digest(d: dict[str, Any]) -> str:
+    """A descriptor's digest, after its digest, mediaType and size pass the image spec."""
+    dg = d.get("digest")
+    if not isinstance(dg, str) or not spec.is_digest(dg):
+        raise RegistryError("MANIFEST_INVALID", f"invalid digest {dg!r} in a descriptor")
+    mt = d.get("mediaType")
+    if mt is not None and (not isinstance(mt, str) or not spec.is_media_type(mt)):
+        raise RegistryError("MANIFEST_INVALID", f"invalid mediaType {mt!r} in a descriptor")
+    size = d.get("size")
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
+        raise RegistryError("MANIFEST_INVALID", f"invalid size {size!r} in a descriptor")
+    return dg
+
+
+def _check_subject(doc: dict[str, Any]) -> dict[str, Any] | None:
+    """The manifest's `subject` descriptor (its digest names a referrers directory)."""
+    if "subject" not in doc or doc["subject"] is None:
+        return None
+    subject = doc["subject"]
+    if not isinstance(subject, dict):
+        raise RegistryError("MANIFEST_INVALID", "subject is not a descriptor")
+    _descriptor_digest(subject)
+    return subject
 
 
 def _media_type(body: bytes) -> str:

@@ -17,6 +17,12 @@ Layout (like distribution's `paths.go`)::
       repositories/<name>/_manifests/tags/<tag>        the digest the tag points at
       repositories/<name>/_referrers/<subject hex>/<hex>      descriptor JSON of a referrer
 
+Every path is built by `_under()` from names this module checked itself (repository and
+tag grammar, digests of a registered algorithm, upload ids) and, independently of those
+checks, refused unless it resolves (symlinks included) to a place under the root: the
+HTTP layer validates first, this is the second line, so a missed check there cannot
+write outside the root.
+
 Flow::
 
     uid = st.start_upload("lib/bb")
@@ -38,6 +44,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from dockyard._sys.fs import write_atomic
+from dockyard.registry import spec
 from dockyard.registry.spec import RegistryError
 
 __all__ = ["FilesystemStorage", "Storage", "UploadState"]
@@ -83,8 +90,24 @@ class Storage(Protocol):
 
 
 def _hex(digest: str) -> tuple[str, str]:
+    """(algorithm, hex) of a digest that passes the spec's grammar; DIGEST_INVALID otherwise."""
+    problem = spec.digest_problem(digest)
+    if problem is not None:
+        raise RegistryError("DIGEST_INVALID", problem, detail={"digest": digest})
     alg, _, hexpart = digest.partition(":")
     return alg, hexpart
+
+
+def _repo_parts(repo: str) -> list[str]:
+    if not spec.is_name(repo):
+        raise RegistryError("NAME_INVALID", detail={"name": repo})
+    return repo.split("/")
+
+
+def _tag(tag: str) -> str:
+    if not spec.is_tag(tag):
+        raise RegistryError("TAG_INVALID", detail={"tag": tag})
+    return tag
 
 
 class FilesystemStorage:
@@ -92,27 +115,40 @@ class FilesystemStorage:
         self.root = root
         for d in ("blobs", "uploads", "repositories"):
             (root / d).mkdir(parents=True, exist_ok=True)
+        self._real_root = os.path.realpath(root)
         self._hashers: dict[str, tuple[int, hashlib._Hash]] = {}  # uuid -> (offset hashed, state)
 
     def __repr__(self) -> str:
         return f"<FilesystemStorage {self.root}>"
 
+    def _under(self, *parts: str) -> Path:
+        """root/parts, refused unless each part is one plain name and the result, with
+        symlinks resolved, lies under the root. Independent of the grammar checks above."""
+        for p in parts:
+            if not p or p in (".", "..") or "/" in p or "\0" in p:
+                raise RegistryError("NAME_INVALID", f"path component {p!r} is not allowed in the registry root")
+        path = self.root.joinpath(*parts)
+        real = os.path.realpath(path)
+        if os.path.commonpath([real, self._real_root]) != self._real_root:
+            raise RegistryError("NAME_INVALID", f"path {'/'.join(parts)!r} escapes the registry root")
+        return path
+
     # -- blobs ----------------------------------------------------------------------------
 
     def _blob(self, digest: str) -> Path:
-        alg, hexpart = _hex(digest)
-        return self.root / "blobs" / alg / hexpart
+        return self._under("blobs", *_hex(digest))
 
-    def _repo(self, repo: str) -> Path:
-        return self.root / "repositories" / repo
+    def _repo(self, repo: str, *rest: str) -> Path:
+        return self._under("repositories", *_repo_parts(repo), *rest)
 
     def _layer_link(self, repo: str, digest: str) -> Path:
-        alg, hexpart = _hex(digest)
-        return self._repo(repo) / "_layers" / alg / hexpart
+        return self._repo(repo, "_layers", *_hex(digest))
 
     def _rev_link(self, repo: str, digest: str) -> Path:
-        alg, hexpart = _hex(digest)
-        return self._repo(repo) / "_manifests" / "revisions" / alg / hexpart
+        return self._repo(repo, "_manifests", "revisions", *_hex(digest))
+
+    def _tag_link(self, repo: str, tag: str) -> Path:
+        return self._repo(repo, "_manifests", "tags", _tag(tag))
 
     def blob_size(self, digest: str) -> int | None:
         try:
@@ -147,9 +183,9 @@ class FilesystemStorage:
     # -- uploads --------------------------------------------------------------------------
 
     def _upload(self, uuid: str) -> Path:
-        if not uuid or not all(c in "0123456789abcdef-" for c in uuid):
-            raise RegistryError("BLOB_UPLOAD_UNKNOWN")
-        return self.root / "uploads" / uuid
+        if not spec.is_upload_id(uuid):
+            raise RegistryError("BLOB_UPLOAD_UNKNOWN", detail={"uuid": uuid})
+        return self._under("uploads", uuid)
 
     def start_upload(self, repo: str) -> str:
         uuid = secrets.token_hex(16)
@@ -219,8 +255,10 @@ class FilesystemStorage:
             digest = ref
         else:
             try:
-                digest = (self._repo(repo) / "_manifests" / "tags" / ref).read_text().strip()
+                digest = self._tag_link(repo, ref).read_text().strip()
             except (FileNotFoundError, NotADirectoryError):
+                return None
+            if not spec.is_digest(digest):  # a damaged tag file is no manifest
                 return None
         if not self._rev_link(repo, digest).exists():
             return None
@@ -238,23 +276,29 @@ class FilesystemStorage:
         subject: dict[str, object] | None,
         descriptor: dict[str, object],
     ) -> None:
-        self._put_blob(digest, body)
-        write_atomic(self._rev_link(repo, digest), digest.encode())
-        self.link_blob(repo, digest)
-        for tag in tags:
-            write_atomic(self._repo(repo) / "_manifests" / "tags" / tag, digest.encode())
+        # every path first, so a refused name writes nothing at all
+        tag_links = [self._tag_link(repo, tag) for tag in tags]
+        referrer = None
         if subject is not None:
-            _, shex = _hex(str(subject["digest"]))
+            _, shex = _hex(str(subject.get("digest", "")))
             _, mhex = _hex(digest)
-            write_atomic(self._repo(repo) / "_referrers" / shex / mhex, json.dumps(descriptor).encode())
+            referrer = self._repo(repo, "_referrers", shex, mhex)
+        rev_link = self._rev_link(repo, digest)
+        self._put_blob(digest, body)
+        write_atomic(rev_link, digest.encode())
+        self.link_blob(repo, digest)
+        for link in tag_links:
+            write_atomic(link, digest.encode())
+        if referrer is not None:
+            write_atomic(referrer, json.dumps(descriptor).encode())
 
     def delete_manifest(self, repo: str, ref: str) -> bool:
-        tags_dir = self._repo(repo) / "_manifests" / "tags"
+        tags_dir = self._repo(repo, "_manifests", "tags")
         if ":" not in ref:  # a tag: drop the tag only (distribution deletes tags the same way)
             try:
-                (tags_dir / ref).unlink()
+                self._tag_link(repo, ref).unlink()
                 return True
-            except FileNotFoundError:
+            except (FileNotFoundError, NotADirectoryError):
                 return False
         rev = self._rev_link(repo, ref)
         if not rev.exists():
@@ -265,7 +309,7 @@ class FilesystemStorage:
                 if t.read_text().strip() == ref:
                     t.unlink(missing_ok=True)
         _, mhex = _hex(ref)
-        refd = self._repo(repo) / "_referrers"
+        refd = self._repo(repo, "_referrers")
         if refd.is_dir():
             for sub in refd.iterdir():
                 (sub / mhex).unlink(missing_ok=True)
@@ -285,11 +329,11 @@ class FilesystemStorage:
             if "_manifests" in dirnames or "_layers" in dirnames:
                 out.append(os.path.relpath(dirpath, base))
             dirnames[:] = [d for d in dirnames if not d.startswith("_")]
-        return sorted(out)
+        return sorted(r for r in out if spec.is_name(r))
 
     def referrers(self, repo: str, digest: str) -> list[dict[str, object]]:
         _, shex = _hex(digest)
-        d = self._repo(repo) / "_referrers" / shex
+        d = self._repo(repo, "_referrers", shex)
         if not d.is_dir():
             return []
         return [json.loads(p.read_bytes()) for p in sorted(d.iterdir())]
@@ -300,7 +344,7 @@ class FilesystemStorage:
         """Mark every blob a live manifest references (recursively through indexes); sweep the rest."""
         keep: set[str] = set()
         for repo in self.repositories():
-            revs = self._repo(repo) / "_manifests" / "revisions" / "sha256"
+            revs = self._repo(repo, "_manifests", "revisions", "sha256")
             live = ["sha256:" + p.name for p in revs.iterdir()] if revs.is_dir() else []
             stack = list(live)
             while stack:
@@ -310,7 +354,7 @@ class FilesystemStorage:
                 keep.add(dg)
                 try:
                     doc = json.loads(self._blob(dg).read_bytes())
-                except (FileNotFoundError, ValueError):
+                except (FileNotFoundError, ValueError, RegistryError):
                     continue
                 for desc in [doc.get("config") or {}, *(doc.get("layers") or [])]:
                     if desc.get("digest"):
@@ -330,7 +374,7 @@ class FilesystemStorage:
         if not dry_run:
             gone = set(removed)
             for repo in self.repositories():
-                layers = self._repo(repo) / "_layers" / "sha256"
+                layers = self._repo(repo, "_layers", "sha256")
                 if layers.is_dir():
                     for p in layers.iterdir():
                         if "sha256:" + p.name in gone:
