@@ -131,7 +131,12 @@ async def _pull_resolved(
     svc: Any, rc: RegistryClient, ref: reference.Reference, r: _Resolved
 ) -> AsyncGenerator[dict[str, Any], None]:
     yield _msg(f"Pulling from {ref.path}", ref.tag or ref.digest)
-    config_bytes = await rc.read_blob(ref.path, r.config.digest)
+    if r.config.size > spec.MAX_CONFIG:
+        raise errdefs.InvalidArgument(
+            f"image config {r.config.digest} is too large: {r.config.size} bytes, the limit is {spec.MAX_CONFIG}"
+        )
+    # the descriptor's size bounds the read: a registry cannot feed the daemon more
+    config_bytes = await rc.read_blob(ref.path, r.config.digest, limit=r.config.size)
     try:
         config = json.loads(config_bytes)
     except ValueError:
@@ -191,7 +196,7 @@ async def _pull_resolved(
                         _msg("Downloading", sid, progressDetail={"current": n, "total": layer.size})
                     )
 
-                await rc.fetch_blob(ref.path, layer.digest, sink, progress=progress)
+                await rc.fetch_blob(ref.path, layer.digest, sink, progress=progress, limit=layer.size)
                 await queue.put(_msg("Verifying Checksum", sid, progressDetail={}))
                 await asyncio.to_thread(w.commit, layer.digest)
             except BaseException:

@@ -3,6 +3,10 @@
 Owns the rules for choosing one image from a manifest list / OCI index (os/arch/variant,
 attestation entries ignored, like BuildKit's `unknown/unknown` ones) and the checks on an
 image manifest's config and layers. It does no IO.
+
+Manifests come from registries, which are not trusted: every descriptor's digest must be
+one of the spec's (it becomes a URL and a path in the blob store), its media type must be
+an RFC 6838 type and its size a non-negative integer (the download stops there).
 """
 
 from __future__ import annotations
@@ -31,11 +35,22 @@ class ImageManifest:
 
 
 def _desc(d: Any) -> Descriptor:
-    if not isinstance(d, dict) or not spec.is_digest(str(d.get("digest", ""))):
+    if not isinstance(d, dict):
         raise errdefs.InvalidArgument("invalid descriptor in manifest")
-    return Descriptor(
-        str(d.get("mediaType", "")), str(d["digest"]), int(d.get("size") or 0), tuple(d.get("urls") or ())
-    )
+    digest = d.get("digest")
+    problem = spec.digest_problem(digest) if isinstance(digest, str) else "digest is not a string"
+    if problem is not None:
+        raise errdefs.InvalidArgument(f"invalid descriptor in manifest: {problem}")
+    mt = d.get("mediaType", "")
+    if not isinstance(mt, str) or (mt and not spec.is_media_type(mt)):
+        raise errdefs.InvalidArgument(f"invalid descriptor in manifest: media type {str(mt)[:100]!r}")
+    size = d.get("size")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise errdefs.InvalidArgument(f"invalid descriptor in manifest: size {str(size)[:40]!r}")
+    urls = d.get("urls") or ()
+    if not isinstance(urls, list | tuple) or not all(isinstance(u, str) for u in urls):
+        raise errdefs.InvalidArgument("invalid descriptor in manifest: urls")
+    return Descriptor(mt, str(digest), size, tuple(urls))
 
 
 def parse_image_manifest(doc: dict[str, Any]) -> ImageManifest:
@@ -47,13 +62,22 @@ def parse_image_manifest(doc: dict[str, Any]) -> ImageManifest:
 def select_platform(index: dict[str, Any], os: str = "linux", arch: str = "amd64", variant: str = "") -> str:
     """The digest of the best entry for os/arch[/variant]; NotFound names the platform."""
     best: tuple[int, str] | None = None
-    for m in index.get("manifests") or []:
+    entries = index.get("manifests") or []
+    if not isinstance(entries, list):
+        raise errdefs.InvalidArgument("invalid manifest list: manifests is not a list")
+    for m in entries:
+        if not isinstance(m, dict):
+            raise errdefs.InvalidArgument("invalid descriptor in manifest list")
         ann = m.get("annotations") or {}
-        if spec.ARTIFACT_REFERENCE_TYPE in ann:
+        if isinstance(ann, dict) and spec.ARTIFACT_REFERENCE_TYPE in ann:
             continue
         p = m.get("platform") or {}
-        if p.get("os") != os or p.get("architecture") != arch:
+        if not isinstance(p, dict) or p.get("os") != os or p.get("architecture") != arch:
             continue
+        digest = m.get("digest")
+        problem = spec.digest_problem(digest) if isinstance(digest, str) else "digest is not a string"
+        if problem is not None:  # the chosen entry's digest becomes the next request's URL
+            raise errdefs.InvalidArgument(f"invalid descriptor in manifest list: {problem}")
         score = 0
         if variant and p.get("variant") == variant:
             score = 2

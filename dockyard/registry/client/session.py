@@ -6,6 +6,13 @@ with content negotiation, blob download streamed to a caller's sink with digest
 verification, and pushes (HEAD → mount → POST/PUT). It does not know about images, layers
 or the daemon's store; `images/pull.py` and `images/push.py` drive it.
 
+A registry is not trusted: a manifest is read into memory only up to `spec.MAX_MANIFEST`
+and a blob read whole (a config) only up to its cap, both checked against the declared
+`Content-Length` first and against the bytes as they arrive (a chunked body has none); a
+streamed blob stops at its descriptor's size. A digest is checked against the spec's
+grammar before it becomes a URL here or a path in the daemon's blob store, and a
+manifest's media type must be one this client knows.
+
 Flow::
 
     async with RegistryClient("127.0.0.1:5000", insecure=True, auth=cfg) as rc:
@@ -62,6 +69,36 @@ class ManifestUnknown(RegistryRequestError, errdefs.NotFound):
 
 class BlobDigestMismatch(errdefs.InvalidArgument):
     pass
+
+
+class ContentTooLarge(errdefs.InvalidArgument):
+    """A registry sent (or announced) more bytes than the document may have."""
+
+
+def _check_digest(digest: str, what: str) -> str:
+    problem = spec.digest_problem(digest)
+    if problem is not None:
+        raise errdefs.InvalidArgument(f"{what}: {problem}")
+    return digest
+
+
+def _announced_too_large(r: aiohttp.ClientResponse, limit: int, what: str) -> None:
+    if r.content_length is not None and r.content_length > limit:
+        raise ContentTooLarge(f"{what} is too large: {r.content_length} bytes, the limit is {limit}")
+
+
+async def _read_capped(r: aiohttp.ClientResponse, limit: int, what: str) -> bytes:
+    """The body, refused as soon as it passes `limit` (a chunked body announces nothing)."""
+    _announced_too_large(r, limit, what)
+    out = bytearray()
+    try:
+        async for chunk in r.content.iter_chunked(1 << 16):
+            out += chunk
+            if len(out) > limit:
+                raise ContentTooLarge(f"{what} is too large: more than {limit} bytes")
+    except (TimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as err:
+        raise errdefs.Unavailable(f"reading {what} failed: {err}") from None
+    return bytes(out)
 
 
 @dataclass(frozen=True)
@@ -264,13 +301,17 @@ class RegistryClient:
         return [f"repository:{repo}:pull,push", *(f"repository:{s}:pull" for s in sources if s != repo)]
 
     async def get_manifest(self, repo: str, ref: str, *, scopes: list[str] | None = None) -> Manifest:
+        if ":" in ref:
+            _check_digest(ref, f"manifest reference for {repo}")
+        elif not spec.is_tag(ref):
+            raise errdefs.InvalidArgument(f"invalid tag {ref!r} for {repo}")
         r = await self.request(
             "GET", f"/v2/{repo}/manifests/{ref}", scopes or self.pull_scope(repo), headers={"Accept": ACCEPT}
         )
         async with r:
             if r.status != 200:
                 raise await self._fail(r, f"manifest for {repo}:{ref}")
-            body = await r.read()
+            body = await _read_capped(r, spec.MAX_MANIFEST, f"manifest for {repo}:{ref}")
             digest = "sha256:" + hashlib.sha256(body).hexdigest()
             if ":" in ref and ref != digest:
                 raise BlobDigestMismatch(f"manifest digest mismatch: expected {ref}, got {digest}")
@@ -279,12 +320,21 @@ class RegistryClient:
                 doc = json.loads(body)
             except ValueError:
                 raise errdefs.InvalidArgument(f"manifest for {repo}:{ref} is not JSON") from None
-            mt = doc.get("mediaType") or mt
+            if not isinstance(doc, dict):
+                raise errdefs.InvalidArgument(f"manifest for {repo}:{ref} is not a JSON object")
             if doc.get("schemaVersion") == 1:
                 raise errdefs.Unsupported(
                     f"manifest for {repo}:{ref} uses schema 1, which is no longer supported"
                 )
-            if mt not in spec.MANIFEST_TYPES + spec.INDEX_TYPES:
+            declared = doc.get("mediaType")
+            if declared is not None:
+                # the document's own word: it must be a manifest type we know
+                if declared not in spec.MANIFEST_TYPES + spec.INDEX_TYPES:
+                    raise errdefs.Unsupported(
+                        f"manifest for {repo}:{ref} has unsupported media type {str(declared)[:100]!r}"
+                    )
+                mt = declared
+            elif mt not in spec.MANIFEST_TYPES + spec.INDEX_TYPES:
                 mt = spec.MT_OCI_INDEX if "manifests" in doc else spec.MT_OCI_MANIFEST
             return Manifest(digest, mt, body)
 
@@ -306,19 +356,29 @@ class RegistryClient:
         sink: Callable[[bytes], Awaitable[None]],
         *,
         progress: Callable[[int], Awaitable[None]] | None = None,
+        limit: int | None = None,
     ) -> int:
-        """Stream the blob into sink; raise BlobDigestMismatch (after the last chunk) if it lies."""
+        """Stream the blob into sink; raise BlobDigestMismatch (after the last chunk) if it lies.
+
+        `limit` (the descriptor's size, or a cap) bounds what is read: a registry that
+        announces or sends more is cut off with ContentTooLarge."""
+        _check_digest(digest, f"blob of {repo}")
+        alg = digest.partition(":")[0]
         r = await self.request("GET", f"/v2/{repo}/blobs/{digest}", self.pull_scope(repo))
         async with r:
             if r.status != 200:
                 raise await self._fail(r, f"blob {digest}")
-            h = hashlib.sha256()
+            if limit is not None:
+                _announced_too_large(r, limit, f"blob {digest}")
+            h = hashlib.new(alg)
             n = 0
             buf = bytearray()
             try:
                 async for chunk in r.content.iter_chunked(1 << 16):
                     h.update(chunk)
                     n += len(chunk)
+                    if limit is not None and n > limit:
+                        raise ContentTooLarge(f"blob {digest} is larger than {limit} bytes")
                     buf += chunk
                     if len(buf) >= _CHUNK:
                         await sink(bytes(buf))
@@ -331,20 +391,19 @@ class RegistryClient:
                 await sink(bytes(buf))
             if progress is not None:
                 await progress(n)
-        got = "sha256:" + h.hexdigest()
+        got = f"{alg}:{h.hexdigest()}"
         if got != digest:
             raise BlobDigestMismatch(f"filesystem layer verification failed for digest {digest}")
         return n
 
-    async def read_blob(self, repo: str, digest: str, limit: int = 64 << 20) -> bytes:
+    async def read_blob(self, repo: str, digest: str, limit: int = spec.MAX_CONFIG) -> bytes:
+        """A small blob (an image config) whole in memory, at most `limit` bytes."""
         out = bytearray()
 
         async def sink(b: bytes) -> None:
             out.extend(b)
-            if len(out) > limit:
-                raise errdefs.InvalidArgument(f"blob {digest} is larger than {limit} bytes")
 
-        await self.fetch_blob(repo, digest, sink)
+        await self.fetch_blob(repo, digest, sink, limit=limit)
         return bytes(out)
 
     # -- push side ------------------------------------------------------------------------
