@@ -273,3 +273,192 @@ def test_repository_names(served: Served) -> None:
         assert status in (400, 404), (name, doc)
         assert _code(doc) in ("NAME_INVALID", "NAME_UNKNOWN"), (name, doc)
     assert _outside(served.base) == before
+
+
+# -- the client: a hostile registry answers the daemon's pull --------------------------------
+
+MiB = 1 << 20
+SAFETY = 256 * MiB  # an endless body ends here, so the old code could be run without an OOM
+
+
+class _Hostile(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    routes: dict[str, Callable[[_Hostile], None]] = {}
+    seen: list[str] = []
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802
+        self.seen.append(self.path)
+        if self.path == "/v2/":
+            return self.send_json(b"{}")
+        fn = self.routes.get(self.path)
+        if fn is None:
+            return self.send_json(b'{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}', 404)
+        try:
+            fn(self)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client hung up: what a capped client does
+
+    do_HEAD = do_GET
+
+    def send_json(self, body: bytes, status: int = 200, ctype: str = "application/json") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def send_endless(self, ctype: str, *, announce: int | None = None) -> None:
+        """An endless body (up to SAFETY): chunked, or under a huge Content-Length."""
+        self.send_response(200)
+        self.send_header("Content-Type", ctype)
+        if announce is not None:
+            self.send_header("Content-Length", str(announce))
+        else:
+            self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        chunk = b" " * MiB
+        sent = 0
+        while sent < SAFETY:
+            if announce is None:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            else:
+                self.wfile.write(chunk)
+            sent += len(chunk)
+        self.close_connection = True
+
+
+@dataclass
+class Hostile:
+    host: str
+    routes: dict[str, Callable[[_Hostile], None]]
+    seen: list[str]
+
+
+@pytest.fixture
+def hostile() -> Iterator[Hostile]:
+    handler = type("Handler", (_Hostile,), {"routes": {}, "seen": []})
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    srv.daemon_threads = True
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield Hostile(f"127.0.0.1:{srv.server_address[1]}", handler.routes, handler.seen)
+    srv.shutdown()
+    srv.server_close()
+    t.join(timeout=10)
+
+
+def _peak_reset(pid: int) -> None:
+    Path(f"/proc/{pid}/clear_refs").write_text("5")  # resets VmHWM, the peak RSS
+
+
+def _peak_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def _blob_store(d: Daemon) -> set[str]:
+    root = d.data_root / "blobs"
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+def _pull_fails(daemon: Daemon, docker_cli: Any, ref: str, *needles: str) -> str:
+    """Pull ref through the docker CLI: it must fail with one of needles in its message,
+    the daemon's peak RSS must stay far below what the registry offered, and the daemon's
+    blob store (ingest included) and image list must be as before."""
+    pid = daemon.proc.pid
+    blobs = _blob_store(daemon)
+    _peak_reset(pid)
+    base_kib = int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+    res = docker_cli("pull", ref, check=False, timeout=120)
+    assert res.returncode != 0, res.stdout
+    msg = (res.stdout + res.stderr).lower()
+    assert any(n in msg for n in needles), msg
+    grew = (_peak_kib(pid) - base_kib) // 1024
+    assert grew < 64, f"the daemon's peak RSS grew {grew} MiB while a registry fed it"
+    assert _blob_store(daemon) == blobs
+    assert docker_cli("images", "-q", ref, check=True).stdout.strip() == ""
+    return msg
+
+
+def _endless_manifest(announce: int | None) -> Callable[[_Hostile], None]:
+    return lambda h: h.send_endless(OCI_MANIFEST, announce=announce)
+
+
+@pytest.mark.parametrize("announce", [1 << 30, None], ids=["1GiB-announced", "chunked-endless"])
+def test_huge_manifest_is_cut_off(daemon: Daemon, busybox: str, docker_cli: Any, hostile: Hostile,
+                                  announce: int | None) -> None:  # fmt: skip
+    hostile.routes["/v2/evil/big/manifests/latest"] = _endless_manifest(announce)
+    _pull_fails(daemon, docker_cli, f"{hostile.host}/evil/big:latest", "too large")
+
+
+def _image_docs(config: bytes, layer_size: int, config_size: int | None = None) -> tuple[bytes, str, str]:
+    layer_digest = "sha256:" + "1" * 64
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": _digest(config), "size": config_size or len(config)},
+        "layers": [{"mediaType": OCI_LAYER, "digest": layer_digest, "size": layer_size}],
+    }).encode()  # fmt: skip
+    return manifest, _digest(config), layer_digest
+
+
+def test_endless_config_is_cut_off(daemon: Daemon, busybox: str, docker_cli: Any, hostile: Hostile) -> None:
+    config = json.dumps({"architecture": "amd64", "os": "linux",
+                         "rootfs": {"type": "layers", "diff_ids": ["sha256:" + "2" * 64]}}).encode()  # fmt: skip
+    manifest, cfg_digest, _ = _image_docs(config, 10)
+    hostile.routes["/v2/evil/cfg/manifests/latest"] = lambda h: h.send_json(manifest, ctype=OCI_MANIFEST)
+    hostile.routes[f"/v2/evil/cfg/blobs/{cfg_digest}"] = lambda h: h.send_endless("application/octet-stream")
+    _pull_fails(daemon, docker_cli, f"{hostile.host}/evil/cfg:latest", "larger than")
+
+
+def test_config_announced_too_large(daemon: Daemon, busybox: str, docker_cli: Any, hostile: Hostile) -> None:
+    manifest, _, _ = _image_docs(b"{}", 10, config_size=1 << 30)
+    hostile.routes["/v2/evil/cfg2/manifests/latest"] = lambda h: h.send_json(manifest, ctype=OCI_MANIFEST)
+    _pull_fails(daemon, docker_cli, f"{hostile.host}/evil/cfg2:latest", "too large")
+    assert not any("/blobs/" in p for p in hostile.seen if "/evil/cfg2/" in p)
+
+
+def test_endless_layer_stops_at_its_size(daemon: Daemon, busybox: str, docker_cli: Any, hostile: Hostile) -> None:
+    """A layer body longer than its descriptor: cut at the size, the partial ingest removed."""
+    config = json.dumps({"architecture": "amd64", "os": "linux",
+                         "rootfs": {"type": "layers", "diff_ids": ["sha256:" + "2" * 64]}}).encode()  # fmt: skip
+    manifest, cfg_digest, layer_digest = _image_docs(config, 3 * MiB)
+    hostile.routes["/v2/evil/layer/manifests/latest"] = lambda h: h.send_json(manifest, ctype=OCI_MANIFEST)
+    hostile.routes[f"/v2/evil/layer/blobs/{cfg_digest}"] = lambda h: h.send_json(config, ctype="application/octet-stream")
+    hostile.routes[f"/v2/evil/layer/blobs/{layer_digest}"] = lambda h: h.send_endless("application/octet-stream")
+    _pull_fails(daemon, docker_cli, f"{hostile.host}/evil/layer:latest", "larger than")
+    assert not any((daemon.data_root / "blobs" / "ingest").iterdir())
+
+
+@pytest.mark.parametrize(
+    "doc,needle",
+    [
+        ({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+          "config": {"mediaType": OCI_CONFIG, "digest": "sha256:../../../../../escaped", "size": 2},
+          "layers": []}, "invalid descriptor"),
+        ({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+          "config": {"mediaType": OCI_CONFIG, "digest": "sha256:" + "a" * 64, "size": 2},
+          "layers": [{"mediaType": OCI_LAYER, "digest": "md5:" + "a" * 32, "size": 1}]}, "unsupported digest"),
+        ({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+          "config": {"mediaType": OCI_CONFIG, "digest": "sha256:" + "a" * 64, "size": 2},
+          "layers": [{"mediaType": "../../tar", "digest": "sha256:" + "b" * 64, "size": 1}]}, "media type"),
+        ({"schemaVersion": 2, "mediaType": "../../evil", "config": {}, "layers": []}, "unsupported media type"),
+        ({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+          "manifests": [{"mediaType": OCI_MANIFEST, "digest": "sha256:../../../../other/manifests/x", "size": 2,
+                         "platform": {"os": "linux", "architecture": "amd64"}}]}, "invalid descriptor"),
+    ],
+    ids=["config-digest-path", "unknown-algorithm", "layer-media-type", "manifest-media-type", "index-entry"],
+)  # fmt: skip
+def test_hostile_descriptors_are_refused(daemon: Daemon, busybox: str, docker_cli: Any, hostile: Hostile,
+                                         doc: dict[str, Any], needle: str) -> None:  # fmt: skip
+    body = json.dumps(doc).encode()
+    ctype = str(doc["mediaType"]) if "/" in str(doc["mediaType"]) else OCI_MANIFEST
+    hostile.routes["/v2/evil/desc/manifests/latest"] = lambda h: h.send_json(body, ctype=ctype)
+    _pull_fails(daemon, docker_cli, f"{hostile.host}/evil/desc:latest", needle)
+    # nothing but the ping and the manifest was asked for: no hostile digest became a URL
+    assert set(hostile.seen) <= {"/v2/", "/v2/evil/desc/manifests/latest"}, hostile.seen
