@@ -9,6 +9,12 @@ retry or a cleanup after a half-done step is safe.
 `BridgeDriver` is the `driver.NetworkDriver` of Docker's "bridge" networks; the service
 reaches this module only through it. Bridges and host-side veths carry the daemon's tag as
 their interface alias (`ip link show` prints it), so a restart can reconcile after `kill -9`.
+
+The tag is also the ownership record: only a device this module created carries it, and
+only a device carrying it (of the expected kind) is ever deleted. A network may name an
+existing *bridge* (`com.docker.network.bridge.name`), which is then used but never tagged
+nor deleted, as dockerd does; any other existing device (a veth, a dummy, a NIC) is
+refused with dockerd's "existing interface … is not a bridge".
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from pathlib import Path
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from dockyard import errdefs
 from dockyard._sys.netns import run_in_netns
 from dockyard.network import driver
 from dockyard.network.driver import Link, NetworkSpec
@@ -56,6 +63,28 @@ class BridgePort:
     tag: str = ""
 
 
+class NotABridge(errdefs.InvalidArgument):
+    """A network names an existing device that is not a bridge."""
+
+
+def _kind_and_alias(link: object) -> tuple[str, str]:
+    info = link.get_attr("IFLA_LINKINFO")  # type: ignore[attr-defined]
+    kind = str(info.get_attr("IFLA_INFO_KIND") or "") if info is not None else ""
+    return kind, str(link.get_attr("IFLA_IFALIAS") or "")  # type: ignore[attr-defined]
+
+
+def _lookup(ipr: IPRoute, name: str) -> tuple[int, str, str] | None:
+    """(index, kind, alias) of the link called name, None when there is none."""
+    idx = ipr.link_lookup(ifname=name)
+    if not idx:
+        return None
+    links = ipr.get_links(idx[0])
+    if not links:
+        return None
+    kind, alias = _kind_and_alias(links[0])
+    return idx[0], kind, alias
+
+
 def _sysctl(path: str, value: str) -> None:
     try:
         Path(path).write_text(value)
@@ -72,25 +101,54 @@ def link_exists(name: str) -> bool:
         return bool(ipr.link_lookup(ifname=name))
 
 
-def ensure_bridge(spec: BridgeSpec) -> None:
+def ensure_bridge(spec: BridgeSpec) -> bool:
+    """The bridge exists, addressed and up; True when this call created it (and tagged it).
+    An existing device is used only if it is a bridge, and is never tagged."""
     with IPRoute() as ipr:
-        idx = ipr.link_lookup(ifname=spec.name)
-        if not idx:
+        created = False
+        found = _lookup(ipr, spec.name)
+        if found is None:
             try:
                 ipr.link("add", ifname=spec.name, kind="bridge")
+                created = True
             except NetlinkError as err:
-                if err.code != errno.EEXIST:
+                if err.code != errno.EEXIST:  # made by someone else meanwhile: checked below
                     raise
-            idx = ipr.link_lookup(ifname=spec.name)
-        i = idx[0]
+            found = _lookup(ipr, spec.name)
+            if found is None:
+                raise OSError(errno.ENODEV, f"bridge {spec.name} vanished while it was set up")
+        i, kind, _ = found
+        if kind != "bridge":
+            raise NotABridge(f"existing interface {spec.name} is not a bridge")
+        if created and spec.tag:
+            # tag first: a daemon killed before the next steps still finds it as its own
+            ipr.link("set", index=i, ifalias=spec.tag)
         have = {(a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for a in ipr.get_addr(index=i, family=2)}
         if (spec.gateway, spec.prefixlen) not in have:
             ipr.addr("add", index=i, address=spec.gateway, prefixlen=spec.prefixlen)
         ipr.link("set", index=i, mtu=spec.mtu, state="up")
-        if spec.tag:
-            ipr.link("set", index=i, ifalias=spec.tag)
     if spec.route_localnet:
         _sysctl(f"/proc/sys/net/ipv4/conf/{spec.name}/route_localnet", "1")
+    return created
+
+
+def delete_owned(name: str, kind: str, tag: str) -> bool:
+    """Delete the link called name only if it is of `kind` and carries our tag, i.e. this
+    daemon made it; True when it was deleted. Anything else is left untouched."""
+    with IPRoute() as ipr:
+        found = _lookup(ipr, name)
+        if found is None:
+            return False
+        idx, have_kind, alias = found
+        if have_kind != kind or not tag or alias != tag:
+            log.info("leaving %s %s in place: not made by this daemon", have_kind or "device", name)
+            return False
+        try:
+            ipr.link("del", index=idx)
+        except NetlinkError as err:
+            if err.code != errno.ENODEV:
+                raise
+        return True
 
 
 def delete_link(name: str) -> None:
@@ -223,7 +281,7 @@ class BridgeDriver:
         ensure_bridge(self._spec(net))
 
     def delete_network(self, net: NetworkSpec) -> None:
-        delete_link(net.device)
+        delete_owned(net.device, "bridge", self.tag)  # a bridge we were given stays
 
     def join(self, net: NetworkSpec, ep: driver.EndpointSpec) -> str:
         return add_endpoint(BridgePort(
@@ -232,12 +290,15 @@ class BridgeDriver:
         ))  # fmt: skip
 
     def leave(self, net: NetworkSpec, host_if: str) -> None:
-        delete_link(host_if)
+        delete_owned(host_if, "veth", self.tag)
 
     def restore(self, nets: Iterable[NetworkSpec], host_ifs: Iterable[str]) -> list[str]:
         nets = list(nets)
         for net in nets:
-            ensure_bridge(self._spec(net))
+            try:
+                ensure_bridge(self._spec(net))
+            except NotABridge as err:  # replaced while we were down: that network stays broken
+                log.error("network %s: %s", net.id[:12], err)
         stale = driver.plan_restore(links(), self.tag, [n.device for n in nets], host_ifs)
         for name in stale:
             delete_link(name)

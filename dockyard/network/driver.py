@@ -19,7 +19,10 @@ A typical flow, all calls blocking (the service runs them in worker threads)::
 
 Devices and host interfaces carry the daemon's tag (the interface alias), so a restarted
 daemon, or a test's teardown, finds what a killed daemon left, without guessing names that
-another engine (a real dockerd's `br-<id>`) could also use.
+another engine (a real dockerd's `br-<id>`) could also use. The tag is the ownership
+record: a driver deletes only links carrying it. A device a network was given (an
+existing bridge named by an option) is used, never tagged, never deleted, and neither is
+anything plugged into it that is not tagged.
 """
 
 from __future__ import annotations
@@ -83,18 +86,18 @@ class Link:
 def plan_restore(links: Iterable[Link], tag: str, devices: Iterable[str], host_ifs: Iterable[str],
                  device_kind: str = "bridge") -> list[str]:  # fmt: skip
     """Links to delete after a restart (pure): ours by tag (devices of `device_kind`, veths),
-    or veths plugged into one of our devices, and wanted by no network or endpoint.
-    Interfaces come before devices."""
+    or veths plugged into a device tagged as ours, and wanted by no network or endpoint.
+    A device we were given (untagged) protects what is plugged into it. Interfaces come
+    before devices."""
     devices, host_ifs = set(devices), set(host_ifs)
     links = list(links)
-    stale_devs = [
-        ln.name for ln in links if ln.alias == tag and ln.kind == device_kind and ln.name not in devices
-    ]
+    own_devs = {ln.name for ln in links if ln.alias == tag and ln.kind == device_kind}
+    stale_devs = [ln.name for ln in links if ln.name in own_devs and ln.name not in devices]
     stale_ifs = [
         ln.name
         for ln in links
         if ln.kind == "veth"
         and ln.name not in host_ifs
-        and (ln.alias == tag or (ln.master and (ln.master in devices or ln.master in stale_devs)))
+        and (ln.alias == tag or (ln.master and ln.master in own_devs))
     ]
     return stale_ifs + stale_devs

@@ -28,8 +28,10 @@ def test_plan_restore_removes_only_our_unwanted_links() -> None:
         Link("veth5555555", "veth", "", "docker0"),  # a real dockerd's
         Link("veth6666666", "veth", "dockyard-ffffffff", "br-cccccccccccc"),
         Link("vxlan0", "vxlan", TAG),  # another driver's device: not the bridge driver's business
+        Link("usrbr0", "bridge", ""),  # an existing bridge a network was given: used, not ours
+        Link("vethuser", "veth", "", "usrbr0"),  # the user's own veth on it
     ]
-    stale = plan_restore(links, TAG, ["dy0", "br-aaaaaaaaaaaa"], ["veth1111111"])
+    stale = plan_restore(links, TAG, ["dy0", "br-aaaaaaaaaaaa", "usrbr0"], ["veth1111111"])
     assert stale == ["veth2222222", "veth3333333", "veth4444444", "br-bbbbbbbbbbbb"]
 
 
