@@ -133,7 +133,8 @@ async def _pull_resolved(
     yield _msg(f"Pulling from {ref.path}", ref.tag or ref.digest)
     if r.config.size > spec.MAX_CONFIG:
         raise errdefs.InvalidArgument(
-            f"image config {r.config.digest} is too large: {r.config.size} bytes, the limit is {spec.MAX_CONFIG}"
+            f"image config {r.config.digest} is too large: "
+            f"{r.config.size} bytes, the limit is {spec.MAX_CONFIG}"
         )
     # the descriptor's size bounds the read: a registry cannot feed the daemon more
     config_bytes = await rc.read_blob(ref.path, r.config.digest, limit=r.config.size)

@@ -303,7 +303,9 @@ class _Handler:
         if mount:
             mount = self._digest(mount)
             if source and not spec.is_name(source):
-                raise RegistryError("NAME_INVALID", f"invalid source repository {source!r}", detail={"from": source})
+                raise RegistryError(
+                    "NAME_INVALID", f"invalid source repository {source!r}", detail={"from": source}
+                )
             if (
                 source
                 and self.st.repo_has_blob(source, mount)

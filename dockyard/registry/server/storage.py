@@ -126,7 +126,7 @@ class FilesystemStorage:
         symlinks resolved, lies under the root. Independent of the grammar checks above."""
         for p in parts:
             if not p or p in (".", "..") or "/" in p or "\0" in p:
-                raise RegistryError("NAME_INVALID", f"path component {p!r} is not allowed in the registry root")
+                raise RegistryError("NAME_INVALID", f"path component {p!r} is not allowed in the root")
         path = self.root.joinpath(*parts)
         real = os.path.realpath(path)
         if os.path.commonpath([real, self._real_root]) != self._real_root:
