@@ -40,6 +40,7 @@ __all__ = [
     "FileTooLarge",
     "NotRegularFile",
     "RootDir",
+    "copy_tree",
     "openat2",
 ]
 
@@ -206,7 +207,8 @@ class RootDir:
                         os.close(stack.pop())
                 parts[:0] = _parts(target)
             # the path named a directory we hold (the root, "..", a link to a directory)
-            return os.open(".", flags & ~os.O_CREAT & ~os.O_EXCL if create_dirs is None else flags, dir_fd=stack[-1])
+            final = flags & ~os.O_CREAT & ~os.O_EXCL if create_dirs is None else flags
+            return os.open(".", final, dir_fd=stack[-1])
         finally:
             for fd in stack:
                 os.close(fd)
@@ -324,3 +326,133 @@ class RootDir:
                 cur = []
             parts[:0] = _parts(target)
         return "/" + "/".join(cur)
+
+
+# ---- copying a tree between two roots --------------------------------------------------------
+
+_KEEP_XATTRS = ("security.capability",)
+_KEEP_XATTR_PREFIXES = ("user.",)
+
+
+def copy_tree(src: int, dst: int) -> int:
+    """Copies what is inside the directory fd `src` into the directory fd `dst`, as `cp -a`
+    would (owners, modes, times, symlinks as links, hardlinks, FIFOs, devices, user.* and
+    security.capability xattrs), by fds only: entries are opened O_NOFOLLOW relative to
+    their parent's fd on both sides, so a symlink on either side is copied or refused,
+    never followed. An entry that already exists in `dst` is left alone (someone else's
+    content wins; nothing is overwritten through it). Returns the number of entries made."""
+    made = 0
+    seen: dict[tuple[int, int], tuple[str, ...]] = {}
+    stack: list[tuple[int, int, tuple[str, ...], list[str], os.stat_result | None]] = []
+    stack.append((os.dup(src), os.dup(dst), (), sorted(os.listdir(src)), None))
+    try:
+        while stack:
+            sfd, dfd, rel, names, info = stack[-1]
+            if not names:
+                stack.pop()
+                if info is not None:  # the directory's own times, once its children are in
+                    os.utime(dfd, ns=(info.st_atime_ns, info.st_mtime_ns))
+                os.close(sfd)
+                os.close(dfd)
+                continue
+            name = names.pop(0)
+            try:
+                st = os.stat(name, dir_fd=sfd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            mode = st.st_mode
+            key = (st.st_dev, st.st_ino)
+            try:
+                if stat.S_ISDIR(mode):
+                    os.mkdir(name, 0o700, dir_fd=dfd)
+                    made += 1
+                    csfd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=sfd)
+                    try:
+                        cdfd = os.open(
+                            name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd
+                        )
+                    except OSError:
+                        os.close(csfd)
+                        raise
+                    _copy_attrs(csfd, cdfd, st)
+                    stack.append((csfd, cdfd, (*rel, name), sorted(os.listdir(csfd)), st))
+                    continue
+                if st.st_nlink > 1 and key in seen and _link_in(dst, seen[key], dfd, name):
+                    made += 1
+                    continue
+                if stat.S_ISREG(mode):
+                    _copy_file(sfd, dfd, name, st)
+                elif stat.S_ISLNK(mode):
+                    os.symlink(os.readlink(name, dir_fd=sfd), name, dir_fd=dfd)
+                    os.chown(name, st.st_uid, st.st_gid, dir_fd=dfd, follow_symlinks=False)
+                elif stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+                    os.mknod(name, stat.S_IFMT(mode) | 0o600, st.st_rdev, dir_fd=dfd)
+                    os.chown(name, st.st_uid, st.st_gid, dir_fd=dfd, follow_symlinks=False)
+                    os.chmod(name, stat.S_IMODE(mode), dir_fd=dfd, follow_symlinks=False)
+                else:
+                    continue  # sockets belong to a process, not to the content
+                os.utime(name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=dfd, follow_symlinks=False)
+                made += 1
+                if st.st_nlink > 1:
+                    seen[key] = (*rel, name)
+            except FileExistsError:
+                continue
+    finally:
+        for sfd, dfd, *_ in stack:
+            os.close(sfd)
+            os.close(dfd)
+    return made
+
+
+def _copy_file(sfd: int, dfd: int, name: str, st: os.stat_result) -> None:
+    src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=sfd)
+    try:
+        if not stat.S_ISREG(os.fstat(src).st_mode):  # swapped since the stat: skip it
+            return
+        out = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dfd)
+        try:
+            while chunk := os.read(src, 1 << 20):
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(out, view) :]
+            _copy_attrs(src, out, st)
+        finally:
+            os.close(out)
+    finally:
+        os.close(src)
+
+
+def _copy_attrs(src: int, dst: int, st: os.stat_result) -> None:
+    os.fchown(dst, st.st_uid, st.st_gid)
+    os.fchmod(dst, stat.S_IMODE(st.st_mode))  # after chown: chown clears set-id bits
+    try:
+        names = os.listxattr(src)
+    except OSError:
+        names = []
+    for x in names:
+        if x in _KEEP_XATTRS or x.startswith(_KEEP_XATTR_PREFIXES):
+            try:
+                os.setxattr(dst, x, os.getxattr(src, x))
+            except OSError:
+                pass
+    if stat.S_ISREG(st.st_mode):
+        os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _link_in(root: int, parts: tuple[str, ...], dfd: int, name: str) -> bool:
+    """Hardlinks `name` in dfd to the entry `parts` made earlier under root (walked with
+    O_NOFOLLOW); False when that entry is gone or moved."""
+    fd = os.dup(root)
+    try:
+        for comp in parts[:-1]:
+            nfd = os.open(comp, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+        os.link(parts[-1], name, src_dir_fd=fd, dst_dir_fd=dfd, follow_symlinks=False)
+        return True
+    except (FileNotFoundError, NotADirectoryError, OSError) as err:
+        if isinstance(err, FileExistsError):
+            raise
+        return False
+    finally:
+        os.close(fd)

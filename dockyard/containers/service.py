@@ -300,8 +300,7 @@ class ContainerService:
                 m["Name"], rec["Id"], destination=m["Destination"], rw=m["RW"], propagation=m["Propagation"]
             )
             if not (opts.get(m["Destination"]) or {}).get("NoCopy"):
-                src = rootfs / m["Destination"].lstrip("/")
-                await self.volumes.copy_up(m["Name"], src)
+                await self.volumes.copy_up(m["Name"], rootfs, m["Destination"])
 
     async def _unmount_volumes(self, rec: Record) -> None:
         for m in rec["Mounts"]:
