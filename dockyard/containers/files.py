@@ -94,6 +94,7 @@ class _Db:
     def __init__(self, root: RootDir, path: str) -> None:
         self.path = path
         self.problem = ""
+        self.not_regular = False
         self._entries: list[list[str]] = []
         try:
             text = root.read_regular(path, _DB_LIMIT).decode("utf-8", "replace")
@@ -101,6 +102,7 @@ class _Db:
             return  # no such file: numeric ids still work, as in Docker
         except NotRegularFile:
             self.problem = f"{path} is not a regular file"
+            self.not_regular = True
         except FileTooLarge:
             self.problem = f"{path} is larger than {_DB_LIMIT} bytes"
         except OSError as err:
@@ -123,6 +125,11 @@ def resolve_user(rootfs: Path, user: str) -> ProcessUser:
     with RootDir(rootfs) as root:
         passwd = _Db(root, "/etc/passwd")
         groups = _Db(root, "/etc/group")
+    for db in (passwd, groups):
+        # runc's init opens both files whatever the user (for HOME and the groups), and a
+        # FIFO there blocks it for good: refuse now, with the reason, instead of hanging
+        if db.not_regular:
+            raise InvalidArgument(f"unable to find user {user or '0'}: {db.problem}")
     try:
         return _lookup(user or "0", passwd, groups)
     except ValueError:  # a malformed id field in an entry that matched
