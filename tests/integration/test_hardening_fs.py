@@ -98,8 +98,9 @@ def _racer(docker_cli: Runner, removed: Callable[[str, str], str], unique: Calla
            busybox: str, host: Path) -> str:  # fmt: skip
     name = removed("container", unique("racer"))
     script = (
-        f"mkdir -p /d; for i in $(seq 0 {FILES - 1}); do echo inside > /d/f$i; done; "
-        f"while :; do mv /d /d.x; ln -s {host} /d; rm /d; mv /d.x /d; done"
+        f"mkdir -p /d; for i in $(seq 0 {FILES - 1}); do head -c 16384 /dev/zero > /d/f$i; done; "
+        # the link stays a little longer (cat forks) so a copy in flight meets it
+        f"while :; do mv /d /d.x; ln -s {host} /d; cat /dev/null; rm /d; mv /d.x /d; done"
     )
     docker_cli("run", "-d", *ULIMIT, "--name", name, busybox, "sh", "-c", script)
     deadline = time.monotonic() + 10
@@ -118,8 +119,8 @@ def test_cp_out_of_racing_container_never_reads_the_host(
     ctr = _racer(docker_cli, removed, unique, busybox, host_dir)
     env = {**os.environ, "DOCKER_HOST": daemon.host}
     got_something = 0
-    for _ in range(30):
-        for path in ("/d", "/d/f7"):
+    for _ in range(40):
+        for path in ("/d", "/d/.", "/d/f7"):
             res = subprocess.run(["docker", "cp", f"{ctr}:{path}", "-"], capture_output=True, timeout=60, env=env)
             assert MARKER.encode() not in res.stdout, f"host file content came out of {ctr}:{path}"
             got_something += res.returncode == 0
