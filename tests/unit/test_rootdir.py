@@ -251,3 +251,27 @@ def test_openat2_flags(root: Path) -> None:
         assert stat.S_IMODE((root / "new").stat().st_mode) == 0o600 & ~_umask()
     finally:
         os.close(dfd)
+
+
+def test_copy_tree_copies_links_as_links(tmp_path: Path, host: Path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "d").mkdir(parents=True)
+    (src / "d" / "f").write_text("data")
+    os.chmod(src / "d" / "f", 0o640)
+    os.link(src / "d" / "f", src / "hard")
+    (src / "esc").symlink_to(host)  # copied as a link, never followed
+    os.mkfifo(src / "fifo")
+    dst.mkdir()
+    (dst / "esc2").symlink_to(host)  # something already in the destination is left alone
+    (src / "esc2").mkdir()
+    (src / "esc2" / "x").write_text("must not land in the host dir")
+    s, d = os.open(src, os.O_RDONLY | os.O_DIRECTORY), os.open(dst, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        rootdir.copy_tree(s, d)
+    finally:
+        os.close(s)
+        os.close(d)
+    assert (dst / "d" / "f").read_text() == "data" and stat.S_IMODE((dst / "d" / "f").stat().st_mode) == 0o640
+    assert (dst / "hard").stat().st_ino == (dst / "d" / "f").stat().st_ino
+    assert os.readlink(dst / "esc") == str(host) and stat.S_ISFIFO((dst / "fifo").lstat().st_mode)
+    assert sorted(p.name for p in host.iterdir()) == ["secret"]
