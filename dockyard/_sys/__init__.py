@@ -1,1 +1,2 @@
-"""Kernel and process seam: subprocesses, mounts, atomic files."""
+"""Kernel and process seam: subprocesses, mounts, atomic files, lookups confined to a root
+(rootdir)."""

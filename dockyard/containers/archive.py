@@ -11,17 +11,24 @@ route module mounts the root (`ContainerService.rootfs_mounted`), builds a `Cont
 with `view()` and runs the blocking methods here in a worker thread.
 
 Every path is handled in two spaces: a *container path* ("/etc/passwd", always absolute and
-clean) and the *host path* it maps to through the mount table. Resolution walks container
-paths one component at a time and only ever lstat()s host paths built from components that
-were already checked not to be symlinks.
+clean) and the mount (root fs, volume, bind) plus the path inside it that it maps to through
+the mount table. Container paths are evaluated across mounts for Docker's semantics, but no
+host path string is ever opened: each mount is a `_sys.rootdir.RootDir`, every open goes
+through it (so a symlink a running container swaps in mid-operation is evaluated by the
+kernel inside that mount, never on the host: CVE-2018-15664), the tar walk descends by
+directory fds, and extraction creates entries with *at() calls in directory fds obtained
+through the RootDir. `host_path` stays as a lexical helper for messages and tests.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import errno
 import json
 import os
 import posixpath
+import shutil
 import stat as st
 import tarfile
 import time
@@ -32,6 +39,7 @@ from typing import Any, BinaryIO
 
 from dockyard import errdefs
 from dockyard._sys.fs import RootPathError, walk_in_scope
+from dockyard._sys.rootdir import RootDir
 
 __all__ = [
     "STAT_HEADER",
@@ -47,6 +55,7 @@ STAT_HEADER = "X-Docker-Container-Path-Stat"
 
 _MAX_SYMLINKS = 255
 _CHUNK = 1 << 16
+_PATH = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC  # a handle on an entry, never followed
 
 # Go's os.FileMode type bits (io/fs): clients decode `mode` with these, not st_mode.
 _GO_DIR = 1 << 31
@@ -160,6 +169,8 @@ class ContainerFS:
     """One container's view: its root file system plus its mounts, resolved chroot-style.
 
     `ref` is the container name or id as the client gave it (Docker names it in errors).
+    Each public operation opens a RootDir per directory mount it touches and closes them
+    when it returns; the object holds no fd between operations.
     """
 
     def __init__(
@@ -167,20 +178,90 @@ class ContainerFS:
     ) -> None:
         self.ref = ref
         self.rootfs = rootfs
+        self._roots: dict[str, RootDir] = {}
+        self._depth = 0
         root = MountPoint("/", rootfs, not readonly_rootfs)
         self._mounts: list[MountPoint] = [root]  # longest destination first
         # A mount destination is itself resolved in the container (a bind on /var/run lands
         # on /run when /var/run -> /run), against the mounts set up before it, as runc does.
         by_dest: dict[str, MountPoint] = {}
-        for m in mounts:
-            dest = self._eval(_clean(m.destination), follow_last=True)
-            if dest == "/":
-                continue
-            by_dest[dest] = MountPoint(dest, m.source, m.rw)
-            self._mounts = sorted([root, *by_dest.values()], key=lambda x: len(x.destination), reverse=True)
+        with self._session():
+            for m in mounts:
+                dest = self._eval(_clean(m.destination), follow_last=True)
+                if dest == "/":
+                    continue
+                by_dest[dest] = MountPoint(dest, m.source, m.rw)
+                self._mounts = sorted(
+                    [root, *by_dest.values()], key=lambda x: len(x.destination), reverse=True
+                )
+        self._dests = {m.destination for m in self._mounts}
 
     def __repr__(self) -> str:
         return f"<ContainerFS {self.ref} root={self.rootfs} mounts={len(self._mounts) - 1}>"
+
+    # ---- the mounts' roots ----------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _session(self) -> Iterator[None]:
+        """Roots opened inside stay open until the outermost session ends."""
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+            if not self._depth:
+                roots, self._roots = self._roots, {}
+                for rd in roots.values():
+                    rd.close()
+
+    def _root(self, m: MountPoint) -> RootDir | None:
+        """The RootDir of a directory mount; None for a file bound on a path (hosts, a file
+        bind), which has nothing below it to resolve."""
+        assert self._depth, "mount roots are opened inside a session"
+        rd = self._roots.get(m.destination)
+        if rd is None:
+            try:
+                rd = RootDir(m.source)
+            except NotADirectoryError:
+                return None
+            self._roots[m.destination] = rd
+        return rd
+
+    def _open(self, cpath: str, flags: int) -> int:
+        """An fd for a clean container path, opened in its mount's root (the last component
+        is followed unless `flags` has O_NOFOLLOW). Caller closes."""
+        m = self.mount_for(cpath)
+        rel = cpath[len(m.destination) :].lstrip("/") if m.destination != "/" else cpath.lstrip("/")
+        rd = self._root(m)
+        if rd is None:
+            if rel:
+                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), cpath)
+            # the bound file itself, as the container sees it (a bind resolves its source)
+            return os.open(m.source, (flags & ~os.O_NOFOLLOW) | os.O_CLOEXEC)
+        return rd.open(rel, flags)
+
+    def _open_parent(self, cpath: str, *, create: bool) -> tuple[int, str]:
+        """(fd of the directory that holds cpath, its last component), the directory opened
+        in its mount's root and made (0755, `mkdir -p` style) when `create`."""
+        m = self.mount_for(cpath)
+        rel = cpath[len(m.destination) :].lstrip("/") if m.destination != "/" else cpath.lstrip("/")
+        parent, name = posixpath.split(rel)
+        rd = self._root(m)
+        if rd is None or not name:
+            raise errdefs.InvalidArgument(f"cannot write to {cpath!r}: not a directory")
+        try:
+            return rd.open_dir(parent, create=create), name
+        except NotADirectoryError:
+            raise errdefs.InvalidArgument(f"cannot write to {cpath!r}: a parent is not a directory") from None
+
+    def _lstat_link(self, cpath: str) -> tuple[os.stat_result, str | None]:
+        """lstat of a container path in its mount, and the target if it is a symlink."""
+        fd = self._open(cpath, _PATH)
+        try:
+            info = os.fstat(fd)
+            return info, os.readlink("", dir_fd=fd) if st.S_ISLNK(info.st_mode) else None
+        finally:
+            os.close(fd)
 
     # ---- resolution ---------------------------------------------------------------------
 
@@ -192,7 +273,8 @@ class ContainerFS:
         raise AssertionError("the root mount always matches")
 
     def host_path(self, cpath: str) -> Path:
-        """The host path of a clean container path (lexical: no symlink is evaluated)."""
+        """The host path of a clean container path (lexical: no symlink is evaluated). For
+        messages and tests only: nothing here opens it."""
         m = self.mount_for(cpath)
         rel = cpath[len(m.destination) :].lstrip("/") if m.destination != "/" else cpath.lstrip("/")
         return m.source / rel if rel else m.source
@@ -202,19 +284,26 @@ class ContainerFS:
         (`_sys.fs.walk_in_scope`, Docker's FollowSymlinkInScope).
 
         Components that do not exist are kept lexically, so the result may name a path to
-        be created.
+        be created. The answer may be stale by the time it is used (a running container can
+        change its files): it only picks the mount and the name; opening goes through the
+        mount's RootDir, which evaluates whatever is there then, inside that mount.
         """
 
         def link_at(components: list[str], last: bool) -> str | None:
-            host = self.host_path("/" + "/".join(components))
             try:
-                info = os.lstat(host)
+                return self._lstat_link("/" + "/".join(components))[1]
             except (FileNotFoundError, NotADirectoryError):
                 return None
-            return os.readlink(host) if st.S_ISLNK(info.st_mode) else None
+            except OSError as err:
+                if err.errno == errno.ELOOP:  # the mount's own walk met a loop
+                    raise RootPathError("too many levels of symbolic links") from None
+                raise
 
         try:
-            return "/" + "/".join(walk_in_scope(path, link_at, follow_last=follow_last, max_links=_MAX_SYMLINKS))
+            with self._session():
+                return "/" + "/".join(
+                    walk_in_scope(path, link_at, follow_last=follow_last, max_links=_MAX_SYMLINKS)
+                )
         except RootPathError:
             raise errdefs.InvalidArgument(f"too many levels of symbolic links: {path}") from None
 
@@ -237,25 +326,26 @@ class ContainerFS:
     # ---- stat (HEAD) -----------------------------------------------------------------------
 
     def stat(self, path: str) -> PathStat:
-        abs_path = _abs_preserving(path)
-        cpath, must_be_dir = self._resolve_entry(abs_path)
-        info = self._lstat(cpath, path)
-        if must_be_dir and not st.S_ISDIR(info.st_mode):
-            raise ContainerPathNotFound(path, self.ref)
-        link_target = ""
-        if st.S_ISLNK(info.st_mode):
-            link_target = self._eval(abs_path, follow_last=True)
-        return PathStat(
-            name=_go_base(abs_path),
-            size=info.st_size,
-            mode=go_file_mode(info.st_mode),
-            mtime=_go_time(info.st_mtime_ns),
-            link_target=link_target,
-        )
+        with self._session():
+            abs_path = _abs_preserving(path)
+            cpath, must_be_dir = self._resolve_entry(abs_path)
+            info = self._lstat(cpath, path)
+            if must_be_dir and not st.S_ISDIR(info.st_mode):
+                raise ContainerPathNotFound(path, self.ref)
+            link_target = ""
+            if st.S_ISLNK(info.st_mode):
+                link_target = self._eval(abs_path, follow_last=True)
+            return PathStat(
+                name=_go_base(abs_path),
+                size=info.st_size,
+                mode=go_file_mode(info.st_mode),
+                mtime=_go_time(info.st_mtime_ns),
+                link_target=link_target,
+            )
 
     def _lstat(self, cpath: str, asked: str) -> os.stat_result:
         try:
-            return os.lstat(self.host_path(cpath))
+            return self._lstat_link(cpath)[0]
         except (FileNotFoundError, NotADirectoryError):
             raise ContainerPathNotFound(asked, self.ref) from None
 
@@ -267,72 +357,119 @@ class ContainerFS:
         Like Docker: "/a/dir" gives "dir", "dir/..."; "/a/dir/." gives ".", "./x", ...; "/"
         gives "/", "/bin", ... (the client rebases the first element onto its destination)
         """
-        abs_path = _abs_preserving(path)
-        cpath, must_be_dir = self._resolve_entry(abs_path)
-        info = self._lstat(cpath, path)
-        if must_be_dir and not st.S_ISDIR(info.st_mode):
-            raise ContainerPathNotFound(path, self.ref)
-        base = _go_base(abs_path)
-        with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tf:
-            for child_cpath, arcname in self._walk(cpath, base):
-                self._add(tf, child_cpath, arcname)
-
-    def _walk(self, top: str, top_name: str) -> Iterator[tuple[str, str]]:
-        """(container path, archive name) depth first, parents before children, crossing mounts."""
-        stack: list[tuple[str, str]] = [(top, top_name)]
-        while stack:
-            cpath, name = stack.pop()
-            yield cpath, name
-            host = self.host_path(cpath)
+        with self._session():
+            abs_path = _abs_preserving(path)
+            cpath, must_be_dir = self._resolve_entry(abs_path)
             try:
-                if not st.S_ISDIR(os.lstat(host).st_mode):
+                top = self._open(cpath, _PATH)
+            except (FileNotFoundError, NotADirectoryError):
+                raise ContainerPathNotFound(path, self.ref) from None
+            if must_be_dir and not st.S_ISDIR(os.fstat(top).st_mode):
+                os.close(top)
+                raise ContainerPathNotFound(path, self.ref)
+            with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tf:
+                self._tar_tree(tf, top, cpath, _go_base(abs_path))
+
+    def _tar_tree(self, tf: tarfile.TarFile, top: int, top_cpath: str, top_name: str) -> None:
+        """Archives the entry `top` (an O_PATH fd, closed here) and what is below it, depth
+        first, parents before children, names sorted, crossing into mounts. The walk holds
+        one directory fd per level and opens each child relative to its parent's fd with
+        O_NOFOLLOW, so nothing a running container renames or links meanwhile can take it
+        outside the entry it started from (or the mount it crossed into)."""
+        inodes: dict[tuple[int, int], str] = {}
+        # frames: (directory fd, its container path, its archive name, children left)
+        stack: list[tuple[int, str, str, Iterator[str]]] = []
+        try:
+            frame = self._tar_entry(tf, top, top_cpath, top_name, inodes)
+            if frame is not None:
+                stack.append(frame)
+            while stack:
+                dfd, cpath, name, children = stack[-1]
+                child = next(children, None)
+                if child is None:
+                    os.close(dfd)
+                    stack.pop()
                     continue
-                children = set(os.listdir(host))
-            except OSError:
-                continue
-            prefix = cpath.rstrip("/") + "/"
-            for m in self._mounts:  # mount points missing from the directory still show up
-                d = m.destination
-                if d != "/" and d.startswith(prefix) and "/" not in d[len(prefix) :]:
-                    children.add(d[len(prefix) :])
-            for child in sorted(children, reverse=True):
+                child_cpath = cpath.rstrip("/") + "/" + child
                 if name == "":  # export: names relative to the root, no "." entry
                     child_name = child
                 elif name == "/":
                     child_name = "/" + child
                 else:
                     child_name = f"{name}/{child}"
-                stack.append((prefix + child, child_name))
+                try:
+                    if child_cpath in self._dests:
+                        cfd = self._open(child_cpath, _PATH)  # the mount's root, not what is under it
+                    else:
+                        cfd = os.open(child, _PATH, dir_fd=dfd)
+                except OSError:
+                    continue  # removed while we walked (running container)
+                frame = self._tar_entry(tf, cfd, child_cpath, child_name, inodes)
+                if frame is not None:
+                    stack.append(frame)
+        finally:
+            for dfd, *_ in stack:
+                os.close(dfd)
 
-    def _add(self, tf: tarfile.TarFile, cpath: str, arcname: str) -> None:
-        host = self.host_path(cpath)
+    def _tar_entry(
+        self, tf: tarfile.TarFile, pfd: int, cpath: str, arcname: str, inodes: dict[tuple[int, int], str]
+    ) -> tuple[int, str, str, Iterator[str]] | None:
+        """Writes one entry from its O_PATH fd (closed here); a directory's frame is returned."""
         try:
-            ti = tf.gettarinfo(str(host), arcname)
-        except FileNotFoundError:
-            return  # removed while we walked (running container)
-        if ti is None:
-            return  # sockets are not archived
-        ti.mtime = int(ti.mtime)  # a float mtime would cost a PAX header per entry
-        ti.uname = ti.gname = ""  # host names mean nothing in the container; ids do
-        if ti.isreg():
-            try:
-                fd = os.open(host, os.O_RDONLY | os.O_NOFOLLOW)
-            except OSError:
-                return
-            with os.fdopen(fd, "rb") as f:
-                tf.addfile(ti, _Exactly(f, ti.size))
-        else:
-            tf.addfile(ti)
+            info = os.fstat(pfd)
+            ti = _tarinfo(info, arcname)
+            if ti is None:
+                return None  # sockets are not archived
+            if not st.S_ISDIR(info.st_mode) and info.st_nlink > 1:
+                key = (info.st_dev, info.st_ino)
+                if key in inodes:
+                    ti.type, ti.linkname, ti.size = tarfile.LNKTYPE, inodes[key], 0
+                    tf.addfile(ti)
+                    return None
+                inodes[key] = arcname
+            if st.S_ISLNK(info.st_mode):
+                ti.linkname = os.readlink("", dir_fd=pfd)
+                tf.addfile(ti)
+            elif st.S_ISREG(info.st_mode):
+                # reopen the inode we hold (not the name): a swap cannot put a FIFO or a
+                # host file here; O_NONBLOCK in case of a mandatory lock
+                try:
+                    fd = os.open(f"/proc/self/fd/{pfd}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+                except OSError:
+                    return None
+                with os.fdopen(fd, "rb") as f:
+                    tf.addfile(ti, _Exactly(f, ti.size))
+            elif st.S_ISDIR(info.st_mode):
+                tf.addfile(ti)
+                try:
+                    dfd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=pfd)
+                except OSError:
+                    return None
+                try:
+                    children = set(os.listdir(dfd))
+                except OSError:
+                    os.close(dfd)
+                    return None
+                prefix = cpath.rstrip("/") + "/"
+                for d in self._dests:  # mount points missing from the directory still show up
+                    if d != "/" and d.startswith(prefix) and "/" not in d[len(prefix) :]:
+                        children.add(d[len(prefix) :])
+                return dfd, cpath, arcname, iter(sorted(children))
+            else:
+                tf.addfile(ti)
+            return None
+        finally:
+            os.close(pfd)
 
     # ---- export -------------------------------------------------------------------------------
 
     def export(self, out: BinaryIO) -> None:
         """The root file system alone, as `docker export` gives it (no mounts, no "." entry)."""
         rootfs_only = ContainerFS(self.rootfs, (), readonly_rootfs=True, ref=self.ref)
-        with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tf:
-            for cpath, arcname in rootfs_only._walk("/", ""):
-                if cpath != "/":
-                    rootfs_only._add(tf, cpath, arcname)
+        with rootfs_only._session():
+            top = rootfs_only._open("/", _PATH)
+            with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tf:
+                rootfs_only._tar_tree(tf, top, "/", "")
 
     # ---- extract (PUT) --------------------------------------------------------------------
 
@@ -358,27 +495,32 @@ class ContainerFS:
         member is placed by resolving its parent in the container; `..` escapes are refused.
         `owner` overrides the members' uid/gid (copyUIDGID).
         """
-        dest = self._eval(_clean(path), follow_last=True)
-        info = self._lstat(dest, path)
-        if not st.S_ISDIR(info.st_mode):
-            raise errdefs.InvalidArgument("extraction point is not a directory")
-        self.check_writable(dest)
-        dir_times: list[tuple[Path, int]] = []
-        try:
-            tf = tarfile.open(fileobj=src, mode="r|*")
-        except tarfile.ReadError as err:
-            raise errdefs.InvalidArgument(f"invalid tar archive: {err}") from None
-        with tf:
+        with self._session():
+            dest = self._eval(_clean(path), follow_last=True)
+            info = self._lstat(dest, path)
+            if not st.S_ISDIR(info.st_mode):
+                raise errdefs.InvalidArgument("extraction point is not a directory")
+            self.check_writable(dest)
+            dir_times: list[tuple[str, int]] = []
             try:
-                for member in tf:
-                    self._extract_member(tf, member, dest, no_overwrite_dir_non_dir, owner, dir_times)
-            except (tarfile.ReadError, EOFError, tarfile.StreamError) as err:
+                tf = tarfile.open(fileobj=src, mode="r|*")
+            except tarfile.ReadError as err:
                 raise errdefs.InvalidArgument(f"invalid tar archive: {err}") from None
-        for host, mtime in reversed(dir_times):
-            try:
-                os.utime(host, (mtime, mtime), follow_symlinks=False)
-            except OSError:
-                pass
+            with tf:
+                try:
+                    for member in tf:
+                        self._extract_member(tf, member, dest, no_overwrite_dir_non_dir, owner, dir_times)
+                except (tarfile.ReadError, EOFError, tarfile.StreamError) as err:
+                    raise errdefs.InvalidArgument(f"invalid tar archive: {err}") from None
+            for cpath, mtime in reversed(dir_times):
+                try:
+                    fd = self._open(cpath, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+                except OSError:
+                    continue
+                try:
+                    os.utime(fd, (mtime, mtime))
+                finally:
+                    os.close(fd)
 
     def _inside(self, dest: str, name: str) -> str:
         """Container path of a member name under dest; refuses names that climb out."""
@@ -399,82 +541,176 @@ class ContainerFS:
         dest: str,
         no_overwrite: bool,
         owner: tuple[int, int] | None,
-        dir_times: list[tuple[Path, int]],
+        dir_times: list[tuple[str, int]],
     ) -> None:
         joined = self._inside(dest, m.name)
         if joined == dest:
             return  # "." or "./": the destination itself keeps its own metadata (as Docker)
         target = self._place(joined)
         self.check_writable(target)
-        host = self.host_path(target)
-        is_mount_point = any(mp.destination == target for mp in self._mounts)
-        os.makedirs(host.parent, mode=0o755, exist_ok=True)
+        if target in self._dests:
+            self._extract_onto_mount_point(m, target, no_overwrite, owner, dir_times)
+            return
+        parent, name = self._open_parent(target, create=True)
         try:
-            existing: os.stat_result | None = os.lstat(host)
-        except FileNotFoundError:
-            existing = None
-        if existing is not None:
-            if no_overwrite and st.S_ISDIR(existing.st_mode) and not m.isdir():
-                raise errdefs.InvalidArgument(
-                    f"cannot overwrite directory {target!r} with non-directory {m.name!r}"
-                )
-            if no_overwrite and not st.S_ISDIR(existing.st_mode) and m.isdir():
-                raise errdefs.InvalidArgument(
-                    f"cannot overwrite non-directory {target!r} with directory {m.name!r}"
-                )
-            if not (m.isdir() and st.S_ISDIR(existing.st_mode)):
-                if is_mount_point:
-                    raise errdefs.InvalidArgument(f"cannot replace mount point {target!r}")
-                _remove(host, existing)
+            existing = _stat_at(parent, name)
+            if existing is not None:
+                _check_overwrite(existing, m, target, no_overwrite)
+                if not (m.isdir() and st.S_ISDIR(existing.st_mode)):
+                    _remove_at(parent, name, existing)
+            self._create_at(tf, m, parent, name, dest, existing, owner)
+        finally:
+            os.close(parent)
+        if m.isdir():
+            dir_times.append((target, int(m.mtime)))
+
+    def _extract_onto_mount_point(
+        self,
+        m: tarfile.TarInfo,
+        target: str,
+        no_overwrite: bool,
+        owner: tuple[int, int] | None,
+        dir_times: list[tuple[str, int]],
+    ) -> None:
+        """A member named like a mount point: a directory over a directory takes its
+        metadata; anything else would replace the mount, which is refused."""
+        existing, _ = self._lstat_link(target)
+        _check_overwrite(existing, m, target, no_overwrite)
+        if not (m.isdir() and st.S_ISDIR(existing.st_mode)):
+            raise errdefs.InvalidArgument(f"cannot replace mount point {target!r}")
+        fd = self._open(target, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            _attrs_fd(fd, m, owner)
+        finally:
+            os.close(fd)
+        dir_times.append((target, int(m.mtime)))
+
+    def _create_at(
+        self,
+        tf: tarfile.TarFile,
+        m: tarfile.TarInfo,
+        parent: int,
+        name: str,
+        dest: str,
+        existing: os.stat_result | None,
+        owner: tuple[int, int] | None,
+    ) -> None:
+        """Creates one member as `name` in the directory fd `parent`; *at() calls only, none
+        of which follows a final symlink."""
         if m.isdir():
             if existing is None or not st.S_ISDIR(existing.st_mode):
-                os.mkdir(host, 0o700)
-        elif m.isreg():
-            fd = os.open(host, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+                os.mkdir(name, 0o700, dir_fd=parent)
+            fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+            try:
+                _attrs_fd(fd, m, owner)
+            finally:
+                os.close(fd)
+            return
+        if m.isreg():
+            fd = os.open(
+                name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=parent
+            )
             with os.fdopen(fd, "wb") as out:
                 f = tf.extractfile(m)
                 assert f is not None
                 while chunk := f.read(_CHUNK):
                     out.write(chunk)
-        elif m.issym():
-            os.symlink(m.linkname, host)  # read later in the container's scope, so never an escape
-        elif m.islnk():
-            src = self.host_path(self._place(self._inside(dest, m.linkname)))
+                out.flush()
+                _attrs_fd(fd, m, owner)
+                os.utime(fd, (int(m.mtime), int(m.mtime)))
+            return
+        if m.islnk():
+            src = self._place(self._inside(dest, m.linkname))
             try:
-                os.link(src, host, follow_symlinks=False)
+                src_parent, src_name = self._open_parent(src, create=False)
             except FileNotFoundError:
                 raise errdefs.InvalidArgument(f"hard link target {m.linkname!r} not found") from None
+            try:
+                os.link(src_name, name, src_dir_fd=src_parent, dst_dir_fd=parent, follow_symlinks=False)
+            except FileNotFoundError:
+                raise errdefs.InvalidArgument(f"hard link target {m.linkname!r} not found") from None
+            except OSError as err:
+                if err.errno != errno.EXDEV:
+                    raise
+                raise errdefs.InvalidArgument(f"hard link target {m.linkname!r} is on another mount") from None
+            finally:
+                os.close(src_parent)
+            return
+        if m.issym():
+            os.symlink(m.linkname, name, dir_fd=parent)  # read later in the container's scope
         elif m.ischr() or m.isblk():
             kind = st.S_IFCHR if m.ischr() else st.S_IFBLK
-            os.mknod(host, kind | (m.mode & 0o7777), os.makedev(m.devmajor, m.devminor))
+            os.mknod(name, kind | (m.mode & 0o7777), os.makedev(m.devmajor, m.devminor), dir_fd=parent)
         elif m.isfifo():
-            os.mkfifo(host, m.mode & 0o7777)
+            os.mkfifo(name, m.mode & 0o7777, dir_fd=parent)
         else:
             return  # other types (contiguous files come as regular; xattr/pax are headers)
         uid, gid = owner if owner is not None else (m.uid, m.gid)
-        if not m.islnk():
-            try:
-                os.lchown(host, uid, gid)
-            except OSError:
-                pass
-            if not m.issym():
-                os.chmod(host, m.mode & 0o7777)
-        if m.isdir():
-            dir_times.append((host, int(m.mtime)))
-        elif not m.islnk():
-            try:
-                os.utime(host, (int(m.mtime), int(m.mtime)), follow_symlinks=False)
-            except OSError:
-                pass
+        try:
+            os.chown(name, uid, gid, dir_fd=parent, follow_symlinks=False)
+        except OSError:
+            pass
+        if not m.issym():
+            os.chmod(name, m.mode & 0o7777, dir_fd=parent, follow_symlinks=False)
+        try:
+            os.utime(name, (int(m.mtime), int(m.mtime)), dir_fd=parent, follow_symlinks=False)
+        except OSError:
+            pass
 
 
-def _remove(host: Path, info: os.stat_result) -> None:
-    if st.S_ISDIR(info.st_mode):
-        import shutil
+def _check_overwrite(existing: os.stat_result, m: tarfile.TarInfo, target: str, no_overwrite: bool) -> None:
+    if no_overwrite and st.S_ISDIR(existing.st_mode) and not m.isdir():
+        raise errdefs.InvalidArgument(f"cannot overwrite directory {target!r} with non-directory {m.name!r}")
+    if no_overwrite and not st.S_ISDIR(existing.st_mode) and m.isdir():
+        raise errdefs.InvalidArgument(f"cannot overwrite non-directory {target!r} with directory {m.name!r}")
 
-        shutil.rmtree(host)
+
+def _attrs_fd(fd: int, m: tarfile.TarInfo, owner: tuple[int, int] | None) -> None:
+    uid, gid = owner if owner is not None else (m.uid, m.gid)
+    try:
+        os.fchown(fd, uid, gid)
+    except OSError:
+        pass
+    os.fchmod(fd, m.mode & 0o7777)  # after chown: chown clears set-id bits
+
+
+def _tarinfo(info: os.stat_result, arcname: str) -> tarfile.TarInfo | None:
+    """The header tarfile.gettarinfo would make from an lstat (link names filled in by the
+    caller), without host user and group names; None for a socket."""
+    mode = info.st_mode
+    ti = tarfile.TarInfo(arcname)
+    if st.S_ISREG(mode):
+        ti.type, ti.size = tarfile.REGTYPE, info.st_size
+    elif st.S_ISDIR(mode):
+        ti.type = tarfile.DIRTYPE
+    elif st.S_ISLNK(mode):
+        ti.type = tarfile.SYMTYPE
+    elif st.S_ISFIFO(mode):
+        ti.type = tarfile.FIFOTYPE
+    elif st.S_ISCHR(mode) or st.S_ISBLK(mode):
+        ti.type = tarfile.CHRTYPE if st.S_ISCHR(mode) else tarfile.BLKTYPE
+        ti.devmajor, ti.devminor = os.major(info.st_rdev), os.minor(info.st_rdev)
     else:
-        os.unlink(host)
+        return None
+    ti.mode = st.S_IMODE(mode)
+    ti.uid, ti.gid = info.st_uid, info.st_gid
+    ti.mtime = int(info.st_mtime)  # a float mtime would cost a PAX header per entry
+    ti.uname = ti.gname = ""  # host names mean nothing in the container; ids do
+    return ti
+
+
+def _remove_at(dfd: int, name: str, info: os.stat_result) -> None:
+    if st.S_ISDIR(info.st_mode):
+        shutil.rmtree(name, dir_fd=dfd)  # the fd-based rmtree: never follows a symlink
+    else:
+        os.unlink(name, dir_fd=dfd)
+
+
+def _stat_at(dfd: int, name: str) -> os.stat_result | None:
+    try:
+        return os.stat(name, dir_fd=dfd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
 
 
 class _Exactly:

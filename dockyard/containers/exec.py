@@ -376,7 +376,9 @@ class ExecService:
                 await session.connect(edir)
 
         try:
-            (edir / "process.json").write_text(json.dumps(self._process_spec(crec, rec)))
+            # off the loop: it reads the image's passwd/group (_process_spec)
+            process = await asyncio.to_thread(self._process_spec, crec, rec)
+            (edir / "process.json").write_text(json.dumps(process))
             started = await self.conmon.exec(
                 cid, edir, self.containers.runtime(crec),
                 terminal=tty,

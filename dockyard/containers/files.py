@@ -1,15 +1,29 @@
-"""Files Docker provides in every container (/etc/hostname, /etc/hosts, /etc/resolv.conf)
-and resolution of the `User` field against the container's own /etc/passwd and /etc/group.
+"""Files Docker provides in every container (/etc/hostname, /etc/hosts, /etc/resolv.conf),
+resolution of the `User` field against the container's own /etc/passwd and /etc/group, and
+the working directory made at start.
+
+The image's files are untrusted: they are read and made only through `_sys.rootdir.RootDir`
+(resolved in the rootfs, never on the host), a passwd or group file must be a regular file
+under `_DB_LIMIT` (a FIFO there once hung the whole daemon), and every function here blocks,
+so callers run them in a worker thread, never on the event loop.
 """
 
 from __future__ import annotations
 
+import errno
+import logging
+import os
+import posixpath
 from pathlib import Path
 from typing import Any
 
-from dockyard._sys.fs import RootPathError, resolve_in_root
+from dockyard._sys.rootdir import FileTooLarge, NotRegularFile, RootDir
 from dockyard.errdefs import InvalidArgument
 from dockyard.runtime.spec import ProcessUser
+
+log = logging.getLogger(__name__)
+
+_DB_LIMIT = 8 << 20  # a passwd or group file beyond this is not one we parse
 
 _HOSTS_BASE = (
     "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
@@ -73,30 +87,68 @@ def write_container_files(cdir: Path, record: dict[str, Any], default_dns: list[
     (cdir / "hostname").write_text(hostname + "\n")
 
 
-def _read_db(path: Path) -> list[list[str]]:
-    try:
-        return [line.split(":") for line in path.read_text().splitlines() if line and not line.startswith("#")]
-    except OSError:
-        return []
+class _Db:
+    """One colon-separated database of the image (/etc/passwd, /etc/group): its entries, or
+    why it could not be read (raised only when a name has to be looked up in it)."""
+
+    def __init__(self, root: RootDir, path: str) -> None:
+        self.path = path
+        self.problem = ""
+        self.not_regular = False
+        self._entries: list[list[str]] = []
+        try:
+            text = root.read_regular(path, _DB_LIMIT).decode("utf-8", "replace")
+        except (FileNotFoundError, NotADirectoryError):
+            return  # no such file: numeric ids still work, as in Docker
+        except NotRegularFile:
+            self.problem = f"{path} is not a regular file"
+            self.not_regular = True
+        except FileTooLarge:
+            self.problem = f"{path} is larger than {_DB_LIMIT} bytes"
+        except OSError as err:
+            self.problem = f"cannot read {path}: {err.strerror or err}"
+        else:
+            self._entries = [ln.split(":") for ln in text.splitlines() if ln and not ln.startswith("#")]
+        if self.problem:
+            log.warning("image file ignored: %s", self.problem)
+
+    def entries(self, need: str) -> list[list[str]]:
+        """The entries, for looking up `need` (a message fragment: "user app")."""
+        if self.problem:
+            raise InvalidArgument(f"unable to find {need}: {self.problem}")
+        return self._entries
 
 
 def resolve_user(rootfs: Path, user: str) -> ProcessUser:
-    """`User` is uid, name, uid:gid, name:group (any mix); names come from the rootfs."""
-    if not user:
-        user = "0"
+    """`User` is uid, name, uid:gid, name:group (any mix); names come from the rootfs.
+    Blocks (reads the image's files): run it in a worker thread."""
+    with RootDir(rootfs) as root:
+        passwd = _Db(root, "/etc/passwd")
+        groups = _Db(root, "/etc/group")
+    for db in (passwd, groups):
+        # runc's init opens both files whatever the user (for HOME and the groups), and a
+        # FIFO there blocks it for good: refuse now, with the reason, instead of hanging
+        if db.not_regular:
+            raise InvalidArgument(f"unable to find user {user or '0'}: {db.problem}")
+    try:
+        return _lookup(user or "0", passwd, groups)
+    except ValueError:  # a malformed id field in an entry that matched
+        raise InvalidArgument(f"unable to find user {user}: malformed entry in passwd or group file") from None
+
+
+def _lookup(user: str, passwd_db: _Db, groups_db: _Db) -> ProcessUser:
     u, _, g = user.partition(":")
-    passwd = _read_db(rootfs / "etc" / "passwd")
-    groups = _read_db(rootfs / "etc" / "group")
     uid = gid = None
     name = None
     if u.isdigit():
         uid = int(u)
-        for ent in passwd:
+        # a numeric user needs no file: an unreadable one only loses the name and its groups
+        for ent in [] if passwd_db.problem else passwd_db.entries(""):
             if len(ent) > 3 and ent[2] == u:
                 name, gid = ent[0], int(ent[3])
                 break
     else:
-        for ent in passwd:
+        for ent in passwd_db.entries(f"user {u}"):
             if len(ent) > 3 and ent[0] == u:
                 name, uid, gid = ent[0], int(ent[2]), int(ent[3])
                 break
@@ -106,26 +158,29 @@ def resolve_user(rootfs: Path, user: str) -> ProcessUser:
         if g.isdigit():
             gid = int(g)
         else:
-            found = [int(ent[2]) for ent in groups if len(ent) > 2 and ent[0] == g]
+            found = [int(ent[2]) for ent in groups_db.entries(f"group {g}") if len(ent) > 2 and ent[0] == g]
             if not found:
                 raise InvalidArgument(f"unable to find group {g}: no matching entries in group file")
             gid = found[0]
     if gid is None:
         gid = 0
     extra: list[int] = []
-    if name:
-        for ent in groups:
+    if name and not groups_db.problem:
+        for ent in groups_db.entries(""):
             if len(ent) > 3 and name in ent[3].split(",") and int(ent[2]) != gid:
                 extra.append(int(ent[2]))
     return ProcessUser(uid, gid, tuple(extra))
 
 
 def make_workdir(rootfs: Path, path: str) -> None:
-    """Creates the container's working directory like Docker does at start, evaluating
-    symlinks inside the root (an image's `/data -> /` must not lead to the host's root)."""
-    import posixpath
-
-    try:  # lexically clean first, like Docker
-        resolve_in_root(rootfs, posixpath.normpath("/" + path), mkdir=True)
-    except RootPathError as err:
-        raise InvalidArgument(f"cannot create working directory {path}: {err}") from None
+    """Creates the container's working directory like Docker does at start (`mkdir -p`,
+    0755), in the root by fd: an image's `/data -> /` must not lead to the host's root."""
+    try:
+        with RootDir(rootfs) as root:  # lexically clean first, like Docker
+            os.close(root.open_dir(posixpath.normpath("/" + path), create=True, mode=0o755))
+    except NotADirectoryError:
+        raise InvalidArgument(f"cannot create working directory {path}: not a directory") from None
+    except OSError as err:
+        if err.errno != errno.ELOOP:
+            raise
+        raise InvalidArgument(f"cannot create working directory {path}: too many levels of symbolic links") from None

@@ -300,8 +300,7 @@ class ContainerService:
                 m["Name"], rec["Id"], destination=m["Destination"], rw=m["RW"], propagation=m["Propagation"]
             )
             if not (opts.get(m["Destination"]) or {}).get("NoCopy"):
-                src = rootfs / m["Destination"].lstrip("/")
-                await self.volumes.copy_up(m["Name"], src)
+                await self.volumes.copy_up(m["Name"], rootfs, m["Destination"])
 
     async def _unmount_volumes(self, rec: Record) -> None:
         for m in rec["Mounts"]:
@@ -358,7 +357,7 @@ class ContainerService:
             return f"/proc/{other['State']['Pid']}/ns/net"
         return "new"
 
-    def _build_spec(self, rec: Record, rootfs: Path) -> dict[str, Any]:
+    def _build_spec(self, rec: Record, user: ocispec.ProcessUser) -> dict[str, Any]:
         cfg, hc = rec["Config"], rec["HostConfig"]
         cdir = self.bundle(rec["Id"])
         args = [rec["Path"], *rec["Args"]]
@@ -395,7 +394,7 @@ class ContainerService:
             args=args,
             env=env,
             cwd=cfg.get("WorkingDir") or "/",
-            user=resolve_user(rootfs, cfg.get("User") or ""),
+            user=user,
             hostname=cfg.get("Hostname") or "",
             domainname=cfg.get("Domainname") or "",
             terminal=bool(cfg.get("Tty")),
@@ -434,7 +433,9 @@ class ContainerService:
             await self._mount_volumes(rec, rootfs)
             if cfg_wd := rec["Config"].get("WorkingDir"):
                 await asyncio.to_thread(make_workdir, rootfs, cfg_wd)
-            spec = self._build_spec(rec, rootfs)
+            # the image's passwd/group are read off the loop (a FIFO there must not stall it)
+            user = await asyncio.to_thread(resolve_user, rootfs, rec["Config"].get("User") or "")
+            spec = self._build_spec(rec, user)
             write_atomic(cdir / "config.json", json.dumps(spec).encode())
             started = await self.conmon.create(
                 cid, rec["Name"].lstrip("/"), cdir, Path(rec["LogPath"]), runtime,

@@ -3,7 +3,10 @@
 Owns the conversion from overlay's on-disk whiteouts back to the layer-tar convention:
 a char device 0/0 becomes an empty `.wh.<name>` file, and a directory carrying
 `trusted.overlay.opaque=y` gets a `.wh..wh..opq` entry. It only reads the upper and lower
-directories; it never writes to them.
+directories; it never writes to them, and it reads an upper directory (which a running
+container changes under it) by directory fds: every entry is opened O_NOFOLLOW relative to
+its parent's fd, so a directory swapped for a symlink mid-walk is archived as that symlink,
+never followed to the host.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import os
 import stat
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -32,22 +36,44 @@ def _is_opaque(path: Path | str) -> bool:
         return False
 
 
-def _walk(root: Path) -> list[tuple[str, os.stat_result]]:
-    """(relative path, lstat) for everything under root, sorted, parents first."""
-    out: list[tuple[str, os.stat_result]] = []
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
-    def rec(dir_path: str, rel: str) -> None:
-        with os.scandir(dir_path) as it:
-            entries = sorted(it, key=lambda e: e.name)
-        for e in entries:
-            r = f"{rel}/{e.name}" if rel else e.name
-            st = e.stat(follow_symlinks=False)
-            out.append((r, st))
+
+def _walk(root: Path) -> Iterator[tuple[str, os.stat_result, int, str]]:
+    """(relative path, lstat, parent directory fd, name) for everything under root, names
+    sorted, parents first. The parent fd is valid until the next item is asked for."""
+    stack: list[tuple[int, str, Iterator[str]]] = []
+    top = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    stack.append((top, "", iter(sorted(os.listdir(top)))))
+    try:
+        while stack:
+            dfd, rel, names = stack[-1]
+            name = next(names, None)
+            if name is None:
+                os.close(dfd)
+                stack.pop()
+                continue
+            r = f"{rel}/{name}" if rel else name
+            try:
+                st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # removed while we walked
+            yield r, st, dfd, name
             if stat.S_ISDIR(st.st_mode):
-                rec(e.path, r)
+                try:
+                    cfd = os.open(name, _DIR, dir_fd=dfd)
+                except OSError:
+                    continue  # swapped for something else: archived as it was seen
+                stack.append((cfd, r, iter(sorted(os.listdir(cfd)))))
+    finally:
+        for dfd, _, _ in stack:
+            os.close(dfd)
 
-    rec(str(root), "")
-    return out
+
+def _at(dfd: int, name: str) -> str:
+    """A path that names `name` in the directory we hold: through our own fd, so the lookup
+    starts at that very directory (use it only with follow_symlinks=False)."""
+    return f"/proc/self/fd/{dfd}/{name}"
 
 
 def write_layer_tar(upper: Path, out: BinaryIO) -> int:
@@ -55,8 +81,8 @@ def write_layer_tar(upper: Path, out: BinaryIO) -> int:
     count = 0
     seen_inodes: dict[tuple[int, int], str] = {}
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tf:
-        for rel, st in _walk(upper):
-            full = upper / rel
+        for rel, st, dfd, name in _walk(upper):
+            full = _at(dfd, name)
             parent, _, base = rel.rpartition("/")
             if is_whiteout(st):
                 ti = tarfile.TarInfo(f"{parent}/.wh.{base}" if parent else f".wh.{base}")
@@ -99,11 +125,14 @@ def write_layer_tar(upper: Path, out: BinaryIO) -> int:
                 else:
                     seen_inodes[key] = rel
                     ti.size = st.st_size
-                    with open(full, "rb") as f:
+                    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
+                    with os.fdopen(fd, "rb") as f:
+                        if not stat.S_ISREG(os.fstat(fd).st_mode):
+                            continue  # swapped since the walk saw it
                         tf.addfile(ti, f)
             elif stat.S_ISLNK(st.st_mode):
                 ti.type = tarfile.SYMTYPE
-                ti.linkname = os.readlink(full)
+                ti.linkname = os.readlink(name, dir_fd=dfd)
                 tf.addfile(ti)
             elif stat.S_ISFIFO(st.st_mode):
                 ti.type = tarfile.FIFOTYPE
@@ -151,7 +180,7 @@ def changes(upper: Path, lowers: list[Path]) -> list[dict[str, object]]:
     out: list[dict[str, object]] = []
     if not upper.is_dir():
         return out
-    for rel, st in _walk(upper):
+    for rel, st, _, _ in _walk(upper):
         if is_whiteout(st):
             out.append({"Path": "/" + rel, "Kind": KIND_DELETED})
         elif _in_lowers(rel, lowers):

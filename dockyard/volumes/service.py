@@ -4,7 +4,7 @@ A typical flow::
 
     v = volumes.create("pgdata", labels={"app": "db"})      # row in the store, empty directory
     await volumes.mount("pgdata", cid, destination="/var/lib/pg", rw=True)   # at container start
-    await volumes.copy_up("pgdata", rootfs / "var/lib/pg")   # Docker's copy-up, only when empty
+    await volumes.copy_up("pgdata", rootfs, "/var/lib/pg")   # Docker's copy-up, only when empty
     await volumes.unmount("pgdata", cid)                     # at container exit
     await volumes.remove("pgdata")                           # 409 while a container refers to it
 
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from dockyard import errdefs
-from dockyard._sys import proc
+from dockyard._sys.rootdir import RootDir, copy_tree
 from dockyard.events import EventBus
 from dockyard.filters import labels_match
 from dockyard.store import Store
@@ -206,21 +206,39 @@ class VolumeService:
                 await asyncio.to_thread(self.driver.unmount, name, doc.get("Options") or {})
         self.events.publish("volume", "unmount", name, {"container": cid, "driver": doc["Driver"]})
 
-    async def copy_up(self, name: str, source: Path) -> bool:
-        """Docker's copy-up: an empty volume gets the image's content at its mount path."""
-        if not source.is_dir() or source.is_symlink():
-            return False
+    async def copy_up(self, name: str, rootfs: Path, path: str) -> bool:
+        """Docker's copy-up: an empty volume gets the image's content at its mount path.
+
+        `path` is resolved in `rootfs` (the container's, untrusted: an image's `/x -> /etc`
+        means the image's /etc, never the host's), and the copy runs by fds on both sides
+        (`_sys.rootdir.copy_tree`), so no symlink in the image or in the volume is followed.
+        """
         if not await asyncio.to_thread(self.driver.is_empty, name):
             return False
-        if not await asyncio.to_thread(_has_entries, source):
-            return False
-        dest = self.driver.mountpoint(name)
-        # cp -a keeps owners, modes, links, times and xattrs; the volume's own root takes the
-        # directory's owner and mode, as Docker's copyOwnership does
-        await proc.run(["cp", "-a", "--", f"{source}/.", f"{dest}/"], timeout=600)
-        st = await asyncio.to_thread(os.stat, source)
-        os.chown(dest, st.st_uid, st.st_gid)
-        os.chmod(dest, stat.S_IMODE(st.st_mode))
+        return await asyncio.to_thread(self._copy_up_sync, name, rootfs, path)
+
+    def _copy_up_sync(self, name: str, rootfs: Path, path: str) -> bool:
+        with RootDir(rootfs) as root:
+            try:
+                src = root.open_dir(path)
+            except OSError as err:  # missing, not a directory, a symlink loop: nothing to copy
+                log.debug("volume %s: no copy-up from %s: %s", name[:12], path, err)
+                return False
+        try:
+            if not _has_entries(src):
+                return False
+            dst = os.open(self.driver.mountpoint(name), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                copy_tree(src, dst)
+                # the volume's own root takes the directory's owner and mode, as Docker's
+                # copyOwnership does
+                st = os.fstat(src)
+                os.fchown(dst, st.st_uid, st.st_gid)
+                os.fchmod(dst, stat.S_IMODE(st.st_mode))
+            finally:
+                os.close(dst)
+        finally:
+            os.close(src)
         return True
 
     # ---- remove / prune ----------------------------------------------------------------------
@@ -300,8 +318,8 @@ def _search(pattern: str, name: str) -> bool:
         return pattern in name
 
 
-def _has_entries(path: Path) -> bool:
-    with os.scandir(path) as it:
+def _has_entries(dfd: int) -> bool:
+    with os.scandir(dfd) as it:
         return next(it, None) is not None
 
 
