@@ -1,0 +1,246 @@
+"""Attacks on the builder through what strangers write: build contexts (uploaded or
+fetched from a URL), archives ADD extracts, and base images with hostile symlinks.
+
+Each test sends what an attacker would, through the docker CLI (`DOCKER_BUILDKIT=0`) or
+docker-py, against "victim" files in a temporary host directory the test makes and
+removes. Every attack must leave the victims untouched and either fail the build with a
+clear 400 or be confined to the build's own files and the image.
+"""
+
+from __future__ import annotations
+
+import http.server
+import io
+import os
+import shutil
+import subprocess
+import stat
+import tarfile
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import docker
+import pytest
+
+from tests.conftest import Daemon, Runner
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the daemon needs root")
+
+SECRET = "host secret\n"
+
+
+@pytest.fixture
+def victim() -> Iterator[Path]:
+    """A host directory holding a file an attacker must neither write, chmod nor read."""
+    d = Path(tempfile.mkdtemp(prefix="dockyard-victim-"))
+    os.chmod(d, 0o755)
+    (d / "file").write_text(SECRET)
+    os.chmod(d / "file", 0o644)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _untouched(victim: Path) -> None:
+    st = os.lstat(victim / "file")
+    assert (victim / "file").read_text() == SECRET
+    assert stat.S_IMODE(st.st_mode) == 0o644, oct(st.st_mode)
+    assert sorted(p.name for p in victim.iterdir()) == ["file"]
+
+
+# ---- tar members ------------------------------------------------------------------------
+
+
+def _tar(*members: tuple[tarfile.TarInfo, bytes | None]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for ti, data in members:
+            if data is not None:
+                ti.size = len(data)
+                tf.addfile(ti, io.BytesIO(data))
+            else:
+                tf.addfile(ti)
+    return buf.getvalue()
+
+
+def reg(name: str, data: bytes = b"attacker\n", mode: int = 0o644) -> tuple[tarfile.TarInfo, bytes]:
+    ti = tarfile.TarInfo(name)
+    ti.mode = mode
+    return ti, data
+
+
+def sym(name: str, target: str) -> tuple[tarfile.TarInfo, None]:
+    ti = tarfile.TarInfo(name)
+    ti.type = tarfile.SYMTYPE
+    ti.linkname = target
+    ti.mode = 0o777
+    return ti, None
+
+
+def hard(name: str, target: str) -> tuple[tarfile.TarInfo, None]:
+    ti = tarfile.TarInfo(name)
+    ti.type = tarfile.LNKTYPE
+    ti.linkname = target
+    return ti, None
+
+
+def dev(name: str) -> tuple[tarfile.TarInfo, None]:
+    ti = tarfile.TarInfo(name)
+    ti.type = tarfile.CHRTYPE
+    ti.devmajor, ti.devminor = 1, 3  # /dev/null's numbers
+    ti.mode = 0o666
+    return ti, None
+
+
+def dockerfile(text: str) -> tuple[tarfile.TarInfo, bytes]:
+    return reg("Dockerfile", text.encode())
+
+
+def build_stdin(daemon: Daemon, context: bytes, tag: str) -> tuple[int, str]:
+    """`docker build - < ctx.tar`: the CLI sends a tar on stdin to the daemon as it is."""
+    env = {**os.environ, "DOCKER_HOST": daemon.host, "DOCKER_BUILDKIT": "0"}
+    res = subprocess.run(["docker", "build", "-t", tag, "-"], input=context, capture_output=True, env=env, timeout=120)
+    return res.returncode, (res.stdout + res.stderr).decode(errors="replace")
+
+
+def _run(docker_cli: Runner, image: str, *cmd: str) -> str:
+    return str(docker_cli("run", "--rm", image, *cmd, check=False).stdout)
+
+
+def _rmi(docker_cli: Runner, *tags: str) -> None:
+    docker_cli("rmi", "-f", *tags, check=False)
+
+
+# ---- 1. the build context ------------------------------------------------------------
+
+
+def test_context_symlink_then_setuid_file_stays_in_the_context(
+    daemon: Daemon, docker_cli: Runner, busybox: str, victim: Path, unique: Callable[[str], str]
+) -> None:
+    """`x -> host file`, then a regular member `x` with mode 04777: the member replaces the
+    link inside the context; the host file keeps its bytes and mode."""
+    tag = unique("ctx-symfile")
+    ctx = _tar(dockerfile("FROM busybox\nCOPY x /x\n"), sym("x", str(victim / "file")), reg("x", b"pwned\n", 0o4777))
+    rc, out = build_stdin(daemon, ctx, tag)
+    try:
+        _untouched(victim)
+        assert rc == 0, out
+        assert _run(docker_cli, tag, "cat", "/x") == "pwned\n"
+    finally:
+        _rmi(docker_cli, tag)
+
+
+def _escapes(victim: Path) -> dict[str, list[tuple[tarfile.TarInfo, bytes | None]]]:
+    up = "../" * 12
+    return {
+        "dotdot-name": [reg(up + str(victim / "file").lstrip("/"), b"pwned\n", 0o4777)],
+        "absolute-name": [reg(str(victim / "file"), b"pwned\n", 0o4777)],
+        "hardlink-out": [hard("h", up + str(victim / "file").lstrip("/")), reg("h", b"pwned\n", 0o4777)],
+        "hardlink-absolute": [hard("h", str(victim / "file")), reg("h", b"pwned\n", 0o4777)],
+        "symlinked-parent": [sym("d", str(victim)), reg("d/new", b"pwned\n", 0o4777)],
+        "symlinked-parent-relative": [sym("d", up + str(victim).lstrip("/")), reg("d/new", b"pwned\n", 0o4777)],
+        "symlinked-parent-file": [sym("d", str(victim)), reg("d/file", b"pwned\n", 0o4777)],
+        "symlinked-parent-dir-member": [sym("d", str(victim)), (tarfile.TarInfo("d/sub"), None)],
+    }
+
+
+ESCAPES = ["dotdot-name", "absolute-name", "hardlink-out", "hardlink-absolute", "symlinked-parent",
+           "symlinked-parent-relative", "symlinked-parent-file", "symlinked-parent-dir-member"]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", ESCAPES)
+def test_context_member_outside_is_refused(
+    daemon: Daemon, docker_cli: Runner, busybox: str, victim: Path, unique: Callable[[str], str], case: str
+) -> None:
+    members = _escapes(victim)[case]
+    if case == "symlinked-parent-dir-member":
+        members[1][0].type = tarfile.DIRTYPE
+        members[1][0].mode = 0o777
+    tag = unique("ctx-" + case)
+    rc, out = build_stdin(daemon, _tar(dockerfile("FROM busybox\nCOPY . /c/\n"), *members), tag)
+    try:
+        _untouched(victim)
+        assert rc != 0, out
+        assert "invalid build context" in out, out
+    finally:
+        _rmi(docker_cli, tag)
+
+
+def test_context_device_nodes_are_left_out(
+    daemon: Daemon, docker_cli: Runner, busybox: str, unique: Callable[[str], str]
+) -> None:
+    tag = unique("ctx-dev")
+    rc, out = build_stdin(daemon, _tar(dockerfile("FROM busybox\nCOPY . /c/\n"), dev("null"), reg("ok")), tag)
+    try:
+        assert rc == 0, out
+        listing = _run(docker_cli, tag, "ls", "/c")
+        assert "ok" in listing.split() and "null" not in listing.split(), listing
+    finally:
+        _rmi(docker_cli, tag)
+
+
+class _Serve:
+    """A one-file HTTP server on loopback for remote contexts."""
+
+    def __init__(self, data: bytes) -> None:
+        body = data
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-tar")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/ctx.tar"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+def _hostile_remote(victim: Path) -> bytes:
+    return _tar(dockerfile("FROM busybox\nCOPY . /c/\n"), sym("x", str(victim / "file")),
+                reg("x", b"pwned\n", 0o4777), sym("d", str(victim)), reg("d/new", b"pwned\n"))  # fmt: skip
+
+
+def test_remote_context_fetched_by_the_daemon(
+    docker_py: docker.DockerClient, busybox: str, victim: Path, unique: Callable[[str], str]
+) -> None:
+    """docker-py passes a URL as `remote`: the daemon downloads and unpacks it."""
+    srv = _Serve(_hostile_remote(victim))
+    tag = unique("remote-daemon")
+    try:
+        with pytest.raises(docker.errors.APIError) as err:  # a 400 before the build starts
+            docker_py.images.build(path=srv.url, tag=tag)
+        assert err.value.status_code == 400
+        assert "invalid build context" in str(err.value)
+        _untouched(victim)
+    finally:
+        srv.close()
+        with pytest.raises(docker.errors.ImageNotFound):
+            docker_py.images.get(tag)
+
+
+def test_remote_context_fetched_by_the_cli(
+    docker_cli: Runner, busybox: str, victim: Path, unique: Callable[[str], str]
+) -> None:
+    """The docker CLI downloads a URL context itself and uploads it as it is."""
+    srv = _Serve(_hostile_remote(victim))
+    tag = unique("remote-cli")
+    try:
+        res = docker_cli("build", "-t", tag, srv.url, check=False)
+        _untouched(victim)
+        assert res.returncode != 0 and "invalid build context" in res.stdout + res.stderr, res.stdout + res.stderr
+    finally:
+        srv.close()
+        _rmi(docker_cli, tag)
