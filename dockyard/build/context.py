@@ -50,17 +50,13 @@ def open_maybe_compressed(f: BinaryIO) -> BinaryIO:
     return f
 
 
-def is_archive(path: Path) -> bool:
-    """ADD's test: a (possibly compressed) tar archive."""
+def is_archive(f: BinaryIO) -> bool:
+    """ADD's test: is the open file a (possibly compressed) tar archive? Reads its start."""
     try:
-        with open(path, "rb") as f:
-            src = open_maybe_compressed(f)
-            try:
-                with tarfile.open(fileobj=src, mode="r|") as tf:
-                    return tf.next() is not None
-            except (tarfile.TarError, OSError, EOFError, lzma.LZMAError):
-                return False
-    except OSError:
+        src = open_maybe_compressed(f)
+        with tarfile.open(fileobj=src, mode="r|") as tf:
+            return tf.next() is not None
+    except (tarfile.TarError, OSError, EOFError, lzma.LZMAError):
         return False
 
 

@@ -244,3 +244,94 @@ def test_remote_context_fetched_by_the_cli(
     finally:
         srv.close()
         _rmi(docker_cli, tag)
+
+
+# ---- 2. destinations and sources inside the build container's rootfs -------------------
+
+
+def _ctx_dir(tmp: Path, df: str, files: dict[str, bytes]) -> Path:
+    tmp.mkdir(parents=True, exist_ok=True)
+    (tmp / "Dockerfile").write_text(df)
+    for name, data in files.items():
+        p = tmp / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+    return tmp
+
+
+def _hostile_base(docker_cli: Runner, tmp: Path, victim: Path, tag: str) -> None:
+    """A base image whose symlinks name the victim's host path (absolute, and climbing
+    with `..`): inside the container they name the container's own directory."""
+    up = "../" * 10
+    df = (f"FROM busybox\nRUN mkdir -p {victim} && ln -s {victim} /app && ln -s {up.rstrip('/')}{victim} /rel "
+          f"&& ln -s {victim}/file /lfile && ln -s {victim}/file /leak && ln -s {victim} /leakdir\n")  # fmt: skip
+    docker_cli("build", "-t", tag, str(_ctx_dir(tmp / "base", df, {})))
+
+
+def test_copy_and_add_through_base_image_symlinks_stay_in_the_rootfs(
+    docker_cli: Runner, busybox: str, tmp_path: Path, victim: Path, unique: Callable[[str], str]
+) -> None:
+    base, tag = unique("hostile-base"), unique("through-links")
+    _hostile_base(docker_cli, tmp_path, victim, base)
+    df = (f"FROM {base}\nCOPY f /app/x\nCOPY f /rel/y\nCOPY f /lfile\nCOPY d/ /app/sub/\nCOPY f d /rel/multi/\n"
+          "ADD a.tar /app/t/\nADD a.tar /rel/\nWORKDIR /app/w\nCOPY f z\nRUN true\n")  # fmt: skip
+    inner = _tar(reg("from-tar", b"tar\n", 0o4755))
+    ctx = _ctx_dir(tmp_path / "ctx", df, {"f": b"pwned\n", "d/in-d": b"pwned\n", "a.tar": inner})
+    try:
+        docker_cli("build", "-t", tag, str(ctx))
+        _untouched(victim)
+        listing = _run(docker_cli, tag, "ls", "-a", str(victim)).split()
+        assert sorted(listing) == sorted([".", "..", "file", "x", "y", "sub", "multi", "t", "w", "from-tar"]), listing
+        assert _run(docker_cli, tag, "cat", f"{victim}/file", f"{victim}/w/z") == "pwned\npwned\n"
+    finally:
+        _rmi(docker_cli, tag, base)
+
+
+@pytest.mark.parametrize("src", ["/leak", "/leakdir", "/leakdir/file", "/leakdir/*", "/leakdir/"])
+@pytest.mark.parametrize("from_kind", ["stage", "image"])
+def test_copy_from_resolves_the_source_in_its_rootfs(
+    docker_cli: Runner, busybox: str, tmp_path: Path, victim: Path, unique: Callable[[str], str], src: str,
+    from_kind: str,
+) -> None:  # fmt: skip
+    """The source of COPY --from names the stage's (image's) file: its symlinks never reach
+    the host's, whether the build then fails (not found there) or copies the link."""
+    base, tag = unique("hostile-src"), unique("copy-from")
+    _hostile_base(docker_cli, tmp_path, victim, base)
+    # the stage's own victim path is empty: a source through it is "not found" there
+    ref = "s" if from_kind == "stage" else base
+    df = f"FROM {base} AS s\nRUN rm -rf {victim}\nFROM busybox\nCOPY --from={ref} {src} /out/\n"
+    if from_kind == "image":
+        df = f"FROM busybox\nCOPY --from={base} {src} /out/\n"
+        docker_cli("run", "--rm", base, "true")
+    ctx = _ctx_dir(tmp_path / "ctx", df, {})
+    try:
+        res = docker_cli("build", "-t", tag, str(ctx), check=False)
+        _untouched(victim)
+        if res.returncode == 0:
+            shown = _run(docker_cli, tag, "sh", "-c", "cat /out/* /out/*/* 2>/dev/null; ls -la /out")
+            assert "host secret" not in shown, shown
+    finally:
+        _rmi(docker_cli, tag, base)
+
+
+def test_add_archive_members_stay_in_the_destination(
+    docker_cli: Runner, busybox: str, tmp_path: Path, victim: Path, unique: Callable[[str], str]
+) -> None:
+    tag = unique("add-tar")
+    ok = _tar(sym("x", str(victim / "file")), reg("x", b"pwned\n", 0o4777), reg(".wh.kept", b"plain\n"))
+    ctx = _ctx_dir(tmp_path / "ok", "FROM busybox\nADD a.tar /t/\n", {"a.tar": ok})
+    try:
+        docker_cli("build", "-t", tag, str(ctx))
+        _untouched(victim)
+        # `.wh.kept` is a plain name in an ADDed archive (not an overlay whiteout to make);
+        # like dockerd's, the layer diff then carries it as a whiteout of `kept`
+        assert _run(docker_cli, tag, "cat", "/t/x") == "pwned\n"
+        for name, members in _escapes(victim).items():
+            if name == "symlinked-parent-dir-member":
+                continue
+            bad = _ctx_dir(tmp_path / name, "FROM busybox\nADD a.tar /t/\n", {"a.tar": _tar(*members)})
+            res = docker_cli("build", "-t", tag + "-bad", str(bad), check=False)
+            _untouched(victim)
+            assert res.returncode != 0 and "ADD failed" in res.stdout + res.stderr, (name, res.stdout + res.stderr)
+    finally:
+        _rmi(docker_cli, tag, tag + "-bad")
