@@ -335,3 +335,18 @@ def test_add_archive_members_stay_in_the_destination(
             assert res.returncode != 0 and "ADD failed" in res.stdout + res.stderr, (name, res.stdout + res.stderr)
     finally:
         _rmi(docker_cli, tag, tag + "-bad")
+
+
+def test_chown_lookup_never_opens_a_fifo_of_the_base_image(
+    docker_cli: Runner, busybox: str, tmp_path: Path, unique: Callable[[str], str]
+) -> None:
+    """A base image whose /etc/group is a FIFO: `--chown=u:g` must fail cleanly (no such
+    group) instead of blocking the step's worker forever on open()."""
+    base, tag = unique("fifo-base"), unique("fifo-chown")
+    docker_cli("build", "-t", base, str(_ctx_dir(tmp_path / "base", "FROM busybox\nRUN rm /etc/group && mkfifo /etc/group\n", {})))
+    ctx = _ctx_dir(tmp_path / "ctx", f"FROM {base}\nCOPY --chown=root:wheel f /f\n", {"f": b"x\n"})
+    try:
+        res = docker_cli("build", "-t", tag, str(ctx), check=False, timeout=30)
+        assert res.returncode != 0 and "no such group: wheel" in res.stdout + res.stderr, res.stdout + res.stderr
+    finally:
+        _rmi(docker_cli, tag, base)
