@@ -78,6 +78,10 @@ OPAQUE_XATTR = "trusted.overlay.opaque"
 _ALLOWED_XATTR_PREFIXES = ("user.",)
 _ALLOWED_XATTRS = ("security.capability",)
 _CHUNK = 1 << 20
+# tarfile's stream reader copies what is left of its buffer on every read, so a large buffer
+# costs per member: 64 KiB measured fastest both for 1000 files of 20 KB (3.5x faster than
+# 1 MiB) and for one 20 MiB file (2.5x)
+_TAR_BUFSIZE = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -277,7 +281,7 @@ class Extractor:
             self._root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         refuse = self.rules.refuse_unsafe
         try:
-            with tarfile.open(fileobj=fileobj, mode="r|", bufsize=_CHUNK) as tf:
+            with tarfile.open(fileobj=fileobj, mode="r|", bufsize=_TAR_BUFSIZE) as tf:
                 for m in tf:
                     entry = plan(m, self.rules)
                     if entry.kind == "skip":
