@@ -34,9 +34,7 @@ import os
 import posixpath
 import re
 import secrets
-import shutil
 import signal as signals
-import stat
 import tarfile
 import urllib.parse
 import urllib.request
@@ -48,10 +46,12 @@ from typing import Any
 
 from dockyard import errdefs
 from dockyard._sys import mount as sysmount
-from dockyard._sys.fs import RootPathError, resolve_in_root
+from dockyard._sys.rootdir import RootDir
+from dockyard.build import _files
 from dockyard.build import context as ctxmod
 from dockyard.build.cache import BuildCache, cache_key
 from dockyard.build.dockerfile import Dockerfile, Instruction, Stage, arg_pairs, expand, parse
+from dockyard.images.unpack import ARCHIVE, Extractor, UnsafeArchive
 from dockyard.timefmt import now_rfc3339 as rfc3339_now
 
 __all__ = ["BuildError", "BuildOptions", "Builder"]
@@ -868,9 +868,11 @@ class _Run:
             return
 
         def write(root: Path) -> None:
-            p = _resolve_in_root(root, wd)
-            if not os.path.isdir(p):
-                os.makedirs(p, mode=0o755, exist_ok=True)
+            with RootDir(root) as rd:
+                try:
+                    os.close(rd.open_dir(wd, create=True))
+                except OSError as err:
+                    raise BuildError(f"failed to create the working directory {wd}: {err.strerror or err}".lower()) from None
 
         before = len(s.cfg["rootfs"]["diff_ids"])
         image_id = await self._with_layer(s, created_by, write)
@@ -982,53 +984,79 @@ class _Run:
         async def run_copy(src_root: Path | None) -> str:
             nonlocal created_by
             if src_root is not None and len(srcs) == 1 and not any(c in srcs[0] for c in "*?["):
-                src = _resolve_in_root(src_root, srcs[0])
-                if src.is_dir() and not src.is_symlink():
-                    created_by = created_by_for("dir")
+                with RootDir(src_root) as src_rd:
+                    found = _files.open_source(src_rd, srcs[0])
+                    if found is not None:
+                        with contextlib.closing(found):
+                            if found.is_dir():
+                                created_by = created_by_for("dir")
 
             def write(root: Path) -> None:
-                uid, gid = _resolve_chown(root, chown) if chown else (0, 0)
+                with contextlib.ExitStack() as stack:
+                    dst = stack.enter_context(RootDir(root))
+                    try:
+                        write_in(dst, stack)
+                    except _files.StepError as err:
+                        raise BuildError(f"{what} failed: {err}") from None
+
+            def write_in(dst: RootDir, stack: contextlib.ExitStack) -> None:
+                uid, gid = _resolve_chown(dst, chown) if chown else (0, 0)
                 owner = None if (preserve_owner and not chown) else (uid, gid)
-                items: list[tuple[Path, str]] = []
+                items: list[_files.Source] = []
                 if src_root is not None:
+                    src_rd = stack.enter_context(RootDir(src_root))
                     for src in ctx_srcs:
-                        found = _glob_in_root(src_root, src)
+                        found = _files.glob_sources(src_rd, src)
+                        for f in found:
+                            stack.callback(f.close)
                         if not found:
                             raise BuildError(
                                 f"{what} failed: stat {src}: file does not exist"
                                 if not from_image else f"failed to compute cache key: \"{src}\" not found"
                             )
                         items.extend(found)
+                    hidden = None
                 else:
-                    files = self.ctx.files()  # the first copy from the context unpacks it
-                    items = [(files / rel, rel) for rel in ctx_srcs]
+                    # the first copy from the context unpacks it; its own symlinks are
+                    # followed only inside it, as dockerd's do
+                    ctx_rd = stack.enter_context(RootDir(self.ctx.files()))
+                    for rel in ctx_srcs:
+                        one = _files.open_source(ctx_rd, rel)
+                        if one is None:
+                            raise BuildError(f"{what} failed: stat {rel}: file does not exist")
+                        stack.callback(one.close)
+                        items.append(one)
+                    hidden = self.ctx.hidden
                 multiple = len(items) + len(inline) + len(urls) > 1
-                for path, rel in items:
-                    is_dir = path.is_dir() and not path.is_symlink()
-                    if is_dir:
-                        target = _resolve_in_root(root, dest_abs)
-                        _mkdirs(root, target, owner)
-                        _copy_tree(path, target, owner, mode, self.ctx if src_root is None else None, rel)
+                for item in items:
+                    if item.is_dir():
+                        dfd = _files.dest_dir(dst, dest_abs, owner)
+                        try:
+                            _files.copy_source(item, dfd, None, owner, mode, hidden)
+                        finally:
+                            os.close(dfd)
                         continue
-                    if add and src_root is None and ctxmod.is_archive(path):
-                        target = _resolve_in_root(root, dest_abs)
-                        # dockerd untars with the archive's owners: --chown touches neither
-                        # the members nor the directories made for them
-                        _mkdirs(root, target, None)
-                        _extract_tar(path, target)
+                    if add and src_root is None and _add_archive(item, dst, dest_abs):
                         continue
-                    target = _file_target(root, dest_abs, dest_is_dir or multiple, os.path.basename(rel))
-                    _mkdirs(root, Path(os.path.dirname(target)), owner)
-                    _copy_one(path, target, owner, mode)
+                    dfd, name = _files.dest_slot(dst, dest_abs, dest_is_dir or multiple, posixpath.basename(item.rel), owner)
+                    try:
+                        _files.copy_source(item, dfd, name, owner, mode, hidden)
+                    finally:
+                        os.close(dfd)
                 for name, content in inline:
-                    target = _file_target(root, dest_abs, dest_is_dir or multiple, name)
-                    _mkdirs(root, Path(os.path.dirname(target)), owner)
-                    _write_file(target, content, owner, 0o644 if mode is None else mode)
+                    dfd, name = _files.dest_slot(dst, dest_abs, dest_is_dir or multiple, name, owner)
+                    try:
+                        _files.write_bytes(dfd, name, content, owner, 0o644 if mode is None else mode)
+                    finally:
+                        os.close(dfd)
                 for url in urls:
+                    data, mtime = _download(url)
                     name = posixpath.basename(urllib.parse.urlparse(url).path) or "index.html"
-                    target = _file_target(root, dest_abs, dest_is_dir or multiple, name)
-                    _mkdirs(root, Path(os.path.dirname(target)), owner)
-                    _download(url, target, owner, 0o600 if mode is None else mode)
+                    dfd, name = _files.dest_slot(dst, dest_abs, dest_is_dir or multiple, name, owner)
+                    try:
+                        _files.write_bytes(dfd, name, data, owner, 0o600 if mode is None else mode, mtime)
+                    finally:
+                        os.close(dfd)
 
             return await self._with_layer(s, created_by, write)
 
@@ -1117,180 +1145,78 @@ def _expand_heredoc(content: str, env: dict[str, str]) -> str:
 # ---- file helpers (blocking; run in a worker thread) --------------------------------------
 
 
-def _resolve_in_root(root: Path, path: str, *, follow_last: bool = True) -> Path:
-    """The host path of `path` inside root, following symlinks without leaving root."""
-    try:
-        return resolve_in_root(root, path, follow_last=follow_last)
-    except RootPathError as err:
-        raise BuildError(f"{err}: {path}") from None
+def _add_archive(item: _files.Source, dst: RootDir, dest: str) -> bool:
+    """ADD of a local (maybe compressed) tar: extracted at dest with ARCHIVE rules (no
+    whiteouts, nothing outside dest) rooted at dest's fd. False if item is no archive."""
+    f = item.open_regular()
+    if f is None:
+        return False
+    with f:
+        if not ctxmod.is_archive(f):
+            return False
+        f.seek(0)
+        # dockerd untars with the archive's owners: --chown touches neither the members
+        # nor the directories made for them
+        dfd = _files.dest_dir(dst, dest, None)
+        try:
+            Extractor(None, ARCHIVE, root_fd=dfd).extract(ctxmod.open_maybe_compressed(f))
+        except UnsafeArchive as err:
+            raise BuildError(f"ADD failed: extracting {item.name}: member {err.name!r}: {err.reason}") from None
+        except (tarfile.TarError, OSError, EOFError) as err:
+            raise BuildError(f"ADD failed: extracting {item.name}: {err}") from None
+        finally:
+            os.close(dfd)
+    return True
 
 
-def _file_target(root: Path, dest: str, as_dir: bool, name: str) -> Path:
-    target = _resolve_in_root(root, dest)
-    if as_dir or target.is_dir():
-        return target / name
-    return target
-
-
-def _mkdirs(root: Path, path: Path, owner: tuple[int, int] | None) -> None:
-    missing = []
-    p = path
-    while not p.exists() and p != root:
-        missing.append(p)
-        p = p.parent
-    for d in reversed(missing):
-        if d.is_symlink() or (d.exists() and not d.is_dir()):
-            d.unlink()
-        d.mkdir(mode=0o755)
-        if owner:
-            os.lchown(d, *owner)
-
-
-def _lookup(path: Path, name: str) -> int | None:
-    try:
-        with open(path) as f:
-            for line in f:
-                fields = line.rstrip("\n").split(":")
-                if fields and fields[0] == name and len(fields) > 2:
-                    return int(fields[2])
-    except (OSError, ValueError):
-        pass
+def _id_of(text: str | None, name: str, field: int = 2) -> int | None:
+    """The numeric field of `name`'s line in a passwd/group file's text."""
+    for line in (text or "").splitlines():
+        fields = line.split(":")
+        if fields[0] == name and len(fields) > field:
+            try:
+                return int(fields[field])
+            except ValueError:
+                return None
     return None
 
 
-def _resolve_chown(root: Path, spec: str) -> tuple[int, int]:
+def _resolve_chown(root: RootDir, spec: str) -> tuple[int, int]:
+    """--chown's user and group, named ones looked up in the rootfs's own /etc files (read
+    in the root, regular files only)."""
     user, _, group = spec.partition(":")
+    passwd = _files.read_text(root, "/etc/passwd") if not user.isdigit() else None
     if user.isdigit():
         uid = int(user)
     else:
-        found = _lookup(_resolve_in_root(root, "/etc/passwd"), user)
+        found = _id_of(passwd, user)
         if found is None:
             raise BuildError(f"unable to convert uid/gid chown string to host mapping: can't find uid for user {user}: no such user: {user}")
         uid = found
     if not group:
         gid = uid
         if not user.isdigit():
-            try:
-                with open(_resolve_in_root(root, "/etc/passwd")) as f:
-                    for line in f:
-                        fields = line.split(":")
-                        if fields[0] == user and len(fields) > 3:
-                            gid = int(fields[3])
-            except (OSError, ValueError):
-                pass
+            gid = _id_of(passwd, user, 3) or gid
     elif group.isdigit():
         gid = int(group)
     else:
-        found = _lookup(_resolve_in_root(root, "/etc/group"), group)
+        found = _id_of(_files.read_text(root, "/etc/group"), group)
         if found is None:
             raise BuildError(f"unable to convert uid/gid chown string to host mapping: can't find gid for group {group}: no such group: {group}")
         gid = found
     return uid, gid
 
 
-def _replace(target: Path) -> None:
-    if target.is_symlink() or (target.exists() and not target.is_dir()):
-        target.unlink()
-    elif target.is_dir():
-        shutil.rmtree(target)
-
-
-def _copy_one(src: Path, target: Path, owner: tuple[int, int] | None, mode: int | None) -> None:
-    st = os.lstat(src)
-    if target.is_dir() and not target.is_symlink() and not stat.S_ISDIR(st.st_mode):
-        _replace(target)
-    elif (target.is_symlink() or target.exists()) and not stat.S_ISDIR(st.st_mode):
-        target.unlink()
-    if stat.S_ISLNK(st.st_mode):
-        os.symlink(os.readlink(src), target)
-        uid, gid = owner if owner else (st.st_uid, st.st_gid)
-        os.lchown(target, uid, gid)
-        return
-    if stat.S_ISDIR(st.st_mode):
-        if not target.is_dir():
-            target.mkdir()
-    elif stat.S_ISREG(st.st_mode):
-        shutil.copyfile(src, target, follow_symlinks=False)
-    else:
-        return  # devices, fifos and sockets are not copied
-    uid, gid = owner if owner else (st.st_uid, st.st_gid)
-    os.lchown(target, uid, gid)
-    os.chmod(target, mode if mode is not None else stat.S_IMODE(st.st_mode))
-    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
-
-
-def _copy_tree(src: Path, target: Path, owner: tuple[int, int] | None, mode: int | None,
-               ctx: ctxmod.Context | None, rel: str) -> None:  # fmt: skip
-    """Copy the *contents* of directory src into target (Docker's COPY dir/ semantics)."""
-    dirs: list[tuple[Path, os.stat_result]] = [(target, os.lstat(src))]
-    for name in sorted(os.listdir(src)):
-        child_rel = f"{rel}/{name}" if rel not in ("", ".") else name
-        if ctx is not None and ctx.hidden(child_rel):
-            continue
-        s = src / name
-        t = target / name
-        st = os.lstat(s)
-        if stat.S_ISDIR(st.st_mode):
-            if t.is_symlink() or (t.exists() and not t.is_dir()):
-                t.unlink()
-            if not t.exists():
-                t.mkdir()
-            _copy_tree(s, t, owner, mode, ctx, child_rel)
-        else:
-            _copy_one(s, t, owner, mode)
-    for d, st in dirs:
-        uid, gid = owner if owner else (st.st_uid, st.st_gid)
-        os.lchown(d, uid, gid)
-        os.chmod(d, mode if mode is not None else stat.S_IMODE(st.st_mode))
-        os.utime(d, ns=(st.st_atime_ns, st.st_mtime_ns))
-
-
-def _glob_in_root(root: Path, pattern: str) -> list[tuple[Path, str]]:
-    import fnmatch
-
-    clean = posixpath.normpath("/" + pattern).lstrip("/")
-    if not any(c in clean for c in "*?["):
-        p = _resolve_in_root(root, clean, follow_last=False) if clean else root
-        return [(p, clean or ".")] if os.path.lexists(p) else []
-    parent = posixpath.dirname(clean)
-    base = _resolve_in_root(root, parent) if parent else root
-    out = []
-    if base.is_dir():
-        for name in sorted(os.listdir(base)):
-            if fnmatch.fnmatchcase(name, posixpath.basename(clean)):
-                out.append((base / name, posixpath.join(parent, name)))
-    return out
-
-
-def _write_file(target: Path, content: bytes, owner: tuple[int, int] | None, mode: int) -> None:
-    if target.is_symlink() or target.exists():
-        _replace(target)
-    target.write_bytes(content)
-    os.chmod(target, mode)
-    if owner:
-        os.lchown(target, *owner)
-
-
-def _extract_tar(path: Path, target: Path) -> None:
-    from dockyard.images.unpack import Extractor
-
-    with open(path, "rb") as f:
-        src = ctxmod.open_maybe_compressed(f)
-        try:
-            Extractor(target).extract(src)
-        except (tarfile.TarError, OSError, EOFError) as err:
-            raise BuildError(f"ADD failed: extracting {path.name}: {err}") from None
-
-
-def _download(url: str, target: Path, owner: tuple[int, int] | None, mode: int) -> None:
+def _download(url: str) -> tuple[bytes, float | None]:
+    """ADD of a URL: its bytes and Last-Modified time."""
     try:
         with urllib.request.urlopen(url, timeout=60) as resp:
             data = resp.read()
             modified = resp.headers.get("Last-Modified")
     except OSError as err:
         raise BuildError(f"ADD failed: downloading {url}: {err}") from None
-    _write_file(target, data, owner, mode)
+    mtime: float | None = None
     if modified:
         with contextlib.suppress(TypeError, ValueError, OSError):
-            ts = parsedate_to_datetime(modified).timestamp()
-            os.utime(target, (ts, ts))
+            mtime = parsedate_to_datetime(modified).timestamp()
+    return data, mtime

@@ -19,7 +19,6 @@ import lzma
 import os
 import posixpath
 import re
-import shutil
 import stat
 import tarfile
 import threading
@@ -28,8 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, cast
 
+from dockyard._sys.fs import RootPathError, resolve_in_root
 from dockyard.build.tarindex import Index, TarIndexer, content_hasher
 from dockyard.errdefs import InvalidArgument
+from dockyard.images.unpack import CONTEXT, Extractor, UnsafeArchive
 
 __all__ = [
     "Context", "IgnoreMatcher", "Opener", "context_texts", "extract_context", "index_tarball",
@@ -49,17 +50,13 @@ def open_maybe_compressed(f: BinaryIO) -> BinaryIO:
     return f
 
 
-def is_archive(path: Path) -> bool:
-    """ADD's test: a (possibly compressed) tar archive."""
+def is_archive(f: BinaryIO) -> bool:
+    """ADD's test: is the open file a (possibly compressed) tar archive? Reads its start."""
     try:
-        with open(path, "rb") as f:
-            src = open_maybe_compressed(f)
-            try:
-                with tarfile.open(fileobj=src, mode="r|") as tf:
-                    return tf.next() is not None
-            except (tarfile.TarError, OSError, EOFError, lzma.LZMAError):
-                return False
-    except OSError:
+        src = open_maybe_compressed(f)
+        with tarfile.open(fileobj=src, mode="r|") as tf:
+            return tf.next() is not None
+    except (tarfile.TarError, OSError, EOFError, lzma.LZMAError):
         return False
 
 
@@ -165,57 +162,6 @@ class IgnoreMatcher:
 # ---- the context directory ------------------------------------------------------------
 
 
-def _write_regular(tf: tarfile.TarFile, m: tarfile.TarInfo, target: str) -> str:
-    """Writes a regular file member in large chunks and returns its content digest (hex),
-    which the cache needs, computed while the bytes pass by."""
-    if os.path.lexists(target) and not os.path.isfile(target):
-        shutil.rmtree(target) if os.path.isdir(target) else os.unlink(target)
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    h = content_hasher()
-    src = tf.extractfile(m)
-    assert src is not None
-    with open(target, "wb") as out:
-        while chunk := src.read(1 << 20):
-            h.update(chunk)
-            out.write(chunk)
-    os.chown(target, m.uid, m.gid)
-    os.chmod(target, m.mode & 0o7777)
-    os.utime(target, (m.mtime, m.mtime))
-    return h.hexdigest()
-
-
-def _safe_members(tf: tarfile.TarFile, dest: Path, digests: dict[str, str]) -> None:
-    root = os.path.realpath(dest)
-    for m in tf:
-        name = posixpath.normpath("/" + m.name).lstrip("/")
-        if not name or name == ".":
-            continue
-        target = os.path.join(root, name)
-        parent = os.path.realpath(os.path.dirname(target))
-        if not (parent == root or parent.startswith(root + os.sep)):
-            raise InvalidArgument(f"invalid context: {m.name!r} points outside the context")
-        if m.islnk():
-            link = posixpath.normpath("/" + m.linkname).lstrip("/")
-            src = os.path.join(root, link)
-            if os.path.lexists(target):
-                os.unlink(target)
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            try:
-                os.link(src, target)
-            except OSError:
-                shutil.copy2(src, target)
-            continue
-        if m.isdev() or m.isfifo():
-            continue
-        if m.isreg():
-            digests[name] = _write_regular(tf, m, target)
-            continue
-        m.name = name
-        if (m.issym() or m.isdir()) and os.path.lexists(target) and not os.path.isdir(target):
-            os.unlink(target)
-        tf.extract(m, root, set_attrs=True, numeric_owner=True, filter="fully_trusted")
-
-
 class _BlockPadded:
     """A tar stream read to its end, then zeros up to the next 512-byte block: the docker
     CLI may end a context right after the last member's data (see tarindex), which tarfile,
@@ -247,15 +193,17 @@ def extract_context(f: BinaryIO, dest: Path, *, pad_end: bool = False) -> dict[s
     src = open_maybe_compressed(f)
     if pad_end:
         src = cast(BinaryIO, _BlockPadded(src))
-    digests: dict[str, str] = {}
+    # the layer extractor's walk (never follows a link, refuses entries that leave dest),
+    # with the context's rules: no whiteouts, no devices or fifos, digests while writing
+    extractor = Extractor(dest, CONTEXT, hasher=content_hasher)
     try:
-        with tarfile.open(fileobj=src, mode="r|", bufsize=1 << 20) as tf:
-            _safe_members(tf, dest, digests)
+        return extractor.extract(src).digests
+    except UnsafeArchive as err:
+        raise InvalidArgument(f"invalid build context: member {err.name!r}: {err.reason}") from None
     except (tarfile.TarError, EOFError, OSError, lzma.LZMAError) as err:
         if isinstance(err, tarfile.ReadError) and "empty" in str(err):
-            return digests
+            return {}
         raise InvalidArgument(f"failed to read the build context: {err}") from None
-    return digests
 
 
 Opener = Callable[[], BinaryIO]  # opens the context tarball, from its start, each call
@@ -293,9 +241,8 @@ class Context:
         self._index: Index | None = None
         self._tarball: Opener | None = None
         self._unpack_lock = threading.Lock()
-        ignore = root / ".dockerignore"
-        patterns = parse_dockerignore(ignore.read_text(errors="replace")) if ignore.is_file() else []
-        self.ignore = IgnoreMatcher(patterns)
+        text = read_regular_in(root, ".dockerignore", _MAX_IGNORE)
+        self.ignore = IgnoreMatcher(parse_dockerignore(text.decode(errors="replace")) if text is not None else [])
 
     @classmethod
     def from_tarball(
@@ -450,6 +397,27 @@ class Context:
         else:
             h.update(b"F" + e.digest.encode())
         h.update(b"\0")
+
+
+_MAX_IGNORE = 1 << 20  # a .dockerignore larger than this is refused
+
+
+def read_regular_in(root: Path, rel: str, limit: int) -> bytes | None:
+    """The bytes of the regular file `rel` names in the directory `root`, its symlinks
+    followed only inside root (as a chroot would), the last one opened with O_NOFOLLOW;
+    None if it is missing or not a regular file (a fifo or device is never opened to read)."""
+    try:
+        path = resolve_in_root(root, rel)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (RootPathError, OSError):
+        return None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise InvalidArgument(f"{rel} is larger than {limit} bytes")
+    return data
 
 
 def _segments_equal(rel: str, pattern: str) -> bool:

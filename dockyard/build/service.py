@@ -142,7 +142,9 @@ class BuildService:
 
     async def build(self, body: Upload | None, opts: BuildOptions, emit: Emit, *, remote: str = "") -> str:
         work = self.tmp / ("ctx-" + secrets.token_hex(8))
-        work.mkdir()
+        # 0700: a context keeps its files' owners and set-id bits (COPY copies them, as
+        # dockerd's does), so no other host user may reach them here
+        work.mkdir(mode=0o700)
         try:
             root = work / "context"
             dockerfile = opts.dockerfile or "Dockerfile"

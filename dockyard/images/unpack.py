@@ -1,6 +1,8 @@
-"""Safe extraction of one layer tar into a directory used as an overlay lowerdir.
+"""Safe extraction of a tar written by a stranger: an image layer into a directory used as
+an overlay lowerdir, and (with `ARCHIVE` rules) a build context or an archive that ADD
+unpacks into a build container's rootfs.
 
-Owns the rules that keep a layer inside its directory. `plan()` is pure: it turns a tar
+Owns the rules that keep an archive inside its directory. `plan()` is pure: it turns a tar
 header into an `Entry` (what to create, where, or why to skip it) and knows the whiteout
 conventions. `Extractor` is the thin part that touches the filesystem, and it never
 follows a symlink: every parent directory is opened component by component relative to
@@ -20,10 +22,20 @@ The rules (stricter than dockerd where dockerd resolves names "in root"):
   (aufs bookkeeping) entries are skipped;
 - only `user.*` and `security.capability` xattrs from PAX headers are applied.
 
+`Rules` says what differs for archives that are not layers (`ARCHIVE`; `CONTEXT` also
+leaves fifos out): whiteout names
+are plain names (a `.wh.x` file is a file called `.wh.x`, a char device 0/0 is a device
+and is skipped), and an entry that tries to leave the directory (absolute or `..` names,
+links out, a symlinked parent) refuses the whole archive with `UnsafeArchive` (400)
+instead of being skipped, as dockerd refuses a "breakout". Device nodes are skipped
+under both rules. With a `hasher`, each regular file's content digest is taken while its
+bytes are written (`result.digests`, by slash-joined path; a hardlink has its target's).
+
 Flow::
 
     result = Extractor(layer_dir).extract(open("layer.tar", "rb"))   # in a worker thread
     result.size, result.skipped
+    Extractor(ctx_dir, ARCHIVE, hasher=blake3).extract(stream).digests
 """
 
 from __future__ import annotations
@@ -34,17 +46,25 @@ import os
 import shutil
 import stat
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, Protocol
+
+from dockyard.errdefs import InvalidArgument
 
 __all__ = [
+    "ARCHIVE",
+    "CONTEXT",
+    "LAYER",
     "WHITEOUT_META_PREFIX",
     "WHITEOUT_OPAQUE",
     "WHITEOUT_PREFIX",
     "Entry",
     "Extractor",
+    "Rules",
     "UnpackResult",
+    "UnsafeArchive",
     "clean",
     "plan",
 ]
@@ -58,6 +78,41 @@ OPAQUE_XATTR = "trusted.overlay.opaque"
 _ALLOWED_XATTR_PREFIXES = ("user.",)
 _ALLOWED_XATTRS = ("security.capability",)
 _CHUNK = 1 << 20
+# tarfile's stream reader copies what is left of its buffer on every read, so a large buffer
+# costs per member: 64 KiB measured fastest both for 1000 files of 20 KB (3.5x faster than
+# 1 MiB) and for one 20 MiB file (2.5x)
+_TAR_BUFSIZE = 1 << 16
+
+
+@dataclass(frozen=True)
+class Rules:
+    """How an archive's entries are read. `whiteouts`: `.wh.` names and char 0/0 are
+    overlay whiteouts (layers only). `refuse_unsafe`: an entry that would leave the
+    directory fails the extraction instead of being skipped."""
+
+    whiteouts: bool = True
+    refuse_unsafe: bool = False
+    fifos: bool = True  # a build context skips them: opening one to read it would block
+
+
+LAYER = Rules()
+ARCHIVE = Rules(whiteouts=False, refuse_unsafe=True)
+CONTEXT = Rules(whiteouts=False, refuse_unsafe=True, fifos=False)
+
+
+class UnsafeArchive(InvalidArgument):
+    """An archive entry tried to leave its directory (ARCHIVE rules)."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"{name!r}: {reason}")
+        self.name = name
+        self.reason = reason
+
+
+class Hasher(Protocol):
+    def update(self, data: Any, /) -> Any: ...
+
+    def hexdigest(self) -> str: ...
 
 
 def clean(name: str) -> tuple[str, ...] | None:
@@ -86,19 +141,20 @@ class Entry:
     parts: tuple[str, ...] = ()
     link: str | tuple[str, ...] | None = None  # symlink text, or hardlink target parts
     reason: str = ""
+    unsafe: bool = False  # skipped because it would leave the directory (not merely unwanted)
 
 
-def _skip(reason: str) -> Entry:
-    return Entry("skip", reason=reason)
+def _skip(reason: str, *, unsafe: bool = False) -> Entry:
+    return Entry("skip", reason=reason, unsafe=unsafe)
 
 
-def plan(m: tarfile.TarInfo) -> Entry:
+def plan(m: tarfile.TarInfo, rules: Rules = LAYER) -> Entry:
     """Pure validation of one header."""
     parts = clean(m.name)
     if parts is None:
-        return _skip("absolute path" if m.name.startswith("/") else "path escapes the layer")
+        return _skip("absolute path" if m.name.startswith("/") else "path escapes the root", unsafe=True)
     base = parts[-1] if parts else ""
-    if base.startswith(WHITEOUT_PREFIX):
+    if rules.whiteouts and base.startswith(WHITEOUT_PREFIX):
         if not m.isreg():
             return _skip("whiteout marker is not a regular file")
         if base == WHITEOUT_OPAQUE:
@@ -120,16 +176,16 @@ def plan(m: tarfile.TarInfo) -> Entry:
     if m.islnk():
         link_parts = clean(m.linkname)
         if link_parts is None:
-            return _skip("hardlink target outside the layer")
+            return _skip("hardlink target outside the root", unsafe=True)
         if not link_parts:
-            return _skip("hardlink to the layer root")
+            return _skip("hardlink to the root", unsafe=True)
         return Entry("hardlink", parts, link_parts)
-    if m.ischr() and m.devmajor == 0 and m.devminor == 0:
+    if rules.whiteouts and m.ischr() and m.devmajor == 0 and m.devminor == 0:
         return Entry("whiteout", parts)
     if m.isfifo():
-        return Entry("fifo", parts)
+        return Entry("fifo", parts) if rules.fifos else _skip("fifos are not kept")
     if m.ischr() or m.isblk():
-        return _skip("device nodes are not allowed in layers")
+        return _skip("device nodes are not allowed")
     return _skip(f"unsupported tar entry type {m.type!r}")
 
 
@@ -138,6 +194,7 @@ class UnpackResult:
     size: int = 0
     entries: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    digests: dict[str, str] = field(default_factory=dict)  # with a hasher: file path -> hex digest
 
 
 class _Unsafe(Exception):
@@ -145,10 +202,19 @@ class _Unsafe(Exception):
 
 
 class Extractor:
-    """Applies planned entries under `root` (an existing, empty directory we own)."""
+    """Applies planned entries under `root` (an existing directory we own, empty for a
+    layer; for ADD, a directory of a build container's rootfs, which may be given as an
+    fd opened without following links: `root_fd`, which stays the caller's)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(
+        self, root: Path | None, rules: Rules = LAYER, *, hasher: Callable[[], Hasher] | None = None,
+        root_fd: int | None = None,
+    ) -> None:  # fmt: skip
         self.root = root
+        self.rules = rules
+        self._hasher = hasher
+        self._given_fd = root_fd
+        self._digests: dict[str, str] = {}
         self._root_fd = -1
         self._dir_times: list[tuple[tuple[str, ...], int]] = []
         self._cache: tuple[tuple[str, ...], int] | None = None
@@ -177,7 +243,7 @@ class Extractor:
                     nfd = os.open(comp, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
                 except OSError as err:
                     if err.errno in (errno.ELOOP, errno.ENOTDIR):
-                        raise _Unsafe("parent is a symlink or not a directory") from None
+                        raise _Unsafe("a parent directory is a symlink or not a directory") from None
                     raise
                 os.close(fd)
                 fd = nfd
@@ -207,18 +273,28 @@ class Extractor:
 
     def extract(self, fileobj: BinaryIO) -> UnpackResult:
         res = UnpackResult()
-        self._root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self._digests = res.digests
+        if self._given_fd is not None:
+            self._root_fd = os.dup(self._given_fd)
+        else:
+            assert self.root is not None
+            self._root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        refuse = self.rules.refuse_unsafe
         try:
-            with tarfile.open(fileobj=fileobj, mode="r|") as tf:
+            with tarfile.open(fileobj=fileobj, mode="r|", bufsize=_TAR_BUFSIZE) as tf:
                 for m in tf:
-                    entry = plan(m)
+                    entry = plan(m, self.rules)
                     if entry.kind == "skip":
+                        if refuse and entry.unsafe:
+                            raise UnsafeArchive(m.name, entry.reason)
                         res.skipped.append((m.name, entry.reason))
                         continue
                     try:
                         res.size += self._apply(entry, m, tf)
                         res.entries += 1
                     except _Unsafe as err:
+                        if refuse:
+                            raise UnsafeArchive(m.name, str(err)) from None
                         res.skipped.append((m.name, str(err)))
             self._finish_dirs()
         finally:
@@ -226,7 +302,7 @@ class Extractor:
             os.close(self._root_fd)
             self._root_fd = -1
         for name, reason in res.skipped:
-            log.warning("layer entry %r skipped: %s", name, reason)
+            log.warning("archive entry %r skipped: %s", name, reason)
         return res
 
     def _apply(self, e: Entry, m: tarfile.TarInfo, tf: tarfile.TarFile) -> int:
@@ -243,6 +319,8 @@ class Extractor:
             return 0
         parent = self._open_dir(e.parts[:-1])
         name = e.parts[-1]
+        if self._hasher is not None:
+            self._digests.pop("/".join(e.parts), None)  # whatever was here is replaced
         try:
             if e.kind == "dir":
                 if not self._remove(parent, name, keep_dir=True):
@@ -260,10 +338,15 @@ class Extractor:
                     name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=parent
                 )
                 try:
+                    h = self._hasher() if self._hasher is not None else None
                     src = tf.extractfile(m)
                     if src is not None:
                         while chunk := src.read(_CHUNK):
+                            if h is not None:
+                                h.update(chunk)
                             _write_all(fd, chunk)
+                    if h is not None:
+                        self._digests["/".join(e.parts)] = h.hexdigest()
                     self._attrs_fd(fd, m)
                     os.utime(fd, ns=(int(m.mtime) * 10**9, int(m.mtime) * 10**9))
                 finally:
@@ -284,13 +367,16 @@ class Extractor:
                     try:
                         st = os.stat(e.link[-1], dir_fd=src_parent, follow_symlinks=False)
                     except FileNotFoundError:
-                        raise _Unsafe("hardlink target does not exist in the layer") from None
+                        raise _Unsafe("hardlink target does not exist in the archive") from None
                     if stat.S_ISDIR(st.st_mode):
                         raise _Unsafe("hardlink to a directory")
                     self._remove(parent, name)
                     os.link(e.link[-1], name, src_dir_fd=src_parent, dst_dir_fd=parent, follow_symlinks=False)
                 finally:
                     os.close(src_parent)
+                known = self._digests.get("/".join(e.link))
+                if known is not None:
+                    self._digests["/".join(e.parts)] = known
                 return 0
             if e.kind == "whiteout":
                 self._remove(parent, name)

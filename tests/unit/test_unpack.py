@@ -260,3 +260,57 @@ def test_gzip_is_not_accepted_by_extractor_but_by_archive_helper(sandbox: tuple[
     layer, _ = sandbox
     Extractor(layer).extract(decompressed(io.BytesIO(gzip.compress(raw))))
     assert (layer / "a").read_bytes() == b"1"
+
+
+# ---- ARCHIVE / CONTEXT rules (build contexts, ADD) ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "members",
+    [
+        [f("../outside/victim", b"pwned")],
+        [f("/abs", b"pwned")],
+        [hard("h", "../outside/victim")],
+        [hard("h", "/etc/passwd")],
+        [sym("d", "../outside"), f("d/victim", b"pwned")],
+        [hard("h", "missing")],
+    ],
+)
+def test_archive_rules_refuse_what_a_layer_skips(sandbox: tuple[Path, Path], members: list[tuple[tarfile.TarInfo, bytes | None]]) -> None:
+    from dockyard.images.unpack import ARCHIVE, UnsafeArchive
+
+    layer, outside = sandbox
+    with pytest.raises(UnsafeArchive):
+        Extractor(layer, ARCHIVE).extract(_tar(*members))
+    assert (outside / "victim").read_text() == "original"
+
+
+def test_archive_rules_keep_whiteout_names_and_skip_devices_and_context_fifos(sandbox: tuple[Path, Path]) -> None:
+    from dockyard.images.unpack import ARCHIVE, CONTEXT
+
+    layer, _ = sandbox
+    fifo = tarfile.TarInfo("p")
+    fifo.type = tarfile.FIFOTYPE
+    res = Extractor(layer, CONTEXT).extract(_tar(f(".wh.a", b"plain"), dev("w", 0, 0), dev("null", 1, 3), (fifo, None)))
+    assert (layer / ".wh.a").read_bytes() == b"plain"
+    assert sorted(os.listdir(layer)) == [".wh.a"]
+    assert len(res.skipped) == 3
+    other = layer.parent / "add"
+    other.mkdir()
+    Extractor(other, ARCHIVE).extract(_tar((fifo, None)))
+    assert stat.S_ISFIFO(os.lstat(other / "p").st_mode)
+
+
+def test_archive_digests_follow_replacements_and_hardlinks(sandbox: tuple[Path, Path]) -> None:
+    import hashlib
+
+    from dockyard.images.unpack import CONTEXT
+
+    layer, outside = sandbox
+    res = Extractor(layer, CONTEXT, hasher=hashlib.sha256).extract(
+        _tar(sym("x", str(outside / "victim")), f("x", b"one", 0o4777), f("a/b", b"two"), hard("h", "a/b"), f("gone", b"3"), sym("gone", "x"))
+    )
+    assert (outside / "victim").read_text() == "original"
+    assert (layer / "x").read_bytes() == b"one" and not (layer / "x").is_symlink()
+    assert res.digests == {"x": hashlib.sha256(b"one").hexdigest(), "a/b": hashlib.sha256(b"two").hexdigest(),
+                           "h": hashlib.sha256(b"two").hexdigest()}  # fmt: skip
