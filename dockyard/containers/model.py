@@ -85,7 +85,9 @@ def _validate_host_config(hc: dict[str, Any]) -> None:
     security.parse(hc.get("SecurityOpt"))  # 400 for an unknown option or a bad seccomp profile
     for key in ("MaskedPaths", "ReadonlyPaths"):
         paths = hc.get(key)
-        if paths is not None and (not isinstance(paths, list) or not all(isinstance(p, str) and p.startswith("/") for p in paths)):
+        if paths is not None and not (
+            isinstance(paths, list) and all(isinstance(p, str) and p.startswith("/") for p in paths)
+        ):
             raise InvalidArgument(f"invalid {key}: must be a list of absolute paths")
     for h in hc.get("ExtraHosts") or []:
         if ":" not in h and "=" not in h:

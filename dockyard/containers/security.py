@@ -90,7 +90,8 @@ def parse(opts: Iterable[str] | None, lsms: Callable[[], frozenset[str]] = host_
             else:
                 # a path: the docker CLI reads profile files itself, the daemon never opens one
                 raise InvalidArgument(
-                    f"invalid --security-opt: seccomp expects 'unconfined', 'builtin' or a profile's JSON content, got {value!r}"
+                    "invalid --security-opt: seccomp expects 'unconfined', 'builtin' or a profile's "
+                    f"JSON content, got {value!r}"
                 )
         elif key == "systempaths":
             if value != "unconfined":
@@ -103,7 +104,9 @@ def parse(opts: Iterable[str] | None, lsms: Callable[[], frozenset[str]] = host_
                     'only "apparmor=unconfined" is accepted'
                 )
             if value != "unconfined":
-                raise InvalidArgument(f'invalid --security-opt: "{opt}": AppArmor profiles are not supported by this daemon')
+                raise InvalidArgument(
+                    f'invalid --security-opt: "{opt}": AppArmor profiles are not supported by this daemon'
+                )
         elif key == "label":
             if value == "disable":
                 continue
@@ -112,9 +115,12 @@ def parse(opts: Iterable[str] | None, lsms: Callable[[], frozenset[str]] = host_
                 raise _invalid(opt)
             if "selinux" not in lsms():
                 raise InvalidArgument(
-                    f'invalid --security-opt: "{opt}": SELinux is not enabled on this host; only "label=disable" is accepted'
+                    f'invalid --security-opt: "{opt}": SELinux is not enabled on this host; '
+                    'only "label=disable" is accepted'
                 )
-            raise InvalidArgument(f'invalid --security-opt: "{opt}": SELinux labels are not supported by this daemon')
+            raise InvalidArgument(
+                f'invalid --security-opt: "{opt}": SELinux labels are not supported by this daemon'
+            )
         else:
             raise _invalid(opt)
     return SecurityOptions(nnp, mode, custom, systempaths)

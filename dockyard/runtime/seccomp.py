@@ -40,7 +40,9 @@ ENOSYS = 38
 # NEWPID, NEWNET. Without CAP_SYS_ADMIN clone is allowed only when (flags & mask) == 0;
 # CLONE_NEWUSER matters most, since an unprivileged user namespace needs no capability and
 # opens the kernel's namespaced-root attack surface.
-CLONE_NAMESPACE_FLAGS = 0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000 | 0x20000000 | 0x40000000
+CLONE_NAMESPACE_FLAGS = (
+    0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000 | 0x20000000 | 0x40000000
+)
 
 # Everything a normal program needs. Kept in Docker's order of thought: file I/O, processes,
 # signals, memory, time reading, sockets, IPC; 32-bit and time64 variants for the sub-arches.
@@ -245,7 +247,8 @@ def _check_filter(f: Any, where: str) -> None:
         _check_strings(f["caps"], f"{where}.caps")
     if "arches" in f:
         _check_strings(f["arches"], f"{where}.arches", ARCH_NAMES)
-    if "minKernel" in f and not (isinstance(f["minKernel"], str) and re.fullmatch(r"\d+\.\d+", f["minKernel"])):
+    kernel = f.get("minKernel")
+    if kernel is not None and not (isinstance(kernel, str) and re.fullmatch(r"\d+\.\d+", kernel)):
         raise _bad(f"{where}.minKernel must be a kernel version such as \"4.8\"")
 
 
@@ -336,7 +339,10 @@ def _version(s: str) -> tuple[int, int]:
 
 
 def to_oci(
-    doc: Mapping[str, Any], capabilities: Iterable[str], arch: str | None = None, kernel: tuple[int, int] | None = None
+    doc: Mapping[str, Any],
+    capabilities: Iterable[str],
+    arch: str | None = None,
+    kernel: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """A validated Docker-format profile as the OCI `linux.seccomp` object for one container.
 
@@ -369,14 +375,17 @@ def to_oci(
             rule["errnoRet"] = call["errnoRet"]
         if call.get("args"):
             rule["args"] = [
-                {"index": a["index"], "value": a.get("value", 0), "valueTwo": a.get("valueTwo", 0), "op": a["op"]}
+                {"index": a["index"], "value": a.get("value", 0), "valueTwo": a.get("valueTwo", 0),
+                 "op": a["op"]}
                 for a in call["args"]
-            ]
+            ]  # fmt: skip
         syscalls.append(rule)
     out["syscalls"] = syscalls
     return out
 
 
-def profile(capabilities: Iterable[str], arch: str | None = None, kernel: tuple[int, int] | None = None) -> dict[str, Any]:
+def profile(
+    capabilities: Iterable[str], arch: str | None = None, kernel: tuple[int, int] | None = None
+) -> dict[str, Any]:
     """The built-in profile for a container holding `capabilities`, in OCI form."""
     return to_oci(DEFAULT, capabilities, arch, kernel)
