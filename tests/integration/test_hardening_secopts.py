@@ -240,3 +240,28 @@ def test_tmpfs_keeps_safe_defaults_with_options(docker_cli: Runner, busybox: str
         assert {"nosuid", "nodev", "noexec"} <= set(m[dest]), (dest, m[dest])
     assert "size=1024k" in m["/t"]
     assert "noexec" not in m["/x"] and {"nosuid", "nodev"} <= set(m["/x"])
+
+
+def test_mount_tmpfs_options_honoured_or_refused(docker_py: docker.DockerClient, busybox: str) -> None:
+    client = docker_py.api
+
+    def mount(options: list[list[str]]) -> dict[str, object]:
+        return {"Type": "tmpfs", "Target": "/m", "TmpfsOptions": {"SizeBytes": 1 << 20, "Options": options}}
+
+    cid = client.create_container(
+        busybox, ["cat", "/proc/mounts"], labels=["dy-secopts"],
+        host_config=client.create_host_config(mounts=[mount([["exec"]])]),
+    )["Id"]  # fmt: skip
+    try:
+        client.start(cid)
+        client.wait(cid, timeout=30)
+        line = next(x for x in client.logs(cid).decode().splitlines() if x.split()[1] == "/m")
+        opts = set(line.split()[3].split(","))
+        assert "noexec" not in opts and {"nosuid", "nodev"} <= opts
+    finally:
+        client.remove_container(cid, force=True)
+    with pytest.raises(docker.errors.APIError) as err:
+        client.create_container(busybox, ["true"], labels=["dy-secopts"],
+                                host_config=client.create_host_config(mounts=[mount([["suid"]])]))  # fmt: skip
+    assert err.value.status_code == 400 and "unsupported tmpfs option" in str(err.value.explanation)
+    _no_containers_left(client)
