@@ -132,6 +132,13 @@ def test_profile_through_docker_py(docker_py: docker.DockerClient, probe_image: 
     assert out.decode().strip() == f"errno={EACCES}"
 
 
+def test_profile_file_through_the_dockyard_cli(dockyard_cli: Runner, probe_image: str, tmp_path: Path) -> None:
+    profile = tmp_path / "deny-mkdir.json"
+    profile.write_text(json.dumps(DENY_MKDIR, indent=2))
+    out = dockyard_cli("run", "--rm", "--security-opt", f"seccomp={profile}", probe_image, "sysprobe", "mkdir", "/m")
+    assert out.stdout.strip() == f"errno={EACCES}"
+
+
 @pytest.mark.parametrize(
     "opt, words",
     [
