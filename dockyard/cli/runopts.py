@@ -253,6 +253,27 @@ def _volumes(specs: tuple[str, ...]) -> tuple[list[str], dict[str, dict[str, Any
     return binds, anon
 
 
+def _security_opts(opts: tuple[str, ...]) -> list[str]:
+    """As docker's CLI: `seccomp=<file>` becomes `seccomp=<the file's JSON, compacted>`, since
+    the daemon never opens a path the client names."""
+    import json
+
+    out = []
+    for opt in opts:
+        key, sep, value = opt.partition("=") if "=" in opt else opt.partition(":")
+        if key == "seccomp" and sep and value not in ("unconfined", "builtin", "default"):
+            try:
+                with open(value) as f:
+                    doc = json.load(f)
+            except OSError as err:
+                raise click.BadParameter(f"opening seccomp profile ({value}) failed: {err}") from None
+            except ValueError as err:
+                raise click.BadParameter(f"compacting json for seccomp profile ({value}) failed: {err}") from None
+            opt = "seccomp=" + json.dumps(doc, separators=(",", ":"))
+        out.append(opt)
+    return out
+
+
 def build_config(image: str, command: tuple[str, ...], o: dict[str, Any], *, detach: bool) -> dict[str, Any]:
     """Translate parsed run/create flags into a create body (Config + HostConfig + NetworkingConfig)."""
     attach = {s.lower() for s in o.get("attach_streams") or ()}
@@ -282,7 +303,7 @@ def build_config(image: str, command: tuple[str, ...], o: dict[str, Any], *, det
         "VolumesFrom": list(o["volumes_from"]) or None,
         "Ulimits": _ulimits(o["ulimit"]) or None,
         "Sysctls": dict(s.split("=", 1) for s in o["sysctl"]) or None,
-        "SecurityOpt": list(o["security_opt"]) or None,
+        "SecurityOpt": _security_opts(o["security_opt"]) or None,
         "GroupAdd": list(o["group_add"]) or None,
         "Init": o["init"],
         "OomKillDisable": o["oom_kill_disable"],

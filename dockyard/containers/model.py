@@ -14,7 +14,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from dockyard.containers import mounts
+from dockyard.containers import mounts, security
 from dockyard.errdefs import InvalidArgument
 from dockyard.runtime.spec import ALL_CAPS, normalize_cap
 from dockyard.timefmt import now_rfc3339
@@ -82,6 +82,13 @@ def _validate_host_config(hc: dict[str, Any]) -> None:
         if c != "CAP_ALL" and c not in ALL_CAPS:
             raise InvalidArgument(f"unknown capability: \"{c}\"")
     mounts.validate(hc)
+    security.parse(hc.get("SecurityOpt"))  # 400 for an unknown option or a bad seccomp profile
+    for key in ("MaskedPaths", "ReadonlyPaths"):
+        paths = hc.get(key)
+        if paths is not None and not (
+            isinstance(paths, list) and all(isinstance(p, str) and p.startswith("/") for p in paths)
+        ):
+            raise InvalidArgument(f"invalid {key}: must be a list of absolute paths")
     for h in hc.get("ExtraHosts") or []:
         if ":" not in h and "=" not in h:
             raise InvalidArgument(f"invalid argument \"{h}\" for \"--add-host\" flag: bad format for add-host")

@@ -137,12 +137,24 @@ def parse_bind(spec: str) -> PlannedMount:
     )  # fmt: skip
 
 
-def _tmpfs_options(size: int | None, mode: int | None) -> tuple[str, ...]:
+# TmpfsOptions.Options (API 1.46): flags a user may set on a `--mount type=tmpfs`. Only the
+# one that undoes a safe default (noexec) and its inverse, as dockerd allows.
+TMPFS_FLAGS = ("exec", "noexec")
+
+
+def _tmpfs_options(size: int | None, mode: int | None, extra: Any = None) -> tuple[str, ...]:
     opts = []
     if size:
         opts.append(f"size={size}")
     if mode:
         opts.append(f"mode={mode:o}")
+    for item in extra or []:
+        if not (isinstance(item, list) and len(item) == 1 and item[0] in TMPFS_FLAGS):
+            raise InvalidArgument(
+                f'invalid mount config for type "tmpfs": unsupported tmpfs option {item!r}; '
+                f"allowed: {', '.join(TMPFS_FLAGS)}"
+            )
+        opts.append(item[0])
     return tuple(opts)
 
 
@@ -187,7 +199,7 @@ def parse_mount(m: Mapping[str, Any], exists: Callable[[str], bool] = os.path.ex
         mode = t.get("Mode")
         return PlannedMount(
             "tmpfs", _clean(target), rw=not ro,
-            tmpfs_options=_tmpfs_options(int(size) if size else None, int(mode) if mode else None),
+            tmpfs_options=_tmpfs_options(int(size) if size else None, int(mode) if mode else None, t.get("Options")),
         )  # fmt: skip
     v = vol_o or {}
     dc = v.get("DriverConfig") or {}

@@ -28,6 +28,7 @@ from dockyard._sys.fs import write_atomic
 from dockyard._sys.netns import set_loopback_up
 from dockyard.containers import mounts as mountplan
 from dockyard.containers import names, state
+from dockyard.containers import security as secopts
 from dockyard.containers.attach import AttachConnection
 from dockyard.containers.files import hosts_file, make_workdir, resolve_user, write_container_files
 from dockyard.containers.model import (
@@ -42,7 +43,7 @@ from dockyard.events import EventBus
 from dockyard.filters import labels_match
 from dockyard.runtime import spec as ocispec
 from dockyard.runtime.monitor import Conmon
-from dockyard.runtime.oci import OCIRuntime, RuntimeFailed, bounding_capabilities, limit_capabilities
+from dockyard.runtime.oci import OCIRuntime, RuntimeFailed, bounding_capabilities
 from dockyard.store import Store
 from dockyard.timefmt import now_rfc3339, parse_rfc3339, parse_time_param
 from dockyard.volumes import VolumeService
@@ -389,7 +390,11 @@ class ContainerService:
             env.insert(1 if env else 0, f"HOSTNAME={cfg.get('Hostname') or ''}")
         if cfg.get("Tty") and not any(e.startswith("TERM=") for e in env):
             env.append("TERM=xterm")
-        security = hc.get("SecurityOpt") or []
+        security = secopts.parse(hc.get("SecurityOpt"))
+        nnp = security.no_new_privileges
+        masked, readonly = hc.get("MaskedPaths"), hc.get("ReadonlyPaths")
+        if security.systempaths_unconfined:
+            masked, readonly = [], []
         inp = ocispec.SpecInput(
             args=args,
             env=env,
@@ -413,15 +418,15 @@ class ContainerService:
             ulimits=tuple(hc.get("Ulimits") or ()),
             resources=ocispec.resources(hc),
             cgroups_path=f"/dockyard/{rec['Id']}",
-            seccomp="seccomp=unconfined" not in security and "seccomp:unconfined" not in security,
+            seccomp=security.seccomp != "unconfined",
+            seccomp_profile=security.seccomp_profile,
+            no_new_privileges=bool(getattr(self.cfg, "no_new_privileges", False)) if nnp is None else nnp,
+            masked_paths=None if masked is None else tuple(masked),
+            readonly_paths=None if readonly is None else tuple(readonly),
+            host_caps=bounding_capabilities(),
             oom_score_adj=int(hc.get("OomScoreAdj") or 0),
         )
-        spec = ocispec.build(inp)
-        caps = spec.get("process", {}).get("capabilities") or {}
-        allowed = bounding_capabilities()
-        for kind, names_ in caps.items():
-            caps[kind] = limit_capabilities(names_, allowed)
-        return spec
+        return ocispec.build(inp)
 
     async def _start_locked(self, rec: Record) -> None:
         cid = rec["Id"]

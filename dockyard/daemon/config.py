@@ -37,6 +37,7 @@ class DaemonConfig:
     default_address_pools: list[dict[str, object]] = field(default_factory=list)
     mtu: int = 1500
     dns: list[str] = field(default_factory=list)  # `--dns`: containers' resolvers, and the embedded one's upstream
+    no_new_privileges: bool = False  # `--no-new-privileges`: every container's default
 
     def runtime_path(self, name: str | None) -> str:
         name = name or self.default_runtime
@@ -68,6 +69,7 @@ def parse_args(argv: list[str] | None = None) -> DaemonConfig:
     p.add_argument("--default-address-pool", action="append", default=[], metavar="base=CIDR,size=N")
     p.add_argument("--mtu", type=int)
     p.add_argument("--dns", action="append", default=[], help="DNS server for containers (repeatable)")
+    p.add_argument("--no-new-privileges", action="store_true", default=None, help="set no-new-privileges on new containers")
     args = p.parse_args(argv)
 
     cfg = DaemonConfig()
@@ -105,6 +107,8 @@ def parse_args(argv: list[str] | None = None) -> DaemonConfig:
     for item in args.default_address_pool:
         kv = dict(part.split("=", 1) for part in item.split(","))
         cfg.default_address_pools.append({"base": kv["base"], "size": int(kv["size"])})
+    if args.no_new_privileges:
+        cfg.no_new_privileges = True
     for key in ("tlscacert", "tlscert", "tlskey", "tlsverify"):
         if getattr(args, key) is not None:
             setattr(cfg, key, getattr(args, key))
@@ -157,6 +161,10 @@ def _apply_file(cfg: DaemonConfig, data: dict[str, object]) -> None:
         if not isinstance(pools, list) or not all(isinstance(x, dict) for x in pools):
             raise TypeError('"default-address-pools" must be a list of {"base": ..., "size": ...}')
         cfg.default_address_pools = pools
+    if "no-new-privileges" in data:
+        if not isinstance(data["no-new-privileges"], bool):
+            raise TypeError('"no-new-privileges" must be true or false')
+        cfg.no_new_privileges = data["no-new-privileges"]
     for key in ("tlscacert", "tlscert", "tlskey", "tlsverify"):
         if key in data:
             setattr(cfg, key, data[key])

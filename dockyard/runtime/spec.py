@@ -2,14 +2,17 @@
 
 Nothing here touches the system; the caller resolves users, writes files and mounts the
 root filesystem. Defaults follow Docker's: its capability set, masked and read-only
-/proc and /sys paths, a private /dev, and a seccomp profile that denies the syscalls
-Docker's default profile denies (written here as a deny list).
+/proc and /sys paths, a private /dev, tmpfs mounts that are noexec,nosuid,nodev unless the
+user says otherwise, and the seccomp profile of `runtime/seccomp.py` (an allow list whose
+capability-conditional rules are decided here from the container's final capability set).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+from dockyard.runtime import seccomp as seccomp_profiles
 
 DEFAULT_CAPS = (
     "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
@@ -35,18 +38,14 @@ MASKED_PATHS = (
 )  # fmt: skip
 READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
 
-# Syscalls Docker's default seccomp profile does not allow (its profile is an allow list;
-# this is the same boundary written as a deny list, returning EPERM like Docker does).
-DENIED_SYSCALLS = (
-    "acct", "add_key", "bpf", "clock_settime", "create_module", "delete_module",
-    "finit_module", "get_kernel_syms", "get_mempolicy", "init_module", "ioperm", "iopl", "kcmp",
-    "kexec_file_load", "kexec_load", "keyctl", "lookup_dcookie", "mbind", "mount", "mount_setattr",
-    "move_mount", "move_pages", "name_to_handle_at", "nfsservctl", "open_by_handle_at", "open_tree",
-    "fsopen", "fsconfig", "fsmount", "fspick", "perf_event_open", "pivot_root", "process_vm_readv",
-    "process_vm_writev", "ptrace", "query_module", "quotactl", "reboot", "request_key",
-    "set_mempolicy", "setns", "settimeofday", "stime", "swapon", "swapoff", "sysfs", "_sysctl",
-    "umount", "umount2", "unshare", "uselib", "userfaultfd", "ustat", "vm86", "vm86old",
-)  # fmt: skip
+# Docker's defaults for every tmpfs the user asks for (`--tmpfs`, `--mount type=tmpfs`); the
+# user's own options override them flag by flag (`exec` undoes `noexec`), as dockerd merges.
+TMPFS_DEFAULTS = ("noexec", "nosuid", "nodev")
+_FLAG_OPPOSITES = {
+    "exec": "noexec", "suid": "nosuid", "dev": "nodev", "ro": "rw", "atime": "noatime",
+    "diratime": "nodiratime", "relatime": "norelatime", "strictatime": "nostrictatime",
+}  # fmt: skip
+_FLAG_OPPOSITES.update({v: k for k, v in list(_FLAG_OPPOSITES.items())})
 
 _DEVICES = [
     # (type, major, minor, path)
@@ -105,7 +104,12 @@ class SpecInput:
     ulimits: tuple[dict[str, Any], ...] = ()
     resources: dict[str, Any] = field(default_factory=dict)
     cgroups_path: str = ""
-    seccomp: bool = True
+    seccomp: bool = True  # False: unconfined (`seccomp=unconfined`)
+    seccomp_profile: dict[str, Any] | None = None  # a user's profile in Docker's format; None: built-in
+    no_new_privileges: bool = False
+    masked_paths: tuple[str, ...] | None = None  # None: Docker's defaults
+    readonly_paths: tuple[str, ...] | None = None
+    host_caps: frozenset[str] | None = None  # the daemon's bounding set; None: unknown (no limit)
     oom_score_adj: int = 0
 
 
@@ -125,6 +129,41 @@ def capabilities(inp: SpecInput) -> list[str]:
     caps = [c for c in base if c not in drops]
     caps += sorted(c for c in adds if c not in caps and c != "CAP_ALL")
     return caps
+
+
+def final_capabilities(inp: SpecInput) -> list[str]:
+    """What the process really gets: the requested set within what the daemon itself holds.
+
+    A restricted host (a sandbox, a container) lacks some capabilities, and the runtime fails
+    with EPERM when asked to grant one; `--privileged` then means "all we have", as podman
+    does. The seccomp profile's capability rules are decided from this set, not the request.
+    """
+    caps = capabilities(inp)
+    return caps if inp.host_caps is None else [c for c in caps if c in inp.host_caps]
+
+
+def tmpfs_options(user: tuple[str, ...] | list[str]) -> list[str]:
+    """Docker's tmpfs defaults merged with the user's options (later options win)."""
+    out: list[str] = []
+    for opt in (*TMPFS_DEFAULTS, *user):
+        if not opt:
+            continue
+        if "=" in opt:
+            key = opt.split("=", 1)[0] + "="
+            out = [o for o in out if not o.startswith(key)]
+        else:
+            out = [o for o in out if o not in (opt, _FLAG_OPPOSITES.get(opt))]
+        out.append(opt)
+    return out
+
+
+def seccomp_spec(inp: SpecInput, caps: list[str]) -> dict[str, Any] | None:
+    """The OCI `linux.seccomp` of the container, or None when it runs unconfined."""
+    if inp.privileged or not inp.seccomp:  # Docker: a privileged container gets no filter
+        return None
+    if inp.seccomp_profile is not None:
+        return seccomp_profiles.to_oci(inp.seccomp_profile, caps)
+    return seccomp_profiles.profile(caps)
 
 
 def resources(hc: dict[str, Any]) -> dict[str, Any]:
@@ -170,7 +209,7 @@ def _mount(dest: str, type: str, source: str, options: list[str]) -> dict[str, A
 
 
 def build(inp: SpecInput) -> dict[str, Any]:
-    caps = capabilities(inp)
+    caps = final_capabilities(inp)
     # Without Ulimits the container inherits the daemon's limits, as under Docker; raising
     # them needs CAP_SYS_RESOURCE, which not every host grants.
     rlimits: list[dict[str, Any]] = []
@@ -191,7 +230,7 @@ def build(inp: SpecInput) -> dict[str, Any]:
         "cwd": inp.cwd or "/",
         "capabilities": {k: caps for k in ("bounding", "effective", "permitted")},
         "rlimits": rlimits,
-        "noNewPrivileges": False,
+        "noNewPrivileges": inp.no_new_privileges,
         "oomScoreAdj": inp.oom_score_adj,
     }
     ro = [] if inp.privileged else ["ro"]
@@ -209,11 +248,13 @@ def build(inp: SpecInput) -> dict[str, Any]:
             _mount("/dev/shm", "tmpfs", "shm", ["nosuid", "noexec", "nodev", "mode=1777", f"size={inp.shm_size}"])
         )
     for dest, tmpfs_opts in inp.tmpfs.items():
-        options = ["nosuid", "nodev", "noexec"] if not tmpfs_opts else []
-        options += [o for o in tmpfs_opts.split(",") if o]
-        mounts.append(_mount(dest, "tmpfs", "tmpfs", options))
+        mounts.append(_mount(dest, "tmpfs", "tmpfs", tmpfs_options(tmpfs_opts.split(","))))
     for m in inp.mounts:
-        if m.type != "bind":  # e.g. `--mount type=tmpfs`: a filesystem of its own, not a bind
+        if m.type == "tmpfs":  # `--mount type=tmpfs`: the same defaults as `--tmpfs`
+            opts = tmpfs_options([*m.options, "ro" if m.readonly else "rw"])
+            mounts.append(_mount(m.destination, "tmpfs", m.source, opts))
+            continue
+        if m.type != "bind":  # a filesystem of its own, not a bind
             mounts.append(_mount(m.destination, m.type, m.source, [*m.options, "ro" if m.readonly else "rw"]))
             continue
         opts = ["rbind", *m.options, "ro" if m.readonly else "rw"]
@@ -250,14 +291,14 @@ def build(inp: SpecInput) -> dict[str, Any]:
     if inp.cgroups_path:
         linux["cgroupsPath"] = inp.cgroups_path
     if not inp.privileged:
-        linux["maskedPaths"] = list(MASKED_PATHS)
-        linux["readonlyPaths"] = list(READONLY_PATHS)
-        if inp.seccomp:
-            linux["seccomp"] = {
-                "defaultAction": "SCMP_ACT_ALLOW",
-                "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
-                "syscalls": [{"names": list(DENIED_SYSCALLS), "action": "SCMP_ACT_ERRNO", "errnoRet": 1}],
-            }
+        masked = MASKED_PATHS if inp.masked_paths is None else inp.masked_paths
+        readonly = READONLY_PATHS if inp.readonly_paths is None else inp.readonly_paths
+        if masked:
+            linux["maskedPaths"] = list(masked)
+        if readonly:
+            linux["readonlyPaths"] = list(readonly)
+    if (filt := seccomp_spec(inp, caps)) is not None:
+        linux["seccomp"] = filt
     return {
         "ociVersion": "1.0.2",
         "process": process,

@@ -69,7 +69,8 @@ class SystemService:
                       "Error": "", "RemoteManagers": None},
             "LiveRestoreEnabled": True, "Isolation": "", "InitBinary": "docker-init",
             "ContainerdCommit": {"ID": ""}, "RuncCommit": {"ID": ""}, "InitCommit": {"ID": ""},
-            "SecurityOptions": ["name=seccomp,profile=builtin"], "Warnings": None,
+            "SecurityOptions": ["name=seccomp,profile=builtin",
+                                *(["name=no-new-privileges"] if getattr(self.cfg, "no_new_privileges", False) else [])], "Warnings": None,
         }  # fmt: skip
 
     def _daemon_id(self) -> str:
