@@ -120,12 +120,19 @@ def resolve_user(rootfs: Path, user: str) -> ProcessUser:
     return ProcessUser(uid, gid, tuple(extra))
 
 
-def make_workdir(rootfs: Path, path: str) -> None:
+def make_workdir(rootfs: Path, path: str, owner: tuple[int, int] | None = None) -> None:
     """Creates the container's working directory like Docker does at start, evaluating
-    symlinks inside the root (an image's `/data -> /` must not lead to the host's root)."""
+    symlinks inside the root (an image's `/data -> /` must not lead to the host's root).
+    `owner`: a remapped daemon's root pair, given to the directory when it is made here
+    (dockerd's MkdirAllAndChownNew)."""
+    import os
     import posixpath
 
+    clean = posixpath.normpath("/" + path)
     try:  # lexically clean first, like Docker
-        resolve_in_root(rootfs, posixpath.normpath("/" + path), mkdir=True)
+        existed = os.path.isdir(resolve_in_root(rootfs, clean))
+        target = resolve_in_root(rootfs, clean, mkdir=True)
     except RootPathError as err:
         raise InvalidArgument(f"cannot create working directory {path}: {err}") from None
+    if owner is not None and not existed:
+        os.lchown(target, *owner)

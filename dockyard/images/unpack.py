@@ -18,7 +18,11 @@ The rules (stricter than dockerd where dockerd resolves names "in root"):
 - `.wh.<name>` becomes an overlay whiteout (char device 0/0) named `<name>`;
   `.wh..wh..opq` sets `trusted.overlay.opaque=y` on its directory; other `.wh..wh.`
   (aufs bookkeeping) entries are skipped;
-- only `user.*` and `security.capability` xattrs from PAX headers are applied.
+- only `user.*` and `security.capability` xattrs from PAX headers are applied;
+- on a daemon with `--userns-remap`, owners are shifted into the remapped range while
+  extracting (dockerd's `<uid>.<gid>` layer store): the layer on disk is what the
+  container's user namespace sees as root-owned. An owner outside the range fails the
+  layer, as it does in dockerd.
 
 Flow::
 
@@ -38,12 +42,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from dockyard.errdefs import InvalidArgument
+from dockyard.idmap import IdentityMapping
+
 __all__ = [
     "WHITEOUT_META_PREFIX",
     "WHITEOUT_OPAQUE",
     "WHITEOUT_PREFIX",
     "Entry",
     "Extractor",
+    "UnmappableOwner",
     "UnpackResult",
     "clean",
     "plan",
@@ -144,11 +152,16 @@ class _Unsafe(Exception):
     pass
 
 
+class UnmappableOwner(InvalidArgument):
+    """A layer entry's owner lies outside the daemon's remapped id range."""
+
+
 class Extractor:
     """Applies planned entries under `root` (an existing, empty directory we own)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, id_mapping: IdentityMapping | None = None) -> None:
         self.root = root
+        self._idmap = id_mapping
         self._root_fd = -1
         self._dir_times: list[tuple[tuple[str, ...], int]] = []
         self._cache: tuple[tuple[str, ...], int] | None = None
@@ -305,9 +318,17 @@ class Extractor:
         finally:
             os.close(parent)
 
+    def _owner(self, m: tarfile.TarInfo) -> tuple[int, int]:
+        if self._idmap is None:
+            return m.uid, m.gid
+        try:
+            return self._idmap.to_host(m.uid, m.gid)
+        except ValueError as err:
+            raise UnmappableOwner(f"layer entry {m.name!r}: {err}") from None
+
     def _attrs_fd(self, fd: int, m: tarfile.TarInfo) -> None:
         if self._is_root:
-            os.fchown(fd, m.uid, m.gid)
+            os.fchown(fd, *self._owner(m))
         os.fchmod(fd, m.mode & 0o7777)  # after chown: chown clears set-id bits
         for key, value in (m.pax_headers or {}).items():
             if not key.startswith("SCHILY.xattr."):
@@ -321,7 +342,7 @@ class Extractor:
 
     def _attrs_path(self, dfd: int, name: str, m: tarfile.TarInfo) -> None:
         if self._is_root:
-            os.chown(name, m.uid, m.gid, dir_fd=dfd, follow_symlinks=False)
+            os.chown(name, *self._owner(m), dir_fd=dfd, follow_symlinks=False)
         t = int(m.mtime) * 10**9
         try:
             os.utime(name, ns=(t, t), dir_fd=dfd, follow_symlinks=False)

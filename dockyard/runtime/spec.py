@@ -267,3 +267,26 @@ def build(inp: SpecInput) -> dict[str, Any]:
         "mounts": mounts,
         "linux": linux,
     }
+
+
+def with_user_namespace(
+    spec: dict[str, Any],
+    uid_mappings: list[dict[str, int]],
+    gid_mappings: list[dict[str, int]],
+    join: str | None = None,
+) -> dict[str, Any]:
+    """A remapped daemon's container (`--userns-remap`): a new user namespace with the
+    daemon's mappings, or, with `join`, the user namespace at that path (the one owning a
+    network namespace being joined; OCI forbids mappings then). Returns `spec`, changed."""
+    linux = spec.setdefault("linux", {})
+    namespaces = [ns for ns in linux.get("namespaces", []) if ns.get("type") != "user"]
+    if join:
+        namespaces.append({"type": "user", "path": join})
+        linux.pop("uidMappings", None)
+        linux.pop("gidMappings", None)
+    else:
+        namespaces.append({"type": "user"})
+        linux["uidMappings"] = [dict(m) for m in uid_mappings]
+        linux["gidMappings"] = [dict(m) for m in gid_mappings]
+    linux["namespaces"] = namespaces
+    return spec

@@ -69,7 +69,7 @@ class SystemService:
                       "Error": "", "RemoteManagers": None},
             "LiveRestoreEnabled": True, "Isolation": "", "InitBinary": "docker-init",
             "ContainerdCommit": {"ID": ""}, "RuncCommit": {"ID": ""}, "InitCommit": {"ID": ""},
-            "SecurityOptions": ["name=seccomp,profile=builtin"], "Warnings": None,
+            "SecurityOptions": ["name=seccomp,profile=builtin", *_userns_options(self.cfg)], "Warnings": None,
         }  # fmt: skip
 
     def _daemon_id(self) -> str:
@@ -107,3 +107,8 @@ def _os_name() -> str:
     except OSError:
         pass
     return "Linux"
+
+
+def _userns_options(cfg: Any) -> list[str]:
+    """dockerd lists `name=userns` when its containers' root is remapped (`--userns-remap`)."""
+    return ["name=userns"] if getattr(cfg, "id_mapping", None) is not None else []
