@@ -16,8 +16,8 @@ from container id 0 upwards. Root remapped to itself means no remapping.
 from __future__ import annotations
 
 import grp
-import os
 import logging
+import os
 import pwd
 import shutil
 import subprocess
@@ -159,15 +159,21 @@ def _read(path: Path) -> str:
     try:
         return path.read_text()
     except OSError as err:
-        raise RemapError(f"Can't create ID mappings: open {path}: {err.strerror.lower() if err.strerror else err}") from None
+        raise RemapError(
+            f"Can't create ID mappings: open {path}: {err.strerror.lower() if err.strerror else err}"
+        ) from None
 
 
-def load_mapping(user: str, group: str, *, subuid: Path = Path("/etc/subuid"), subgid: Path = Path("/etc/subgid")) -> IdentityMapping:
+def load_mapping(
+    user: str, group: str, *, subuid: Path = Path("/etc/subuid"), subgid: Path = Path("/etc/subgid")
+) -> IdentityMapping:
     """moby's LoadIdentityMapping: both files are searched for the *user's* name or uid."""
     try:
         uid = pwd.getpwnam(user).pw_uid
     except KeyError:
-        raise RemapError(f"Can't create ID mappings: could not get user for username {user}: no such user") from None
+        raise RemapError(
+            f"Can't create ID mappings: could not get user for username {user}: no such user"
+        ) from None
     try:
         uids = build_mapping(parse_subid(_read(subuid)), user, uid)
         gids = build_mapping(parse_subid(_read(subgid)), user, uid)
@@ -196,38 +202,50 @@ def resolve_remap(setting: str) -> tuple[str, str]:
         try:
             user = pwd.getpwuid(num).pw_name
         except KeyError:
-            raise RemapError(f"Uid {num} has no entry in /etc/passwd: no matching entries in passwd file") from None
+            raise RemapError(
+                f"Uid {num} has no entry in /etc/passwd: no matching entries in passwd file"
+            ) from None
         if len(parts) == 1:
             try:
                 group = grp.getgrgid(num).gr_name
             except KeyError:
-                raise RemapError(f"Gid {num} has no entry in /etc/group: no matching entries in group file") from None
+                raise RemapError(
+                    f"Gid {num} has no entry in /etc/group: no matching entries in group file"
+                ) from None
     else:
         name = DEFAULT_REMAP_USER if parts[0] == "default" else parts[0]
         try:
             user = pwd.getpwnam(name).pw_name
         except KeyError:
             if parts[0] != "default":
-                raise RemapError(f'Error during uid lookup for "{name}": no matching entries in passwd file') from None
+                raise RemapError(
+                    f'Error during uid lookup for "{name}": no matching entries in passwd file'
+                ) from None
             ensure_default_user()
             return DEFAULT_REMAP_USER, DEFAULT_REMAP_USER
         if len(parts) == 1:
             try:
                 group = grp.getgrnam(name).gr_name
             except KeyError:
-                raise RemapError(f'Error during gid lookup for "{name}": no matching entries in group file') from None
+                raise RemapError(
+                    f'Error during gid lookup for "{name}": no matching entries in group file'
+                ) from None
     if len(parts) == 2:
         gnum = _int32(parts[1])
         if gnum is not None:
             try:
                 group = grp.getgrgid(gnum).gr_name
             except KeyError:
-                raise RemapError(f"Gid {gnum} has no entry in /etc/passwd: no matching entries in group file") from None
+                raise RemapError(
+                    f"Gid {gnum} has no entry in /etc/passwd: no matching entries in group file"
+                ) from None
         else:
             try:
                 grp.getgrnam(parts[1])
             except KeyError:
-                raise RemapError(f'Error during groupname lookup for "{parts[1]}": no matching entries in group file') from None
+                raise RemapError(
+                    f'Error during groupname lookup for "{parts[1]}": no matching entries in group file'
+                ) from None
             group = parts[1]
     return user, group
 
@@ -244,9 +262,13 @@ def next_range_start(taken: list[SubID]) -> int:
 
 def _run(argv: list[str]) -> None:
     # Daemon startup, before the event loop: a short synchronous child is fine here.
-    res = subprocess.run(argv, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, check=False)
+    res = subprocess.run(
+        argv, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, check=False
+    )
     if res.returncode != 0:
-        raise RemapError(f'Error during "{DEFAULT_REMAP_USER}" user creation: {argv[0]} failed: {res.stderr.strip()}')
+        raise RemapError(
+            f'Error during "{DEFAULT_REMAP_USER}" user creation: {argv[0]} failed: {res.stderr.strip()}'
+        )
 
 
 def ensure_default_user(subuid: Path = Path("/etc/subuid"), subgid: Path = Path("/etc/subgid")) -> None:
@@ -261,7 +283,9 @@ def ensure_default_user(subuid: Path = Path("/etc/subuid"), subgid: Path = Path(
         elif shutil.which("useradd"):
             _run(["useradd", "-r", "-s", "/bin/false", DEFAULT_REMAP_USER])
         else:
-            raise RemapError(f'Error during "{DEFAULT_REMAP_USER}" user creation: cannot add user; no useradd/adduser binary found')
+            raise RemapError(
+                f'Error during "{DEFAULT_REMAP_USER}" user creation: cannot add user; no useradd/adduser binary found'
+            )
     uid = pwd.getpwnam(DEFAULT_REMAP_USER).pw_uid
     for path, flag in ((subuid, "-v"), (subgid, "-w")):
         entries = parse_subid(path.read_text()) if path.exists() else []
@@ -269,7 +293,13 @@ def ensure_default_user(subuid: Path = Path("/etc/subuid"), subgid: Path = Path(
             continue
         start = next_range_start(entries)
         _run(["usermod", flag, f"{start}-{start + _DEFAULT_RANGE_LEN - 1}", DEFAULT_REMAP_USER])
-        log.info("added subordinate range %d-%d to %s in %s", start, start + _DEFAULT_RANGE_LEN - 1, DEFAULT_REMAP_USER, path)
+        log.info(
+            "added subordinate range %d-%d to %s in %s",
+            start,
+            start + _DEFAULT_RANGE_LEN - 1,
+            DEFAULT_REMAP_USER,
+            path,
+        )
 
 
 def _can_access(path: Path, uid: int, gid: int) -> bool:

@@ -83,7 +83,12 @@ def remapped(remap_user: str) -> Iterator[Daemon]:
 
 def _cli(d: Daemon, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     res = subprocess.run(
-        ["docker", *args], capture_output=True, text=True, timeout=60, env={**os.environ, "DOCKER_HOST": d.host}
+        ["docker", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "DOCKER_HOST": d.host},
+        check=False,
     )
     if check and res.returncode:
         raise AssertionError(f"docker {args} exited {res.returncode}: {res.stderr}")
@@ -126,7 +131,10 @@ def test_files_the_container_writes_belong_to_the_range_base(remapped: Daemon) -
         st = os.lstat(upper / "rootfile")
         assert (st.st_uid, st.st_gid) == (BASE, BASE)
         # the image's root-owned files: root inside, the range base in the layer on the host
-        assert _cli(remapped, "run", "--rm", "busybox", "stat", "-c", "%u:%g", "/bin/busybox").stdout.strip() == "0:0"
+        assert (
+            _cli(remapped, "run", "--rm", "busybox", "stat", "-c", "%u:%g", "/bin/busybox").stdout.strip()
+            == "0:0"
+        )
         lower = _cli(remapped, "inspect", "-f", "{{.GraphDriver.Data.LowerDir}}", name).stdout.strip()
         layer = Path(lower.split(":")[-1])
         st = os.lstat(layer / "bin" / "busybox")
@@ -144,7 +152,9 @@ def test_copy_up_hosts_files_tmpfs_and_shm_belong_to_the_container_root(remapped
         "touch /t/a /dev/shm/a && stat -c %u /t/a /dev/shm/a"
     )
     try:
-        out = _cli(remapped, "run", "--rm", "-v", f"{vol}:/etc", "--tmpfs", "/t", "busybox", "sh", "-c", script).stdout
+        out = _cli(
+            remapped, "run", "--rm", "-v", f"{vol}:/etc", "--tmpfs", "/t", "busybox", "sh", "-c", script
+        ).stdout
         assert out.split() == ["0", "ok", "0", "0"]
         mountpoint = Path(_cli(remapped, "volume", "inspect", "-f", "{{.Mountpoint}}", vol).stdout.strip())
         assert os.lstat(mountpoint / "passwd").st_uid == BASE
@@ -157,7 +167,11 @@ def test_userns_host_runs_without_a_user_namespace(remapped: Daemon) -> None:
     _cli(remapped, "run", "-d", "--userns=host", "--name", name, "busybox", "sleep", "60")
     try:
         assert _host_ids(_pid(remapped, name)) == (0, 0)
-        assert _cli(remapped, "exec", name, "cat", "/proc/self/uid_map").stdout.split() == ["0", "0", "4294967295"]
+        assert _cli(remapped, "exec", name, "cat", "/proc/self/uid_map").stdout.split() == [
+            "0",
+            "0",
+            "4294967295",
+        ]
         assert _cli(remapped, "inspect", "-f", "{{.HostConfig.UsernsMode}}", name).stdout.strip() == "host"
     finally:
         _cli(remapped, "rm", "-f", name)
@@ -166,8 +180,8 @@ def test_userns_host_runs_without_a_user_namespace(remapped: Daemon) -> None:
 @pytest.mark.parametrize(
     ("flag", "message"),
     [
-        ("--privileged", "privileged mode is incompatible with user namespaces.  You must run the container "
-                         "in the host namespace when running privileged mode"),
+        ("--privileged", ("privileged mode is incompatible with user namespaces.  You must run the container "
+                          "in the host namespace when running privileged mode")),
         ("--net=host", "cannot share the host's network namespace when user namespaces are enabled"),
         ("--pid=host", "cannot share the host PID namespace when user namespaces are enabled"),
     ],
@@ -234,7 +248,9 @@ def test_containers_survive_a_daemon_restart_with_remapping(remapped: Daemon) ->
         _cli(remapped, "start", name)
         assert _host_ids(_pid(remapped, name)) == (BASE, BASE)
         # a container joining its network namespace joins its user namespace too
-        out = _cli(remapped, "run", "--rm", f"--net=container:{name}", "busybox", "cat", "/proc/self/uid_map").stdout
+        out = _cli(
+            remapped, "run", "--rm", f"--net=container:{name}", "busybox", "cat", "/proc/self/uid_map"
+        ).stdout
         assert out.split() == ["0", str(BASE), str(SIZE)]
     finally:
         _cli(remapped, "rm", "-f", name)
@@ -255,7 +271,7 @@ def test_bad_remap_settings_stop_the_daemon_with_dockerds_message(tmp_path: Path
                 "--exec-root", str(tmp_path / "run"), "--config-file", str(tmp_path / "daemon.json"),
                 "--userns-remap", setting,
             ],
-            capture_output=True, text=True, timeout=30, cwd=Path(__file__).resolve().parents[2],
+            capture_output=True, text=True, timeout=30, cwd=Path(__file__).resolve().parents[2], check=False,
         )  # fmt: skip
         assert res.returncode != 0 and message in res.stderr, res.stderr
 

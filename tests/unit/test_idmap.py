@@ -81,6 +81,8 @@ def test_spec_gets_a_user_namespace_with_the_mappings() -> None:
     spec = ocispec.with_user_namespace(ocispec.build(inp), m.oci_uid_mappings(), m.oci_gid_mappings())
     assert {"type": "user"} in spec["linux"]["namespaces"]
     assert spec["linux"]["uidMappings"] == [{"containerID": 0, "hostID": 100000, "size": 65536}]
-    joined = ocispec.with_user_namespace(spec, m.oci_uid_mappings(), m.oci_gid_mappings(), join="/proc/7/ns/user")
+    joined = ocispec.with_user_namespace(
+        spec, m.oci_uid_mappings(), m.oci_gid_mappings(), join="/proc/7/ns/user"
+    )
     users = [ns for ns in joined["linux"]["namespaces"] if ns["type"] == "user"]
     assert users == [{"type": "user", "path": "/proc/7/ns/user"}]
