@@ -32,6 +32,7 @@ from typing import Any, BinaryIO
 
 from dockyard import errdefs
 from dockyard._sys.fs import RootPathError, walk_in_scope
+from dockyard.idmap import IdentityMapping
 
 __all__ = [
     "STAT_HEADER",
@@ -163,9 +164,12 @@ class ContainerFS:
     """
 
     def __init__(
-        self, rootfs: Path, mounts: Iterable[MountPoint], *, readonly_rootfs: bool, ref: str
-    ) -> None:
+        self, rootfs: Path, mounts: Iterable[MountPoint], *, readonly_rootfs: bool, ref: str,
+        id_mapping: IdentityMapping | None = None,
+    ) -> None:  # fmt: skip
         self.ref = ref
+        # a remapped daemon: archives carry the ids the container sees, files the host's
+        self.id_mapping = id_mapping
         self.rootfs = rootfs
         root = MountPoint("/", rootfs, not readonly_rootfs)
         self._mounts: list[MountPoint] = [root]  # longest destination first
@@ -314,6 +318,8 @@ class ContainerFS:
             return  # sockets are not archived
         ti.mtime = int(ti.mtime)  # a float mtime would cost a PAX header per entry
         ti.uname = ti.gname = ""  # host names mean nothing in the container; ids do
+        if self.id_mapping is not None:
+            ti.uid, ti.gid = self.id_mapping.to_container(ti.uid, ti.gid)
         if ti.isreg():
             try:
                 fd = os.open(host, os.O_RDONLY | os.O_NOFOLLOW)
@@ -452,6 +458,11 @@ class ContainerFS:
         else:
             return  # other types (contiguous files come as regular; xattr/pax are headers)
         uid, gid = owner if owner is not None else (m.uid, m.gid)
+        if self.id_mapping is not None:
+            try:
+                uid, gid = self.id_mapping.to_host(uid, gid)
+            except ValueError as err:
+                raise errdefs.InvalidArgument(f"cannot copy {m.name!r} into the container: {err}") from None
         if not m.islnk():
             try:
                 os.lchown(host, uid, gid)
@@ -495,7 +506,9 @@ class _Exactly:
         return data
 
 
-def view(record: dict[str, Any], rootfs: Path, bundle: Path, ref: str) -> ContainerFS:
+def view(
+    record: dict[str, Any], rootfs: Path, bundle: Path, ref: str, id_mapping: IdentityMapping | None = None
+) -> ContainerFS:
     """The ContainerFS of a container record: its bind mounts and volumes, and the
     /etc/hostname, /etc/hosts and /etc/resolv.conf Docker gives every container."""
     readonly = bool(record["HostConfig"].get("ReadonlyRootfs"))
@@ -507,4 +520,4 @@ def view(record: dict[str, Any], rootfs: Path, bundle: Path, ref: str) -> Contai
     for m in record.get("Mounts") or []:
         if m.get("Source") and m.get("Destination") and m.get("Type", "bind") in ("bind", "volume"):
             mounts.append(MountPoint(m["Destination"], Path(m["Source"]), bool(m.get("RW", True))))
-    return ContainerFS(rootfs, mounts, readonly_rootfs=readonly, ref=ref)
+    return ContainerFS(rootfs, mounts, readonly_rootfs=readonly, ref=ref, id_mapping=id_mapping)

@@ -265,6 +265,11 @@ class ContainerService:
     def _remap(self) -> IdentityMapping | None:
         return getattr(self.cfg, "id_mapping", None)
 
+    @property
+    def id_mapping(self) -> IdentityMapping | None:
+        """The daemon's `--userns-remap` mapping (None: containers' ids are the host's)."""
+        return self._remap
+
     def _userns_private(self, rec: Record) -> bool:
         """Does this container get a user namespace? (remapped daemon, not `--userns=host`)"""
         return self._remap is not None and rec["HostConfig"].get("UsernsMode") != "host"

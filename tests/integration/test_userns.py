@@ -281,3 +281,24 @@ def test_userns_host_is_a_no_op_without_remapping(docker_cli, busybox: str) -> N
     assert out.split() == ["0", "0", "4294967295"]
     info = json.loads(docker_cli("info", "--format", "{{json .SecurityOptions}}").stdout)
     assert "name=userns" not in info
+
+
+def test_cp_shifts_owners_both_ways(remapped: Daemon, tmp_path: Path) -> None:
+    name = f"uns-{secrets.token_hex(3)}"
+    _cli(remapped, "create", "--name", name, "busybox", "true")
+    try:
+        src = tmp_path / "in.txt"
+        src.write_text("x")
+        os.chown(src, 5, 6)
+        _cli(remapped, "cp", "-a", str(src), f"{name}:/in.txt")  # -a: the archive's owners
+        upper = Path(_cli(remapped, "inspect", "-f", "{{.GraphDriver.Data.UpperDir}}", name).stdout.strip())
+        st = os.lstat(upper / "in.txt")
+        assert (st.st_uid, st.st_gid) == (BASE + 5, BASE + 6)
+        out = subprocess.run(
+            ["docker", "cp", f"{name}:/bin/busybox", "-"], capture_output=True, check=True,
+            env={**os.environ, "DOCKER_HOST": remapped.host},
+        ).stdout  # fmt: skip
+        with tarfile.open(fileobj=io.BytesIO(out)) as tf:
+            assert [(m.uid, m.gid) for m in tf] == [(0, 0)]
+    finally:
+        _cli(remapped, "rm", "-f", name)
