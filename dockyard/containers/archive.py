@@ -40,6 +40,7 @@ from typing import Any, BinaryIO
 from dockyard import errdefs
 from dockyard._sys.fs import RootPathError, walk_in_scope
 from dockyard._sys.rootdir import RootDir
+from dockyard.idmap import IdentityMapping
 
 __all__ = [
     "STAT_HEADER",
@@ -174,9 +175,12 @@ class ContainerFS:
     """
 
     def __init__(
-        self, rootfs: Path, mounts: Iterable[MountPoint], *, readonly_rootfs: bool, ref: str
-    ) -> None:
+        self, rootfs: Path, mounts: Iterable[MountPoint], *, readonly_rootfs: bool, ref: str,
+        id_mapping: IdentityMapping | None = None,
+    ) -> None:  # fmt: skip
         self.ref = ref
+        # a remapped daemon: archives carry the ids the container sees, files the host's
+        self.id_mapping = id_mapping
         self.rootfs = rootfs
         self._roots: dict[str, RootDir] = {}
         self._depth = 0
@@ -420,6 +424,8 @@ class ContainerFS:
             ti = _tarinfo(info, arcname)
             if ti is None:
                 return None  # sockets are not archived
+            if self.id_mapping is not None:
+                ti.uid, ti.gid = self.id_mapping.to_container(ti.uid, ti.gid)
             if not st.S_ISDIR(info.st_mode) and info.st_nlink > 1:
                 key = (info.st_dev, info.st_ino)
                 if key in inodes:
@@ -534,6 +540,17 @@ class ContainerFS:
         parent, name = posixpath.split(joined)
         return posixpath.join(self._eval(parent, follow_last=True), name)
 
+    def _host_owner(self, m: tarfile.TarInfo, owner: tuple[int, int] | None) -> tuple[int, int]:
+        """The host ids a member gets: copyUIDGID's owner or the member's own, shifted into
+        a remapped daemon's range (archives carry the ids the container sees)."""
+        uid, gid = owner if owner is not None else (m.uid, m.gid)
+        if self.id_mapping is None:
+            return uid, gid
+        try:
+            return self.id_mapping.to_host(uid, gid)
+        except ValueError as err:
+            raise errdefs.InvalidArgument(f"cannot copy {m.name!r} into the container: {err}") from None
+
     def _extract_member(
         self,
         tf: tarfile.TarFile,
@@ -546,6 +563,7 @@ class ContainerFS:
         joined = self._inside(dest, m.name)
         if joined == dest:
             return  # "." or "./": the destination itself keeps its own metadata (as Docker)
+        owner = self._host_owner(m, owner)
         target = self._place(joined)
         self.check_writable(target)
         if target in self._dests:
@@ -731,7 +749,9 @@ class _Exactly:
         return data
 
 
-def view(record: dict[str, Any], rootfs: Path, bundle: Path, ref: str) -> ContainerFS:
+def view(
+    record: dict[str, Any], rootfs: Path, bundle: Path, ref: str, id_mapping: IdentityMapping | None = None
+) -> ContainerFS:
     """The ContainerFS of a container record: its bind mounts and volumes, and the
     /etc/hostname, /etc/hosts and /etc/resolv.conf Docker gives every container."""
     readonly = bool(record["HostConfig"].get("ReadonlyRootfs"))
@@ -743,4 +763,4 @@ def view(record: dict[str, Any], rootfs: Path, bundle: Path, ref: str) -> Contai
     for m in record.get("Mounts") or []:
         if m.get("Source") and m.get("Destination") and m.get("Type", "bind") in ("bind", "volume"):
             mounts.append(MountPoint(m["Destination"], Path(m["Source"]), bool(m.get("RW", True))))
-    return ContainerFS(rootfs, mounts, readonly_rootfs=readonly, ref=ref)
+    return ContainerFS(rootfs, mounts, readonly_rootfs=readonly, ref=ref, id_mapping=id_mapping)

@@ -172,12 +172,25 @@ def _lookup(user: str, passwd_db: _Db, groups_db: _Db) -> ProcessUser:
     return ProcessUser(uid, gid, tuple(extra))
 
 
-def make_workdir(rootfs: Path, path: str) -> None:
+def make_workdir(rootfs: Path, path: str, owner: tuple[int, int] | None = None) -> None:
     """Creates the container's working directory like Docker does at start (`mkdir -p`,
-    0755), in the root by fd: an image's `/data -> /` must not lead to the host's root."""
+    0755), in the root by fd: an image's `/data -> /` must not lead to the host's root.
+    `owner`: a remapped daemon's root pair, given to the directory when it is made here
+    (dockerd's MkdirAllAndChownNew)."""
+    clean = posixpath.normpath("/" + path)  # lexically clean first, like Docker
     try:
-        with RootDir(rootfs) as root:  # lexically clean first, like Docker
-            os.close(root.open_dir(posixpath.normpath("/" + path), create=True, mode=0o755))
+        with RootDir(rootfs) as root:
+            try:
+                os.close(root.open_dir(clean))
+                return
+            except FileNotFoundError:
+                pass
+            fd = root.open_dir(clean, create=True, mode=0o755)
+            try:
+                if owner is not None:
+                    os.fchown(fd, *owner)
+            finally:
+                os.close(fd)
     except NotADirectoryError:
         raise InvalidArgument(f"cannot create working directory {path}: not a directory") from None
     except OSError as err:

@@ -41,6 +41,7 @@ from dockyard.containers.model import (
 )
 from dockyard.events import EventBus
 from dockyard.filters import labels_match
+from dockyard.idmap import IdentityMapping
 from dockyard.runtime import spec as ocispec
 from dockyard.runtime.monitor import Conmon
 from dockyard.runtime.oci import OCIRuntime, RuntimeFailed, bounding_capabilities
@@ -210,6 +211,7 @@ class ContainerService:
             parse_signal(body["StopSignal"])  # Docker refuses a bad one at create, not at stop
         image = self.images.resolve(image_ref)
         hc = body.get("HostConfig") or {}
+        self._check_userns(hc)
         if hc.get("Runtime"):
             self.cfg.runtime_path(hc["Runtime"])
         cid = new_id()
@@ -236,6 +238,9 @@ class ContainerService:
         cdir.mkdir(parents=True)
         try:
             write_container_files(cdir, rec, getattr(self.cfg, "dns", None))
+            if self._remap is not None:  # the container's root may edit them, as under dockerd
+                for fname in ("hostname", "hosts", "resolv.conf"):
+                    os.chown(cdir / fname, *self._remap.root_pair)
             self.images.prepare_rootfs(cid, image.id)
             try:
                 with self.store.transaction():
@@ -256,6 +261,39 @@ class ContainerService:
             raise
         self.publish(rec, "create")
         return cid, warnings
+
+    @property
+    def _remap(self) -> IdentityMapping | None:
+        return getattr(self.cfg, "id_mapping", None)
+
+    @property
+    def id_mapping(self) -> IdentityMapping | None:
+        """The daemon's `--userns-remap` mapping (None: containers' ids are the host's)."""
+        return self._remap
+
+    def _userns_private(self, rec: Record) -> bool:
+        """Does this container get a user namespace? (remapped daemon, not `--userns=host`)"""
+        return self._remap is not None and rec["HostConfig"].get("UsernsMode") != "host"
+
+    def _check_userns(self, hc: dict[str, Any]) -> None:
+        """dockerd's UsernsMode rules: "" or "host" only, and with remapping, the host
+        namespaces that a user namespace cannot have need `--userns=host`."""
+        mode = str(hc.get("UsernsMode") or "")
+        if mode not in ("", "host"):
+            # dockerd accepts anything and treats it as private; the CLI refuses it with
+            # "--userns: invalid USER mode". We refuse it at the API, with those words.
+            raise errdefs.InvalidArgument(f"invalid USER mode: {mode}: it must be \"host\" or empty")
+        if self._remap is None or mode == "host":
+            return
+        if hc.get("Privileged"):
+            raise errdefs.InvalidArgument(
+                "privileged mode is incompatible with user namespaces.  "
+                "You must run the container in the host namespace when running privileged mode"
+            )
+        if hc.get("NetworkMode") == "host":
+            raise errdefs.InvalidArgument("cannot share the host's network namespace when user namespaces are enabled")
+        if hc.get("PidMode") == "host":
+            raise errdefs.InvalidArgument("cannot share the host PID namespace when user namespaces are enabled")
 
     def _volumes_from(self, hc: dict[str, Any]) -> dict[str, tuple[list[dict[str, Any]], dict[str, Any]]]:
         """The Mounts (and private mount options) of each `--volumes-from` container."""
@@ -420,13 +458,27 @@ class ContainerService:
             cgroups_path=f"/dockyard/{rec['Id']}",
             seccomp=security.seccomp != "unconfined",
             seccomp_profile=security.seccomp_profile,
-            no_new_privileges=bool(getattr(self.cfg, "no_new_privileges", False)) if nnp is None else nnp,
+            no_new_privileges=self.cfg.no_new_privileges if nnp is None else nnp,
             masked_paths=None if masked is None else tuple(masked),
             readonly_paths=None if readonly is None else tuple(readonly),
             host_caps=bounding_capabilities(),
             oom_score_adj=int(hc.get("OomScoreAdj") or 0),
         )
-        return ocispec.build(inp)
+        spec = ocispec.build(inp)
+        if self._userns_private(rec):
+            assert self._remap is not None
+            join = None
+            net = inp.network_ns
+            if net and net != "new":
+                # joining another container's netns: share its user namespace too, as dockerd
+                # does; a netns owned by one user namespace is not manageable from another
+                other = self.get(hc["NetworkMode"].split(":", 1)[1])
+                if self._userns_private(other):
+                    join = net.removesuffix("/net") + "/user"
+            ocispec.with_user_namespace(
+                spec, self._remap.oci_uid_mappings(), self._remap.oci_gid_mappings(), join=join
+            )
+        return spec
 
     async def _start_locked(self, rec: Record) -> None:
         cid = rec["Id"]
@@ -437,7 +489,8 @@ class ContainerService:
             rootfs = await asyncio.to_thread(self._mount_rootfs, rec)
             await self._mount_volumes(rec, rootfs)
             if cfg_wd := rec["Config"].get("WorkingDir"):
-                await asyncio.to_thread(make_workdir, rootfs, cfg_wd)
+                owner = self._remap.root_pair if self._remap is not None else None
+                await asyncio.to_thread(make_workdir, rootfs, cfg_wd, owner)
             # the image's passwd/group are read off the loop (a FIFO there must not stall it)
             user = await asyncio.to_thread(resolve_user, rootfs, rec["Config"].get("User") or "")
             spec = self._build_spec(rec, user)

@@ -8,6 +8,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dockyard.idmap import IdentityMapping
+
 DEFAULT_HOST = "unix:///run/dockyard.sock"
 
 
@@ -38,6 +40,10 @@ class DaemonConfig:
     mtu: int = 1500
     dns: list[str] = field(default_factory=list)  # `--dns`: containers' resolvers, and the embedded one's upstream
     no_new_privileges: bool = False  # `--no-new-privileges`: every container's default
+    # `--userns-remap`: "" (off), "default", "user", "user:group", "uid" or "uid:gid"; at
+    # startup it resolves to `id_mapping` and data_root moves to `<data-root>/<uid>.<gid>`
+    userns_remap: str = ""
+    id_mapping: IdentityMapping | None = None
 
     def runtime_path(self, name: str | None) -> str:
         name = name or self.default_runtime
@@ -70,6 +76,7 @@ def parse_args(argv: list[str] | None = None) -> DaemonConfig:
     p.add_argument("--mtu", type=int)
     p.add_argument("--dns", action="append", default=[], help="DNS server for containers (repeatable)")
     p.add_argument("--no-new-privileges", action="store_true", default=None, help="set no-new-privileges on new containers")
+    p.add_argument("--userns-remap", help="user/group for user namespaces (default, user[:group], uid[:gid])")
     args = p.parse_args(argv)
 
     cfg = DaemonConfig()
@@ -104,6 +111,8 @@ def parse_args(argv: list[str] | None = None) -> DaemonConfig:
             setattr(cfg, key, getattr(args, key))
     if args.dns:
         cfg.dns = list(args.dns)
+    if args.userns_remap is not None:
+        cfg.userns_remap = args.userns_remap
     for item in args.default_address_pool:
         kv = dict(part.split("=", 1) for part in item.split(","))
         cfg.default_address_pools.append({"base": kv["base"], "size": int(kv["size"])})
@@ -156,6 +165,10 @@ def _apply_file(cfg: DaemonConfig, data: dict[str, object]) -> None:
         cfg.mtu = int(str(data["mtu"]))
     if "dns" in data:
         cfg.dns = _strings(data, "dns")
+    if "userns-remap" in data:
+        if not isinstance(data["userns-remap"], str):
+            raise TypeError('"userns-remap" must be a string')
+        cfg.userns_remap = data["userns-remap"]
     if "default-address-pools" in data:
         pools = data["default-address-pools"]
         if not isinstance(pools, list) or not all(isinstance(x, dict) for x in pools):

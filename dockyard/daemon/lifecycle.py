@@ -18,6 +18,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from dockyard import idmap
 from dockyard.api.streams import cancel_long_lived
 from dockyard.daemon.config import DaemonConfig
 from dockyard.daemon.wiring import build
@@ -37,7 +38,24 @@ def _tls_context(cfg: DaemonConfig) -> ssl.SSLContext | None:
     return ctx
 
 
+def _setup_remap(cfg: DaemonConfig) -> None:
+    """`--userns-remap`: resolve the ranges and move the state to the remapped subtree."""
+    if not cfg.userns_remap:
+        return
+    try:
+        user, group = idmap.resolve_remap(cfg.userns_remap)
+        if user == "root":
+            log.warning("User namespaces: root cannot be remapped with itself; user namespaces are OFF")
+            return
+        log.info("User namespaces: ID ranges will be mapped to subuid/subgid ranges of: %s", user)
+        cfg.id_mapping = idmap.load_mapping(user, group)
+        cfg.data_root = idmap.setup_remapped_root(cfg.data_root, cfg.id_mapping)
+    except idmap.RemapError as err:  # dockerd exits at startup with the same words
+        raise SystemExit(f"dockyardd: {err}") from None
+
+
 async def serve(cfg: DaemonConfig) -> None:
+    _setup_remap(cfg)
     cfg.data_root.mkdir(parents=True, exist_ok=True, mode=0o711)
     cfg.exec_root.mkdir(parents=True, exist_ok=True, mode=0o700)
     if cfg.pidfile:

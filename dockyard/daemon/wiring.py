@@ -60,8 +60,9 @@ class Graph:
 def build(cfg: DaemonConfig) -> Graph:
     store = Store(cfg.data_root / "db.sqlite")
     events = EventBus()
-    images = ImageService(store, cfg.data_root, events)
-    volumes = VolumeService(store, cfg.data_root / "volumes", events)
+    remap = cfg.id_mapping  # `--userns-remap`: files the containers see as root's are the range base's
+    images = ImageService(store, cfg.data_root, events, remap)
+    volumes = VolumeService(store, cfg.data_root / "volumes", events, remap.root_pair if remap else None)
     containers = ContainerService(store, images, events, cfg, volumes)
     networks = NetworkService(store, events, cfg)
     containers.networks = networks

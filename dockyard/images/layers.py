@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from dockyard.errdefs import NotFound
+from dockyard.idmap import IdentityMapping
 from dockyard.images.content import ContentStore
 from dockyard.images.unpack import Extractor
 from dockyard.store import Store
@@ -75,8 +76,11 @@ class Layer:
 
 
 class LayerStore:
-    def __init__(self, store: Store, root: Path, content: ContentStore) -> None:
+    def __init__(
+        self, store: Store, root: Path, content: ContentStore, id_mapping: IdentityMapping | None = None
+    ) -> None:
         self._store = store
+        self._idmap = id_mapping  # remapped daemon: owners shifted at extraction (unpack.py)
         self.root = root
         self._content = content
         root.mkdir(parents=True, exist_ok=True)
@@ -119,7 +123,7 @@ class LayerStore:
         (tmp / "diff").mkdir(parents=True)
         try:
             with self._content.open(diff_id) as f:
-                res = Extractor(tmp / "diff").extract(f)
+                res = Extractor(tmp / "diff", id_mapping=self._idmap).extract(f)
             final = self.diff_dir(chain).parent
             if final.exists():  # a row went missing while the files stayed: replace them
                 shutil.rmtree(final)

@@ -40,6 +40,7 @@ from dockyard._sys.mount import Mount
 from dockyard.errdefs import Conflict, InvalidArgument, NotFound
 from dockyard.events import EventBus
 from dockyard.filters import labels_match
+from dockyard.idmap import IdentityMapping
 from dockyard.images import archive, reference
 from dockyard.images.config import apply_changes, full_container_config
 from dockyard.images.content import ContentStore
@@ -136,13 +137,16 @@ class ImageService:
         records = await images.delete("x:latest", force=False, noprune=False)
     """
 
-    def __init__(self, store: Store, data_root: Path, events: EventBus) -> None:
+    def __init__(
+        self, store: Store, data_root: Path, events: EventBus, id_mapping: IdentityMapping | None = None
+    ) -> None:
         self._store = store
         self._events = events
         self.data_root = data_root
+        self.id_mapping = id_mapping  # `--userns-remap`: layers and snapshots hold shifted owners
         self.content = ContentStore(data_root / "blobs")
-        self.layers = LayerStore(store, data_root / "layers", self.content)
-        self.snapshots = OverlaySnapshotter(data_root / "snapshots")
+        self.layers = LayerStore(store, data_root / "layers", self.content, id_mapping)
+        self.snapshots = OverlaySnapshotter(data_root / "snapshots", id_mapping.root_pair if id_mapping else None)
         self.tmp = data_root / "tmp" / "images"
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
@@ -993,7 +997,7 @@ class ImageService:
                     w = self.content.writer()
                     try:
                         if upper.is_dir():
-                            count = snapdiff.write_layer_tar(upper, w)  # type: ignore[arg-type]
+                            count = snapdiff.write_layer_tar(upper, w, self.id_mapping)  # type: ignore[arg-type]
                         else:
                             count = 0
                         if count == 0:
@@ -1061,7 +1065,7 @@ class ImageService:
                     def work() -> str:
                         w = self.content.writer()
                         try:
-                            count = snapdiff.write_layer_tar(upper, w) if upper.is_dir() else 0  # type: ignore[arg-type]
+                            count = snapdiff.write_layer_tar(upper, w, self.id_mapping) if upper.is_dir() else 0  # type: ignore[arg-type]
                             if count == 0:
                                 w.abort()
                                 return ""

@@ -20,7 +20,11 @@ The rules (stricter than dockerd where dockerd resolves names "in root"):
 - `.wh.<name>` becomes an overlay whiteout (char device 0/0) named `<name>`;
   `.wh..wh..opq` sets `trusted.overlay.opaque=y` on its directory; other `.wh..wh.`
   (aufs bookkeeping) entries are skipped;
-- only `user.*` and `security.capability` xattrs from PAX headers are applied.
+- only `user.*` and `security.capability` xattrs from PAX headers are applied;
+- on a daemon with `--userns-remap`, owners are shifted into the remapped range while
+  extracting (dockerd's `<uid>.<gid>` layer store): the layer on disk is what the
+  container's user namespace sees as root-owned. An owner outside the range fails the
+  layer, as it does in dockerd.
 
 `Rules` says what differs for archives that are not layers (`ARCHIVE`; `CONTEXT` also
 leaves fifos out): whiteout names
@@ -52,6 +56,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from dockyard.errdefs import InvalidArgument
+from dockyard.idmap import IdentityMapping
 
 __all__ = [
     "ARCHIVE",
@@ -63,6 +68,7 @@ __all__ = [
     "Entry",
     "Extractor",
     "Rules",
+    "UnmappableOwner",
     "UnpackResult",
     "UnsafeArchive",
     "clean",
@@ -201,6 +207,10 @@ class _Unsafe(Exception):
     pass
 
 
+class UnmappableOwner(InvalidArgument):
+    """A layer entry's owner lies outside the daemon's remapped id range."""
+
+
 class Extractor:
     """Applies planned entries under `root` (an existing directory we own, empty for a
     layer; for ADD, a directory of a build container's rootfs, which may be given as an
@@ -209,12 +219,14 @@ class Extractor:
     def __init__(
         self, root: Path | None, rules: Rules = LAYER, *, hasher: Callable[[], Hasher] | None = None,
         root_fd: int | None = None,
+        id_mapping: IdentityMapping | None = None,
     ) -> None:  # fmt: skip
         self.root = root
         self.rules = rules
         self._hasher = hasher
         self._given_fd = root_fd
         self._digests: dict[str, str] = {}
+        self._idmap = id_mapping
         self._root_fd = -1
         self._dir_times: list[tuple[tuple[str, ...], int]] = []
         self._cache: tuple[tuple[str, ...], int] | None = None
@@ -391,9 +403,17 @@ class Extractor:
         finally:
             os.close(parent)
 
+    def _owner(self, m: tarfile.TarInfo) -> tuple[int, int]:
+        if self._idmap is None:
+            return m.uid, m.gid
+        try:
+            return self._idmap.to_host(m.uid, m.gid)
+        except ValueError as err:
+            raise UnmappableOwner(f"layer entry {m.name!r}: {err}") from None
+
     def _attrs_fd(self, fd: int, m: tarfile.TarInfo) -> None:
         if self._is_root:
-            os.fchown(fd, m.uid, m.gid)
+            os.fchown(fd, *self._owner(m))
         os.fchmod(fd, m.mode & 0o7777)  # after chown: chown clears set-id bits
         for key, value in (m.pax_headers or {}).items():
             if not key.startswith("SCHILY.xattr."):
@@ -407,7 +427,7 @@ class Extractor:
 
     def _attrs_path(self, dfd: int, name: str, m: tarfile.TarInfo) -> None:
         if self._is_root:
-            os.chown(name, m.uid, m.gid, dir_fd=dfd, follow_symlinks=False)
+            os.chown(name, *self._owner(m), dir_fd=dfd, follow_symlinks=False)
         t = int(m.mtime) * 10**9
         try:
             os.utime(name, ns=(t, t), dir_fd=dfd, follow_symlinks=False)

@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from dockyard.idmap import IdentityMapping
+
 __all__ = ["KIND_ADDED", "KIND_DELETED", "KIND_MODIFIED", "changes", "is_whiteout", "write_layer_tar"]
 
 KIND_MODIFIED, KIND_ADDED, KIND_DELETED = 0, 1, 2
@@ -76,8 +78,11 @@ def _at(dfd: int, name: str) -> str:
     return f"/proc/self/fd/{dfd}/{name}"
 
 
-def write_layer_tar(upper: Path, out: BinaryIO) -> int:
-    """Write the upper dir as a layer tar (PAX) into `out`; returns the number of entries."""
+def write_layer_tar(upper: Path, out: BinaryIO, id_mapping: IdentityMapping | None = None) -> int:
+    """Write the upper dir as a layer tar (PAX) into `out`; returns the number of entries.
+
+    With `id_mapping` (a remapped daemon) owners are written as the container saw them,
+    so a committed layer carries the same ids on any daemon."""
     count = 0
     seen_inodes: dict[tuple[int, int], str] = {}
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tf:
@@ -93,6 +98,8 @@ def write_layer_tar(upper: Path, out: BinaryIO) -> int:
                 continue
             ti = tarfile.TarInfo(rel)
             ti.uid, ti.gid = st.st_uid, st.st_gid
+            if id_mapping is not None:
+                ti.uid, ti.gid = id_mapping.to_container(st.st_uid, st.st_gid)
             ti.mode = stat.S_IMODE(st.st_mode)
             ti.mtime = int(st.st_mtime)
             ti.uname = ti.gname = ""

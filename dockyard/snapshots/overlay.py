@@ -17,6 +17,7 @@ Layout::
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -49,8 +50,11 @@ class OverlaySnapshotter:
         snaps.remove("3f2a...")
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, root_pair: tuple[int, int] | None = None) -> None:
         self.root = root
+        # a remapped daemon: the container's root owns its upper dir and init entries
+        # (dockerd's overlay2 and initlayer chown them to the remapped root too)
+        self.root_pair = root_pair
         root.mkdir(parents=True, exist_ok=True)
 
     def _dir(self, key: str) -> Path:
@@ -72,7 +76,9 @@ class OverlaySnapshotter:
         d = self._dir(key)
         (d / "upper").mkdir(parents=True, exist_ok=True)
         (d / "work").mkdir(exist_ok=True)
-        self._make_init(d / "init", d / "init.done")
+        if self.root_pair is not None:
+            os.chown(d / "upper", *self.root_pair)
+        self._make_init(d / "init", d / "init.done", self.root_pair)
         lowers = [d / "init", *lowers]
         opts = (
             "lowerdir=" + ":".join(str(p) for p in lowers),
@@ -84,7 +90,7 @@ class OverlaySnapshotter:
         return Mount("overlay", "overlay", opts)
 
     @staticmethod
-    def _make_init(init: Path, done: Path) -> None:
+    def _make_init(init: Path, done: Path, owner: tuple[int, int] | None = None) -> None:
         if done.exists():
             return
         for rel, kind in INIT_ENTRIES.items():
@@ -98,6 +104,11 @@ class OverlaySnapshotter:
                 p.touch(mode=0o755)
             else:
                 p.symlink_to(kind)
+        if owner is not None:
+            for dirpath, dirnames, filenames in os.walk(init):
+                for name in (*dirnames, *filenames):
+                    os.chown(os.path.join(dirpath, name), *owner, follow_symlinks=False)
+            os.chown(init, *owner)
         done.touch()
 
     def remove(self, key: str) -> None:

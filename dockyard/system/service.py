@@ -69,8 +69,9 @@ class SystemService:
                       "Error": "", "RemoteManagers": None},
             "LiveRestoreEnabled": True, "Isolation": "", "InitBinary": "docker-init",
             "ContainerdCommit": {"ID": ""}, "RuncCommit": {"ID": ""}, "InitCommit": {"ID": ""},
-            "SecurityOptions": ["name=seccomp,profile=builtin",
-                                *(["name=no-new-privileges"] if getattr(self.cfg, "no_new_privileges", False) else [])], "Warnings": None,
+            "SecurityOptions": ["name=seccomp,profile=builtin", *_userns_options(self.cfg),
+                                *(["name=no-new-privileges"] if self.cfg.no_new_privileges else [])],
+            "Warnings": None,
         }  # fmt: skip
 
     def _daemon_id(self) -> str:
@@ -108,3 +109,8 @@ def _os_name() -> str:
     except OSError:
         pass
     return "Linux"
+
+
+def _userns_options(cfg: Any) -> list[str]:
+    """dockerd lists `name=userns` when its containers' root is remapped (`--userns-remap`)."""
+    return ["name=userns"] if getattr(cfg, "id_mapping", None) is not None else []

@@ -63,8 +63,11 @@ def mount_record(opts: dict[str, str]) -> sysmount.Mount:
 class LocalDriver:
     name = "local"
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, root_pair: tuple[int, int] | None = None) -> None:
         self.root = root
+        # a remapped daemon (`--userns-remap`): a new volume belongs to the containers' root,
+        # as dockerd's local driver makes it (MkdirAllAndChown with the root identity)
+        self.root_pair = root_pair
 
     def mountpoint(self, name: str) -> Path:
         return self.root / name / "_data"
@@ -73,6 +76,8 @@ class LocalDriver:
         path = self.mountpoint(name)
         path.mkdir(parents=True, exist_ok=True)
         os.chmod(path.parent, 0o701)
+        if self.root_pair is not None:
+            os.chown(path, *self.root_pair)
         return path
 
     def mount(self, name: str, opts: dict[str, str]) -> None:

@@ -70,11 +70,13 @@ def view(doc: Volume) -> Volume:
 
 
 class VolumeService:
-    def __init__(self, store: Store, root: Path, events: EventBus) -> None:
+    def __init__(
+        self, store: Store, root: Path, events: EventBus, root_pair: tuple[int, int] | None = None
+    ) -> None:
         self.store = store
         self.events = events
         root.mkdir(parents=True, exist_ok=True, mode=0o701)
-        self.driver = local.LocalDriver(root)
+        self.driver = local.LocalDriver(root, root_pair)
         self._users: Callable[[str], list[str]] = lambda name: []
         self._lock = asyncio.Lock()
 

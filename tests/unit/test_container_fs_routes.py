@@ -22,6 +22,8 @@ from dockyard.api.routes import container_fs
 
 
 class FakeContainers:
+    id_mapping = None  # no --userns-remap
+
     def __init__(self, root: Path, running: bool = False) -> None:
         self.rootfs = root / "rootfs"
         (self.rootfs / "etc").mkdir(parents=True)

@@ -119,7 +119,7 @@ async def _stream_tar(request: web.Request, headers: dict[str, str], produce: An
 async def archive_head(request: web.Request) -> web.Response:
     svc, ref, path = _svc(request), _ref(request), _path(request)
     async with svc.rootfs_mounted(ref) as (rec, rootfs):
-        cfs = archive.view(rec, rootfs, svc.bundle(rec["Id"]), ref)
+        cfs = archive.view(rec, rootfs, svc.bundle(rec["Id"]), ref, svc.id_mapping)
         st = await asyncio.to_thread(cfs.stat, path)
     headers = {archive.STAT_HEADER: st.header_value(), "Content-Type": "application/x-tar"}
     return web.Response(status=200, headers=headers)
@@ -129,7 +129,7 @@ async def archive_head(request: web.Request) -> web.Response:
 async def archive_get(request: web.Request) -> web.StreamResponse:
     svc, ref, path = _svc(request), _ref(request), _path(request)
     async with svc.rootfs_mounted(ref) as (rec, rootfs):
-        cfs = archive.view(rec, rootfs, svc.bundle(rec["Id"]), ref)
+        cfs = archive.view(rec, rootfs, svc.bundle(rec["Id"]), ref, svc.id_mapping)
         st = await asyncio.to_thread(cfs.stat, path)
         return await _stream_tar(
             request, {archive.STAT_HEADER: st.header_value()}, lambda out: cfs.write_archive(path, out)
@@ -142,7 +142,7 @@ async def archive_put(request: web.Request) -> web.Response:
     no_overwrite = qbool(request, "noOverwriteDirNonDir")
     copy_uid_gid = qbool(request, "copyUIDGID")
     async with svc.rootfs_mounted(ref) as (rec, rootfs):
-        cfs = archive.view(rec, rootfs, svc.bundle(rec["Id"]), ref)
+        cfs = archive.view(rec, rootfs, svc.bundle(rec["Id"]), ref, svc.id_mapping)
         owner = None
         if copy_uid_gid and rec["Config"].get("User"):
             user = await asyncio.to_thread(resolve_user, rootfs, rec["Config"]["User"])
@@ -158,7 +158,7 @@ async def archive_put(request: web.Request) -> web.Response:
 async def export(request: web.Request) -> web.StreamResponse:
     svc, ref = _svc(request), _ref(request)
     async with svc.rootfs_mounted(ref) as (rec, rootfs):
-        cfs = archive.view(rec, rootfs, svc.bundle(rec["Id"]), ref)
+        cfs = archive.view(rec, rootfs, svc.bundle(rec["Id"]), ref, svc.id_mapping)
         resp = await _stream_tar(request, {}, cfs.export)
     svc.publish(rec, "export")
     return resp
