@@ -416,6 +416,7 @@ class ContainerService:
             cgroups_path=f"/dockyard/{rec['Id']}",
             seccomp="seccomp=unconfined" not in security and "seccomp:unconfined" not in security,
             oom_score_adj=int(hc.get("OomScoreAdj") or 0),
+            rootfs_remount=os.path.realpath(rootfs),
         )
         spec = ocispec.build(inp)
         caps = spec.get("process", {}).get("capabilities") or {}

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_HOST = "unix:///run/dockyard.sock"
+STOCK_RUNTIME = "runc"  # always known, found on PATH unless `runtimes` names its path
 
 
 @dataclass
@@ -38,12 +39,21 @@ class DaemonConfig:
     mtu: int = 1500
     dns: list[str] = field(default_factory=list)  # `--dns`: containers' resolvers, and the embedded one's upstream
 
-    def runtime_path(self, name: str | None) -> str:
-        name = name or self.default_runtime
-        path = self.runtimes.get(name) or shutil.which(name)
-        if not path:
-            from dockyard.errdefs import InvalidArgument
+    def runtime_names(self) -> list[str]:
+        """The runtimes a container may name: the stock `runc` and the configured ones."""
+        return sorted({STOCK_RUNTIME, *self.runtimes})
 
+    def runtime_path(self, name: str | None) -> str:
+        """The binary of a configured runtime. Only configured names resolve: a name is
+        never looked up on PATH by itself, or `HostConfig.Runtime: "sh"` would run a shell
+        as the OCI runtime (dockerd resolves only its `runtimes` table, too)."""
+        from dockyard.errdefs import InvalidArgument
+
+        name = name or self.default_runtime
+        path = self.runtimes.get(name)
+        if path is None and name == STOCK_RUNTIME:
+            path = shutil.which(STOCK_RUNTIME)
+        if not path:
             raise InvalidArgument(f"unknown or invalid runtime name: {name}")
         return path
 

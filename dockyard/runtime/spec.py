@@ -8,6 +8,8 @@ Docker's default profile denies (written here as a deny list).
 
 from __future__ import annotations
 
+import shutil
+
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,6 +109,9 @@ class SpecInput:
     cgroups_path: str = ""
     seccomp: bool = True
     oom_score_adj: int = 0
+    # The host path of the rootfs mount whose nosuid/nodev (host-side hardening) must not
+    # reach the container: it is remounted suid,dev in the container's mount namespace.
+    rootfs_remount: str | None = None
 
 
 def normalize_cap(name: str) -> str:
@@ -266,4 +271,17 @@ def build(inp: SpecInput) -> dict[str, Any]:
         **({"domainname": inp.domainname} if inp.domainname else {}),
         "mounts": mounts,
         "linux": linux,
+        **({"hooks": _rootfs_remount_hook(inp.rootfs_remount)} if inp.rootfs_remount else {}),
     }
+
+
+def _rootfs_remount_hook(rootfs: str) -> dict[str, Any]:
+    """A createContainer hook that clears nosuid/nodev on the container's own root.
+
+    The host's rootfs mount is nosuid,nodev so a setuid file a container made is inert
+    there (CVE-2021-41091), but runc's bind of it would inherit those flags, and setuid
+    programs in images (su, ping, sudo) must keep working as on Docker. runc runs
+    createContainer hooks in the container's mount namespace before pivot_root, so the
+    remount changes only the container's copy, never the host's."""
+    mount = shutil.which("mount") or "/usr/bin/mount"
+    return {"createContainer": [{"path": mount, "args": ["mount", "-o", "remount,bind,suid,dev", rootfs]}]}

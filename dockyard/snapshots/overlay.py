@@ -80,6 +80,10 @@ class OverlaySnapshotter:
             f"workdir={d / 'work'}",
             # Lowers are shared by many mounts; the inode index would tie a lower to one upper.
             "index=off",
+            # The mount is visible on the host: a setuid-root file or a device node that a
+            # container made must not work through it (CVE-2021-41091 was this, on dockerd)
+            "nosuid",
+            "nodev",
         )
         return Mount("overlay", "overlay", opts)
 
