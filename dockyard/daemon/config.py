@@ -26,7 +26,8 @@ class DaemonConfig:
     tlscacert: str | None = None
     tlscert: str | None = None
     tlskey: str | None = None
-    tlsverify: bool = False
+    tls: bool | None = None  # None: not given (dockerd's rules in daemon/listeners.py)
+    tlsverify: bool | None = None
     insecure_registries: list[str] = field(default_factory=list)  # hosts or CIDRs: plain HTTP
     registry_mirrors: list[str] = field(default_factory=list)  # endpoints tried first for docker.io
     allowed_registries: list[str] = field(default_factory=list)  # host globs we may contact; empty: any
@@ -71,7 +72,9 @@ def parse_args(argv: list[str] | None = None) -> DaemonConfig:
     p.add_argument("--tlscacert")
     p.add_argument("--tlscert")
     p.add_argument("--tlskey")
-    p.add_argument("--tlsverify", action="store_true", default=None)
+    # `--tls`, `--tls=false`, `--tlsverify`, `--tlsverify=false`, as dockerd's booleans
+    p.add_argument("--tls", nargs="?", const=True, type=_flag_bool, default=None, metavar="BOOL")
+    p.add_argument("--tlsverify", nargs="?", const=True, type=_flag_bool, default=None, metavar="BOOL")
     p.add_argument("-b", "--bridge", "--bridge-name", dest="bridge_name", help="device of the default bridge")
     p.add_argument("--bip", help="address (CIDR) of the default bridge")
     p.add_argument("--fixed-cidr", help="allocation range of the default bridge")
@@ -115,10 +118,21 @@ def parse_args(argv: list[str] | None = None) -> DaemonConfig:
     for item in args.default_address_pool:
         kv = dict(part.split("=", 1) for part in item.split(","))
         cfg.default_address_pools.append({"base": kv["base"], "size": int(kv["size"])})
-    for key in ("tlscacert", "tlscert", "tlskey", "tlsverify"):
+    for key in ("tlscacert", "tlscert", "tlskey", "tls", "tlsverify"):
         if getattr(args, key) is not None:
             setattr(cfg, key, getattr(args, key))
+    if cfg.default_runtime not in cfg.runtime_names():  # dockerd's check and wording
+        p.exit(1, f"dockyardd: specified default runtime '{cfg.default_runtime}' does not exist\n")
     return cfg
+
+
+def _flag_bool(value: str) -> bool:
+    low = value.lower()
+    if low in ("1", "t", "true"):
+        return True
+    if low in ("0", "f", "false"):
+        return False
+    raise argparse.ArgumentTypeError(f"invalid boolean value {value!r}")
 
 
 def _strings(data: dict[str, object], key: str) -> list[str]:
@@ -167,6 +181,13 @@ def _apply_file(cfg: DaemonConfig, data: dict[str, object]) -> None:
         if not isinstance(pools, list) or not all(isinstance(x, dict) for x in pools):
             raise TypeError('"default-address-pools" must be a list of {"base": ..., "size": ...}')
         cfg.default_address_pools = pools
-    for key in ("tlscacert", "tlscert", "tlskey", "tlsverify"):
+    for key in ("tlscacert", "tlscert", "tlskey"):
         if key in data:
+            if not isinstance(data[key], str):
+                raise TypeError(f'"{key}" must be a string')
+            setattr(cfg, key, data[key])
+    for key in ("tls", "tlsverify"):
+        if key in data:
+            if not isinstance(data[key], bool):
+                raise TypeError(f'"{key}" must be true or false')
             setattr(cfg, key, data[key])

@@ -79,8 +79,8 @@ class LayerStore:
         self._store = store
         self.root = root
         self._content = content
-        root.mkdir(parents=True, exist_ok=True)
-        (root / "l").mkdir(exist_ok=True)
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)  # content: private (daemon/roots.py)
+        (root / "l").mkdir(mode=0o700, exist_ok=True)
         for stale in root.glob("tmp-*"):
             shutil.rmtree(stale, ignore_errors=True)
 

@@ -51,7 +51,7 @@ class OverlaySnapshotter:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        root.mkdir(parents=True, exist_ok=True)
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)  # container writes: private
 
     def _dir(self, key: str) -> Path:
         if not key or "/" in key or key in (".", ".."):

@@ -73,7 +73,7 @@ class VolumeService:
     def __init__(self, store: Store, root: Path, events: EventBus) -> None:
         self.store = store
         self.events = events
-        root.mkdir(parents=True, exist_ok=True, mode=0o701)
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.driver = local.LocalDriver(root)
         self._users: Callable[[str], list[str]] = lambda name: []
         self._lock = asyncio.Lock()
