@@ -19,9 +19,16 @@ _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctype
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 
 MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
 MS_BIND = 4096
 MS_REC = 16384
 MNT_DETACH = 2
+
+# options that are mount flags, not filesystem data
+_FLAGS = {"ro": MS_RDONLY, "nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC, "bind": MS_BIND,
+          "rbind": MS_BIND | MS_REC}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -39,12 +46,8 @@ def mount(m: Mount, target: Path) -> None:
     flags = 0
     data: list[str] = []
     for opt in m.options:
-        if opt == "ro":
-            flags |= MS_RDONLY
-        elif opt == "bind":
-            flags |= MS_BIND
-        elif opt == "rbind":
-            flags |= MS_BIND | MS_REC
+        if opt in _FLAGS:
+            flags |= _FLAGS[opt]
         else:
             data.append(opt)
     fstype = None if m.type == "bind" else m.type.encode()

@@ -172,9 +172,9 @@ class Builder:
         self.cache = cache
         self.pull = pull
         self.tmp = tmp
-        self.tmp.mkdir(parents=True, exist_ok=True)
+        self.tmp.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.running_marks = running_marks  # one empty file per RUN container while its step runs
-        running_marks.mkdir(parents=True, exist_ok=True)
+        running_marks.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._builds = 0
 
     def statistics(self) -> dict[str, int]:

@@ -82,7 +82,7 @@ class BuildService:
         self._interrupted = sorted(p.name for p in marks.iterdir()) if marks.is_dir() else []
         shutil.rmtree(marks, ignore_errors=True)
         shutil.rmtree(self.tmp, ignore_errors=True)
-        self.tmp.mkdir(parents=True, exist_ok=True)
+        self.tmp.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.builder = Builder(containers, images, self.cache, self.tmp / "mounts", marks, pull)
 
     async def recover(self) -> None:

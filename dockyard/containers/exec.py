@@ -191,7 +191,7 @@ class ExecService:
         self.store = containers.store
         self.conmon: Conmon = containers.conmon
         self.dir = exec_dir
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.sessions: dict[str, ExecSession] = {}
         self._watched: dict[str, _Watch] = {}
         self._starting: set[str] = set()

@@ -88,7 +88,7 @@ class ContainerService:
         self.volumes = volumes or VolumeService(store, cfg.data_root / "volumes", events)
         self.volumes.set_usage_check(self.ids_using_volume)
         self.root: Path = cfg.data_root / "containers"
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)  # rootfs mounts: private
         self.conmon = Conmon(cfg.conmon, cfg.exec_root / "exits", cfg.exec_root / "sock")
         self._runtime_root = cfg.exec_root / "runtime"
         self._locks: dict[str, asyncio.Lock] = {}
@@ -463,6 +463,7 @@ class ContainerService:
             readonly_paths=None if readonly is None else tuple(readonly),
             host_caps=bounding_capabilities(),
             oom_score_adj=int(hc.get("OomScoreAdj") or 0),
+            rootfs_remount=os.path.realpath(rootfs),
         )
         spec = ocispec.build(inp)
         if self._userns_private(rec):

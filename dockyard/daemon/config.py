@@ -11,6 +11,7 @@ from pathlib import Path
 from dockyard.idmap import IdentityMapping
 
 DEFAULT_HOST = "unix:///run/dockyard.sock"
+STOCK_RUNTIME = "runc"  # always known, found on PATH unless `runtimes` names its path
 
 
 @dataclass
@@ -27,7 +28,8 @@ class DaemonConfig:
     tlscacert: str | None = None
     tlscert: str | None = None
     tlskey: str | None = None
-    tlsverify: bool = False
+    tls: bool | None = None  # None: not given (dockerd's rules in daemon/listeners.py)
+    tlsverify: bool | None = None
     insecure_registries: list[str] = field(default_factory=list)  # hosts or CIDRs: plain HTTP
     registry_mirrors: list[str] = field(default_factory=list)  # endpoints tried first for docker.io
     allowed_registries: list[str] = field(default_factory=list)  # host globs we may contact; empty: any
@@ -45,12 +47,21 @@ class DaemonConfig:
     userns_remap: str = ""
     id_mapping: IdentityMapping | None = None
 
-    def runtime_path(self, name: str | None) -> str:
-        name = name or self.default_runtime
-        path = self.runtimes.get(name) or shutil.which(name)
-        if not path:
-            from dockyard.errdefs import InvalidArgument
+    def runtime_names(self) -> list[str]:
+        """The runtimes a container may name: the stock `runc` and the configured ones."""
+        return sorted({STOCK_RUNTIME, *self.runtimes})
 
+    def runtime_path(self, name: str | None) -> str:
+        """The binary of a configured runtime. Only configured names resolve: a name is
+        never looked up on PATH by itself, or `HostConfig.Runtime: "sh"` would run a shell
+        as the OCI runtime (dockerd resolves only its `runtimes` table, too)."""
+        from dockyard.errdefs import InvalidArgument
+
+        name = name or self.default_runtime
+        path = self.runtimes.get(name)
+        if path is None and name == STOCK_RUNTIME:
+            path = shutil.which(STOCK_RUNTIME)
+        if not path:
             raise InvalidArgument(f"unknown or invalid runtime name: {name}")
         return path
 
@@ -68,7 +79,9 @@ def parse_args(argv: list[str] | None = None) -> DaemonConfig:
     p.add_argument("--tlscacert")
     p.add_argument("--tlscert")
     p.add_argument("--tlskey")
-    p.add_argument("--tlsverify", action="store_true", default=None)
+    # `--tls`, `--tls=false`, `--tlsverify`, `--tlsverify=false`, as dockerd's booleans
+    p.add_argument("--tls", nargs="?", const=True, type=_flag_bool, default=None, metavar="BOOL")
+    p.add_argument("--tlsverify", nargs="?", const=True, type=_flag_bool, default=None, metavar="BOOL")
     p.add_argument("-b", "--bridge", "--bridge-name", dest="bridge_name", help="device of the default bridge")
     p.add_argument("--bip", help="address (CIDR) of the default bridge")
     p.add_argument("--fixed-cidr", help="allocation range of the default bridge")
@@ -118,10 +131,21 @@ def parse_args(argv: list[str] | None = None) -> DaemonConfig:
         cfg.default_address_pools.append({"base": kv["base"], "size": int(kv["size"])})
     if args.no_new_privileges:
         cfg.no_new_privileges = True
-    for key in ("tlscacert", "tlscert", "tlskey", "tlsverify"):
+    for key in ("tlscacert", "tlscert", "tlskey", "tls", "tlsverify"):
         if getattr(args, key) is not None:
             setattr(cfg, key, getattr(args, key))
+    if cfg.default_runtime not in cfg.runtime_names():  # dockerd's check and wording
+        p.exit(1, f"dockyardd: specified default runtime '{cfg.default_runtime}' does not exist\n")
     return cfg
+
+
+def _flag_bool(value: str) -> bool:
+    low = value.lower()
+    if low in ("1", "t", "true"):
+        return True
+    if low in ("0", "f", "false"):
+        return False
+    raise argparse.ArgumentTypeError(f"invalid boolean value {value!r}")
 
 
 def _strings(data: dict[str, object], key: str) -> list[str]:
@@ -178,6 +202,13 @@ def _apply_file(cfg: DaemonConfig, data: dict[str, object]) -> None:
         if not isinstance(data["no-new-privileges"], bool):
             raise TypeError('"no-new-privileges" must be true or false')
         cfg.no_new_privileges = data["no-new-privileges"]
-    for key in ("tlscacert", "tlscert", "tlskey", "tlsverify"):
+    for key in ("tlscacert", "tlscert", "tlskey"):
         if key in data:
+            if not isinstance(data[key], str):
+                raise TypeError(f'"{key}" must be a string')
+            setattr(cfg, key, data[key])
+    for key in ("tls", "tlsverify"):
+        if key in data:
+            if not isinstance(data[key], bool):
+                raise TypeError(f'"{key}" must be true or false')
             setattr(cfg, key, data[key])

@@ -21,21 +21,15 @@ from aiohttp import web
 from dockyard import idmap
 from dockyard.api.streams import cancel_long_lived
 from dockyard.daemon.config import DaemonConfig
+from dockyard.daemon.listeners import Listener, ListenerConfigError, plan_listeners
+from dockyard.daemon.roots import RootInUse, prepare_roots, tighten_content
 from dockyard.daemon.wiring import build
 
 log = logging.getLogger(__name__)
 
 
-def _tls_context(cfg: DaemonConfig) -> ssl.SSLContext | None:
-    if not (cfg.tlscert and cfg.tlskey):
-        return None
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(cfg.tlscert, cfg.tlskey)
-    if cfg.tlsverify:
-        ctx.verify_mode = ssl.CERT_REQUIRED
-        if cfg.tlscacert:
-            ctx.load_verify_locations(cfg.tlscacert)
-    return ctx
+class StartupError(Exception):
+    """A setting or a clash that stops the daemon before it serves (exit 1, the message)."""
 
 
 def _setup_remap(cfg: DaemonConfig) -> None:
@@ -50,14 +44,29 @@ def _setup_remap(cfg: DaemonConfig) -> None:
         log.info("User namespaces: ID ranges will be mapped to subuid/subgid ranges of: %s", user)
         cfg.id_mapping = idmap.load_mapping(user, group)
         cfg.data_root = idmap.setup_remapped_root(cfg.data_root, cfg.id_mapping)
+        tighten_content(cfg.data_root, remapped_gid=cfg.id_mapping.root_pair[1])
     except idmap.RemapError as err:  # dockerd exits at startup with the same words
         raise SystemExit(f"dockyardd: {err}") from None
 
 
 async def serve(cfg: DaemonConfig) -> None:
-    _setup_remap(cfg)
-    cfg.data_root.mkdir(parents=True, exist_ok=True, mode=0o711)
-    cfg.exec_root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # Everything that can refuse a start is checked before anything is created or served.
+    try:
+        listeners, tls = plan_listeners(
+            cfg.hosts, tls=cfg.tls, tlsverify=cfg.tlsverify, tlscacert=cfg.tlscacert, tlscert=cfg.tlscert,
+            tlskey=cfg.tlskey,
+        )  # fmt: skip
+        locks = prepare_roots(cfg.data_root, cfg.exec_root)
+    except (ListenerConfigError, RootInUse) as err:
+        raise StartupError(str(err)) from None
+    try:
+        _setup_remap(cfg)  # the lock stays on the data root itself; the state moves below it
+        await _serve_locked(cfg, listeners, tls)
+    finally:
+        locks.close()
+
+
+async def _serve_locked(cfg: DaemonConfig, listeners: list[Listener], tls: ssl.SSLContext | None) -> None:
     if cfg.pidfile:
         cfg.pidfile.write_text(f"{os.getpid()}\n")
     graph = build(cfg)
@@ -69,9 +78,9 @@ async def serve(cfg: DaemonConfig) -> None:
     graph.app.on_shutdown.append(lambda _app: cancel_long_lived())
     runner = web.AppRunner(graph.app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
-    for host in cfg.hosts:
-        if host.startswith("unix://"):
-            path = Path(host[len("unix://") :])
+    for x in listeners:
+        if x.kind == "unix":
+            path = Path(x.address)
             path.parent.mkdir(parents=True, exist_ok=True)
             if path.is_socket():
                 path.unlink()
@@ -79,14 +88,12 @@ async def serve(cfg: DaemonConfig) -> None:
             await site.start()
             os.chmod(path, 0o660)
             our_sockets[path] = path.stat().st_ino
-        elif host.startswith("tcp://"):
-            hostport = host[len("tcp://") :]
-            h, _, p = hostport.rpartition(":")
-            site = web.TCPSite(runner, h or "0.0.0.0", int(p or 2375), ssl_context=_tls_context(cfg))
-            await site.start()
         else:
-            raise SystemExit(f"dockyardd: unsupported host {host!r} (use unix:// or tcp://)")
-        log.info("listening on %s", host)
+            port = x.port or (2376 if tls else 2375)  # dockerd's defaults
+            site = web.TCPSite(runner, x.address, port, ssl_context=tls)
+            await site.start()
+        log.info("listening on %s%s", x.host, " (mutual TLS)" if x.kind == "tcp" and tls and
+                 tls.verify_mode == ssl.CERT_REQUIRED else "")  # fmt: skip
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -8,8 +8,7 @@ import sys
 
 from dockyard._sys.malloc import limit_arenas
 from dockyard.daemon.config import parse_args
-from dockyard.daemon.lifecycle import serve
-
+from dockyard.daemon.lifecycle import StartupError, serve
 
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_args(argv)
@@ -22,6 +21,8 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(serve(cfg))
     except KeyboardInterrupt:
         pass
+    except StartupError as err:
+        sys.exit(f"dockyardd: {err}")
 
 
 if __name__ == "__main__":

@@ -128,9 +128,9 @@ def _fsync_dir(path: Path) -> None:
 class ContentStore:
     def __init__(self, root: Path) -> None:
         self.root = root
-        (root / "sha256").mkdir(parents=True, exist_ok=True)
+        (root / "sha256").mkdir(mode=0o700, parents=True, exist_ok=True)
         ingest = root / "ingest"
-        ingest.mkdir(parents=True, exist_ok=True)
+        ingest.mkdir(mode=0o700, parents=True, exist_ok=True)
         for stale in ingest.iterdir():  # a crashed write; never committed, so nobody refers to it
             stale.unlink(missing_ok=True)
 

@@ -17,7 +17,18 @@ Layout::
 Rows (`store.layers`)::
 
     id = chain id  ->  {"chain_id", "diff_id", "parent" (chain id or null), "size",
-                        "compressed": {"digest", "size", "repos": ["host/path", ...]}}
+                        "compressed": {"digest", "size", "repos": ["host/path", ...]},
+                        "incomplete": true (only while its files may not be on disk)}
+
+Durability (power loss, not only `kill -9`): a row is first written `incomplete`, then
+the layer is extracted, its filesystem synced once (syncfs: one flush for thousands of
+files), renamed into place and the rename synced, and only then is the row rewritten
+without the mark. An image row is committed after its layers' rows, and SQLite's WAL
+keeps commits in order, so a committed image never points at files the disk lost. At
+start every row still marked incomplete is redone from its blob (the content store's
+blobs are fsynced and verified by digest), or dropped when the blob is gone; the image
+service's startup collection then removes the layers nothing refers to. Rows written
+before this mark existed count as complete.
 
 `compressed` (optional) is the layer's compressed-blob cache, dockerd's v2 metadata plus
 the blob itself: the gzip blob a push produced or a pull downloaded, kept in the content
@@ -39,6 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dockyard._sys.fs import fsync_dir, syncfs
 from dockyard.errdefs import NotFound
 from dockyard.idmap import IdentityMapping
 from dockyard.images.content import ContentStore
@@ -83,16 +95,34 @@ class LayerStore:
         self._idmap = id_mapping  # remapped daemon: owners shifted at extraction (unpack.py)
         self.root = root
         self._content = content
-        root.mkdir(parents=True, exist_ok=True)
-        (root / "l").mkdir(exist_ok=True)
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)  # content: private (daemon/roots.py)
+        (root / "l").mkdir(mode=0o700, exist_ok=True)
         for stale in root.glob("tmp-*"):
             shutil.rmtree(stale, ignore_errors=True)
+        self._recover_incomplete()
+
+    def _recover_incomplete(self) -> None:
+        """Redo (from the blob) or drop each layer whose files were not known durable."""
+        for doc in [d for d in self._store.layers.all() if d.get("incomplete")]:
+            chain, diff_id = doc["chain_id"], doc["diff_id"]
+            shutil.rmtree(self.diff_dir(chain).parent, ignore_errors=True)
+            if self._content.exists(diff_id):
+                log.warning("layer %s was not complete when the last daemon stopped: extracting it again", chain[:19])
+                try:
+                    self.create(doc.get("parent"), diff_id)
+                    continue
+                except Exception as err:  # a start must not fail on one bad layer
+                    log.warning("layer %s could not be extracted again (%s): removing it", chain[:19], err)
+            else:
+                log.warning("layer %s was not complete and its blob is gone: removing it", chain[:19])
+            self._store.layers.delete(chain)
+            shutil.rmtree(self.diff_dir(chain).parent, ignore_errors=True)
 
     def get(self, chain: str) -> Layer | None:
         doc = self._store.layers.get(chain)
         if doc is None:
             return None
-        return Layer(doc["chain_id"], doc["diff_id"], doc.get("parent"), int(doc.get("size", 0)))
+        return self._layer(doc)
 
     def diff_dir(self, chain: str) -> Path:
         return self.root / chain.removeprefix("sha256:") / "diff"
@@ -109,34 +139,45 @@ class LayerStore:
         return link
 
     def exists(self, chain: str) -> bool:
-        return self._store.layers.get(chain) is not None and self.diff_dir(chain).is_dir()
+        doc = self._store.layers.get(chain)
+        return doc is not None and not doc.get("incomplete") and self.diff_dir(chain).is_dir()
 
     def create(self, parent: str | None, diff_id: str) -> tuple[Layer, bool]:
         """Extract the committed blob `diff_id` on top of `parent` (blocking).
 
         Returns the layer and whether it was created now (False: it already existed)."""
         chain = chain_id(parent, diff_id)
-        existing = self.get(chain)
-        if existing is not None and self.diff_dir(chain).is_dir():
-            return existing, False
+        doc = self._store.layers.get(chain)
+        if doc is not None and not doc.get("incomplete") and self.diff_dir(chain).is_dir():
+            return self._layer(doc), False
+        row = {"chain_id": chain, "diff_id": diff_id, "parent": parent, "size": 0, **(doc or {})}
+        # The mark goes in before any file: a crash from here on leaves a row that says so.
+        self._store.layers.put(chain, {**row, "incomplete": True}, name=diff_id)
         tmp = self.root / f"tmp-{secrets.token_hex(8)}"
         (tmp / "diff").mkdir(parents=True)
         try:
             with self._content.open(diff_id) as f:
                 res = Extractor(tmp / "diff", id_mapping=self._idmap).extract(f)
+            syncfs(tmp)  # every extracted file and folder on disk, before the rename names them
             final = self.diff_dir(chain).parent
-            if final.exists():  # a row went missing while the files stayed: replace them
+            if final.exists():  # a row went missing (or was incomplete) while files stayed: replace them
                 shutil.rmtree(final)
             tmp.rename(final)
+            fsync_dir(self.root)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
+            if doc is None:
+                self._store.layers.delete(chain)
             raise
-        layer = Layer(chain, diff_id, parent, res.size)
-        self._store.layers.put(
-            chain, {"chain_id": chain, "diff_id": diff_id, "parent": parent, "size": res.size}, name=diff_id
-        )
+        row = {**row, "size": res.size}
+        row.pop("incomplete", None)
+        self._store.layers.put(chain, row, name=diff_id)
         log.info("layer %s created (diff %s, %d bytes)", chain[:19], diff_id[:19], res.size)
-        return layer, True
+        return self._layer(row), True
+
+    @staticmethod
+    def _layer(doc: dict[str, Any]) -> Layer:
+        return Layer(doc["chain_id"], doc["diff_id"], doc.get("parent"), int(doc.get("size", 0)))
 
     def remove(self, chain: str) -> int:
         """Delete the layer's files, its row and (when no other layer has it) its blob."""

@@ -149,7 +149,7 @@ class ImageService:
         self.snapshots = OverlaySnapshotter(data_root / "snapshots", id_mapping.root_pair if id_mapping else None)
         self.tmp = data_root / "tmp" / "images"
         shutil.rmtree(self.tmp, ignore_errors=True)
-        self.tmp.mkdir(parents=True, exist_ok=True)
+        self.tmp.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._lock = asyncio.Lock()
         self._usage_check: Callable[[str], list[str]] = lambda image_id: []
         self._running_ids: Callable[[str], list[str]] | None = None

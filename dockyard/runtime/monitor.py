@@ -69,8 +69,8 @@ class Conmon:
         self.binary = binary
         self.exit_dir = exit_dir
         self.socket_dir = socket_dir
-        exit_dir.mkdir(parents=True, exist_ok=True)
-        socket_dir.mkdir(parents=True, exist_ok=True)
+        exit_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        socket_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def exit_file(self, cid: str) -> Path:
         return self.exit_dir / cid

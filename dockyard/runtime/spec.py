@@ -9,6 +9,8 @@ capability-conditional rules are decided here from the container's final capabil
 
 from __future__ import annotations
 
+import shutil
+
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,6 +113,9 @@ class SpecInput:
     readonly_paths: tuple[str, ...] | None = None
     host_caps: frozenset[str] | None = None  # the daemon's bounding set; None: unknown (no limit)
     oom_score_adj: int = 0
+    # The host path of the rootfs mount whose nosuid/nodev (host-side hardening) must not
+    # reach the container: it is remounted suid,dev in the container's mount namespace.
+    rootfs_remount: str | None = None
 
 
 def normalize_cap(name: str) -> str:
@@ -307,6 +312,7 @@ def build(inp: SpecInput) -> dict[str, Any]:
         **({"domainname": inp.domainname} if inp.domainname else {}),
         "mounts": mounts,
         "linux": linux,
+        **({"hooks": _rootfs_remount_hook(inp.rootfs_remount)} if inp.rootfs_remount else {}),
     }
 
 
@@ -328,3 +334,15 @@ def with_user_namespace(
     linux["gidMappings"] = [dict(m) for m in gid_mappings]
     linux["namespaces"] = namespaces
     return spec
+
+
+def _rootfs_remount_hook(rootfs: str) -> dict[str, Any]:
+    """A createContainer hook that clears nosuid/nodev on the container's own root.
+
+    The host's rootfs mount is nosuid,nodev so a setuid file a container made is inert
+    there (CVE-2021-41091), but runc's bind of it would inherit those flags, and setuid
+    programs in images (su, ping, sudo) must keep working as on Docker. runc runs
+    createContainer hooks in the container's mount namespace before pivot_root, so the
+    remount changes only the container's copy, never the host's."""
+    mount = shutil.which("mount") or "/usr/bin/mount"
+    return {"createContainer": [{"path": mount, "args": ["mount", "-o", "remount,bind,suid,dev", rootfs]}]}

@@ -55,7 +55,7 @@ class OverlaySnapshotter:
         # a remapped daemon: the container's root owns its upper dir and init entries
         # (dockerd's overlay2 and initlayer chown them to the remapped root too)
         self.root_pair = root_pair
-        root.mkdir(parents=True, exist_ok=True)
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)  # container writes: private
 
     def _dir(self, key: str) -> Path:
         if not key or "/" in key or key in (".", ".."):
@@ -86,6 +86,10 @@ class OverlaySnapshotter:
             f"workdir={d / 'work'}",
             # Lowers are shared by many mounts; the inode index would tie a lower to one upper.
             "index=off",
+            # The mount is visible on the host: a setuid-root file or a device node that a
+            # container made must not work through it (CVE-2021-41091 was this, on dockerd)
+            "nosuid",
+            "nodev",
         )
         return Mount("overlay", "overlay", opts)
 

@@ -75,7 +75,8 @@ class VolumeService:
     ) -> None:
         self.store = store
         self.events = events
-        root.mkdir(parents=True, exist_ok=True, mode=0o701)
+        # private (daemon/roots.py); a remapped daemon's container root must reach the sources
+        root.mkdir(parents=True, exist_ok=True, mode=0o700 if root_pair is None else 0o701)
         self.driver = local.LocalDriver(root, root_pair)
         self._users: Callable[[str], list[str]] = lambda name: []
         self._lock = asyncio.Lock()
