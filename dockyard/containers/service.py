@@ -463,7 +463,8 @@ class ContainerService:
             readonly_paths=None if readonly is None else tuple(readonly),
             host_caps=bounding_capabilities(),
             oom_score_adj=int(hc.get("OomScoreAdj") or 0),
-            rootfs_remount=os.path.realpath(rootfs),
+            # the host's nosuid,nodev rootfs mount made suid,dev again in the container's copy
+            rootfs_remount=os.path.realpath(self._rootfs(rec["Id"])) if self._remap is None else None,
         )
         spec = ocispec.build(inp)
         if self._userns_private(rec):

@@ -55,6 +55,7 @@ class OverlaySnapshotter:
         # a remapped daemon: the container's root owns its upper dir and init entries
         # (dockerd's overlay2 and initlayer chown them to the remapped root too)
         self.root_pair = root_pair
+        self.host_hardened = root_pair is None  # rootfs mounts nosuid,nodev on the host
         root.mkdir(mode=0o700, parents=True, exist_ok=True)  # container writes: private
 
     def _dir(self, key: str) -> Path:
@@ -87,9 +88,11 @@ class OverlaySnapshotter:
             # Lowers are shared by many mounts; the inode index would tie a lower to one upper.
             "index=off",
             # The mount is visible on the host: a setuid-root file or a device node that a
-            # container made must not work through it (CVE-2021-41091 was this, on dockerd)
-            "nosuid",
-            "nodev",
+            # container made must not work through it (CVE-2021-41091 was this, on dockerd).
+            # A remapped daemon's containers cannot clear these flags in their own copy (they
+            # are locked for a user namespace), and need not: what they make is owned by the
+            # remapped ids, under a subtree host users cannot enter (idmap.py).
+            *(("nosuid", "nodev") if self.host_hardened else ()),
         )
         return Mount("overlay", "overlay", opts)
 
