@@ -135,3 +135,58 @@ def test_failed_start_on_target_resumes_on_source(busybox: str, unique) -> None:
     finally:
         destroy_daemon(dst_d)
         destroy_daemon(src_d)
+
+
+def _tar(entries: list[tuple[str, bytes | None, str]]) -> bytes:
+    """(name, data or None for a symlink, link target)"""
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        for name, data, link in entries:
+            ti = tarfile.TarInfo(name)
+            if data is None:
+                ti.type, ti.linkname = tarfile.SYMTYPE, link
+                tf.addfile(ti)
+            else:
+                ti.size = len(data)
+                tf.addfile(ti, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_hostile_layer_from_a_source_stays_inside(
+    daemon: Daemon, docker_cli: Runner, busybox: str, unique, tmp_path
+) -> None:
+    """What a compromised source daemon could send as a writable layer: names climbing out
+    with `..`, an absolute name, and a symlink to a host directory followed by a file
+    through it. The target refuses the layer and writes nothing outside the container."""
+    import docker
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    name, vol = unique("mvhostile"), unique("mvvol")
+    api = docker.APIClient(base_url=daemon.host, version="1.47")
+    try:
+        cid = docker_cli("create", "--name", name, busybox, "true").stdout.strip()
+        body = _tar([
+            (f"../../../../../../..{outside}/climb", b"x", ""),
+            (f"{outside}/abs", b"x", ""),
+            ("esc", None, str(outside)),
+            ("esc/through", b"x", ""),
+            ("ok", b"fine", ""),
+        ])  # fmt: skip
+        res = api._put(api._url("/dockyard/containers/{0}/layer", cid), data=body)
+        assert res.status_code == 400 and "unsafe entries refused" in res.json()["message"], res.text
+        assert os.listdir(outside) == []
+        # a layer goes only into a created container's empty layer
+        res = api._put(api._url("/dockyard/containers/{0}/layer", cid), data=_tar([("x", b"1", "")]))
+        assert res.status_code == 409 and "is not empty" in res.json()["message"]
+        # and a volume's files are read only when no running container can change them
+        docker_cli("run", "-d", "--name", name + "r", "-v", f"{vol}:/d", busybox, "sleep", "60")
+        res = api._get(api._url("/dockyard/volumes/{0}/content", vol))
+        assert res.status_code == 409 and "in use by running container" in res.json()["message"]
+    finally:
+        docker_cli("rm", "-f", name, name + "r", check=False)
+        docker_cli("volume", "rm", "-f", vol, check=False)
+        api.close()
