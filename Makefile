@@ -12,9 +12,9 @@ PIDFILE      ?= /run/dockyard.pid
 LOGFILE      ?= /var/log/dockyard.log
 PYTEST_ARGS  ?=
 
-.PHONY: deps apt venv run stop test clean-test
+.PHONY: deps apt criu venv run stop test clean-test
 
-deps: apt venv
+deps: apt criu venv
 
 apt:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -22,6 +22,12 @@ apt:
 		echo "installing: $$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+
+# CRIU for checkpoint/restore: Debian 12's 3.17 fails on recent kernels, so the script builds
+# Debian trixie's source package (about a minute, cached under /var/cache/dockyard/criu),
+# only when no criu >= 4.1 passing `criu check` is installed.
+criu: apt
+	@scripts/install-criu.sh
 
 $(BIN)/dockyardd: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -17,3 +17,5 @@ DISTRIBUTION: web.AppKey[Any] = web.AppKey("distribution")  # dockyard.images.re
 VOLUMES: web.AppKey[Any] = web.AppKey("volumes")  # dockyard.volumes.service.VolumeService
 NETWORKS: web.AppKey[Any] = web.AppKey("networks")  # dockyard.network.service.NetworkService
 BUILDS: web.AppKey[Any] = web.AppKey("builds")  # dockyard.build.service.BuildService
+CHECKPOINTS: web.AppKey[Any] = web.AppKey("checkpoints")  # dockyard.containers.checkpoint.CheckpointService
+TRANSFERS: web.AppKey[Any] = web.AppKey("transfers")  # dockyard.containers.transfer.TransferService

@@ -5,6 +5,9 @@ from __future__ import annotations
 API_VERSION = "1.47"
 MIN_API_VERSION = "1.24"
 ENGINE_VERSION = "27.5.0"  # the Docker release whose API we speak; clients print it
+# Docker's experimental features are on: the docker CLI shows `checkpoint` and
+# `start --checkpoint` only to a daemon that says so (/_ping, /version, /info)
+EXPERIMENTAL = True
 
 
 def parse(v: str) -> tuple[int, int]:
@@ -16,5 +19,5 @@ COMMON_HEADERS = {
     "Api-Version": API_VERSION,
     "Server": f"Docker/{ENGINE_VERSION} (linux)",
     "Ostype": "linux",
-    "Docker-Experimental": "false",
+    "Docker-Experimental": str(EXPERIMENTAL).lower(),
 }

@@ -26,6 +26,7 @@ from dockyard import errdefs
 from dockyard._sys import mount as sysmount
 from dockyard._sys.fs import write_atomic
 from dockyard._sys.netns import set_loopback_up
+from dockyard.containers import checkpoint as checkpoints
 from dockyard.containers import mounts as mountplan
 from dockyard.containers import names, state
 from dockyard.containers import security as secopts
@@ -43,7 +44,7 @@ from dockyard.events import EventBus
 from dockyard.filters import labels_match
 from dockyard.idmap import IdentityMapping
 from dockyard.runtime import spec as ocispec
-from dockyard.runtime.monitor import Conmon
+from dockyard.runtime.monitor import Conmon, Restore
 from dockyard.runtime.oci import OCIRuntime, RuntimeFailed, bounding_capabilities
 from dockyard.store import Store
 from dockyard.timefmt import now_rfc3339, parse_rfc3339, parse_time_param
@@ -356,13 +357,20 @@ class ContainerService:
 
     # ---- start ------------------------------------------------------------------------------
 
-    async def start_container(self, ref: str) -> None:
+    async def start_container(self, ref: str, checkpoint: str | None = None, checkpoint_dir: str | None = None) -> None:
+        """Start the container, or with `checkpoint` restore it from that checkpoint
+        (containers/checkpoint.py owns where checkpoints live)."""
         cid = self.resolve_id(ref)
         try:
             async with self.lock(cid):
                 rec = self.get(cid)
                 state.check("start", rec)
-                await self._start_locked(rec)
+                restore = None
+                if checkpoint:
+                    restore = checkpoints.restore_for(
+                        rec, self.bundle(cid), checkpoint, checkpoint_dir, checkpoints.criu_binary(self.cfg.criu)
+                    )
+                await self._start_locked(rec, restore)
         except (errdefs.NotModified, errdefs.Conflict):
             raise
         except BaseException:
@@ -482,7 +490,7 @@ class ContainerService:
             )
         return spec
 
-    async def _start_locked(self, rec: Record) -> None:
+    async def _start_locked(self, rec: Record, restore: Restore | None = None) -> None:
         cid = rec["Id"]
         cdir = self.bundle(cid)
         runtime = self.runtime(rec)
@@ -502,6 +510,7 @@ class ContainerService:
                 terminal=bool(rec["Config"].get("Tty")),
                 stdin=bool(rec["Config"].get("OpenStdin")),
                 stdin_once=bool(rec["Config"].get("StdinOnce")),
+                restore=restore,
             )  # fmt: skip
             created = True
             if spec["linux"]["namespaces"] and any(
@@ -518,19 +527,23 @@ class ContainerService:
                 else:
                     await asyncio.to_thread(set_loopback_up, started.pid)
             await self._release_attachers(cid, True)
-            await runtime.start(cid)
+            if restore is None:  # a restored container runs already
+                await runtime.start(cid)
         except BaseException as err:
+            failure = _restore_failed(err, self.bundle(cid)) if restore is not None else err
             self._attachable.discard(cid)
             await self._release_attachers(cid, False)
             await self._cleanup_failed_start(rec, runtime, created)
             if self.networks is not None:
                 await self.networks.detach(rec)
-            msg = str(err)
+            msg = str(failure)
             rec["State"]["Error"] = msg
             rec["State"]["ExitCode"] = 127 if _is_not_found(msg) else 126 if "permission denied" in msg else 128
             self.save(rec)
             if isinstance(err, RuntimeFailed | errdefs.Internal) and (_is_not_found(msg) or "permission denied" in msg):
                 raise errdefs.InvalidArgument(_runtime_message(msg)) from err
+            if failure is not err:
+                raise failure from err  # CRIU's words
             raise
         rec["State"].update(
             Status=state.RUNNING, Running=True, Paused=False, Restarting=False, OOMKilled=False, Dead=False,
@@ -1017,6 +1030,13 @@ def _read_int(path: Path) -> int:
         return int(path.read_text().strip())
     except (OSError, ValueError):
         return 0
+
+
+def _restore_failed(err: BaseException, bundle: Path) -> BaseException:
+    """A failed restore says what CRIU said (its restore.log is in the bundle)."""
+    if not isinstance(err, errdefs.DockyardError):
+        return err
+    return errdefs.Internal(f"failed to restore container from checkpoint: {err}{checkpoints.restore_log_tail(bundle)}")
 
 
 def _is_not_found(msg: str) -> bool:

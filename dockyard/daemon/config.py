@@ -24,6 +24,8 @@ class DaemonConfig:
     default_runtime: str = "runc"
     runtimes: dict[str, str] = field(default_factory=dict)  # name -> binary path
     conmon: str = "conmon"
+    # CRIU for checkpoint/restore; empty: /usr/local/sbin/criu (scripts/install-criu.sh), else PATH
+    criu: str = ""
     init_path: str = "tini-static"
     tlscacert: str | None = None
     tlscert: str | None = None
@@ -169,6 +171,8 @@ def _apply_file(cfg: DaemonConfig, data: dict[str, object]) -> None:
         cfg.pidfile = Path(str(data["pidfile"]))
     if "log-level" in data:
         cfg.log_level = str(data["log-level"])
+    if "criu-path" in data:
+        cfg.criu = str(data["criu-path"])
     if "default-runtime" in data:
         cfg.default_runtime = str(data["default-runtime"])
     cfg.insecure_registries = _strings(data, "insecure-registries")

@@ -9,17 +9,21 @@ from aiohttp import web
 from dockyard.api import keys
 from dockyard.api.app import create_app
 from dockyard.api.routes import build as build_routes
+from dockyard.api.routes import checkpoints as checkpoint_routes
 from dockyard.api.routes import container_fs
 from dockyard.api.routes import containers as container_routes
 from dockyard.api.routes import distribution as distribution_routes
 from dockyard.api.routes import exec as exec_routes
 from dockyard.api.routes import images as image_routes
+from dockyard.api.routes import move as move_routes
 from dockyard.api.routes import networks as network_routes
 from dockyard.api.routes import system as system_routes
 from dockyard.api.routes import volumes as volume_routes
 from dockyard.build.service import BuildService
+from dockyard.containers.checkpoint import CheckpointService
 from dockyard.containers.exec import ExecService
 from dockyard.containers.service import ContainerService
+from dockyard.containers.transfer import TransferService
 from dockyard.daemon.config import DaemonConfig
 from dockyard.events import EventBus
 from dockyard.images.registries import DistributionService, RegistrySettings
@@ -87,4 +91,8 @@ def build(cfg: DaemonConfig) -> Graph:
         store, images, containers, cfg.data_root, distribution.pull_for_build
     )
     build_routes.routes.install(app)
+    app[keys.CHECKPOINTS] = CheckpointService(containers)
+    checkpoint_routes.routes.install(app)
+    app[keys.TRANSFERS] = TransferService(containers, images, volumes, cfg.data_root / "tmp")
+    move_routes.routes.install(app)
     return Graph(app, store, containers, networks, execs, builds)

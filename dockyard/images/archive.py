@@ -109,8 +109,14 @@ def _manifest_bytes(item: SaveItem, layer_size: Callable[[str], int]) -> bytes:
     return json.dumps(manifest, separators=(",", ":")).encode()
 
 
-def write_archive(out: IO[bytes], items: list[SaveItem], blob_path: Callable[[str], Path]) -> None:
-    """Stream the save tarball for `items` into `out` (blocking)."""
+def write_archive(
+    out: IO[bytes], items: list[SaveItem], blob_path: Callable[[str], Path], skip: frozenset[str] = frozenset()
+) -> None:
+    """Stream the save tarball for `items` into `out` (blocking).
+
+    Layers whose diff ID is in `skip` are listed in the manifests but not written: a move
+    sends only what its target lacks, and `load` reads a layer's member only when it
+    has neither the layer nor its blob."""
     merged: dict[str, SaveItem] = {}
     for it in items:  # one entry per image, with the union of its tags
         prev = merged.get(it.image_id)
@@ -137,7 +143,7 @@ def write_archive(out: IO[bytes], items: list[SaveItem], blob_path: Callable[[st
                 _add_bytes(tf, f"blobs/sha256/{cfg_hex}", item.config_bytes, item.created)
                 written.add(item.image_id)
             for d in item.diff_ids:
-                if d in written:
+                if d in written or d in skip:
                     continue
                 path = blob_path(d)
                 ti = tarfile.TarInfo(f"blobs/sha256/{d.removeprefix('sha256:')}")

@@ -35,14 +35,13 @@ import asyncio
 import json
 import logging
 import os
-import re
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from dockyard.errdefs import Internal
-from dockyard.runtime.oci import OCIRuntime
+from dockyard.runtime.oci import OCIRuntime, runtime_error_text
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +61,15 @@ class ExecFailed(MonitorFailed):
 class Started:
     pid: int  # the container's init process
     conmon_pid: int
+
+
+@dataclass(frozen=True)
+class Restore:
+    """What `Conmon.create` needs to restore a checkpoint instead of creating afresh."""
+
+    images: Path  # CRIU's image directory (runc's --image-path)
+    criu: str  # the criu binary runc must use
+    runtime_opts: tuple[str, ...] = ()  # extra `runc restore` options (e.g. --empty-ns network)
 
 
 class Conmon:
@@ -86,9 +94,15 @@ class Conmon:
         terminal: bool,
         stdin: bool,
         stdin_once: bool,
+        restore: Restore | None = None,
         timeout: float = 30,
     ) -> Started:
-        """Start conmon, which runs `runtime create`; return once the container exists."""
+        """Start conmon, which runs `runtime create`; return once the container exists.
+
+        With `restore`, conmon runs `runtime restore --detach --image-path <images>
+        --work-path <bundle>` instead (CRIU's restore.log lands in the bundle), handing the
+        runtime new stdio pipes that runc maps onto the checkpointed process's pipes. The
+        container is then already running: there is no `runtime start`."""
         self.exit_file(cid).unlink(missing_ok=True)
         (bundle / "oom").unlink(missing_ok=True)
         argv = [
@@ -106,6 +120,11 @@ class Conmon:
             argv.append("-i")
             if not stdin_once:
                 argv.append("--leave-stdin-open")
+        if restore is not None:
+            (bundle / "restore.log").unlink(missing_ok=True)
+            argv += ["--runtime-arg", "--criu", "--runtime-arg", restore.criu, "--restore", str(restore.images)]
+            for opt in restore.runtime_opts:
+                argv += ["--runtime-opt", opt]
         r, w = os.pipe()
         try:
             env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "_OCI_SYNCPIPE": str(w)}
@@ -367,13 +386,3 @@ def _sync_message(msg: bytes) -> str:
         return ""
     return runtime_error_text(text)
 
-
-_LOGRUS_MSG = re.compile(r'msg="((?:[^"\\]|\\.)*)"')
-
-
-def runtime_error_text(text: str) -> str:
-    """runc logs errors logrus-style (time=... level=error msg="..."); keep the message."""
-    found = _LOGRUS_MSG.findall(text)
-    if not found:
-        return text
-    return str(found[-1]).encode().decode("unicode_escape")

@@ -1,7 +1,7 @@
 """A thin driver for any runc-compatible OCI runtime CLI.
 
-It runs the runtime's verbs (start, kill, delete, pause, resume, state, update, exec) on a
-bundle that already exists and decides nothing about container states. Failures become
+It runs the runtime's verbs (start, kill, delete, pause, resume, state, update, exec,
+checkpoint) on a bundle that already exists and decides nothing about container states. Failures become
 `RuntimeFailed` (an Internal error) carrying argv, exit code and stderr.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -64,9 +65,42 @@ class OCIRuntime:
     async def update(self, cid: str, resources: dict[str, Any]) -> None:
         await self._run("update", "--resources", "-", cid, stdin=json.dumps(resources).encode())
 
+    async def checkpoint(
+        self, cid: str, image_path: Path, work_path: Path, *, criu: str, leave_running: bool,
+        empty_netns: bool, timeout: float = 300,
+    ) -> None:  # fmt: skip
+        """`runc checkpoint`: CRIU dumps the container's processes into `image_path`
+        (its log, dump.log, goes to `work_path`); without `leave_running` they are killed.
+
+        `empty_netns`: the container's network namespace is dumped empty (`--empty-ns
+        network`), since its veth has a peer outside that CRIU cannot dump; the restore
+        gets a new, empty namespace that the daemon plugs into its networks again."""
+        args = ["--criu", criu, "checkpoint", "--image-path", str(image_path), "--work-path", str(work_path)]
+        if leave_running:
+            args.append("--leave-running")
+        if empty_netns:
+            args += ["--empty-ns", "network"]
+        try:
+            res = await proc.run([self.binary, "--root", str(self.root), *args, cid], timeout=timeout)
+        except proc.ProcessFailed as err:
+            msg = runtime_error_text(err.stderr.decode(errors="replace").strip())
+            raise RuntimeFailed(f"{Path(self.binary).name} checkpoint failed: {msg}") from err
+        log.debug("checkpoint %s: %s", cid[:12], res.stderr.decode(errors="replace").strip())
+
     async def ps(self, cid: str) -> list[int]:
         out = await self._run("ps", "--format", "json", cid)
         return list(json.loads(out) or [])
+
+
+_LOGRUS_MSG = re.compile(r'msg="((?:[^"\\]|\\.)*)"')
+
+
+def runtime_error_text(text: str) -> str:
+    """runc logs errors logrus-style (time=... level=error msg="..."); keep the message."""
+    found = _LOGRUS_MSG.findall(text)
+    if not found:
+        return text
+    return str(found[-1]).encode().decode("unicode_escape")
 
 
 # Linux capability numbers (include/uapi/linux/capability.h), for reading /proc masks.

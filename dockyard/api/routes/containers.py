@@ -68,7 +68,8 @@ async def inspect(request: web.Request) -> web.Response:
 
 @routes.post("/containers/{id}/start")
 async def start(request: web.Request) -> web.Response:
-    await _svc(request).start_container(_id(request))
+    q = request.query
+    await _svc(request).start_container(_id(request), q.get("checkpoint") or None, q.get("checkpoint-dir") or None)
     return web.Response(status=204)
 
 

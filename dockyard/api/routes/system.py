@@ -22,7 +22,7 @@ routes = Routes()
 _PING_HEADERS = {
     "Api-Version": versions.API_VERSION,
     "Builder-Version": "1",
-    "Docker-Experimental": "false",
+    "Docker-Experimental": str(versions.EXPERIMENTAL).lower(),
     "Swarm": "inactive",
     "Ostype": "linux",
     "Cache-Control": "no-cache, no-store, must-revalidate",
@@ -54,7 +54,7 @@ async def version(request: web.Request) -> web.Response:
             "KernelVersion": uname.release,
             "GitCommit": "dockyard",
             "GoVersion": f"python{platform.python_version()}",
-            "Experimental": "false",
+            "Experimental": str(versions.EXPERIMENTAL).lower(),
             "BuildTime": "",
         },
     }
@@ -71,6 +71,7 @@ async def version(request: web.Request) -> web.Response:
             "Arch": "amd64",
             "KernelVersion": uname.release,
             "BuildTime": "",
+            "Experimental": versions.EXPERIMENTAL,
         }
     )
 
