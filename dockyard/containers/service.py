@@ -27,9 +27,11 @@ from dockyard._sys import mount as sysmount
 from dockyard._sys.fs import write_atomic
 from dockyard._sys.netns import set_loopback_up
 from dockyard.containers import mounts as mountplan
+from dockyard.containers import health as healthcheck
 from dockyard.containers import names, state
 from dockyard.containers.attach import AttachConnection
 from dockyard.containers.files import hosts_file, make_workdir, resolve_user, write_container_files
+from dockyard.containers.health import HealthMonitor, Settings
 from dockyard.containers.model import (
     DEFAULT_PATH,
     ZERO_TIME,
@@ -38,6 +40,7 @@ from dockyard.containers.model import (
     inspect_view,
     new_id,
 )
+from dockyard.containers.restart import Policy, Supervisor
 from dockyard.events import EventBus
 from dockyard.filters import labels_match
 from dockyard.runtime import spec as ocispec
@@ -103,6 +106,10 @@ class ContainerService:
         # last one unmounts, so one request never pulls the mount from under another)
         self._temporary_mounts: dict[str, int] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        # delayed starts of containers whose restart policy asked for one
+        self.supervisor = Supervisor(self._restart_now)
+        # probes of containers with a healthcheck; set by the daemon wiring (needs exec)
+        self.health: HealthMonitor | None = None
 
     # ---- wiring -------------------------------------------------------------------------
 
@@ -110,12 +117,42 @@ class ContainerService:
         """Adopt every container: running ones keep running, exits while we were away are recorded."""
         for rec in self.store.containers.all():
             st = state.status(rec)
-            if st in (state.RUNNING, state.PAUSED, state.RESTARTING):
+            if st in (state.RUNNING, state.PAUSED):
                 pid = int(rec["Dockyard"].get("ConmonPid") or 0)
                 if pid and _alive(pid):
                     self._watch(rec["Id"], pid)
                 else:
-                    await self._handle_exit(rec["Id"])
+                    await self._handle_exit(rec["Id"])  # its restart policy applies now
+            elif st == state.RESTARTING:
+                self.supervisor.schedule(rec["Id"])  # the previous daemon's pending restart
+            elif st == state.REMOVING:
+                # a removal cut short with the daemon: Docker's Dead, which `rm` finishes
+                state.transition(rec, "remove_failed")
+                self.save(rec)
+
+    async def supervise(self) -> None:
+        """After every service has reconciled: probe the healthchecks of running containers,
+        and start the stopped ones their restart policy brings back with the daemon
+        (`always`, `unless-stopped` unless a user stopped it, `on-failure` after a failure)."""
+        if self.health is not None:
+            self.health.enable()
+        for rec in self.store.containers.all():
+            st = state.status(rec)
+            if st == state.RUNNING and self.health is not None:
+                self.health.watch(rec["Id"], rec["Config"], rec["State"])
+            if st != state.EXITED:
+                continue
+            policy = Policy.of(rec["HostConfig"])
+            if policy.should_start_on_boot(
+                int(rec["State"]["ExitCode"]), bool(rec["Dockyard"].get("ManuallyStopped")), int(rec["RestartCount"])
+            ):
+                try:
+                    async with self.lock(rec["Id"]):
+                        current = self.get(rec["Id"])
+                        if state.status(current) == state.EXITED:
+                            await self._start_locked(current, user=True)
+                except errdefs.DockyardError as err:
+                    log.warning("restart of %s with the daemon failed: %s", rec["Id"][:12], err)
 
     async def close(self) -> None:
         """Daemon shutdown: stop watching; containers and their conmons keep running."""
@@ -124,6 +161,9 @@ class ContainerService:
             loop.remove_reader(fd)
             os.close(fd)
         self._watched.clear()
+        await self.supervisor.close()
+        if self.health is not None:
+            await self.health.close()
         for t in list(self._tasks):
             t.cancel()
 
@@ -324,7 +364,7 @@ class ContainerService:
             async with self.lock(cid):
                 rec = self.get(cid)
                 state.check("start", rec)
-                await self._start_locked(rec)
+                await self._start_locked(rec, user=True)
         except (errdefs.NotModified, errdefs.Conflict):
             raise
         except BaseException:
@@ -424,7 +464,9 @@ class ContainerService:
             caps[kind] = limit_capabilities(names_, allowed)
         return spec
 
-    async def _start_locked(self, rec: Record) -> None:
+    async def _start_locked(self, rec: Record, *, user: bool) -> None:
+        """Start the container's process. `user`: a start by a user (or by the daemon's
+        boot), which begins a fresh restart policy: RestartCount 0, back-off forgotten."""
         cid = rec["Id"]
         cdir = self.bundle(cid)
         runtime = self.runtime(rec)
@@ -471,16 +513,23 @@ class ContainerService:
             if isinstance(err, RuntimeFailed | errdefs.Internal) and (_is_not_found(msg) or "permission denied" in msg):
                 raise errdefs.InvalidArgument(_runtime_message(msg)) from err
             raise
-        rec["State"].update(
-            Status=state.RUNNING, Running=True, Paused=False, Restarting=False, OOMKilled=False, Dead=False,
-            Pid=started.pid, ExitCode=0, Error="", StartedAt=now_rfc3339(), FinishedAt=ZERO_TIME,
+        state.transition(
+            rec, "start", OOMKilled=False, Pid=started.pid, ExitCode=0, Error="", StartedAt=now_rfc3339(),
+            FinishedAt=ZERO_TIME,
         )  # fmt: skip
+        healthcheck.on_start(rec["State"], Settings.of(rec["Config"]) is not None)
         rec["Dockyard"]["ConmonPid"] = started.conmon_pid
         rec["Dockyard"]["ManuallyStopped"] = False
+        rec["Dockyard"]["RestartCancelled"] = False
+        if user:
+            rec["RestartCount"] = 0
         self.save(rec)
+        self.supervisor.started(cid, reset=user)
         self._attachable.discard(cid)
         self._watch(cid, started.conmon_pid)
         self.publish(rec, "start")
+        if self.health is not None:
+            self.health.watch(cid, rec["Config"], rec["State"])
 
     async def _release_attachers(self, cid: str, go: bool) -> None:
         """Attach sessions waiting for this start connect now, before the process runs,
@@ -537,8 +586,10 @@ class ContainerService:
     async def _handle_exit(self, cid: str) -> None:
         async with self.lock(cid):
             rec = self.store.containers.get(cid)
-            if rec is None or not rec["State"]["Running"]:
+            if rec is None or state.status(rec) not in (state.RUNNING, state.PAUSED):
                 return
+            if self.health is not None:
+                self.health.unwatch(cid)
             code = self.conmon.read_exit(cid)
             if code is None:
                 code = 137  # conmon died without recording; the container went with it
@@ -551,9 +602,17 @@ class ContainerService:
             await self._unmount_volumes(rec)
             if self.networks is not None:
                 await self.networks.detach(rec)
-            rec["State"].update(
-                Status=state.EXITED, Running=False, Paused=False, Restarting=False, Pid=0,
-                ExitCode=code, OOMKilled=oom, FinishedAt=now_rfc3339(),
+            restart = Policy.of(rec["HostConfig"]).should_restart(
+                code, bool(rec["Dockyard"].get("ManuallyStopped")), int(rec["RestartCount"]),
+                bool(rec["Dockyard"].get("RestartCancelled")),
+            )  # fmt: skip
+            if restart:
+                # Docker counts the restart at the exit, and shows the container restarting
+                # (still Running) until the back-off has passed
+                rec["RestartCount"] = int(rec["RestartCount"]) + 1
+            state.transition(
+                rec, "schedule_restart" if restart else "exit", Pid=0, ExitCode=code, OOMKilled=oom,
+                FinishedAt=now_rfc3339(),
             )  # fmt: skip
             rec["Dockyard"]["ConmonPid"] = 0
             self.save(rec)
@@ -563,12 +622,65 @@ class ContainerService:
             for fut in self._exit_waiters.pop(cid, []):
                 if not fut.done():
                     fut.set_result(rec)
-            auto_remove = rec["HostConfig"].get("AutoRemove")
+            if restart:
+                delay = self.supervisor.schedule(cid)
+                log.info("container %s exited %d: restarting in %.1fs", cid[:12], code, delay)
+            auto_remove = rec["HostConfig"].get("AutoRemove") and not restart
         if auto_remove:
             try:
                 await self.remove(cid, force=True, volumes=True)  # `run --rm` takes anonymous volumes too
             except errdefs.NotFound:
                 pass
+
+    async def _restart_now(self, cid: str) -> None:
+        """The supervisor's delayed start of a restarting container."""
+        async with self.lock(cid):
+            rec = self.store.containers.get(cid)
+            if rec is None or state.status(rec) != state.RESTARTING:
+                return  # stopped, killed or removed while it waited
+            try:
+                await self._start_locked(rec, user=False)
+            except BaseException as err:
+                # Docker gives up on a container whose restart fails: it stays exited
+                rec = self.store.containers.get(cid) or rec
+                state.transition(rec, "cancel_restart", Pid=0, Error=str(err))
+                self.save(rec)
+                self._wake_exit_waiters(rec)
+                if isinstance(err, Exception):
+                    log.warning("restart of %s failed: %s", cid[:12], err)
+                    return
+                raise
+            self.publish(rec, "restart")
+
+    def _cancel_restart_locked(self, rec: Record) -> None:
+        """A user's stop or kill of a restarting container: no process to signal, the
+        pending restart is dropped and the container is exited (moby's ExitOnNext)."""
+        self.supervisor.cancel(rec["Id"])
+        rec["Dockyard"].update(ManuallyStopped=True, RestartCancelled=True)
+        state.transition(rec, "cancel_restart")
+        self.save(rec)
+        self._wake_exit_waiters(rec)
+
+    def _wake_exit_waiters(self, rec: Record) -> None:
+        for fut in self._exit_waiters.pop(rec["Id"], []):
+            if not fut.done():
+                fut.set_result(rec)
+
+    async def record_health(self, cid: str, started_at: str, settings: Settings, result: healthcheck.Result) -> str:
+        """Fold a probe's result into the record, if the container is still in the run the
+        probe was for; publishes `health_status: <status>` when the status changes."""
+        async with self.lock(cid):
+            rec = self.store.containers.get(cid)
+            if rec is None or state.status(rec) not in (state.RUNNING, state.PAUSED):
+                return healthcheck.STARTING
+            if rec["State"]["StartedAt"] != started_at:
+                return healthcheck.status_of(rec)
+            old = healthcheck.status_of(rec)
+            new = healthcheck.apply_result(rec["State"], settings, result)
+            self.save(rec)
+            if new != old:
+                self.publish(rec, f"health_status: {new}")
+            return new
 
     # ---- stop / kill / restart ---------------------------------------------------------------
 
@@ -597,7 +709,11 @@ class ContainerService:
         async with self.lock(cid):
             rec = self.get(cid)
             state.check("stop", rec)
-            rec["Dockyard"]["ManuallyStopped"] = True
+            if state.status(rec) == state.RESTARTING:
+                self._cancel_restart_locked(rec)
+                self.publish(rec, "stop")
+                return
+            rec["Dockyard"].update(ManuallyStopped=True, RestartCancelled=True)
             self.save(rec)
             fut = self._exit_future(cid)
         await self._stop_running(rec, fut, timeout, signal)
@@ -630,9 +746,17 @@ class ContainerService:
         async with self.lock(cid):
             rec = self.get(cid)
             state.check("kill", rec)
+            if state.status(rec) == state.RESTARTING:
+                self._cancel_restart_locked(rec)
+                return
+            # any kill is a manual stop (unless-stopped ends); SIGKILL or the stop signal
+            # also cancels the policy until the next start (moby's killWithSignal)
+            stop_sig = rec["Config"].get("StopSignal")
+            cancels = sig == signals.SIGKILL or not stop_sig or parse_signal(stop_sig) == sig
+            rec["Dockyard"]["ManuallyStopped"] = True
+            rec["Dockyard"]["RestartCancelled"] = bool(rec["Dockyard"].get("RestartCancelled")) or cancels
+            self.save(rec)
             if sig == signals.SIGKILL:
-                rec["Dockyard"]["ManuallyStopped"] = True
-                self.save(rec)
                 fut = self._exit_future(cid)
             await self._signal(rec, sig)
             self.publish(rec, "kill", signal=str(sig))
@@ -649,8 +773,8 @@ class ContainerService:
                 pass
         async with self.lock(cid):
             rec = self.get(cid)
-            if not rec["State"]["Running"]:
-                await self._start_locked(rec)
+            if state.status(rec) in (state.CREATED, state.EXITED):
+                await self._start_locked(rec, user=True)
         self.publish(self.get(cid), "restart")
 
     # ---- pause -------------------------------------------------------------------------------
@@ -661,7 +785,7 @@ class ContainerService:
             rec = self.get(cid)
             state.check("pause", rec)
             await self.runtime(rec).pause(cid)
-            rec["State"].update(Status=state.PAUSED, Paused=True)
+            state.transition(rec, "pause")
             self.save(rec)
             self.publish(rec, "pause")
 
@@ -671,7 +795,7 @@ class ContainerService:
             rec = self.get(cid)
             state.check("unpause", rec)
             await self.runtime(rec).resume(cid)
-            rec["State"].update(Status=state.RUNNING, Paused=False)
+            state.transition(rec, "unpause")
             self.save(rec)
             self.publish(rec, "unpause")
 
@@ -702,9 +826,9 @@ class ContainerService:
     async def remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:
         cid = self.resolve_id(ref)
         rec = self.get(cid)
+        if state.status(rec) == state.REMOVING or (rec["State"]["Running"] and not force):
+            state.check("remove", rec)
         if rec["State"]["Running"]:
-            if not force:
-                state.check("remove", rec)
             try:
                 await self.kill(cid, "SIGKILL")
             except (errdefs.Conflict, errdefs.NotFound):
@@ -714,17 +838,24 @@ class ContainerService:
             if current is None:
                 return
             rec = current
-            if rec["State"]["Running"]:
-                state.check("remove", rec)
-            if rec["State"]["Status"] == state.REMOVING:
-                raise errdefs.Conflict(f"removal of container {cid[:12]} is already in progress")
-            await asyncio.to_thread(self._unmount_rootfs, cid)
-            await self._unmount_volumes(rec)
-            await asyncio.to_thread(self.images.remove_rootfs, cid)
-            await asyncio.to_thread(shutil.rmtree, self.bundle(cid), True)
-            self.conmon.exit_file(cid).unlink(missing_ok=True)
-            if self.networks is not None:
-                await self.networks.detach(rec)
+            state.check("remove", rec)
+            # "Removal In Progress" while the files go; a removal that fails (or is cut
+            # short with the daemon) leaves the container Dead, for `rm` to finish
+            state.transition(rec, "remove")
+            self.save(rec)
+            self.supervisor.forget(cid)
+            try:
+                await asyncio.to_thread(self._unmount_rootfs, cid)
+                await self._unmount_volumes(rec)
+                await asyncio.to_thread(self.images.remove_rootfs, cid)
+                await asyncio.to_thread(shutil.rmtree, self.bundle(cid), True)
+                self.conmon.exit_file(cid).unlink(missing_ok=True)
+                if self.networks is not None:
+                    await self.networks.detach(rec)
+            except BaseException:
+                state.transition(rec, "remove_failed")
+                self.save(rec)
+                raise
             self.store.containers.delete(cid)
             for eid in rec["Dockyard"].get("ExecIDs") or []:
                 self.store.execs.delete(eid)
@@ -770,7 +901,16 @@ class ContainerService:
         async with self.lock(cid):
             rec = self.get(cid)
             hc = dict(rec["HostConfig"])
+            rp = body.get("RestartPolicy") or {}
+            if rp.get("Name"):  # an empty name (what `update` without --restart sends) keeps the policy
+                if hc.get("AutoRemove") and rp["Name"] != "no":
+                    raise errdefs.InvalidArgument(
+                        f"Cannot update container {cid}: "
+                        "Restart policy cannot be updated because AutoRemove is enabled for the container"
+                    )
             for k, v in body.items():
+                if k == "RestartPolicy" and not rp.get("Name"):
+                    continue
                 if k in allowed and v is not None and v != "" and not (k != "RestartPolicy" and v == 0):
                     hc[k] = v
             _validate_host_config(hc)
@@ -780,7 +920,7 @@ class ContainerService:
             )  # fmt: skip
             if swap_too_small:
                 hc["MemorySwap"] = 2 * int(hc["Memory"])
-            if rec["State"]["Running"]:
+            if state.status(rec) in (state.RUNNING, state.PAUSED):  # a restarting one has no process
                 res = ocispec.resources(hc)
                 if res:
                     await self.runtime(rec).update(cid, res)

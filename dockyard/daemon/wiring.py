@@ -19,6 +19,7 @@ from dockyard.api.routes import system as system_routes
 from dockyard.api.routes import volumes as volume_routes
 from dockyard.build.service import BuildService
 from dockyard.containers.exec import ExecService
+from dockyard.containers.health import HealthMonitor
 from dockyard.containers.service import ContainerService
 from dockyard.daemon.config import DaemonConfig
 from dockyard.events import EventBus
@@ -45,10 +46,13 @@ class Graph:
         await self.containers.reconcile()
         if self.execs is not None:
             await self.execs.reconcile()
+        await self.containers.supervise()  # restart policies and healthchecks, once all is adopted
         if self.builds is not None:
             await self.builds.recover()
 
     async def stop(self) -> None:
+        if self.containers.health is not None:
+            await self.containers.health.close()  # no probe may outlive us unwatched
         if self.execs is not None:
             await self.execs.close()
         await self.containers.close()
@@ -69,6 +73,7 @@ def build(cfg: DaemonConfig) -> Graph:
     images.set_usage_check(containers.ids_using_image)
     images.set_running_check(containers.running_ids_using_image)
     execs = ExecService(containers, cfg.exec_root / "execs")
+    containers.health = HealthMonitor(execs.probe, containers.record_health)
     system = SystemService(cfg, images, containers, volumes)
     app = create_app(
         {keys.EVENTS: events, keys.IMAGES: images, keys.CONTAINERS: containers, keys.EXECS: execs, keys.SYSTEM: system,
