@@ -285,6 +285,8 @@ class ExecService:
                 "ConmonPid": 0,
             },
         }
+        if not listed:
+            rec["Dockyard"]["Probe"] = True  # its record goes when it ends, even under a later daemon
         self.store.execs.put(eid, rec, name=crec["Id"])
         if not listed:
             self.containers.publish(crec, f"exec_create: {' '.join(cmd)}", execID=eid)
@@ -439,7 +441,9 @@ class ExecService:
                 log.warning("exec %s: conmon left no exit code", eid[:12])
                 code = LOST_EXIT_CODE
         rec = self.store.execs.get(eid)
-        if rec is not None:  # None when the container (and so the exec) was removed
+        if rec is not None and rec.get("Dockyard", {}).get("Probe"):
+            self.store.execs.delete(eid)  # a healthcheck probe: nobody inspects it afterwards
+        elif rec is not None:  # None when the container (and so the exec) was removed
             rec.update(Running=False, ExitCode=code, Pid=0)
             rec.setdefault("Dockyard", {})["ConmonPid"] = 0
             self.store.execs.put(eid, rec, name=cid)
