@@ -173,7 +173,9 @@ def own_daemon() -> Iterator[Daemon]:
     yield d
     if d.proc.poll() is not None:
         d.start()
+    log = d.log.read_text(errors="replace")
     destroy_daemon(d)
+    assert "Traceback" not in log, log[-3000:]
 
 
 def test_probing_resumes_after_daemon_kill(own_daemon: Daemon) -> None:

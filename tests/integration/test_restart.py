@@ -189,7 +189,9 @@ def own_daemon() -> Iterator[Daemon]:
     yield d
     if d.proc.poll() is not None:
         d.start()
+    log = d.log.read_text(errors="replace")
     destroy_daemon(d)
+    assert "Traceback" not in log, log[-3000:]
 
 
 def _cli(d: Daemon) -> Runner:
@@ -233,3 +235,15 @@ def test_policies_after_daemon_kill(own_daemon: Daemon) -> None:
     assert inspect(cli, "stopped-us")["State"]["Status"] == "exited"
     none = inspect(cli, "none")
     assert none["State"]["Status"] == "exited" and none["State"]["ExitCode"] == 137 and none["RestartCount"] == 0
+
+
+def test_attached_run_returns_at_the_first_exit(docker_cli: Runner, busybox: str, unique: Callable[[str], str]) -> None:
+    name = unique("attached")
+    try:
+        r = docker_cli("run", "--name", name, "--restart", "on-failure:1", busybox, "sh", "-c", "echo hi; exit 3",
+                       check=False, timeout=30)  # fmt: skip
+        assert r.returncode == 3 and "hi" in r.stdout
+        wait_for(lambda: inspect(docker_cli, name)["RestartCount"] == 1, timeout=20, what="the policy's restart")
+        assert docker_cli("wait", name).stdout.strip() == "3"
+    finally:
+        docker_cli("rm", "-f", name)
