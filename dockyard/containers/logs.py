@@ -61,6 +61,15 @@ def _tail_offset(path: Path, n: int) -> int:
     return 0
 
 
+def _replaced(path: Path, fd: int) -> bool:
+    """conmon renamed a new, empty log over the one we read (its --log-size-max)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return False
+    return st.st_ino != os.fstat(fd).st_ino
+
+
 async def read_log(
     path: Path,
     *,
@@ -70,8 +79,9 @@ async def read_log(
     follow: bool = False,
     is_running: Callable[[], bool] = lambda: False,
 ) -> AsyncIterator[list[LogEntry]]:
-    """Batches of log entries; with follow, keeps reading until the container stops."""
-    if not path.exists():
+    """Batches of log entries; with follow, keeps reading until the container stops, and
+    across the file starting over at its max-size (conmon replaces it with a new one)."""
+    if not path.is_file():  # no log kept (the none driver), or none written yet
         return
     offset = 0 if tail is None or tail < 0 else await asyncio.to_thread(_tail_offset, path, tail)
     fd = os.open(path, os.O_RDONLY)
@@ -101,6 +111,11 @@ async def read_log(
                 return
             if until is not None and until < time.time():
                 return
+            if _replaced(path, fd):
+                os.close(fd)
+                fd = os.open(path, os.O_RDONLY)
+                offset, pending = 0, b""
+                continue
             if not is_running():
                 # one last read: the container may have written just before it stopped
                 chunk = os.pread(fd, 1 << 20, offset)

@@ -14,7 +14,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from dockyard.containers import health, mounts, restart
+from dockyard.containers import health, logconfig, mounts, restart
 from dockyard.errdefs import InvalidArgument
 from dockyard.runtime.spec import ALL_CAPS, normalize_cap
 from dockyard.timefmt import now_rfc3339
@@ -150,6 +150,7 @@ def build_record(
         hc["ShmSize"] = 67108864
     if not hc.get("Runtime"):
         hc["Runtime"] = "runc"
+    hc["LogConfig"] = logconfig.normalize(hc.get("LogConfig"))
     health.validate(body.get("Healthcheck"))
     cfg = merge_config(body, image_config)
     cfg["Image"] = image_ref
@@ -173,7 +174,7 @@ def build_record(
         "ResolvConfPath": str(container_dir / "resolv.conf"),
         "HostnamePath": str(container_dir / "hostname"),
         "HostsPath": str(container_dir / "hosts"),
-        "LogPath": str(container_dir / "ctr.log"),
+        "LogPath": str(container_dir / "ctr.log") if logconfig.readable(hc["LogConfig"]) else "",
         "Name": name,
         "RestartCount": 0,
         "Driver": "overlay2",

@@ -28,7 +28,7 @@ from dockyard._sys.fs import write_atomic
 from dockyard._sys.netns import set_loopback_up
 from dockyard.containers import mounts as mountplan
 from dockyard.containers import health as healthcheck
-from dockyard.containers import names, state
+from dockyard.containers import logconfig, names, state
 from dockyard.containers.attach import AttachConnection
 from dockyard.containers.files import hosts_file, make_workdir, resolve_user, write_container_files
 from dockyard.containers.health import HealthMonitor, Settings
@@ -478,11 +478,13 @@ class ContainerService:
                 await asyncio.to_thread(make_workdir, rootfs, cfg_wd)
             spec = self._build_spec(rec, rootfs)
             write_atomic(cdir / "config.json", json.dumps(spec).encode())
+            logs = logconfig.plan(rec["HostConfig"].get("LogConfig") or {})
             started = await self.conmon.create(
                 cid, rec["Name"].lstrip("/"), cdir, Path(rec["LogPath"]), runtime,
                 terminal=bool(rec["Config"].get("Tty")),
                 stdin=bool(rec["Config"].get("OpenStdin")),
                 stdin_once=bool(rec["Config"].get("StdinOnce")),
+                log_driver=logs.driver, log_size_max=logs.max_size,
             )  # fmt: skip
             created = True
             if spec["linux"]["namespaces"] and any(
@@ -981,6 +983,10 @@ class ContainerService:
             return rec, await AttachConnection.open(self.bundle(cid))
         except (FileNotFoundError, ConnectionRefusedError):
             return self.get(cid), None  # it exited (conmon gone) in the meantime
+
+    def check_logs_readable(self, rec: Record) -> None:
+        if not logconfig.readable(rec["HostConfig"].get("LogConfig") or {}):
+            raise errdefs.Unsupported("configured logging driver does not support reading")
 
     def resize(self, ref: str, height: int, width: int) -> None:
         rec = self.get(ref)
