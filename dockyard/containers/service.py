@@ -748,13 +748,19 @@ class ContainerService:
         async with self.lock(cid):
             rec = self.get(cid)
             state.check("kill", rec)
-            if state.status(rec) == state.RESTARTING:
-                self._cancel_restart_locked(rec)
-                return
             # any kill is a manual stop (unless-stopped ends); SIGKILL or the stop signal
             # also cancels the policy until the next start (moby's killWithSignal)
             stop_sig = rec["Config"].get("StopSignal")
             cancels = sig == signals.SIGKILL or not stop_sig or parse_signal(stop_sig) == sig
+            if state.status(rec) == state.RESTARTING:
+                # no process to signal: a cancelling kill drops the pending restart, any
+                # other only marks the manual stop (Docker sends nothing either)
+                if cancels:
+                    self._cancel_restart_locked(rec)
+                else:
+                    rec["Dockyard"]["ManuallyStopped"] = True
+                    self.save(rec)
+                return
             rec["Dockyard"]["ManuallyStopped"] = True
             rec["Dockyard"]["RestartCancelled"] = bool(rec["Dockyard"].get("RestartCancelled")) or cancels
             self.save(rec)
