@@ -108,6 +108,8 @@ def check(op: str, record: dict[str, Any]) -> None:
             raise Conflict(f"cannot start a paused container {cid}, try unpause instead")
         if st in (RUNNING, RESTARTING):
             raise NotModified(f"container {cid} is already started")
+        if st in (REMOVING, DEAD):
+            raise Conflict("container is marked for removal and cannot be started")
         raise Conflict(f"cannot start container {cid}: state is {st}")
     if op == "stop":
         raise NotModified(f"container {cid} is already stopped")

@@ -60,6 +60,7 @@ def test_every_status_reachable_and_flags_known() -> None:
         ("start", "running", errdefs.NotModified, "container aaaaaaaaaaaa is already started"),
         ("start", "restarting", errdefs.NotModified, "container aaaaaaaaaaaa is already started"),
         ("start", "paused", errdefs.Conflict, "cannot start a paused container aaaaaaaaaaaa, try unpause instead"),
+        ("start", "dead", errdefs.Conflict, "container is marked for removal and cannot be started"),
         ("stop", "exited", errdefs.NotModified, "container aaaaaaaaaaaa is already stopped"),
         ("exec", "restarting", errdefs.Conflict,
          f"Container {'a' * 64} is restarting, wait until the container is running"),
