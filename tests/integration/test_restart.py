@@ -247,3 +247,20 @@ def test_attached_run_returns_at_the_first_exit(docker_cli: Runner, busybox: str
         assert docker_cli("wait", name).stdout.strip() == "3"
     finally:
         docker_cli("rm", "-f", name)
+
+
+def test_dockyard_cli_run_and_update(dockyard_cli: Runner, busybox: str, unique: Callable[[str], str]) -> None:
+    name = unique("dy")
+    dockyard_cli("run", "-d", "--name", name, "--restart", "on-failure:1", busybox, "sh", "-c", "exit 4")
+    try:
+        c = wait_for(
+            lambda: (i := inspect(dockyard_cli, name))["State"]["Status"] == "exited" and i["RestartCount"] == 1 and i,
+            timeout=20, what="one restart",
+        )  # fmt: skip
+        assert c["State"]["ExitCode"] == 4
+        dockyard_cli("update", "--restart", "unless-stopped", name)
+        assert inspect(dockyard_cli, name)["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
+        r = dockyard_cli("run", "-d", "--restart", "sometimes", busybox, "true", check=False)
+        assert r.returncode != 0 and "unknown policy 'sometimes'" in r.stderr + r.stdout
+    finally:
+        dockyard_cli("rm", "-f", name)
