@@ -9,6 +9,8 @@ be honoured is what conmon does:
   rotation with `max-file=1`) and `max-file=1`; `compress=false`.
 - `none`: no log at all (conmon `-l none`); `docker logs` answers Docker's 501.
 
+Without a driver in the request, daemon.json's `log-driver` and `log-opts` apply (checked
+the same way when the daemon starts, which refuses to run with settings it cannot honour).
 Everything else is refused at create with a message saying so, never stored and ignored:
 other drivers (Docker's own words for an unknown one), `max-file` above 1 and `local`
 (both need rotation into several files, which conmon does not do), and the options that
@@ -46,11 +48,16 @@ def parse_size(value: str) -> int:
     return int(float(m.group(1)) * _UNITS[m.group(2)])
 
 
-def normalize(log_config: dict[str, Any] | None) -> dict[str, Any]:
-    """The stored LogConfig: `{"Type": driver, "Config": {opts}}`, validated."""
+def normalize(log_config: dict[str, Any] | None, defaults: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The stored LogConfig: `{"Type": driver, "Config": {opts}}`, validated. Without a
+    driver the daemon's default (daemon.json `log-driver`) applies, and with the default
+    driver its `log-opts` fill the options not given (moby's mergeAndVerifyLogConfig)."""
     lc = log_config or {}
-    driver = str(lc.get("Type") or "") or JSON_FILE
+    default_driver = str((defaults or {}).get("Type") or "") or JSON_FILE
+    driver = str(lc.get("Type") or "") or default_driver
     opts = {str(k): str(v) for k, v in (lc.get("Config") or {}).items()}
+    if driver == default_driver:
+        opts = {**{str(k): str(v) for k, v in ((defaults or {}).get("Config") or {}).items()}, **opts}
     validate(driver, opts)
     return {"Type": driver, "Config": opts}
 

@@ -134,8 +134,10 @@ def merge_config(body: dict[str, Any], image_config: dict[str, Any]) -> dict[str
 def build_record(
     cid: str, name: str, body: dict[str, Any], image_id: str, image_ref: str, image_config: dict[str, Any],
     container_dir: Path, volumes_from: dict[str, tuple[list[dict[str, Any]], dict[str, Any]]] | None = None,
+    log_defaults: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """`volumes_from`: each VolumesFrom container's Mounts and private mount options (mounts.plan)."""
+    """`volumes_from`: each VolumesFrom container's Mounts and private mount options (mounts.plan);
+    `log_defaults`: the daemon's LogConfig for requests that name no log driver."""
     hc = _default_host_config()
     hc_in = body.get("HostConfig") or {}
     _validate_host_config(hc_in)
@@ -150,7 +152,7 @@ def build_record(
         hc["ShmSize"] = 67108864
     if not hc.get("Runtime"):
         hc["Runtime"] = "runc"
-    hc["LogConfig"] = logconfig.normalize(hc.get("LogConfig"))
+    hc["LogConfig"] = logconfig.normalize(hc.get("LogConfig"), log_defaults)
     health.validate(body.get("Healthcheck"))
     cfg = merge_config(body, image_config)
     cfg["Image"] = image_ref

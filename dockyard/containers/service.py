@@ -92,6 +92,10 @@ class ContainerService:
         self.root.mkdir(parents=True, exist_ok=True)
         self.conmon = Conmon(cfg.conmon, cfg.exec_root / "exits", cfg.exec_root / "sock")
         self._runtime_root = cfg.exec_root / "runtime"
+        # daemon.json's log-driver and log-opts: refused at daemon start when not honoured
+        self.log_defaults = logconfig.normalize(
+            {"Type": getattr(cfg, "log_driver", ""), "Config": getattr(cfg, "log_opts", None)}
+        )
         self._locks: dict[str, asyncio.Lock] = {}
         self._watched: dict[str, int] = {}  # container id -> pidfd of its conmon
         self._exit_waiters: dict[str, list[asyncio.Future[Record]]] = {}
@@ -263,7 +267,8 @@ class ContainerService:
                 full_name = names.generate(i)
         cdir = self.bundle(cid)
         rec = build_record(
-            cid, full_name, body, image.id, image_ref, image.config, cdir, volumes_from=self._volumes_from(hc)
+            cid, full_name, body, image.id, image_ref, image.config, cdir, volumes_from=self._volumes_from(hc),
+            log_defaults=self.log_defaults,
         )
         mode = rec["HostConfig"]["NetworkMode"]
         if mode.startswith("container:"):

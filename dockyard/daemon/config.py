@@ -37,6 +37,9 @@ class DaemonConfig:
     default_address_pools: list[dict[str, object]] = field(default_factory=list)
     mtu: int = 1500
     dns: list[str] = field(default_factory=list)  # `--dns`: containers' resolvers, and the embedded one's upstream
+    # containers' log driver and options when their create request names no driver
+    log_driver: str = "json-file"
+    log_opts: dict[str, str] = field(default_factory=dict)
 
     def runtime_path(self, name: str | None) -> str:
         name = name or self.default_runtime
@@ -152,6 +155,13 @@ def _apply_file(cfg: DaemonConfig, data: dict[str, object]) -> None:
         cfg.mtu = int(str(data["mtu"]))
     if "dns" in data:
         cfg.dns = _strings(data, "dns")
+    if "log-driver" in data:
+        cfg.log_driver = str(data["log-driver"])
+    if "log-opts" in data:
+        opts = data["log-opts"]
+        if not isinstance(opts, dict):
+            raise TypeError('"log-opts" must be an object of strings')
+        cfg.log_opts = {str(k): str(v) for k, v in opts.items()}
     if "default-address-pools" in data:
         pools = data["default-address-pools"]
         if not isinstance(pools, list) or not all(isinstance(x, dict) for x in pools):

@@ -7,6 +7,7 @@ import logging
 import sys
 
 from dockyard._sys.malloc import limit_arenas
+from dockyard.errdefs import DockyardError
 from dockyard.daemon.config import parse_args
 from dockyard.daemon.lifecycle import serve
 
@@ -22,6 +23,8 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(serve(cfg))
     except KeyboardInterrupt:
         pass
+    except DockyardError as err:  # a setting we cannot honour (daemon.json log-opts, ...)
+        raise SystemExit(f"dockyardd: {err}") from None
 
 
 if __name__ == "__main__":

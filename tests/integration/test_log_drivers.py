@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -78,3 +79,31 @@ def test_none_driver(docker_cli: Runner, busybox: str, unique: Callable[[str], s
 def test_refused_at_create(docker_cli: Runner, busybox: str, args: list[str], message: str) -> None:
     r = docker_cli("create", *args, busybox, "true", check=False)
     assert r.returncode != 0 and message in r.stderr, r.stderr
+
+
+def test_daemon_json_log_opts_are_the_default(tmp_path: Path) -> None:
+    from tests.conftest import destroy_daemon, import_busybox, make_daemon, write_daemon_json
+
+    d = make_daemon()
+    try:
+        write_daemon_json(d.root, {"log-opts": {"max-size": "3k"}})
+        d.stop()
+        d.start()
+        import_busybox(d.host)
+        env = {**os.environ, "DOCKER_HOST": d.host}
+        out = subprocess.run(
+            ["docker", "create", "--name", "c1", "busybox", "true"], capture_output=True, text=True, env=env, check=True
+        )
+        assert out.returncode == 0
+        c = json.loads(subprocess.run(["docker", "inspect", "c1"], capture_output=True, text=True, env=env,
+                                      check=True).stdout)[0]  # fmt: skip
+        assert c["HostConfig"]["LogConfig"] == {"Type": "json-file", "Config": {"max-size": "3k"}}
+        # a daemon.json setting that cannot be honoured stops the daemon from starting
+        write_daemon_json(d.root, {"log-driver": "syslog"})
+        d.stop()
+        r = subprocess.run([*d.proc.args], capture_output=True, text=True, timeout=60)  # type: ignore[misc]
+        assert r.returncode != 0 and "logger: no log driver named 'syslog' is registered" in r.stderr
+        write_daemon_json(d.root, {})
+        d.start()
+    finally:
+        destroy_daemon(d)

@@ -34,3 +34,13 @@ def test_refusals(lc: dict[str, object], message: str) -> None:
     with pytest.raises(errdefs.InvalidArgument) as err:
         logconfig.normalize(lc)  # type: ignore[arg-type]
     assert str(err.value).startswith(message)
+
+
+def test_daemon_defaults_merge_as_docker() -> None:
+    defaults = logconfig.normalize({"Type": "json-file", "Config": {"max-size": "1m"}})
+    assert logconfig.normalize(None, defaults) == {"Type": "json-file", "Config": {"max-size": "1m"}}
+    assert logconfig.normalize({"Config": {"max-size": "2k"}}, defaults)["Config"] == {"max-size": "2k"}
+    assert logconfig.normalize({"Type": "none"}, defaults) == {"Type": "none", "Config": {}}
+    none = logconfig.normalize({"Type": "none"})
+    assert logconfig.normalize({}, none)["Type"] == "none"
+    assert logconfig.normalize({"Type": "json-file"}, none) == {"Type": "json-file", "Config": {}}
