@@ -74,6 +74,17 @@ def test_unhealthy_then_healthy(docker_cli: Runner, busybox: str, unique: Callab
         docker_cli("rm", "-f", name)
 
 
+def test_starting_until_the_first_probe(docker_cli: Runner, busybox: str, unique: Callable[[str], str]) -> None:
+    name = unique("starting")
+    docker_cli("run", "-d", "--name", name, "--health-cmd", "true", "--health-interval", "1h", busybox, "sleep", "1000")
+    try:
+        assert health(docker_cli, name) == {"Status": "starting", "FailingStreak": 0, "Log": []}
+        assert "(health: starting)" in ps(docker_cli, f"name={name}")
+        assert name in ps(docker_cli, "health=starting") and name not in ps(docker_cli, "health=none")
+    finally:
+        docker_cli("rm", "-f", name)
+
+
 def test_probe_killed_at_timeout_leaves_no_process(
     docker_cli: Runner, busybox: str, unique: Callable[[str], str]
 ) -> None:
