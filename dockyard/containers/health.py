@@ -6,8 +6,9 @@ the status) follows moby's daemon/health.go. `HealthMonitor` owns one task per r
 container with a healthcheck; it runs each probe through `ExecService.probe` (an exec
 under its own conmon, killed with its whole process tree at the timeout) and records
 the result on the container under the container's lock. It must not start, stop or
-restart containers: the container service tells it when one starts (`watch`) and ends
-(`unwatch`).
+restart containers: the container service tells it when one starts or is unpaused
+(`watch`) and when it ends or is paused (`unwatch`); as in Docker, only running, unpaused
+containers are probed, and an adopted one starts over at "starting".
 
     State.Health = {"Status": "starting" | "healthy" | "unhealthy",
                     "FailingStreak": n, "Log": [last 5 {Start, End, ExitCode, Output}]}

@@ -142,8 +142,14 @@ class ContainerService:
             self.health.enable()
         for rec in self.store.containers.all():
             st = state.status(rec)
-            if st == state.RUNNING and self.health is not None:
-                self.health.watch(rec["Id"], rec["Config"], rec["State"])
+            if st in (state.RUNNING, state.PAUSED) and self.health is not None and rec["State"].get("Health"):
+                # Docker resets an adopted container's health to starting (initHealthMonitor)
+                async with self.lock(rec["Id"]):
+                    current = self.get(rec["Id"])
+                    healthcheck.on_start(current["State"], Settings.of(current["Config"]) is not None)
+                    self.save(current)
+                if st == state.RUNNING:  # a paused one is probed again once unpaused
+                    self.health.watch(rec["Id"], current["Config"], current["State"])
             if st != state.EXITED:
                 continue
             policy = Policy.of(rec["HostConfig"])
@@ -800,6 +806,8 @@ class ContainerService:
             await self.runtime(rec).pause(cid)
             state.transition(rec, "pause")
             self.save(rec)
+            if self.health is not None:  # Docker probes only running, unpaused containers
+                self.health.unwatch(cid)
             self.publish(rec, "pause")
 
     async def unpause(self, ref: str) -> None:
@@ -810,6 +818,8 @@ class ContainerService:
             await self.runtime(rec).resume(cid)
             state.transition(rec, "unpause")
             self.save(rec)
+            if self.health is not None:
+                self.health.watch(cid, rec["Config"], rec["State"])
             self.publish(rec, "unpause")
 
     # ---- wait --------------------------------------------------------------------------------
