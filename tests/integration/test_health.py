@@ -146,11 +146,16 @@ def test_dockerfile_healthcheck_none_and_no_healthcheck(
         f"FROM {busybox}\nHEALTHCHECK --interval=200ms --retries=1 CMD test -f /tmp/ok || exit 1\n"
     )
     (tmp_path / "b").mkdir()
-    (tmp_path / "b" / "Dockerfile").write_text(f"FROM {tag}\nHEALTHCHECK NONE\n")
+    # a RUN step outlasting the inherited interval is not probed
+    (tmp_path / "b" / "Dockerfile").write_text(f"FROM {tag}\nRUN sleep 1\nHEALTHCHECK NONE\n")
     names = [unique("c1"), unique("c2"), unique("c3")]
     try:
         docker_cli("build", "-q", "-t", tag, str(tmp_path / "a"), timeout=120)
+        t0 = time.time()
         docker_cli("build", "-q", "-t", child, str(tmp_path / "b"), timeout=120)
+        during = docker_cli("events", "--since", f"{t0:.3f}", "--until", f"{time.time():.3f}", "--filter",
+                            "event=exec_start", "--format", "{{.Action}}").stdout  # fmt: skip
+        assert during.strip() == "", during
         img = json.loads(docker_cli("image", "inspect", tag).stdout)[0]["Config"]["Healthcheck"]
         assert img == {"Test": ["CMD-SHELL", "test -f /tmp/ok || exit 1"], "Interval": 200_000_000, "Retries": 1}
         docker_cli("run", "-d", "--name", names[0], tag, "sleep", "1000")
