@@ -209,25 +209,25 @@ def _cli(d: Daemon) -> Runner:
 
 def test_policies_after_daemon_kill(own_daemon: Daemon) -> None:
     cli = _cli(own_daemon)
-    for name, policy in (("died", "always"), ("kept", "unless-stopped"), ("stopped-us", "unless-stopped"),
-                         ("stopped-always", "always"), ("none", "no")):  # fmt: skip
+    for name, policy in (("died", "always"), ("us-died", "unless-stopped"), ("kept", "unless-stopped"),
+                         ("stopped-us", "unless-stopped"), ("stopped-always", "always"), ("none", "no")):  # fmt: skip
         cli("run", "-d", "--name", name, "--restart", policy, "busybox", "sleep", "1000")
     cli("stop", "-t", "0", "stopped-us", "stopped-always")
     kept_pid = inspect(cli, "kept")["State"]["Pid"]
-    died_pid = inspect(cli, "died")["State"]["Pid"]
-    none_pid = inspect(cli, "none")["State"]["Pid"]
+    pids = {n: inspect(cli, n)["State"]["Pid"] for n in ("died", "us-died", "none")}
     own_daemon.stop(signal.SIGKILL)
-    # two containers die while no daemon watches them
-    os.kill(died_pid, signal.SIGKILL)
-    os.kill(none_pid, signal.SIGKILL)
-    wait_for(lambda: not os.path.exists(f"/proc/{died_pid}") and not os.path.exists(f"/proc/{none_pid}"))
+    # three containers die while no daemon watches them
+    for pid in pids.values():
+        os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not any(os.path.exists(f"/proc/{pid}") for pid in pids.values()))
     own_daemon.start()
 
-    died = wait_for(
-        lambda: (i := inspect(cli, "died"))["State"]["Status"] == "running" and i["State"]["Pid"] != died_pid and i,
-        timeout=20, what="the always container that died to be restarted",
-    )  # fmt: skip
-    assert died["RestartCount"] == 1
+    for name in ("died", "us-died"):
+        died = wait_for(
+            lambda: (i := inspect(cli, name))["State"]["Status"] == "running" and i["State"]["Pid"] != pids[name] and i,
+            timeout=20, what=f"{name} to be restarted",
+        )  # fmt: skip
+        assert died["RestartCount"] == 1
     kept = inspect(cli, "kept")
     assert kept["State"]["Status"] == "running" and kept["State"]["Pid"] == kept_pid  # adopted, not restarted
     # Docker brings `always` back with the daemon even after a user's stop; `unless-stopped` not
