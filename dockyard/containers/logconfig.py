@@ -5,16 +5,17 @@ conmon writes the container's log (its k8s-file format; `logs.py` reads it), so 
 be honoured is what conmon does:
 
 - `json-file` (Docker's default; `""` means it): the log at `LogPath`, with `max-size`
-  (conmon's `--log-size-max`: at the limit the file starts over, which is Docker's
-  rotation with `max-file=1`) and `max-file=1`; `compress=false`.
+  (conmon's `--log-size-max`: at the limit the file starts over) and `max-file` (the
+  files conmon drops are kept, up to that many in all, by `logrotate.py`);
+  `compress=false`.
 - `none`: no log at all (conmon `-l none`); `docker logs` answers Docker's 501.
 
 Without a driver in the request, daemon.json's `log-driver` and `log-opts` apply (checked
 the same way when the daemon starts, which refuses to run with settings it cannot honour).
 Everything else is refused at create with a message saying so, never stored and ignored:
-other drivers (Docker's own words for an unknown one), `max-file` above 1 and `local`
-(both need rotation into several files, which conmon does not do), and the options that
-would change each line's content (`labels`, `env`, `tag`, ...).
+other drivers (Docker's own words for an unknown one), `local` (its own file format),
+compressed rotation, and the options that would change each line's content (`labels`,
+`env`, `tag`, ...).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class LogPlan:
 
     driver: str  # "k8s-file" or "none"
     max_size: int = -1
+    max_files: int = 1  # files kept, the current one included (logrotate.py keeps the others)
 
 
 def parse_size(value: str) -> int:
@@ -69,8 +71,8 @@ def validate(driver: str, opts: dict[str, str]) -> None:
         return
     if driver == "local":
         raise InvalidArgument(
-            "the local log driver is not supported (it rotates into several files); "
-            "use json-file, with max-size for a bounded log"
+            "the local log driver is not supported (its file format is Docker's own); "
+            "use json-file, with max-size and max-file for a bounded log"
         )
     if driver != JSON_FILE:
         raise InvalidArgument(f"logger: no log driver named '{driver}' is registered")
@@ -93,10 +95,6 @@ def validate(driver: str, opts: dict[str, str]) -> None:
             raise InvalidArgument(f"invalid value for max-file: '{opts['max-file']}'") from None
         if files < 1:
             raise InvalidArgument("max-file cannot be less than 1")
-        if files > 1:
-            raise InvalidArgument(
-                "max-file greater than 1 is not supported: the log is one file that starts over at max-size"
-            )
     if opts.get("compress", "false").lower() not in ("false", "0", ""):
         raise InvalidArgument("compress is not supported: the log is never rotated into compressed files")
 
@@ -104,8 +102,10 @@ def validate(driver: str, opts: dict[str, str]) -> None:
 def plan(log_config: dict[str, Any]) -> LogPlan:
     if log_config.get("Type") == NONE:
         return LogPlan("none")
-    size = (log_config.get("Config") or {}).get("max-size")
-    return LogPlan("k8s-file", parse_size(size) if size else -1)
+    opts = log_config.get("Config") or {}
+    if not opts.get("max-size"):
+        return LogPlan("k8s-file")  # max-file means nothing without max-size, as in Docker
+    return LogPlan("k8s-file", parse_size(opts["max-size"]), int(opts.get("max-file") or 1))
 
 
 def readable(log_config: dict[str, Any]) -> bool:

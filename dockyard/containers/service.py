@@ -32,6 +32,7 @@ from dockyard.containers import logconfig, names, state
 from dockyard.containers.attach import AttachConnection
 from dockyard.containers.files import hosts_file, make_workdir, resolve_user, write_container_files
 from dockyard.containers.health import HealthMonitor, Settings
+from dockyard.containers.logrotate import LogRotator
 from dockyard.containers.model import (
     DEFAULT_PATH,
     ZERO_TIME,
@@ -114,6 +115,8 @@ class ContainerService:
         self.supervisor = Supervisor(self._restart_now)
         # probes of containers with a healthcheck; set by the daemon wiring (needs exec)
         self.health: HealthMonitor | None = None
+        # keeps the older log files of containers with max-file > 1
+        self.log_rotator = LogRotator()
 
     # ---- wiring -------------------------------------------------------------------------
 
@@ -142,6 +145,8 @@ class ContainerService:
             self.health.enable()
         for rec in self.store.containers.all():
             st = state.status(rec)
+            if st in (state.RUNNING, state.PAUSED):
+                self._rotate_logs(rec)
             if st in (state.RUNNING, state.PAUSED) and self.health is not None and rec["State"].get("Health"):
                 # Docker resets an adopted container's health to starting (initHealthMonitor)
                 async with self.lock(rec["Id"]):
@@ -172,6 +177,7 @@ class ContainerService:
             os.close(fd)
         self._watched.clear()
         await self.supervisor.close()
+        await self.log_rotator.close()
         if self.health is not None:
             await self.health.close()
         for t in list(self._tasks):
@@ -540,9 +546,15 @@ class ContainerService:
         self.supervisor.started(cid, reset=user)
         self._attachable.discard(cid)
         self._watch(cid, started.conmon_pid)
+        self._rotate_logs(rec)
         self.publish(rec, "start")
         if self.health is not None:
             self.health.watch(cid, rec["Config"], rec["State"])
+
+    def _rotate_logs(self, rec: Record) -> None:
+        plan = logconfig.plan(rec["HostConfig"].get("LogConfig") or {})
+        if plan.driver == "k8s-file" and rec["LogPath"]:
+            self.log_rotator.watch(rec["Id"], Path(rec["LogPath"]), plan.max_files)
 
     async def _release_attachers(self, cid: str, go: bool) -> None:
         """Attach sessions waiting for this start connect now, before the process runs,
@@ -603,6 +615,7 @@ class ContainerService:
                 return
             if self.health is not None:
                 self.health.unwatch(cid)
+            self.log_rotator.unwatch(cid)  # conmon is gone: a last look at its log
             code = self.conmon.read_exit(cid)
             if code is None:
                 code = 137  # conmon died without recording; the container went with it
@@ -867,6 +880,7 @@ class ContainerService:
             state.transition(rec, "remove")
             self.save(rec)
             self.supervisor.forget(cid)
+            self.log_rotator.unwatch(cid, final=False)
             try:
                 await asyncio.to_thread(self._unmount_rootfs, cid)
                 await self._unmount_volumes(rec)

@@ -70,7 +70,6 @@ def test_none_driver(docker_cli: Runner, busybox: str, unique: Callable[[str], s
     ("args", "message"),
     [(["--log-driver", "syslog"], "logger: no log driver named 'syslog' is registered"),
      (["--log-opt", "max-bogus=1"], "unknown log opt 'max-bogus' for json-file log driver"),
-     (["--log-opt", "max-size=1m", "--log-opt", "max-file=3"], "max-file greater than 1 is not supported"),
      (["--log-opt", "max-file=0"], "max-file cannot be less than 1"),
      (["--log-opt", "max-size=lots"], "invalid size: 'lots'"),
      (["--log-opt", "labels=a"], "log opt 'labels' of the json-file log driver is not supported"),
@@ -107,3 +106,24 @@ def test_daemon_json_log_opts_are_the_default(tmp_path: Path) -> None:
         d.start()
     finally:
         destroy_daemon(d)
+
+
+def test_max_file_keeps_the_older_files(docker_cli: Runner, busybox: str, unique: Callable[[str], str]) -> None:
+    name = unique("maxfile")
+    # about 40 lines fill 2k; written slowly enough for the rotation to see every new file
+    script = "i=0; while [ $i -lt 150 ]; do echo line$i; i=$((i+1)); sleep 0.01; done; echo last; sleep 1000"
+    docker_cli("run", "-d", "--name", name, "--log-opt", "max-size=2k", "--log-opt", "max-file=3", busybox,
+               "sh", "-c", script)  # fmt: skip
+    try:
+        log = Path(json.loads(docker_cli("inspect", name).stdout)[0]["LogPath"])
+        wait_for(lambda: "last" in docker_cli("logs", "--tail", "1", name).stdout, timeout=30, what="the last line")
+        files = sorted(p.name for p in log.parent.iterdir() if p.name.startswith("ctr.log"))
+        assert files == ["ctr.log", "ctr.log.1", "ctr.log.2", "ctr.log.cur"], files
+        assert all((log.parent / f).stat().st_size <= 2048 for f in files)
+        out = docker_cli("logs", name).stdout.split()
+        numbers = [int(x[4:]) for x in out[:-1]]
+        assert out[-1] == "last" and numbers == list(range(numbers[0], 150)) and numbers[0] > 0, out
+        tail = docker_cli("logs", "--tail", "50", name).stdout.split()  # across the files
+        assert len(tail) == 50 and tail == out[-50:]
+    finally:
+        docker_cli("rm", "-f", name)
