@@ -5,8 +5,8 @@ file and renames it over `ctr.log`. The old file survives that rename only if an
 name links to it, so for a container with `max-file` N > 1 the `LogRotator` keeps a hard
 link `ctr.log.cur` to the current file; when `ctr.log` is a new inode it shifts
 `ctr.log.1` … `ctr.log.<N-2>` up by one (dropping `ctr.log.<N-1>`), renames the link to
-`ctr.log.1` and links the new file. Files are touched by name within the container's own
-directory (the bundle, which only the daemon writes).
+`ctr.log.1` and links the new file. Names are resolved relative to the bundle directory's
+file descriptor (only the daemon and conmon write there).
 
     containers/<id>/ctr.log        the current file (conmon's)
                     ctr.log.cur    a second name of the current file
@@ -42,27 +42,36 @@ def rotated_files(path: Path) -> list[Path]:
 
 def rotate_nowait(path: Path, max_files: int) -> bool:
     """One check of the log at `path`; True when conmon had started a new file and the
-    old one was kept as `.1`."""
-    link = path.with_name(path.name + CURRENT_LINK)
+    old one was kept as `.1`. Names are resolved in the bundle directory by its file
+    descriptor, so no link or rename can leave it."""
+    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        current = os.stat(path)
+        return _rotate_at(dfd, path.name, max_files)
+    finally:
+        os.close(dfd)
+
+
+def _rotate_at(dfd: int, name: str, max_files: int) -> bool:
+    link = name + CURRENT_LINK
+    try:
+        current = os.stat(name, dir_fd=dfd, follow_symlinks=False)
     except FileNotFoundError:
         return False
     try:
-        pinned = os.stat(link)
+        pinned = os.stat(link, dir_fd=dfd, follow_symlinks=False)
     except FileNotFoundError:
-        os.link(path, link)
+        os.link(name, link, src_dir_fd=dfd, dst_dir_fd=dfd, follow_symlinks=False)
         return False
     if pinned.st_ino == current.st_ino:
         return False
     # conmon started over: the pinned file is the previous one
     with contextlib.suppress(FileNotFoundError):
-        os.unlink(path.with_name(f"{path.name}.{max_files - 1}"))
+        os.unlink(f"{name}.{max_files - 1}", dir_fd=dfd)
     for n in range(max_files - 2, 0, -1):
         with contextlib.suppress(FileNotFoundError):
-            os.rename(path.with_name(f"{path.name}.{n}"), path.with_name(f"{path.name}.{n + 1}"))
-    os.rename(link, path.with_name(f"{path.name}.1"))
-    os.link(path, link)
+            os.rename(f"{name}.{n}", f"{name}.{n + 1}", src_dir_fd=dfd, dst_dir_fd=dfd)
+    os.rename(link, f"{name}.1", src_dir_fd=dfd, dst_dir_fd=dfd)
+    os.link(name, link, src_dir_fd=dfd, dst_dir_fd=dfd, follow_symlinks=False)
     return True
 
 
