@@ -748,6 +748,7 @@ class _Run:
             "AttachStdout": True,
             "AttachStderr": True,
             "Labels": {},
+            "Healthcheck": {"Test": ["NONE"]},  # a RUN step is no service: never probe it
             "HostConfig": self._host_config(),
         }
         cid, _ = await self.b.containers.create(body, None)

@@ -84,6 +84,7 @@ _OPTS: list[Callable[[F], F]] = [
     click.option("--health-timeout", help="Maximum time to allow one check to run"),
     click.option("--health-retries", type=int, help="Consecutive failures needed to report unhealthy"),
     click.option("--health-start-period", help="Start period for the container to initialize"),
+    click.option("--health-start-interval", help="Time between running the check during the start period"),
     click.option("--no-healthcheck", is_flag=True, help="Disable any container-specified HEALTHCHECK"),
     click.option("--platform", help="Set platform if server is multi-platform capable"),
     click.option(
@@ -187,11 +188,12 @@ def _ulimits(values: tuple[str, ...]) -> list[dict[str, Any]]:
 
 def _restart(value: str) -> dict[str, Any]:
     name, _, count = (value or "no").partition(":")
-    if name not in ("no", "always", "unless-stopped", "on-failure"):
-        raise click.BadParameter(f"invalid restart policy '{name}'", param_hint="'--restart'")
-    if count and name != "on-failure":
-        raise click.BadParameter("maximum retry count cannot be used with restart policy '" + name + "'")
-    return {"Name": "" if name == "no" else name, "MaximumRetryCount": int(count or 0)}
+    if not name and count:
+        raise click.BadParameter("invalid restart policy format: no policy provided before colon")
+    if count and not count.lstrip("-").isdigit():
+        raise click.BadParameter(f"invalid restart policy format: maximum retry count must be an integer: {count}")
+    # the name and count go to the daemon as given: it owns the policies' validation
+    return {"Name": name, "MaximumRetryCount": int(count or 0)}
 
 
 def _mount(spec: str) -> dict[str, Any]:
@@ -403,6 +405,7 @@ def _healthcheck(o: dict[str, Any]) -> dict[str, Any] | None:
         ("Interval", "health_interval"),
         ("Timeout", "health_timeout"),
         ("StartPeriod", "health_start_period"),
+        ("StartInterval", "health_start_interval"),
     ):
         if o[flag]:
             hc[key] = parse_duration_ns(o[flag])

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 # conmon died without writing an exit code: as for a container, the process is taken as killed
 LOST_EXIT_CODE = 137
+PROBE_OUTPUT = 4096  # bytes of a healthcheck probe's output kept (Docker's limit)
 
 
 class ExecNotFound(errdefs.NotFound):
@@ -249,7 +250,8 @@ class ExecService:
         rec = self.get(eid)
         return {k: v for k, v in rec.items() if k != "Dockyard"}
 
-    async def create(self, ref: str, body: dict[str, Any]) -> str:
+    async def create(self, ref: str, body: dict[str, Any], *, listed: bool = True) -> str:
+        """`listed=False`: a healthcheck probe's exec, left out of the container's ExecIDs."""
         crec = self.containers.get(ref)
         state.check("exec", crec)
         cmd = body.get("Cmd")
@@ -283,7 +285,12 @@ class ExecService:
                 "ConmonPid": 0,
             },
         }
+        if not listed:
+            rec["Dockyard"]["Probe"] = True  # its record goes when it ends, even under a later daemon
         self.store.execs.put(eid, rec, name=crec["Id"])
+        if not listed:
+            self.containers.publish(crec, f"exec_create: {' '.join(cmd)}", execID=eid)
+            return eid
         async with self.containers.lock(crec["Id"]):
             crec = self.containers.get(crec["Id"])
             crec["Dockyard"].setdefault("ExecIDs", []).append(eid)
@@ -436,7 +443,9 @@ class ExecService:
                 log.warning("exec %s: conmon left no exit code", eid[:12])
                 code = LOST_EXIT_CODE
         rec = self.store.execs.get(eid)
-        if rec is not None:  # None when the container (and so the exec) was removed
+        if rec is not None and rec.get("Dockyard", {}).get("Probe"):
+            self.store.execs.delete(eid)  # a healthcheck probe: nobody inspects it afterwards
+        elif rec is not None:  # None when the container (and so the exec) was removed
             rec.update(Running=False, ExitCode=code, Pid=0)
             rec.setdefault("Dockyard", {})["ConmonPid"] = 0
             self.store.execs.put(eid, rec, name=cid)
@@ -447,6 +456,41 @@ class ExecService:
         session = self.sessions.pop(eid, None)
         if session is not None and not session.exited.done():
             session.exited.set_result(code)
+
+    async def probe(self, cid: str, argv: list[str], timeout: float) -> tuple[int, bytes, bool]:
+        """Run a healthcheck probe as an exec: (exit code, output (stdout and stderr, at most
+        `PROBE_OUTPUT` bytes kept), timed out). At the timeout the probe's whole process tree
+        is killed, so a probe that hangs leaves nothing running in the container. The exec
+        record lives only while the probe runs."""
+        eid = await self.create(cid, {"Cmd": argv, "AttachStdout": True, "AttachStderr": True}, listed=False)
+        out = bytearray()
+        timed_out = False
+        try:
+            session = await self.start(eid, detach=False)
+            pid = int((self.store.execs.get(eid) or {}).get("Pid") or 0)
+
+            async def collect() -> int:
+                while (item := await session.output.get()) is not None:
+                    if len(out) <= PROBE_OUTPUT:  # one byte more tells "truncated"
+                        out.extend(item[1][: PROBE_OUTPUT + 1 - len(out)])
+                return await session.done
+
+            try:
+                async with asyncio.timeout(timeout):
+                    code = await collect()
+            except TimeoutError:
+                timed_out = True
+                if pid:
+                    await asyncio.to_thread(kill_process_tree, pid)
+                async with asyncio.timeout(10):  # conmon exits once its child has gone
+                    code = await collect()
+            except asyncio.CancelledError:
+                if pid:  # the container stopped or the daemon is leaving: no orphan probe
+                    kill_process_tree(pid)
+                raise
+            return code, bytes(out), timed_out
+        finally:
+            self.store.execs.delete(eid)
 
     def publish_detach(self, eid: str) -> None:
         """The client left with the detach keys (Docker's `exec_detach` event)."""
@@ -472,3 +516,46 @@ def _failed_start_code(message: str) -> int:
     """Docker's exit codes for a command that is missing (127) or cannot run (126)."""
     text = message.lower()
     return 127 if "no such file" in text or "not found" in text else 126
+
+
+def _children() -> dict[int, list[int]]:
+    """parent pid -> child pids, from one pass over /proc."""
+    out: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        out.setdefault(ppid, []).append(int(name))
+    return out
+
+
+def _tree(pid: int) -> list[int]:
+    children = _children()
+    todo, seen = [pid], []
+    while todo:
+        p = todo.pop()
+        seen.append(p)
+        todo.extend(children.get(p, []))
+    return seen
+
+
+def kill_process_tree(pid: int) -> None:
+    """SIGKILL a process and all its descendants. They are stopped first, until no new
+    child appears, so none escapes by forking or is re-parented to the container's init
+    between the walk and the kill."""
+    stopped: set[int] = set()
+    for _ in range(20):
+        tree = [p for p in _tree(pid) if p not in stopped]
+        if not tree:
+            break
+        for p in tree:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGSTOP)
+            stopped.add(p)
+    for p in stopped:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p, signal.SIGKILL)

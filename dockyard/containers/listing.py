@@ -6,6 +6,7 @@ import re
 import time
 from typing import Any
 
+from dockyard.containers import health
 from dockyard.errdefs import InvalidArgument
 from dockyard.filters import labels_match
 from dockyard.timefmt import human_duration, parse_rfc3339
@@ -22,7 +23,7 @@ def status_text(rec: dict[str, Any], now: float | None = None) -> str:
     now = now or time.time()
     if st["Status"] == "running":
         up = human_duration(now - parse_rfc3339(st["StartedAt"]))
-        return f"Up {up} (Paused)" if st["Paused"] else f"Up {up}"
+        return f"Up {up} (Paused)" if st["Paused"] else f"Up {up}{health.ps_suffix(rec)}"
     if st["Status"] == "paused":
         return f"Up {human_duration(now - parse_rfc3339(st['StartedAt']))} (Paused)"
     if st["Status"] == "exited":
@@ -88,6 +89,9 @@ def apply_filters(
     for s in f.get("status", []):
         if s not in STATUSES:
             raise InvalidArgument(f"invalid filter 'status={s}'")
+    for h in f.get("health", []):
+        if h not in (health.STARTING, health.HEALTHY, health.UNHEALTHY, health.NONE):
+            raise InvalidArgument(f"Unrecognised filter value for health: {h}")
     out = records
     if "id" in f:
         out = [r for r in out if any(r["Id"].startswith(x) for x in f["id"])]
@@ -97,6 +101,8 @@ def apply_filters(
         out = [r for r in out if labels_match(r["Config"].get("Labels") or {}, f["label"])]
     if "status" in f:
         out = [r for r in out if r["State"]["Status"] in f["status"]]
+    if "health" in f:
+        out = [r for r in out if health.status_of(r) in f["health"]]
     if "exited" in f:
         try:
             codes = {int(x) for x in f["exited"]}

@@ -14,14 +14,13 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from dockyard.containers import mounts, security
+from dockyard.containers import health, logconfig, mounts, restart, security
 from dockyard.errdefs import InvalidArgument
 from dockyard.runtime.spec import ALL_CAPS, normalize_cap
 from dockyard.timefmt import now_rfc3339
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-RESTART_POLICIES = {"", "no", "always", "unless-stopped", "on-failure"}
 STATIC_NETWORK_MODES = {"", "default", "bridge", "none", "host"}
 
 
@@ -63,16 +62,7 @@ def _validate_host_config(hc: dict[str, Any]) -> None:
         raise InvalidArgument("Range of CPUs is from 0.01 to the number of CPUs available")
     if hc.get("CpusetCpus") and not re.fullmatch(r"[0-9,\-]+", str(hc["CpusetCpus"])):
         raise InvalidArgument(f"Invalid value {hc['CpusetCpus']} for cpuset cpus")
-    rp = hc.get("RestartPolicy") or {}
-    name = rp.get("Name", "") or ""
-    if name not in RESTART_POLICIES:
-        raise InvalidArgument(f"invalid restart policy: unknown policy '{name}'; use one of 'no', 'always', 'on-failure' or 'unless-stopped'")
-    if rp.get("MaximumRetryCount") and name != "on-failure":
-        raise InvalidArgument("invalid restart policy: maximum retry count can only be used with 'on-failure'")
-    if int(rp.get("MaximumRetryCount") or 0) < 0:
-        raise InvalidArgument("invalid restart policy: maximum retry count cannot be negative")
-    if hc.get("AutoRemove") and name not in ("", "no"):
-        raise InvalidArgument("can't create 'AutoRemove' container with restart policy")
+    restart.validate(hc.get("RestartPolicy"), bool(hc.get("AutoRemove")))
     mode = hc.get("NetworkMode") or ""
     if mode.startswith("container:") and not mode.split(":", 1)[1]:
         raise InvalidArgument("invalid container format container:<name|id>")
@@ -138,6 +128,9 @@ def merge_config(body: dict[str, Any], image_config: dict[str, Any]) -> dict[str
     cfg["Labels"] = labels
     if img.get("ExposedPorts") or cfg.get("ExposedPorts"):
         cfg["ExposedPorts"] = {**(img.get("ExposedPorts") or {}), **(cfg.get("ExposedPorts") or {})}
+    cfg["Healthcheck"] = health.merge_config(cfg.get("Healthcheck"), img.get("Healthcheck"))
+    if cfg["Healthcheck"] is None:
+        del cfg["Healthcheck"]
     if "StopSignal" not in cfg and img.get("StopSignal"):
         cfg["StopSignal"] = img["StopSignal"]
     if img.get("Volumes") and not cfg["Volumes"]:
@@ -148,8 +141,10 @@ def merge_config(body: dict[str, Any], image_config: dict[str, Any]) -> dict[str
 def build_record(
     cid: str, name: str, body: dict[str, Any], image_id: str, image_ref: str, image_config: dict[str, Any],
     container_dir: Path, volumes_from: dict[str, tuple[list[dict[str, Any]], dict[str, Any]]] | None = None,
+    log_defaults: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """`volumes_from`: each VolumesFrom container's Mounts and private mount options (mounts.plan)."""
+    """`volumes_from`: each VolumesFrom container's Mounts and private mount options (mounts.plan);
+    `log_defaults`: the daemon's LogConfig for requests that name no log driver."""
     hc = _default_host_config()
     hc_in = body.get("HostConfig") or {}
     _validate_host_config(hc_in)
@@ -164,6 +159,8 @@ def build_record(
         hc["ShmSize"] = 67108864
     if not hc.get("Runtime"):
         hc["Runtime"] = "runc"
+    hc["LogConfig"] = logconfig.normalize(hc.get("LogConfig"), log_defaults)
+    health.validate(body.get("Healthcheck"))
     cfg = merge_config(body, image_config)
     cfg["Image"] = image_ref
     if not cfg["Hostname"]:
@@ -186,7 +183,7 @@ def build_record(
         "ResolvConfPath": str(container_dir / "resolv.conf"),
         "HostnamePath": str(container_dir / "hostname"),
         "HostsPath": str(container_dir / "hosts"),
-        "LogPath": str(container_dir / "ctr.log"),
+        "LogPath": str(container_dir / "ctr.log") if logconfig.readable(hc["LogConfig"]) else "",
         "Name": name,
         "RestartCount": 0,
         "Driver": "overlay2",

@@ -28,10 +28,13 @@ from dockyard._sys.fs import write_atomic
 from dockyard._sys.netns import set_loopback_up
 from dockyard.containers import checkpoint as checkpoints
 from dockyard.containers import mounts as mountplan
-from dockyard.containers import names, state
+from dockyard.containers import health as healthcheck
+from dockyard.containers import logconfig, names, state
 from dockyard.containers import security as secopts
 from dockyard.containers.attach import AttachConnection
 from dockyard.containers.files import hosts_file, make_workdir, resolve_user, write_container_files
+from dockyard.containers.health import HealthMonitor, Settings
+from dockyard.containers.logrotate import LogRotator
 from dockyard.containers.model import (
     DEFAULT_PATH,
     ZERO_TIME,
@@ -40,6 +43,7 @@ from dockyard.containers.model import (
     inspect_view,
     new_id,
 )
+from dockyard.containers.restart import Policy, Supervisor
 from dockyard.events import EventBus
 from dockyard.filters import labels_match
 from dockyard.idmap import IdentityMapping
@@ -92,6 +96,10 @@ class ContainerService:
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)  # rootfs mounts: private
         self.conmon = Conmon(cfg.conmon, cfg.exec_root / "exits", cfg.exec_root / "sock")
         self._runtime_root = cfg.exec_root / "runtime"
+        # daemon.json's log-driver and log-opts: refused at daemon start when not honoured
+        self.log_defaults = logconfig.normalize(
+            {"Type": getattr(cfg, "log_driver", ""), "Config": getattr(cfg, "log_opts", None)}
+        )
         self._locks: dict[str, asyncio.Lock] = {}
         self._watched: dict[str, int] = {}  # container id -> pidfd of its conmon
         self._exit_waiters: dict[str, list[asyncio.Future[Record]]] = {}
@@ -106,6 +114,12 @@ class ContainerService:
         # last one unmounts, so one request never pulls the mount from under another)
         self._temporary_mounts: dict[str, int] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        # delayed starts of containers whose restart policy asked for one
+        self.supervisor = Supervisor(self._restart_now)
+        # probes of containers with a healthcheck; set by the daemon wiring (needs exec)
+        self.health: HealthMonitor | None = None
+        # keeps the older log files of containers with max-file > 1
+        self.log_rotator = LogRotator()
 
     # ---- wiring -------------------------------------------------------------------------
 
@@ -113,12 +127,50 @@ class ContainerService:
         """Adopt every container: running ones keep running, exits while we were away are recorded."""
         for rec in self.store.containers.all():
             st = state.status(rec)
-            if st in (state.RUNNING, state.PAUSED, state.RESTARTING):
+            if st in (state.RUNNING, state.PAUSED):
                 pid = int(rec["Dockyard"].get("ConmonPid") or 0)
                 if pid and _alive(pid):
                     self._watch(rec["Id"], pid)
                 else:
-                    await self._handle_exit(rec["Id"])
+                    await self._handle_exit(rec["Id"])  # its restart policy applies now
+            elif st == state.RESTARTING:
+                self.supervisor.schedule(rec["Id"])  # the previous daemon's pending restart
+            elif st == state.REMOVING:
+                # a removal cut short with the daemon: Docker's Dead, which `rm` finishes
+                state.transition(rec, "remove_failed")
+                self.save(rec)
+
+    async def supervise(self) -> None:
+        """After every service has reconciled: probe the healthchecks of running containers,
+        and start the stopped ones their restart policy brings back with the daemon
+        (`always`, `unless-stopped` unless a user stopped it, `on-failure` after a failure)."""
+        if self.health is not None:
+            self.health.enable()
+        for rec in self.store.containers.all():
+            st = state.status(rec)
+            if st in (state.RUNNING, state.PAUSED):
+                self._rotate_logs(rec)
+            if st in (state.RUNNING, state.PAUSED) and self.health is not None and rec["State"].get("Health"):
+                # Docker resets an adopted container's health to starting (initHealthMonitor)
+                async with self.lock(rec["Id"]):
+                    current = self.get(rec["Id"])
+                    healthcheck.on_start(current["State"], Settings.of(current["Config"]) is not None)
+                    self.save(current)
+                if st == state.RUNNING:  # a paused one is probed again once unpaused
+                    self.health.watch(rec["Id"], current["Config"], current["State"])
+            if st != state.EXITED:
+                continue
+            policy = Policy.of(rec["HostConfig"])
+            if policy.should_start_on_boot(
+                int(rec["State"]["ExitCode"]), bool(rec["Dockyard"].get("ManuallyStopped")), int(rec["RestartCount"])
+            ):
+                try:
+                    async with self.lock(rec["Id"]):
+                        current = self.get(rec["Id"])
+                        if state.status(current) == state.EXITED:
+                            await self._start_locked(current, user=True)
+                except errdefs.DockyardError as err:
+                    log.warning("restart of %s with the daemon failed: %s", rec["Id"][:12], err)
 
     async def close(self) -> None:
         """Daemon shutdown: stop watching; containers and their conmons keep running."""
@@ -127,6 +179,10 @@ class ContainerService:
             loop.remove_reader(fd)
             os.close(fd)
         self._watched.clear()
+        await self.supervisor.close()
+        await self.log_rotator.close()
+        if self.health is not None:
+            await self.health.close()
         for t in list(self._tasks):
             t.cancel()
 
@@ -227,7 +283,8 @@ class ContainerService:
                 full_name = names.generate(i)
         cdir = self.bundle(cid)
         rec = build_record(
-            cid, full_name, body, image.id, image_ref, image.config, cdir, volumes_from=self._volumes_from(hc)
+            cid, full_name, body, image.id, image_ref, image.config, cdir, volumes_from=self._volumes_from(hc),
+            log_defaults=self.log_defaults,
         )
         mode = rec["HostConfig"]["NetworkMode"]
         if mode.startswith("container:"):
@@ -370,7 +427,7 @@ class ContainerService:
                     restore = checkpoints.restore_for(
                         rec, self.bundle(cid), checkpoint, checkpoint_dir, checkpoints.criu_binary(self.cfg.criu)
                     )
-                await self._start_locked(rec, restore)
+                await self._start_locked(rec, restore, user=True)
         except (errdefs.NotModified, errdefs.Conflict):
             raise
         except BaseException:
@@ -490,7 +547,10 @@ class ContainerService:
             )
         return spec
 
-    async def _start_locked(self, rec: Record, restore: Restore | None = None) -> None:
+    async def _start_locked(self, rec: Record, restore: Restore | None = None, *, user: bool) -> None:
+        """Start the container's process (`restore`: from a checkpoint). `user`: a start by
+        a user (or by the daemon's boot), which begins a fresh restart policy: RestartCount
+        0, back-off forgotten."""
         cid = rec["Id"]
         cdir = self.bundle(cid)
         runtime = self.runtime(rec)
@@ -502,15 +562,17 @@ class ContainerService:
                 owner = self._remap.root_pair if self._remap is not None else None
                 await asyncio.to_thread(make_workdir, rootfs, cfg_wd, owner)
             # the image's passwd/group are read off the loop (a FIFO there must not stall it)
-            user = await asyncio.to_thread(resolve_user, rootfs, rec["Config"].get("User") or "")
-            spec = self._build_spec(rec, user)
+            process_user = await asyncio.to_thread(resolve_user, rootfs, rec["Config"].get("User") or "")
+            spec = self._build_spec(rec, process_user)
             write_atomic(cdir / "config.json", json.dumps(spec).encode())
+            logs = logconfig.plan(rec["HostConfig"].get("LogConfig") or {})
             started = await self.conmon.create(
                 cid, rec["Name"].lstrip("/"), cdir, Path(rec["LogPath"]), runtime,
                 terminal=bool(rec["Config"].get("Tty")),
                 stdin=bool(rec["Config"].get("OpenStdin")),
                 stdin_once=bool(rec["Config"].get("StdinOnce")),
                 restore=restore,
+                log_driver=logs.driver, log_size_max=logs.max_size,
             )  # fmt: skip
             created = True
             if spec["linux"]["namespaces"] and any(
@@ -545,16 +607,29 @@ class ContainerService:
             if failure is not err:
                 raise failure from err  # CRIU's words
             raise
-        rec["State"].update(
-            Status=state.RUNNING, Running=True, Paused=False, Restarting=False, OOMKilled=False, Dead=False,
-            Pid=started.pid, ExitCode=0, Error="", StartedAt=now_rfc3339(), FinishedAt=ZERO_TIME,
+        state.transition(
+            rec, "start", OOMKilled=False, Pid=started.pid, ExitCode=0, Error="", StartedAt=now_rfc3339(),
+            FinishedAt=ZERO_TIME,
         )  # fmt: skip
+        healthcheck.on_start(rec["State"], Settings.of(rec["Config"]) is not None)
         rec["Dockyard"]["ConmonPid"] = started.conmon_pid
         rec["Dockyard"]["ManuallyStopped"] = False
+        rec["Dockyard"]["RestartCancelled"] = False
+        if user:
+            rec["RestartCount"] = 0
         self.save(rec)
+        self.supervisor.started(cid, reset=user)
         self._attachable.discard(cid)
         self._watch(cid, started.conmon_pid)
+        self._rotate_logs(rec)
         self.publish(rec, "start")
+        if self.health is not None:
+            self.health.watch(cid, rec["Config"], rec["State"])
+
+    def _rotate_logs(self, rec: Record) -> None:
+        plan = logconfig.plan(rec["HostConfig"].get("LogConfig") or {})
+        if plan.driver == "k8s-file" and rec["LogPath"]:
+            self.log_rotator.watch(rec["Id"], Path(rec["LogPath"]), plan.max_files)
 
     async def _release_attachers(self, cid: str, go: bool) -> None:
         """Attach sessions waiting for this start connect now, before the process runs,
@@ -611,8 +686,11 @@ class ContainerService:
     async def _handle_exit(self, cid: str) -> None:
         async with self.lock(cid):
             rec = self.store.containers.get(cid)
-            if rec is None or not rec["State"]["Running"]:
+            if rec is None or state.status(rec) not in (state.RUNNING, state.PAUSED):
                 return
+            if self.health is not None:
+                self.health.unwatch(cid)
+            self.log_rotator.unwatch(cid)  # conmon is gone: a last look at its log
             code = self.conmon.read_exit(cid)
             if code is None:
                 code = 137  # conmon died without recording; the container went with it
@@ -625,9 +703,17 @@ class ContainerService:
             await self._unmount_volumes(rec)
             if self.networks is not None:
                 await self.networks.detach(rec)
-            rec["State"].update(
-                Status=state.EXITED, Running=False, Paused=False, Restarting=False, Pid=0,
-                ExitCode=code, OOMKilled=oom, FinishedAt=now_rfc3339(),
+            restart = Policy.of(rec["HostConfig"]).should_restart(
+                code, bool(rec["Dockyard"].get("ManuallyStopped")), int(rec["RestartCount"]),
+                bool(rec["Dockyard"].get("RestartCancelled")),
+            )  # fmt: skip
+            if restart:
+                # Docker counts the restart at the exit, and shows the container restarting
+                # (still Running) until the back-off has passed
+                rec["RestartCount"] = int(rec["RestartCount"]) + 1
+            state.transition(
+                rec, "schedule_restart" if restart else "exit", Pid=0, ExitCode=code, OOMKilled=oom,
+                FinishedAt=now_rfc3339(),
             )  # fmt: skip
             rec["Dockyard"]["ConmonPid"] = 0
             self.save(rec)
@@ -637,12 +723,65 @@ class ContainerService:
             for fut in self._exit_waiters.pop(cid, []):
                 if not fut.done():
                     fut.set_result(rec)
-            auto_remove = rec["HostConfig"].get("AutoRemove")
+            if restart:
+                delay = self.supervisor.schedule(cid)
+                log.info("container %s exited %d: restarting in %.1fs", cid[:12], code, delay)
+            auto_remove = rec["HostConfig"].get("AutoRemove") and not restart
         if auto_remove:
             try:
                 await self.remove(cid, force=True, volumes=True)  # `run --rm` takes anonymous volumes too
             except errdefs.NotFound:
                 pass
+
+    async def _restart_now(self, cid: str) -> None:
+        """The supervisor's delayed start of a restarting container."""
+        async with self.lock(cid):
+            rec = self.store.containers.get(cid)
+            if rec is None or state.status(rec) != state.RESTARTING:
+                return  # stopped, killed or removed while it waited
+            try:
+                await self._start_locked(rec, user=False)
+            except BaseException as err:
+                # Docker gives up on a container whose restart fails: it stays exited
+                rec = self.store.containers.get(cid) or rec
+                state.transition(rec, "cancel_restart", Pid=0, Error=str(err))
+                self.save(rec)
+                self._wake_exit_waiters(rec)
+                if isinstance(err, Exception):
+                    log.warning("restart of %s failed: %s", cid[:12], err)
+                    return
+                raise
+            self.publish(rec, "restart")
+
+    def _cancel_restart_locked(self, rec: Record) -> None:
+        """A user's stop or kill of a restarting container: no process to signal, the
+        pending restart is dropped and the container is exited (moby's ExitOnNext)."""
+        self.supervisor.cancel(rec["Id"])
+        rec["Dockyard"].update(ManuallyStopped=True, RestartCancelled=True)
+        state.transition(rec, "cancel_restart")
+        self.save(rec)
+        self._wake_exit_waiters(rec)
+
+    def _wake_exit_waiters(self, rec: Record) -> None:
+        for fut in self._exit_waiters.pop(rec["Id"], []):
+            if not fut.done():
+                fut.set_result(rec)
+
+    async def record_health(self, cid: str, started_at: str, settings: Settings, result: healthcheck.Result) -> str:
+        """Fold a probe's result into the record, if the container is still in the run the
+        probe was for; publishes `health_status: <status>` when the status changes."""
+        async with self.lock(cid):
+            rec = self.store.containers.get(cid)
+            if rec is None or state.status(rec) not in (state.RUNNING, state.PAUSED):
+                return healthcheck.STARTING
+            if rec["State"]["StartedAt"] != started_at:
+                return healthcheck.status_of(rec)
+            old = healthcheck.status_of(rec)
+            new = healthcheck.apply_result(rec["State"], settings, result)
+            self.save(rec)
+            if new != old:
+                self.publish(rec, f"health_status: {new}")
+            return new
 
     # ---- stop / kill / restart ---------------------------------------------------------------
 
@@ -671,7 +810,11 @@ class ContainerService:
         async with self.lock(cid):
             rec = self.get(cid)
             state.check("stop", rec)
-            rec["Dockyard"]["ManuallyStopped"] = True
+            if state.status(rec) == state.RESTARTING:
+                self._cancel_restart_locked(rec)
+                self.publish(rec, "stop")
+                return
+            rec["Dockyard"].update(ManuallyStopped=True, RestartCancelled=True)
             self.save(rec)
             fut = self._exit_future(cid)
         await self._stop_running(rec, fut, timeout, signal)
@@ -704,9 +847,23 @@ class ContainerService:
         async with self.lock(cid):
             rec = self.get(cid)
             state.check("kill", rec)
+            # any kill is a manual stop (unless-stopped ends); SIGKILL or the stop signal
+            # also cancels the policy until the next start (moby's killWithSignal)
+            stop_sig = rec["Config"].get("StopSignal")
+            cancels = sig == signals.SIGKILL or not stop_sig or parse_signal(stop_sig) == sig
+            if state.status(rec) == state.RESTARTING:
+                # no process to signal: a cancelling kill drops the pending restart, any
+                # other only marks the manual stop (Docker sends nothing either)
+                if cancels:
+                    self._cancel_restart_locked(rec)
+                else:
+                    rec["Dockyard"]["ManuallyStopped"] = True
+                    self.save(rec)
+                return
+            rec["Dockyard"]["ManuallyStopped"] = True
+            rec["Dockyard"]["RestartCancelled"] = bool(rec["Dockyard"].get("RestartCancelled")) or cancels
+            self.save(rec)
             if sig == signals.SIGKILL:
-                rec["Dockyard"]["ManuallyStopped"] = True
-                self.save(rec)
                 fut = self._exit_future(cid)
             await self._signal(rec, sig)
             self.publish(rec, "kill", signal=str(sig))
@@ -723,8 +880,8 @@ class ContainerService:
                 pass
         async with self.lock(cid):
             rec = self.get(cid)
-            if not rec["State"]["Running"]:
-                await self._start_locked(rec)
+            if state.status(rec) in (state.CREATED, state.EXITED):
+                await self._start_locked(rec, user=True)
         self.publish(self.get(cid), "restart")
 
     # ---- pause -------------------------------------------------------------------------------
@@ -735,8 +892,10 @@ class ContainerService:
             rec = self.get(cid)
             state.check("pause", rec)
             await self.runtime(rec).pause(cid)
-            rec["State"].update(Status=state.PAUSED, Paused=True)
+            state.transition(rec, "pause")
             self.save(rec)
+            if self.health is not None:  # Docker probes only running, unpaused containers
+                self.health.unwatch(cid)
             self.publish(rec, "pause")
 
     async def unpause(self, ref: str) -> None:
@@ -745,8 +904,10 @@ class ContainerService:
             rec = self.get(cid)
             state.check("unpause", rec)
             await self.runtime(rec).resume(cid)
-            rec["State"].update(Status=state.RUNNING, Paused=False)
+            state.transition(rec, "unpause")
             self.save(rec)
+            if self.health is not None:
+                self.health.watch(cid, rec["Config"], rec["State"])
             self.publish(rec, "unpause")
 
     # ---- wait --------------------------------------------------------------------------------
@@ -776,9 +937,9 @@ class ContainerService:
     async def remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:
         cid = self.resolve_id(ref)
         rec = self.get(cid)
+        if state.status(rec) == state.REMOVING or (rec["State"]["Running"] and not force):
+            state.check("remove", rec)
         if rec["State"]["Running"]:
-            if not force:
-                state.check("remove", rec)
             try:
                 await self.kill(cid, "SIGKILL")
             except (errdefs.Conflict, errdefs.NotFound):
@@ -788,17 +949,25 @@ class ContainerService:
             if current is None:
                 return
             rec = current
-            if rec["State"]["Running"]:
-                state.check("remove", rec)
-            if rec["State"]["Status"] == state.REMOVING:
-                raise errdefs.Conflict(f"removal of container {cid[:12]} is already in progress")
-            await asyncio.to_thread(self._unmount_rootfs, cid)
-            await self._unmount_volumes(rec)
-            await asyncio.to_thread(self.images.remove_rootfs, cid)
-            await asyncio.to_thread(shutil.rmtree, self.bundle(cid), True)
-            self.conmon.exit_file(cid).unlink(missing_ok=True)
-            if self.networks is not None:
-                await self.networks.detach(rec)
+            state.check("remove", rec)
+            # "Removal In Progress" while the files go; a removal that fails (or is cut
+            # short with the daemon) leaves the container Dead, for `rm` to finish
+            state.transition(rec, "remove")
+            self.save(rec)
+            self.supervisor.forget(cid)
+            self.log_rotator.unwatch(cid, final=False)
+            try:
+                await asyncio.to_thread(self._unmount_rootfs, cid)
+                await self._unmount_volumes(rec)
+                await asyncio.to_thread(self.images.remove_rootfs, cid)
+                await asyncio.to_thread(shutil.rmtree, self.bundle(cid), True)
+                self.conmon.exit_file(cid).unlink(missing_ok=True)
+                if self.networks is not None:
+                    await self.networks.detach(rec)
+            except BaseException:
+                state.transition(rec, "remove_failed")
+                self.save(rec)
+                raise
             self.store.containers.delete(cid)
             for eid in rec["Dockyard"].get("ExecIDs") or []:
                 self.store.execs.delete(eid)
@@ -844,7 +1013,16 @@ class ContainerService:
         async with self.lock(cid):
             rec = self.get(cid)
             hc = dict(rec["HostConfig"])
+            rp = body.get("RestartPolicy") or {}
+            if rp.get("Name"):  # an empty name (what `update` without --restart sends) keeps the policy
+                if hc.get("AutoRemove") and rp["Name"] != "no":
+                    raise errdefs.InvalidArgument(
+                        f"Cannot update container {cid}: "
+                        "Restart policy cannot be updated because AutoRemove is enabled for the container"
+                    )
             for k, v in body.items():
+                if k == "RestartPolicy" and not rp.get("Name"):
+                    continue
                 if k in allowed and v is not None and v != "" and not (k != "RestartPolicy" and v == 0):
                     hc[k] = v
             _validate_host_config(hc)
@@ -854,7 +1032,7 @@ class ContainerService:
             )  # fmt: skip
             if swap_too_small:
                 hc["MemorySwap"] = 2 * int(hc["Memory"])
-            if rec["State"]["Running"]:
+            if state.status(rec) in (state.RUNNING, state.PAUSED):  # a restarting one has no process
                 res = ocispec.resources(hc)
                 if res:
                     await self.runtime(rec).update(cid, res)
@@ -915,6 +1093,10 @@ class ContainerService:
             return rec, await AttachConnection.open(self.bundle(cid))
         except (FileNotFoundError, ConnectionRefusedError):
             return self.get(cid), None  # it exited (conmon gone) in the meantime
+
+    def check_logs_readable(self, rec: Record) -> None:
+        if not logconfig.readable(rec["HostConfig"].get("LogConfig") or {}):
+            raise errdefs.Unsupported("configured logging driver does not support reading")
 
     def resize(self, ref: str, height: int, width: int) -> None:
         rec = self.get(ref)

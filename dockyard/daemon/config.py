@@ -48,6 +48,9 @@ class DaemonConfig:
     # startup it resolves to `id_mapping` and data_root moves to `<data-root>/<uid>.<gid>`
     userns_remap: str = ""
     id_mapping: IdentityMapping | None = None
+    # containers' log driver and options when their create request names no driver
+    log_driver: str = "json-file"
+    log_opts: dict[str, str] = field(default_factory=dict)
 
     def runtime_names(self) -> list[str]:
         """The runtimes a container may name: the stock `runc` and the configured ones."""
@@ -197,6 +200,13 @@ def _apply_file(cfg: DaemonConfig, data: dict[str, object]) -> None:
         if not isinstance(data["userns-remap"], str):
             raise TypeError('"userns-remap" must be a string')
         cfg.userns_remap = data["userns-remap"]
+    if "log-driver" in data:
+        cfg.log_driver = str(data["log-driver"])
+    if "log-opts" in data:
+        opts = data["log-opts"]
+        if not isinstance(opts, dict):
+            raise TypeError('"log-opts" must be an object of strings')
+        cfg.log_opts = {str(k): str(v) for k, v in opts.items()}
     if "default-address-pools" in data:
         pools = data["default-address-pools"]
         if not isinstance(pools, list) or not all(isinstance(x, dict) for x in pools):

@@ -7,6 +7,7 @@ import logging
 import sys
 
 from dockyard._sys.malloc import limit_arenas
+from dockyard.errdefs import DockyardError
 from dockyard.daemon.config import parse_args
 from dockyard.daemon.lifecycle import StartupError, serve
 
@@ -23,6 +24,8 @@ def main(argv: list[str] | None = None) -> None:
         pass
     except StartupError as err:
         sys.exit(f"dockyardd: {err}")
+    except DockyardError as err:  # a setting we cannot honour (daemon.json log-opts, ...)
+        raise SystemExit(f"dockyardd: {err}") from None
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from dockyard.api.routes import volumes as volume_routes
 from dockyard.build.service import BuildService
 from dockyard.containers.checkpoint import CheckpointService
 from dockyard.containers.exec import ExecService
+from dockyard.containers.health import HealthMonitor
 from dockyard.containers.service import ContainerService
 from dockyard.containers.transfer import TransferService
 from dockyard.daemon.config import DaemonConfig
@@ -49,10 +50,13 @@ class Graph:
         await self.containers.reconcile()
         if self.execs is not None:
             await self.execs.reconcile()
+        await self.containers.supervise()  # restart policies and healthchecks, once all is adopted
         if self.builds is not None:
             await self.builds.recover()
 
     async def stop(self) -> None:
+        if self.containers.health is not None:
+            await self.containers.health.close()  # no probe may outlive us unwatched
         if self.execs is not None:
             await self.execs.close()
         await self.containers.close()
@@ -74,6 +78,7 @@ def build(cfg: DaemonConfig) -> Graph:
     images.set_usage_check(containers.ids_using_image)
     images.set_running_check(containers.running_ids_using_image)
     execs = ExecService(containers, cfg.exec_root / "execs")
+    containers.health = HealthMonitor(execs.probe, containers.record_health)
     system = SystemService(cfg, images, containers, volumes)
     app = create_app(
         {keys.EVENTS: events, keys.IMAGES: images, keys.CONTAINERS: containers, keys.EXECS: execs, keys.SYSTEM: system,

@@ -95,6 +95,8 @@ class Conmon:
         stdin: bool,
         stdin_once: bool,
         restore: Restore | None = None,
+        log_driver: str = "k8s-file",
+        log_size_max: int = -1,
         timeout: float = 30,
     ) -> Started:
         """Start conmon, which runs `runtime create`; return once the container exists.
@@ -102,7 +104,9 @@ class Conmon:
         With `restore`, conmon runs `runtime restore --detach --image-path <images>
         --work-path <bundle>` instead (CRIU's restore.log lands in the bundle), handing the
         runtime new stdio pipes that runc maps onto the checkpointed process's pipes. The
-        container is then already running: there is no `runtime start`."""
+        container is then already running: there is no `runtime start`. `log_driver`
+        "none" keeps no log; `log_size_max` > 0 makes the log file start over when it
+        would grow past that many bytes."""
         self.exit_file(cid).unlink(missing_ok=True)
         (bundle / "oom").unlink(missing_ok=True)
         argv = [
@@ -110,7 +114,8 @@ class Conmon:
             "-c", cid, "-u", cid[:12], "-n", name,
             "-r", runtime.binary, "--runtime-arg", "--root", "--runtime-arg", str(runtime.root),
             "-b", str(bundle), "-p", str(bundle / "init.pid"),
-            "-l", f"k8s-file:{log_path}", "--log-size-max", "-1",
+            "-l", f"k8s-file:{log_path}" if log_driver == "k8s-file" else "none",
+            "--log-size-max", str(log_size_max),
             "--exit-dir", str(self.exit_dir), "--socket-dir-path", str(self.socket_dir),
             "--conmon-pidfile", str(bundle / "conmon.pid"), "--no-sync-log",
         ]  # fmt: skip

@@ -197,6 +197,7 @@ def _time_param(request: web.Request, name: str) -> float | None:
 async def logs(request: web.Request) -> web.StreamResponse:
     svc = _svc(request)
     rec = svc.get(_id(request))
+    svc.check_logs_readable(rec)
     want_out, want_err = qbool(request, "stdout"), qbool(request, "stderr")
     if not (want_out or want_err):
         raise errdefs.InvalidArgument("Bad parameters: you must choose at least one stream")
