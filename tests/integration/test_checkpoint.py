@@ -235,7 +235,9 @@ def test_failed_restore_leaves_the_container_stopped_and_startable(
     cid = docker_cli("inspect", "-f", "{{.Id}}", name).stdout.strip()
     docker_cli("checkpoint", "create", name, "bad")
     images = daemon.data_root / "containers" / cid / "checkpoints" / "bad" / "criu"
-    for f in images.glob("pages-*.img"):
+    pages = list(images.glob("pages-*.img"))
+    assert pages, f"no memory pages in the checkpoint: {sorted(p.name for p in images.iterdir())}"
+    for f in pages:
         f.unlink()
     res = docker_cli("start", "--checkpoint", "bad", name, check=False)
     assert res.returncode != 0 and "failed to restore container from checkpoint" in res.stderr, res.stderr
