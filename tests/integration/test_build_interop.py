@@ -168,13 +168,10 @@ class _Cli:
 
 @pytest.fixture(scope="module")
 def both(real_docker: RealDocker, daemon: Daemon, busybox: str) -> tuple[_Cli, _Cli]:
-    theirs = _Cli(real_docker.host)
-    # the same busybox tarball imported into the real engine too
+    # the same busybox tarball imported into the real engine (again: another module's test
+    # may have removed the one the real_docker fixture ran its probe with)
     import_busybox(real_docker.host)
-    probe = theirs("run", "--rm", "--network", "none", "busybox", "true", check=False)
-    if probe.returncode != 0:
-        pytest.skip(f"the real dockerd cannot run containers here: {probe.stderr[-500:]}")
-    return _Cli(daemon.host), theirs
+    return _Cli(daemon.host), _Cli(real_docker.host)
 
 
 # Deliberate differences, where dockyard does what BuildKit does: Debian's dockerd 20.10
