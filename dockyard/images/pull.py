@@ -29,7 +29,7 @@ from dockyard import errdefs
 from dockyard.images import reference
 from dockyard.images._progress import run_reporting
 from dockyard.images.layers import chain_ids
-from dockyard.images.registries import RegistrySettings
+from dockyard.images.endpoints import RegistrySettings
 from dockyard.registry import spec
 from dockyard.registry.client import (
     AuthConfig,
