@@ -67,7 +67,7 @@ def _spawn(root: Path, sock: Path, log: Path, extra: tuple[str, ...]) -> subproc
         "--log-level", "debug",
         *extra,
     ]  # fmt: skip
-    out = open(log, "ab")
+    out = open(log, "ab")  # noqa: SIM115 - the daemon writes it; the parent's copy closes with it
     return subprocess.Popen(argv, stdout=out, stderr=out, cwd=REPO)
 
 
@@ -80,7 +80,7 @@ def _wait_for_socket(d: Daemon, timeout: float = 20) -> None:
         try:
             client.ping()
             return
-        except Exception:
+        except (OSError, docker.errors.DockerException):  # not listening yet
             time.sleep(0.05)
     raise RuntimeError(f"dockyardd did not answer:\n{d.log.read_text()[-4000:]}")
 
@@ -151,7 +151,7 @@ def destroy_daemon(d: Daemon) -> None:
             client = docker.APIClient(base_url=d.host, version="1.47", timeout=60)
             for c in client.containers(all=True):
                 client.remove_container(c["Id"], force=True)
-        except Exception:
+        except (OSError, docker.errors.DockerException):  # a daemon that no longer answers is stopped below
             pass
         d.stop()
     _remove_network_leftovers(d)
@@ -286,11 +286,11 @@ def real_docker(host_tools: dict[str, str]) -> Iterator[RealDocker]:
     """Debian's dockerd on its own roots, checked once to start and to run a container (the
     busybox `make run` makes): when it cannot, every interop test fails with its log."""
     # One real dockerd at a time among our test sessions: serialise on a lock file.
-    lock = open("/tmp/dockyard-real-dockerd.lock", "w")
+    lock = open("/tmp/dockyard-real-dockerd.lock", "w")  # noqa: SIM115 - held for the session, closed below
     fcntl.flock(lock, fcntl.LOCK_EX)
     root = Path(tempfile.mkdtemp(prefix="dy-real-", dir="/tmp"))
     rd = RealDocker(root)
-    log = open(root / "dockerd.log", "wb")
+    log = open(root / "dockerd.log", "wb")  # noqa: SIM115 - dockerd's output, closed below
     proc = subprocess.Popen(
         [
             DOCKERD,

@@ -244,7 +244,7 @@ async def _push_one(
             svc.layers.set_compressed(chain, digest, size, here)
             await queue.put({"status": "Pushed", "progressDetail": {}, "id": sid})
 
-    layers = dict(reversed(list(zip(diff_ids, img.chain_ids))))
+    layers = dict(reversed(list(zip(diff_ids, img.chain_ids, strict=True))))
     try:
         try:
             async for msg in run_reporting((one(d, c) for d, c in layers.items()), queue):

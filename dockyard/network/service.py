@@ -188,7 +188,7 @@ class NetworkService:
                 cid: {
                     "Name": ep["Name"], "EndpointID": ep["EndpointID"], "MacAddress": ep["MacAddress"],
                     "IPv4Address": ep["IPv4Address"], "IPv6Address": "",
-                }  # fmt: skip
+                }
                 for cid, ep in eps.items()
             }
             if containers
@@ -583,7 +583,7 @@ class NetworkService:
             nets = list(ns["Networks"].items())
             docs = [self.resolve(entry.get("NetworkID") or name) for name, entry in nets]
             gw_doc = next((d for d in docs if not d.get("Internal")), None)
-            for (name, entry), doc in zip(nets, docs, strict=True):
+            for (_name, entry), doc in zip(nets, docs, strict=True):
                 await self._add_endpoint(rec, doc, netns, entry, default_route=doc is gw_doc)
             if docs:
                 await self._publish_ports(rec, docs[0])

@@ -236,7 +236,7 @@ def test_same_image_as_real_dockerd(both: tuple[_Cli, _Cli], tmp_path: Path, uni
     assert [e for _, e in h1] == [e for _, e in h2]
     if theirs("version", "--format", "{{.Server.Version}}").stdout.startswith("20."):
         h1 = [(START_INTERVAL.sub(r"\1", c), e) for c, e in h1]
-    mismatched = [(a, b) for (a, _), (b, _) in zip(h1, h2) if a != b and not any(r in a for r in rewritten)]
+    mismatched = [(a, b) for (a, _), (b, _) in zip(h1, h2, strict=True) if a != b and not any(r in a for r in rewritten)]
     assert mismatched == []
     # the same step numbering (ARGs before FROM count), less the unused stage dockyard skips;
     # independent stages run in parallel, so their headers may interleave

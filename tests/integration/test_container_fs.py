@@ -8,7 +8,6 @@ container's root is not left mounted.
 from __future__ import annotations
 
 import io
-import json
 import os
 import subprocess
 import tarfile

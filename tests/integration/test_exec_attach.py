@@ -329,7 +329,7 @@ def test_exec_tty_docker_py(docker_py: docker.DockerClient, busybox: str, unique
     c = docker_py.containers.run(busybox, ["sleep", "1000"], name=name, detach=True)
     code, out = c.exec_run(["sh", "-c", "tty; echo x >&2"], tty=True)
     assert (
-        code == 0 and out.replace(b"\r", b"").split(b"\n")[:2] == [b"/dev/pts/0", b"x"] or b"/dev/pts/" in out
+        (code == 0 and out.replace(b"\r", b"").split(b"\n")[:2] == [b"/dev/pts/0", b"x"]) or b"/dev/pts/" in out
     )
     code, (o, e) = c.exec_run(["sh", "-c", "echo o; echo e >&2; exit 2"], demux=True)
     assert (code, o, e) == (2, b"o\n", b"e\n")

@@ -393,7 +393,7 @@ def test_failed_load_leaves_nothing_behind(docker_py: docker.DockerClient, daemo
             tf.addfile(ti, io.BytesIO(dat))
     # The first layer loads (and reports progress), so the error arrives in the stream, as dockerd's does.
     out = list(docker_py.api.load_image(buf.getvalue()))
-    assert any("Loading layer" == m.get("status") for m in out)
+    assert any(m.get("status") == "Loading layer" for m in out)
     assert "digest mismatch" in out[-1]["error"]
     err = api_error(lambda: list(docker_py.api.load_image(b"garbage" * 1000)))
     assert err.status_code == 400

@@ -582,7 +582,7 @@ def test_tls_with_trusted_ca(tls_pair: Path, tmp_path: Path, monkeypatch: pytest
             _session().get(f"http://{reg.host}/v2/", timeout=5)
         monkeypatch.setenv("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt")
         monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
-        with pytest.raises(errdefs.DockyardError, match="(?i)certificate"):
+        with pytest.raises(errdefs.DockyardError, match=r"(?i)certificate"):
             asyncio.run(roundtrip())
         certs = tmp_path / "certs"
         certs.mkdir()

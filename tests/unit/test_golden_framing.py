@@ -5,6 +5,7 @@ daemon's stdin pump in api/routes/containers.py, the CLI's scanner in cli/stream
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import Any
 
 from dockyard import errdefs
@@ -20,8 +21,7 @@ FRAMES = [(STDOUT, b"hello\n"), (STDERR, b"oops\n"), (STDIN, b"echo"), (SYSERR, 
 
 
 def _pieces(data: bytes, cuts: list[int]) -> list[bytes]:
-    edges = [0, *cuts, len(data)]
-    return [data[a:b] for a, b in zip(edges, edges[1:], strict=False)]
+    return [data[a:b] for a, b in itertools.pairwise([0, *cuts, len(data)])]
 
 
 def test_multiplexed_frames() -> None:

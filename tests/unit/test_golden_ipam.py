@@ -52,7 +52,7 @@ def test_pools_and_subnet_picking() -> None:
         "routes": [str(r) for r in routes],
         "pick_with_nothing_taken": _outcome(lambda: pick_subnet(DEFAULT_POOLS, [])),
         "pick_around_routes_and_networks": _outcome(lambda: pick_subnet(DEFAULT_POOLS, taken)),
-        "pick_in_192.168": _outcome(lambda: pick_subnet(DEFAULT_POOLS, everything[:-1] + [Net("192.168.0.0/19")])),
+        "pick_in_192.168": _outcome(lambda: pick_subnet(DEFAULT_POOLS, [*everything[:-1], Net("192.168.0.0/19")])),
         "pick_when_all_taken": _outcome(lambda: pick_subnet(DEFAULT_POOLS, everything)),
     })  # fmt: skip
 

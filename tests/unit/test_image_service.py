@@ -139,7 +139,7 @@ def test_resolve_forms(svc: ImageService, tmp_path: Path) -> None:
     image_id = _import(svc, tmp_path, {"a": "1"}, repo="docker.io/library/resolve:7")
     for ref in ("resolve:7", "docker.io/library/resolve:7", image_id, image_id[7:], image_id[7:19], image_id[:19]):
         assert svc.resolve(ref).id == image_id
-    with pytest.raises(NotFound, match="^No such image: resolve$"):
+    with pytest.raises(NotFound, match=r"^No such image: resolve$"):
         svc.resolve("resolve")
     with pytest.raises(InvalidArgument, match="invalid reference format"):
         svc.resolve("Resolve")
