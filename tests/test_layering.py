@@ -23,7 +23,13 @@ def test_import_contracts_are_kept() -> None:
     # the checkout under test, not whatever `dockyard` the virtualenv has installed
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     res = subprocess.run(
-        [str(LINT_IMPORTS), "--no-cache"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False
+        [str(LINT_IMPORTS), "--no-cache"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert res.returncode == 0, res.stdout[-6000:] + res.stderr[-2000:]
     assert "0 broken" in res.stdout

@@ -46,7 +46,10 @@ class RegistrySettings:
         verification, then plain HTTP; otherwise verified TLS."""
         ca = self.ca_file(domain)
         if ca is None and self.is_insecure(domain):
-            return [RegistryClient(domain, auth=auth, verify=False), RegistryClient(domain, insecure=True, auth=auth)]
+            return [
+                RegistryClient(domain, auth=auth, verify=False),
+                RegistryClient(domain, insecure=True, auth=auth),
+            ]
         return [RegistryClient(domain, auth=auth, ca_file=ca)]
 
     @asynccontextmanager
@@ -98,5 +101,7 @@ class RegistrySettings:
         if domain == reference.DEFAULT_DOMAIN:
             for m in self.mirrors:
                 self.check_allowed(m.split("://", 1)[-1].split("/", 1)[0])
-                out.append(RegistryClient(domain, insecure=m.startswith("http://"), auth=AuthConfig(), endpoint=m))
+                out.append(
+                    RegistryClient(domain, insecure=m.startswith("http://"), auth=AuthConfig(), endpoint=m)
+                )
         return out

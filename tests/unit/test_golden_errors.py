@@ -68,7 +68,9 @@ async def _responses(paths: list[str]) -> dict[str, Any]:
                 "status": r.status,
                 "content_type": r.headers.get("Content-Type"),
                 "body": json.loads(body) if body else None,
-                "header_names": sorted(h for h in r.headers if h.lower().startswith(("api-", "docker-", "ostype"))),
+                "header_names": sorted(
+                    h for h in r.headers if h.lower().startswith(("api-", "docker-", "ostype"))
+                ),
             }
     return out
 

@@ -56,7 +56,11 @@ def _by_byte(wire: bytes) -> list[list[int]]:
 
 def test_json_lines() -> None:
     dec = JSONLineDecoder()
-    feeds = [b'{"status":"Pulling', b' fs layer","id":"a"}\n\n{"stream":"Step 1/2\\n"}\r\n{"aux"', b':{"ID":"sha256:1"}}']
+    feeds = [
+        b'{"status":"Pulling',
+        b' fs layer","id":"a"}\n\n{"stream":"Step 1/2\\n"}\r\n{"aux"',
+        b':{"ID":"sha256:1"}}',
+    ]
     per_feed = [dec.feed(f) for f in feeds]
     tail = dec.close()
     glued = JSONLineDecoder()

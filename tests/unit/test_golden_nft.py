@@ -57,7 +57,9 @@ NETWORKS = [
 
 
 def test_table_name_is_per_data_root() -> None:
-    check_json("nft_table_names.json", {root: table_name(root) for root in ("/var/lib/dockyard", "/tmp/dy-x/data")})
+    check_json(
+        "nft_table_names.json", {root: table_name(root) for root in ("/var/lib/dockyard", "/tmp/dy-x/data")}
+    )
 
 
 def test_empty_table() -> None:
