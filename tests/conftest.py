@@ -67,7 +67,7 @@ def _spawn(root: Path, sock: Path, log: Path, extra: tuple[str, ...]) -> subproc
         "--log-level", "debug",
         *extra,
     ]  # fmt: skip
-    out = open(log, "ab")
+    out = open(log, "ab")  # noqa: SIM115 - the daemon writes it; the parent's copy closes with it
     return subprocess.Popen(argv, stdout=out, stderr=out, cwd=REPO)
 
 
@@ -80,7 +80,7 @@ def _wait_for_socket(d: Daemon, timeout: float = 20) -> None:
         try:
             client.ping()
             return
-        except Exception:
+        except (OSError, docker.errors.DockerException):  # not listening yet
             time.sleep(0.05)
     raise RuntimeError(f"dockyardd did not answer:\n{d.log.read_text()[-4000:]}")
 
@@ -151,7 +151,7 @@ def destroy_daemon(d: Daemon) -> None:
             client = docker.APIClient(base_url=d.host, version="1.47", timeout=60)
             for c in client.containers(all=True):
                 client.remove_container(c["Id"], force=True)
-        except Exception:
+        except (OSError, docker.errors.DockerException):  # a daemon that no longer answers is stopped below
             pass
         d.stop()
     _remove_network_leftovers(d)
@@ -238,9 +238,32 @@ def unique() -> Callable[[str], str]:
     return lambda prefix: f"{prefix}-{secrets.token_hex(4)}"
 
 
+# -- host tools: preconditions, checked once per run, never reasons to skip -------------
+
+# What the Makefile's `apt` target installs (tool -> path, Debian package). A machine
+# without one of them is broken, so a test that needs one fails with the fix in the
+# message instead of skipping and passing the run.
+HOST_TOOLS: dict[str, tuple[str, str]] = {
+    "dockerd": ("/usr/sbin/dockerd", "docker.io"),
+    "docker-registry": ("/usr/bin/docker-registry", "docker-registry"),
+    "skopeo": ("/usr/bin/skopeo", "skopeo"),
+    "git-http-backend": ("/usr/lib/git-core/git-http-backend", "git"),
+}
+
+
+@pytest.fixture(scope="session")
+def host_tools() -> dict[str, str]:
+    """Every tool of HOST_TOOLS, by name; fails (once, cached for the session) when one is
+    missing or not executable."""
+    missing = [f"{path} ({pkg})" for path, pkg in HOST_TOOLS.values() if not os.access(path, os.X_OK)]
+    if missing:
+        pytest.fail(f"broken test machine: {', '.join(missing)} missing; run `make deps`", pytrace=False)
+    return {name: path for name, (path, _) in HOST_TOOLS.items()}
+
+
 # -- Debian's real dockerd, for interop and comparison tests ---------------------------
 
-DOCKERD = "/usr/sbin/dockerd"
+DOCKERD = HOST_TOOLS["dockerd"][0]
 
 
 class RealDocker:
@@ -259,15 +282,15 @@ class RealDocker:
 
 
 @pytest.fixture(scope="session")
-def real_docker() -> Iterator[RealDocker]:
-    if not Path(DOCKERD).exists():
-        pytest.skip(f"{DOCKERD} is missing (apt-get install docker.io)")
+def real_docker(host_tools: dict[str, str]) -> Iterator[RealDocker]:
+    """Debian's dockerd on its own roots, checked once to start and to run a container (the
+    busybox `make run` makes): when it cannot, every interop test fails with its log."""
     # One real dockerd at a time among our test sessions: serialise on a lock file.
-    lock = open("/tmp/dockyard-real-dockerd.lock", "w")
+    lock = open("/tmp/dockyard-real-dockerd.lock", "w")  # noqa: SIM115 - held for the session, closed below
     fcntl.flock(lock, fcntl.LOCK_EX)
     root = Path(tempfile.mkdtemp(prefix="dy-real-", dir="/tmp"))
     rd = RealDocker(root)
-    log = open(root / "dockerd.log", "wb")
+    log = open(root / "dockerd.log", "wb")  # noqa: SIM115 - dockerd's output, closed below
     proc = subprocess.Popen(
         [
             DOCKERD,
@@ -282,15 +305,16 @@ def real_docker() -> Iterator[RealDocker]:
         stderr=log,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 60
-        while True:
+        def answers() -> bool:
             if proc.poll() is not None:
-                pytest.skip(f"dockerd exited: {(root / 'dockerd.log').read_text()[-2000:]}")
-            if rd.cli("version", "--format", "{{.Server.Version}}", check=False, timeout=10).returncode == 0:
-                break
-            if time.monotonic() > deadline:
-                pytest.skip("dockerd did not answer within 60s")
-            time.sleep(0.5)
+                pytest.fail(f"dockerd exited: {(root / 'dockerd.log').read_text()[-2000:]}", pytrace=False)
+            return rd.cli("version", "--format", "{{.Server.Version}}", check=False, timeout=10).returncode == 0
+
+        wait_for(answers, timeout=60, what="the real dockerd to answer")
+        import_busybox(rd.host)
+        probe = rd.cli("run", "--rm", "--network", "none", "busybox", "true", check=False)
+        if probe.returncode != 0:
+            pytest.fail(f"the real dockerd cannot run containers: {probe.stderr[-1000:]}", pytrace=False)
         yield rd
     finally:
         try:

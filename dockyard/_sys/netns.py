@@ -75,7 +75,7 @@ def run_in_netns(path: str, fn: Callable[[], T]) -> T:
             finally:
                 os.close(fd)
             box.append((True, fn()))
-        except BaseException as err:  # handed back to the caller's thread
+        except BaseException as err:  # noqa: BLE001 - handed back to the caller's thread
             box.append((False, err))
 
     t = threading.Thread(target=body, name="netns")

@@ -349,7 +349,7 @@ class Context:
         out = []
         parts = clean.split("/")
         base = []
-        for i, part in enumerate(parts):
+        for part in parts:
             if any(c in part for c in "*?["):
                 break
             base.append(part)

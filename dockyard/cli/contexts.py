@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 from dockyard.cli.formatting import bytes_size, ellipsis, human_duration, human_size, trunc_id
 
@@ -68,7 +68,7 @@ class ContainerCtx(RowCtx):
         "State",
         "Status",
     )
-    HEADERS = {
+    HEADERS: ClassVar[dict[str, str]] = {
         "ID": "CONTAINER ID",
         "Image": "IMAGE",
         "Command": "COMMAND",
@@ -191,7 +191,7 @@ class ImageCtx(RowCtx):
         "UniqueSize",
         "VirtualSize",
     )
-    HEADERS = {
+    HEADERS: ClassVar[dict[str, str]] = {
         "Repository": "REPOSITORY",
         "Tag": "TAG",
         "ID": "IMAGE ID",
@@ -249,7 +249,7 @@ class ImageCtx(RowCtx):
 
 class HistoryCtx(RowCtx):
     FIELDS = ("Comment", "CreatedAt", "CreatedBy", "CreatedSince", "ID", "Size")
-    HEADERS = {
+    HEADERS: ClassVar[dict[str, str]] = {
         "ID": "IMAGE",
         "CreatedSince": "CREATED",
         "CreatedAt": "CREATED AT",
@@ -294,7 +294,7 @@ class HistoryCtx(RowCtx):
 
 class StatsCtx(RowCtx):
     FIELDS = ("BlockIO", "CPUPerc", "Container", "ID", "MemPerc", "MemUsage", "Name", "NetIO", "PIDs")
-    HEADERS = {
+    HEADERS: ClassVar[dict[str, str]] = {
         "Container": "CONTAINER",
         "ID": "CONTAINER ID",
         "Name": "NAME",

@@ -153,6 +153,12 @@ def _chunks(f: IO[bytes], size: int = 1 << 20) -> Iterator[bytes]:
         yield b
 
 
+def _file_chunks(path: str) -> Iterator[bytes]:
+    """A file's chunks for a streamed upload; the file closes when the upload ends."""
+    with open(path, "rb") as f:
+        yield from _chunks(f)
+
+
 def status_line(m: dict[str, Any]) -> str:
     """A progress message as docker's jsonmessage prints it: "<id>: <status>"."""
     return (f"{m['id']}: " if m.get("id") else "") + str(m["status"])
@@ -193,7 +199,7 @@ def load(input_: str | None, quiet: bool) -> None:
     c = client()
     if not input_ and sys.stdin.isatty():
         raise StatusError(1, "requested load from stdin, but stdin is empty")
-    f = open(input_, "rb") if input_ else sys.stdin.buffer
+    f = open(input_, "rb") if input_ else sys.stdin.buffer  # noqa: SIM115 - closed below unless stdin
     try:
         resp = c.request(
             "POST",
@@ -237,7 +243,7 @@ def import_(
         if not os.path.exists(source):
             raise StatusError(1, f"open {source}: no such file or directory")
         params["fromSrc"] = "-"
-        data = _chunks(open(source, "rb"))
+        data = _file_chunks(source)
     resp = c.request(
         "POST",
         "/images/create",

@@ -447,7 +447,8 @@ def register(group: click.Group) -> None:
         system_group.add_command(cmd)
     container_group.add_command(container_inspect)
     container_group.add_command(containers.container_prune)
-    for cmd in containers.CONTAINER_COMMANDS + [
+    for cmd in [
+        *containers.CONTAINER_COMMANDS,
         run.run,
         run.create,
         interactive.attach,

@@ -28,8 +28,8 @@ from typing import Any
 from dockyard import errdefs
 from dockyard.images import reference
 from dockyard.images._progress import run_reporting
+from dockyard.images.endpoints import RegistrySettings
 from dockyard.images.layers import chain_ids
-from dockyard.images.registries import RegistrySettings
 from dockyard.registry import spec
 from dockyard.registry.client import (
     AuthConfig,
@@ -171,7 +171,7 @@ async def _pull_resolved(
 
     queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     todo: list[int] = []
-    for i, (layer, chain) in enumerate(zip(r.layers, chains)):
+    for i, (layer, chain) in enumerate(zip(r.layers, chains, strict=True)):
         if svc.layers.exists(chain):
             yield _msg("Already exists", _short(layer.digest), progressDetail={})
         else:
@@ -213,7 +213,7 @@ async def _pull_resolved(
     async with svc._lock:
         try:
             parent: str | None = None
-            for i, (layer, diff_id, chain) in enumerate(zip(r.layers, diff_ids, chains)):
+            for i, (layer, diff_id, chain) in enumerate(zip(r.layers, diff_ids, chains, strict=True)):
                 if i in todo:
                     sid = _short(layer.digest)
                     yield _msg("Extracting", sid, progressDetail={"current": layer.size, "total": layer.size})

@@ -41,7 +41,7 @@ from dockyard import errdefs
 from dockyard.images import reference
 from dockyard.images._progress import run_reporting
 from dockyard.images.content import ContentStore, Writer
-from dockyard.images.registries import RegistrySettings
+from dockyard.images.endpoints import RegistrySettings
 from dockyard.registry import spec
 from dockyard.registry.client import AuthConfig, RegistryClient, Unauthorized
 
@@ -244,7 +244,7 @@ async def _push_one(
             svc.layers.set_compressed(chain, digest, size, here)
             await queue.put({"status": "Pushed", "progressDetail": {}, "id": sid})
 
-    layers = dict(reversed(list(zip(diff_ids, img.chain_ids))))
+    layers = dict(reversed(list(zip(diff_ids, img.chain_ids, strict=True))))
     try:
         try:
             async for msg in run_reporting((one(d, c) for d, c in layers.items()), queue):

@@ -161,7 +161,7 @@ class PortReservations:
 
     def reserve(self, proto: str, host_ip: str, port: int) -> int:
         ip = host_ip or "0.0.0.0"
-        if port and (proto, ip, port) in self._held or port and (proto, "0.0.0.0", port) in self._held:
+        if (port and (proto, ip, port) in self._held) or (port and (proto, "0.0.0.0", port) in self._held):
             raise PortAllocated(f"Bind for {ip}:{port} failed: port is already allocated")
         if port and ip == "0.0.0.0" and any(k[0] == proto and k[2] == port for k in self._held):
             raise PortAllocated(f"Bind for {ip}:{port} failed: port is already allocated")

@@ -94,6 +94,27 @@ def _alive(pid: int) -> bool:
     return pid > 0 and os.path.exists(f"/proc/{pid}/ns/net")
 
 
+def plan_rules(table: str, networks: list[Record]) -> tuple[str, tuple[ForwardBridge, ...]]:
+    """The nft script and the iptables FORWARD accepts for these network records (pure)."""
+    bridges, ports, fwd = [], [], []
+    for doc in networks:
+        if doc["Driver"] != "bridge":
+            continue
+        opts = doc.get("Options") or {}
+        name = doc["Dockyard"]["Bridge"]
+        endpoints = (doc["Dockyard"].get("Endpoints") or {}).values()
+        bridges.append(BridgeRules(
+            name, doc["IPAM"]["Config"][0]["Subnet"], bool(doc.get("Internal")),
+            _truthy(opts.get(OPT_MASQ)), _truthy(opts.get(OPT_ICC)),
+            tuple(sorted(ep["HostIf"] for ep in endpoints if ep.get("HostIf"))),
+        ))  # fmt: skip
+        fwd.append(ForwardBridge(name, bool(doc.get("Internal"))))
+        for ep in endpoints:
+            for pm in ep.get("Ports") or []:
+                ports.append(PortMap(**pm))
+    return plan_table(table, bridges, ports), tuple(fwd)
+
+
 def _truthy(v: Any, default: bool = True) -> bool:
     if v is None or v == "":
         return default
@@ -167,7 +188,7 @@ class NetworkService:
                 cid: {
                     "Name": ep["Name"], "EndpointID": ep["EndpointID"], "MacAddress": ep["MacAddress"],
                     "IPv4Address": ep["IPv4Address"], "IPv6Address": "",
-                }  # fmt: skip
+                }
                 for cid, ep in eps.items()
             }
             if containers
@@ -353,28 +374,12 @@ class NetworkService:
 
     async def _apply_rules(self) -> None:
         async with self._rules_lock:
-            bridges, ports, fwd = [], [], []
-            for doc in self.all():
-                if not self._is_bridge(doc):
-                    continue
-                opts = doc.get("Options") or {}
-                name = doc["Dockyard"]["Bridge"]
-                endpoints = (doc["Dockyard"].get("Endpoints") or {}).values()
-                bridges.append(BridgeRules(
-                    name, doc["IPAM"]["Config"][0]["Subnet"], bool(doc.get("Internal")),
-                    _truthy(opts.get(OPT_MASQ)), _truthy(opts.get(OPT_ICC)),
-                    tuple(sorted(ep["HostIf"] for ep in endpoints if ep.get("HostIf"))),
-                ))  # fmt: skip
-                fwd.append(ForwardBridge(name, bool(doc.get("Internal"))))
-                for ep in (doc["Dockyard"].get("Endpoints") or {}).values():
-                    for pm in ep.get("Ports") or []:
-                        ports.append(PortMap(**pm))
-            script = plan_table(self.table, bridges, ports)
-            state = (script, tuple(fwd))
+            state = plan_rules(self.table, self.all())
+            script, fwd = state
             if state == self._rules_applied and time.monotonic() - self._rules_applied_at < _RULES_RECHECK_S:
                 return  # most container starts change nothing here: spare two nft runs
             await apply_table(script)
-            await sync_forward_accept(self.table, fwd)  # a real dockerd's FORWARD DROP beside us
+            await sync_forward_accept(self.table, list(fwd))  # a real dockerd's FORWARD DROP beside us
             self._rules_applied, self._rules_applied_at = state, time.monotonic()
 
     # ---- networks ----------------------------------------------------------------------------
@@ -578,7 +583,7 @@ class NetworkService:
             nets = list(ns["Networks"].items())
             docs = [self.resolve(entry.get("NetworkID") or name) for name, entry in nets]
             gw_doc = next((d for d in docs if not d.get("Internal")), None)
-            for (name, entry), doc in zip(nets, docs, strict=True):
+            for (_name, entry), doc in zip(nets, docs, strict=True):
                 await self._add_endpoint(rec, doc, netns, entry, default_route=doc is gw_doc)
             if docs:
                 await self._publish_ports(rec, docs[0])

@@ -168,13 +168,10 @@ class _Cli:
 
 @pytest.fixture(scope="module")
 def both(real_docker: RealDocker, daemon: Daemon, busybox: str) -> tuple[_Cli, _Cli]:
-    theirs = _Cli(real_docker.host)
-    # the same busybox tarball imported into the real engine too
+    # the same busybox tarball imported into the real engine (again: another module's test
+    # may have removed the one the real_docker fixture ran its probe with)
     import_busybox(real_docker.host)
-    probe = theirs("run", "--rm", "--network", "none", "busybox", "true", check=False)
-    if probe.returncode != 0:
-        pytest.skip(f"the real dockerd cannot run containers here: {probe.stderr[-500:]}")
-    return _Cli(daemon.host), theirs
+    return _Cli(daemon.host), _Cli(real_docker.host)
 
 
 # Deliberate differences, where dockyard does what BuildKit does: Debian's dockerd 20.10
@@ -239,7 +236,7 @@ def test_same_image_as_real_dockerd(both: tuple[_Cli, _Cli], tmp_path: Path, uni
     assert [e for _, e in h1] == [e for _, e in h2]
     if theirs("version", "--format", "{{.Server.Version}}").stdout.startswith("20."):
         h1 = [(START_INTERVAL.sub(r"\1", c), e) for c, e in h1]
-    mismatched = [(a, b) for (a, _), (b, _) in zip(h1, h2) if a != b and not any(r in a for r in rewritten)]
+    mismatched = [(a, b) for (a, _), (b, _) in zip(h1, h2, strict=True) if a != b and not any(r in a for r in rewritten)]
     assert mismatched == []
     # the same step numbering (ARGs before FROM count), less the unused stage dockyard skips;
     # independent stages run in parallel, so their headers may interleave

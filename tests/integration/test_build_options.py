@@ -37,7 +37,7 @@ from typing import Self
 import docker
 import pytest
 
-from tests.conftest import Daemon, Runner
+from tests.conftest import HOST_TOOLS, Daemon, Runner
 from tests.integration.test_build import _context, _leftovers
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the daemon needs root")
@@ -161,7 +161,7 @@ class _FileHandler(http.server.SimpleHTTPRequestHandler):
         self.server.requests.append(self.path)  # type: ignore[attr-defined]
 
 
-GIT_HTTP_BACKEND = "/usr/lib/git-core/git-http-backend"
+GIT_HTTP_BACKEND = HOST_TOOLS["git-http-backend"][0]
 
 
 class _GitHandler(_FileHandler):
@@ -471,7 +471,7 @@ def _served_repo(tmp_path: Path) -> Path:
     return served
 
 
-@pytest.mark.skipif(not os.access(GIT_HTTP_BACKEND, os.X_OK), reason="git-http-backend is missing")
+@pytest.mark.usefixtures("host_tools")
 def test_remote_git_url_smart_http(docker_py: docker.DockerClient, docker_cli: Runner, busybox: str,
                                    tmp_path: Path, unique: Callable[[str], str], made: list[str]) -> None:  # fmt: skip
     """A `.git` URL with a `#ref:subdir` fragment, from git's smart HTTP on loopback."""

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import wait_for
+
 DOCKYARD = Path(sys.executable).parent / "dockyard"
 
 
@@ -202,13 +204,7 @@ def test_exec(dockyard_cli, busybox, cleanup):
     assert res.stdout == "piped\n"
     assert dockyard_cli("exec", "-u", "65534", name, "id", "-u").stdout.strip() == "65534"
     dockyard_cli("exec", "-d", name, "sh", "-c", "echo bg > /tmp/bg")
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        if dockyard_cli("exec", name, "cat", "/tmp/bg", check=False).stdout == "bg\n":
-            break
-        time.sleep(0.2)
-    else:
-        pytest.fail("exec -d did not run")
+    wait_for(lambda: dockyard_cli("exec", name, "cat", "/tmp/bg", check=False).stdout == "bg\n", what="exec -d")
 
 
 def test_inspect_format(dockyard_cli, busybox, cleanup):
@@ -442,8 +438,7 @@ def test_events(dockyard_cli, busybox, cleanup):
     cleanup.append(("container", name))
     since = str(int(time.time()) - 1)
     dockyard_cli("run", "--name", name, busybox, "true")
-    until = str(int(time.time()) + 1)
-    time.sleep(1.2)
+    until = str(int(time.time()) + 1)  # a moment ahead: `events` streams until then, then ends
     res = dockyard_cli(
         "events",
         "--since",

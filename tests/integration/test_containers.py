@@ -8,10 +8,11 @@ leave no mount, cgroup, conmon or bundle behind.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import socket
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -321,30 +322,42 @@ def test_pause_freezes_and_stop_of_paused(docker_cli: Runner, run_d: Make, docky
     assert not (CG / "freezer/dockyard" / cid).exists()
 
 
-def test_wait_conditions(docker_py: docker.DockerClient, busybox: str, unique, made):
+class _UnixHTTP(http.client.HTTPConnection):
+    """A plain HTTP/1.1 connection to the daemon's socket: its response starts when the
+    headers arrive, before the body."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__("localhost", timeout=30)
+        self.socket_path = str(path)
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.socket_path)
+
+
+def test_wait_conditions(docker_py: docker.DockerClient, daemon: Daemon, busybox: str, unique, made):
     api = docker_py.api
     name = unique("wait")
     made.append(name)
     cid = api.create_container(busybox, ["sh", "-c", "sleep 0.3; exit 3"], name=name)["Id"]
-    results: dict[str, Any] = {}
-
-    def waiter(cond: str) -> None:
-        results[cond] = api.wait(cid, condition=cond, timeout=30)
-
-    threads = [threading.Thread(target=waiter, args=(c,)) for c in ("next-exit", "removed")]
-    for t in threads:
-        t.start()
-    time.sleep(0.3)  # both waits are registered before the start
+    # The daemon sends a wait's headers once the wait is registered (clients start the
+    # container only then), so both waits are in place when their responses have begun.
+    waits = {}
+    for cond in ("next-exit", "removed"):
+        conn = _UnixHTTP(daemon.socket)
+        conn.request("POST", f"/v1.47/containers/{cid}/wait?condition={cond}")
+        waits[cond] = conn, conn.getresponse()
+        assert waits[cond][1].status == 200
     api.start(cid)
     assert api.wait(cid, condition="not-running", timeout=30)["StatusCode"] == 3
-    threads[0].join(10)
-    assert results["next-exit"]["StatusCode"] == 3
-    assert "removed" not in results
+    assert json.loads(waits["next-exit"][1].read()) == {"StatusCode": 3}
     # not-running on an exited container answers at once
     assert api.wait(cid, timeout=5)["StatusCode"] == 3
     api.remove_container(cid)
-    threads[1].join(10)
-    assert results["removed"]["StatusCode"] == 3
+    assert json.loads(waits["removed"][1].read()) == {"StatusCode": 3}
+    for conn, _ in waits.values():
+        conn.close()
 
 
 def test_rm_force_and_update(docker_cli: Runner, run_d: Make, daemon: Daemon, dockyard_cli: Runner):

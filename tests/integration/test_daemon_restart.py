@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import time
@@ -66,6 +67,12 @@ def state(d: Daemon, name: str) -> dict[str, Any]:
     return json.loads(cli(d, "inspect", name).stdout)[0]["State"]
 
 
+def served(d: Daemon) -> int:
+    """How many connections the daemon has accepted and not closed."""
+    out = subprocess.run(["ss", "-xH", "state", "connected"], capture_output=True, text=True, check=True).stdout
+    return sum(1 for line in out.splitlines() if str(d.socket) in line.split())
+
+
 def alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -91,20 +98,24 @@ def test_restart_adopts_containers(own_daemon: Daemon, sig: int):
     # long-lived streams open while the daemon goes away
     env = {**os.environ, "DOCKER_HOST": d.host}
     streams = [
-        subprocess.Popen(["docker", *a], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-        for a in (
-            ["events"],
-            ["logs", "-f", "ticker"],
-            ["attach", "--no-stdin", "ticker"],
-            ["wait", "doomed"],
+        subprocess.Popen(["docker", *a], stdout=out, stderr=subprocess.DEVNULL, env=env)
+        for a, out in (
+            (["events"], subprocess.DEVNULL),
+            (["logs", "-f", "ticker"], subprocess.PIPE),
+            (["attach", "--no-stdin", "ticker"], subprocess.PIPE),
+            (["wait", "doomed"], subprocess.DEVNULL),
         )
     ]
-    time.sleep(0.3)
+    # every stream is being served: its connection accepted (ss lists an accepted socket
+    # under the daemon's socket path), and the two that print have printed
+    wait_for(lambda: served(d) >= len(streams), what="the four streams to connect")
+    wait_for(lambda: all(p.stdout is None or select.select([p.stdout], [], [], 0)[0] for p in streams),
+             what="the streams' output")  # fmt: skip
     t0 = time.monotonic()
     d.stop(sig)
     assert time.monotonic() - t0 < 3, "daemon shutdown was not prompt"
     for p in streams:
-        p.wait(timeout=10)
+        p.communicate(timeout=10)  # each ends with the daemon
     assert len(conmons(d)) == 3 or not alive(pids["doomed"])
     assert alive(pids["ticker"]) and alive(pids["frozen"])
     # "doomed" exits while nobody watches
@@ -152,9 +163,11 @@ def test_restart_with_docker_py_wait_and_rm(own_daemon: Daemon):
         c = client.containers.run("busybox", ["sh", "-c", "sleep 1; echo bye; exit 3"], detach=True)
         eid = client.api.exec_create(c.id, ["sleep", "0.5"])["Id"]
         client.api.exec_start(eid, detach=True)
+        pids = client.api.inspect_container(c.id)["State"]["Pid"], client.api.exec_inspect(eid)["Pid"]
         assert client.api.exec_inspect(eid)["Running"]
         d.stop()
-        time.sleep(1.5)  # it exits while the daemon is down
+        # both end while the daemon is down
+        wait_for(lambda: not any(alive(p) for p in pids), what="the container and exec to exit")
         d.start()
         assert c.wait(timeout=10)["StatusCode"] == 3
         info = client.api.exec_inspect(eid)

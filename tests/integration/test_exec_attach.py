@@ -258,16 +258,22 @@ def test_exec_detach_keys_leave_it_running(docker_py: docker.DockerClient, busyb
     while raw.recv(4096):  # the daemon ends the stream
         pass
     sock.close()
-    time.sleep(0.3)
+
+    def actions() -> list[str]:
+        events = api.events(since=started, until=time.time(), decode=True,
+                            filters={"container": name, "type": "container"})  # fmt: skip
+        ours = [e for e in events if e.get("Actor", {}).get("Attributes", {}).get("execID") == eid]
+        return [e["Action"].split(":")[0] for e in ours]
+
+    # the detach is over once the daemon has published it; the process must outlive it
+    wait_for(lambda: "exec_detach" in actions(), what="the exec_detach event")
     info = api.exec_inspect(eid)
     assert info["Running"] and info["Pid"]
     os.kill(info["Pid"], signal.SIGKILL)
     wait_for(lambda: not api.exec_inspect(eid)["Running"], what="the exec to end")
     assert api.exec_inspect(eid)["ExitCode"] == 137
-    events = api.events(since=started, until=time.time() + 1, decode=True,
-                        filters={"container": name, "type": "container"})  # fmt: skip
-    actions = [e["Action"].split(":")[0] for e in events if e.get("Actor", {}).get("Attributes", {}).get("execID") == eid]
-    assert actions == ["exec_create", "exec_start", "exec_detach", "exec_die"], actions
+    got = wait_for(lambda: (a := actions()) and a[-1] == "exec_die" and a, what="the exec_die event")
+    assert got == ["exec_create", "exec_start", "exec_detach", "exec_die"], got
 
 
 def test_exec_options_and_inspect(
@@ -323,7 +329,7 @@ def test_exec_tty_docker_py(docker_py: docker.DockerClient, busybox: str, unique
     c = docker_py.containers.run(busybox, ["sleep", "1000"], name=name, detach=True)
     code, out = c.exec_run(["sh", "-c", "tty; echo x >&2"], tty=True)
     assert (
-        code == 0 and out.replace(b"\r", b"").split(b"\n")[:2] == [b"/dev/pts/0", b"x"] or b"/dev/pts/" in out
+        (code == 0 and out.replace(b"\r", b"").split(b"\n")[:2] == [b"/dev/pts/0", b"x"]) or b"/dev/pts/" in out
     )
     code, (o, e) = c.exec_run(["sh", "-c", "echo o; echo e >&2; exit 2"], demux=True)
     assert (code, o, e) == (2, b"o\n", b"e\n")

@@ -10,14 +10,13 @@ import json
 import os
 import socket
 import subprocess
-import time
 import urllib.request
 from pathlib import Path
 
 import docker
 import pytest
 
-from tests.conftest import Daemon, destroy_daemon, import_busybox, make_daemon
+from tests.conftest import Daemon, destroy_daemon, import_busybox, make_daemon, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (veth, bridges, nftables)")
 
@@ -176,14 +175,13 @@ def test_published_port_and_port_command(dk, dy, unique, tmp_path):
     dk("run", "-d", "--name", web, "-p", f"{port}:80", "-v", f"{tmp_path}:/www", "busybox",
        "httpd", "-f", "-p", "80", "-h", "/www")  # fmt: skip
     try:
-        body = ""
-        for _ in range(50):
+        def fetch() -> str:
             try:
-                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/index.html", timeout=2).read().decode()
-                break
+                return urllib.request.urlopen(f"http://127.0.0.1:{port}/index.html", timeout=2).read().decode()
             except OSError:
-                time.sleep(0.1)
-        assert body == "hello from dockyard\n"
+                return ""  # httpd not listening yet
+
+        assert wait_for(fetch, what="httpd behind the published port") == "hello from dockyard\n"
         assert dk("port", web).stdout.strip() == f"80/tcp -> 0.0.0.0:{port}"
         assert dy("port", web, "80").stdout.strip() == f"0.0.0.0:{port}"
         # the same host port again: a clear error, and nothing left of the container
@@ -395,10 +393,7 @@ def test_published_udp_port_with_real_traffic(dk, unique):
        "-v", "/usr/lib64:/lib64:ro", "busybox", "/usr/bin/python3", "-c", UDP_ECHO)  # fmt: skip
     try:
         assert dk("port", name).stdout.strip() == f"9999/udp -> 0.0.0.0:{port}"
-        for _ in range(100):
-            if "ready" in dk("logs", name).stdout:
-                break
-            time.sleep(0.1)
+        wait_for(lambda: "ready" in dk("logs", name).stdout, what="the udp echo server")
         reply = b""
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.settimeout(1)

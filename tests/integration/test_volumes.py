@@ -17,7 +17,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from tests.conftest import Daemon, Runner
+from tests.conftest import Daemon, Runner, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (overlayfs, runc)")
 
@@ -298,9 +298,7 @@ def test_volume_survives_daemon_kill9(
     c = cleanup("container", unique("killed"))
     docker_cli("run", "-d", "--name", c, "-v", f"{vol}:/d", busybox, "sh", "-c",
                "dd if=/dev/urandom of=/d/blob bs=64k count=16 2>/dev/null; sync; md5sum /d/blob > /d/sum; sleep 1000")  # fmt: skip
-    for _ in range(100):
-        if docker_cli("exec", c, "test", "-s", "/d/sum", check=False).returncode == 0:
-            break
+    wait_for(lambda: docker_cli("exec", c, "test", "-s", "/d/sum", check=False).returncode == 0, what="the sum")
     daemon.stop(signal.SIGKILL)
     daemon.start()
     assert vol in docker_cli("volume", "ls", "-q").stdout.split()

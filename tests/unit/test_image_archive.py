@@ -83,7 +83,7 @@ def test_legacy_symlinked_layer_and_escape() -> None:
         assert archive.open_member(tf, "two/layer.tar").read() == data
         with pytest.raises(InvalidArgument):
             archive.open_member(tf, "evil")
-        with pytest.raises(InvalidArgument, match="neither manifest.json nor index.json"):
+        with pytest.raises(InvalidArgument, match=r"neither manifest\.json nor index\.json"):
             archive.read_archive(tf)
 
 

@@ -139,7 +139,7 @@ def test_resolve_forms(svc: ImageService, tmp_path: Path) -> None:
     image_id = _import(svc, tmp_path, {"a": "1"}, repo="docker.io/library/resolve:7")
     for ref in ("resolve:7", "docker.io/library/resolve:7", image_id, image_id[7:], image_id[7:19], image_id[:19]):
         assert svc.resolve(ref).id == image_id
-    with pytest.raises(NotFound, match="^No such image: resolve$"):
+    with pytest.raises(NotFound, match=r"^No such image: resolve$"):
         svc.resolve("resolve")
     with pytest.raises(InvalidArgument, match="invalid reference format"):
         svc.resolve("Resolve")
@@ -172,10 +172,7 @@ def test_prepared_rootfs_mounts(svc: ImageService, tmp_path: Path) -> None:
     m = svc.prepare_rootfs("mnt", base)
     target = tmp_path / "rootfs"
     target.mkdir()
-    try:
-        mount(m, target)
-    except Exception as err:
-        pytest.skip(f"overlay mount unavailable: {err}")
+    mount(m, target)
     try:
         assert (target / "etc/passwd").read_text() == "root"
         assert (target / "etc/hosts").is_file() and (target / "proc").is_dir()

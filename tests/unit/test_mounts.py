@@ -139,7 +139,7 @@ def test_bind_create_mountpoint_skips_the_existence_check() -> None:
     ],
 )
 def test_duplicate_mount_point(hc: dict) -> None:
-    with pytest.raises(InvalidArgument, match="^Duplicate mount point: /x/?$"):
+    with pytest.raises(InvalidArgument, match=r"^Duplicate mount point: /x/?$"):
         mounts.validate(hc, exists=_exists)
 
 

@@ -50,11 +50,12 @@ def test_changes(tmp_path: Path) -> None:
 
 
 def test_layer_tar_round_trip(tmp_path: Path) -> None:
-    lower, upper = _layout(tmp_path)
+    _, upper = _layout(tmp_path)
     buf = io.BytesIO()
     write_layer_tar(upper, buf)
     buf.seek(0)
-    names = {m.name: m for m in tarfile.open(fileobj=buf)}
+    with tarfile.open(fileobj=buf) as tf:
+        names = {m.name: m for m in tf}
     assert "etc/.wh.passwd" in names
     assert "cache/.wh..wh..opq" in names
     assert names["tmp/y"].islnk() and names["tmp/y"].linkname == "tmp/x"

@@ -155,7 +155,7 @@ class RegistryClient:
     def __repr__(self) -> str:
         return f"<RegistryClient {self.base}>"
 
-    async def __aenter__(self) -> RegistryClient:  # noqa: PYI034
+    async def __aenter__(self) -> RegistryClient:
         timeout = aiohttp.ClientTimeout(total=None, connect=30, sock_read=300)
         ssl_ctx: ssl.SSLContext | bool = (
             False if self.insecure or not self.verify else ssl.create_default_context(cafile=self.ca_file)
