@@ -285,7 +285,7 @@ def ensure_default_user(subuid: Path = Path("/etc/subuid"), subgid: Path = Path(
         else:
             raise RemapError(
                 f'Error during "{DEFAULT_REMAP_USER}" user creation: cannot add user; no useradd/adduser binary found'
-            )
+            ) from None
     uid = pwd.getpwnam(DEFAULT_REMAP_USER).pw_uid
     for path, flag in ((subuid, "-v"), (subgid, "-w")):
         entries = parse_subid(path.read_text()) if path.exists() else []

@@ -34,16 +34,14 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from dockyard import errdefs
 from dockyard._sys.fs import write_atomic
 from dockyard.containers import state
 from dockyard.runtime.monitor import Restore
+from dockyard.runtime.oci import OCIRuntime
 from dockyard.timefmt import now_rfc3339
-
-if TYPE_CHECKING:
-    from dockyard.containers.service import ContainerService
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +117,21 @@ def _own_netns(rec: Record) -> bool:
     return mode != "host" and not mode.startswith("container:")
 
 
+class Containers(Protocol):
+    """What checkpoints need of the container service (service.py implements it)."""
+
+    cfg: Any
+
+    def bundle(self, cid: str) -> Path: ...
+    def resolve_id(self, ref: str) -> str: ...
+    def lock(self, cid: str) -> asyncio.Lock: ...
+    def get(self, ref: str) -> Record: ...
+    def save(self, rec: Record) -> None: ...
+    def runtime(self, rec: Record) -> OCIRuntime: ...
+    def publish(self, rec: Record, action: str, **extra: str) -> None: ...
+    def exit_future(self, cid: str) -> asyncio.Future[Record]: ...
+
+
 class CheckpointService:
     """`POST/GET/DELETE /containers/{id}/checkpoints`.
 
@@ -129,7 +142,7 @@ class CheckpointService:
     mark it manually stopped, so no restart policy brings it back) before answering.
     """
 
-    def __init__(self, containers: ContainerService) -> None:
+    def __init__(self, containers: Containers) -> None:
         self.containers = containers
 
     def _root(self, rec: Record, custom: str | None) -> Path:
@@ -163,7 +176,7 @@ class CheckpointService:
                 if exit:
                     rec["Dockyard"]["ManuallyStopped"] = True
                     svc.save(rec)
-                    exited = svc._exit_future(cid)
+                    exited = svc.exit_future(cid)
                 await svc.runtime(rec).checkpoint(
                     cid, cp_dir / "criu", cp_dir / "work", criu=criu, leave_running=not exit,
                     empty_netns=_own_netns(rec),

@@ -27,9 +27,9 @@ from dockyard._sys import mount as sysmount
 from dockyard._sys.fs import write_atomic
 from dockyard._sys.netns import set_loopback_up
 from dockyard.containers import checkpoint as checkpoints
-from dockyard.containers import mounts as mountplan
 from dockyard.containers import health as healthcheck
 from dockyard.containers import logconfig, names, state
+from dockyard.containers import mounts as mountplan
 from dockyard.containers import security as secopts
 from dockyard.containers.attach import AttachConnection
 from dockyard.containers.files import hosts_file, make_workdir, resolve_user, write_container_files
@@ -785,7 +785,7 @@ class ContainerService:
 
     # ---- stop / kill / restart ---------------------------------------------------------------
 
-    def _exit_future(self, cid: str) -> asyncio.Future[Record]:
+    def exit_future(self, cid: str) -> asyncio.Future[Record]:
         fut: asyncio.Future[Record] = asyncio.get_running_loop().create_future()
         self._exit_waiters.setdefault(cid, []).append(fut)
         return fut
@@ -816,7 +816,7 @@ class ContainerService:
                 return
             rec["Dockyard"].update(ManuallyStopped=True, RestartCancelled=True)
             self.save(rec)
-            fut = self._exit_future(cid)
+            fut = self.exit_future(cid)
         await self._stop_running(rec, fut, timeout, signal)
         self.publish(rec, "stop")
 
@@ -864,7 +864,7 @@ class ContainerService:
             rec["Dockyard"]["RestartCancelled"] = bool(rec["Dockyard"].get("RestartCancelled")) or cancels
             self.save(rec)
             if sig == signals.SIGKILL:
-                fut = self._exit_future(cid)
+                fut = self.exit_future(cid)
             await self._signal(rec, sig)
             self.publish(rec, "kill", signal=str(sig))
         if sig == signals.SIGKILL:
@@ -930,7 +930,7 @@ class ContainerService:
             return await fut
         if condition in ("not-running", "") and not rec["State"]["Running"] and state.status(rec) != state.RESTARTING:
             return rec
-        return await self._exit_future(cid)
+        return await self.exit_future(cid)
 
     # ---- remove ------------------------------------------------------------------------------
 
@@ -1014,12 +1014,12 @@ class ContainerService:
             rec = self.get(cid)
             hc = dict(rec["HostConfig"])
             rp = body.get("RestartPolicy") or {}
-            if rp.get("Name"):  # an empty name (what `update` without --restart sends) keeps the policy
-                if hc.get("AutoRemove") and rp["Name"] != "no":
-                    raise errdefs.InvalidArgument(
-                        f"Cannot update container {cid}: "
-                        "Restart policy cannot be updated because AutoRemove is enabled for the container"
-                    )
+            # an empty name (what `update` without --restart sends) keeps the policy
+            if rp.get("Name") and hc.get("AutoRemove") and rp["Name"] != "no":
+                raise errdefs.InvalidArgument(
+                    f"Cannot update container {cid}: "
+                    "Restart policy cannot be updated because AutoRemove is enabled for the container"
+                )
             for k, v in body.items():
                 if k == "RestartPolicy" and not rp.get("Name"):
                     continue

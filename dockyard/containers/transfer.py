@@ -47,7 +47,7 @@ class TransferService:
     def missing_layers(self, diff_ids: list[str]) -> list[str]:
         """The diff IDs whose layer tar a `load` here would need (neither layer nor blob)."""
         out = []
-        for diff_id, chain in zip(diff_ids, chain_ids(diff_ids)):
+        for diff_id, chain in zip(diff_ids, chain_ids(diff_ids), strict=True):
             if not self.images.layers.exists(chain) and not self.images.content.exists(diff_id):
                 out.append(diff_id)
         return out

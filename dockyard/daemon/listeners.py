@@ -25,7 +25,7 @@ import os
 import ssl
 from dataclasses import dataclass
 
-__all__ = ["ListenerConfigError", "Listener", "plan_listeners"]
+__all__ = ["Listener", "ListenerConfigError", "plan_listeners"]
 
 log = logging.getLogger(__name__)
 

@@ -7,9 +7,10 @@ import logging
 import sys
 
 from dockyard._sys.malloc import limit_arenas
-from dockyard.errdefs import DockyardError
 from dockyard.daemon.config import parse_args
 from dockyard.daemon.lifecycle import StartupError, serve
+from dockyard.errdefs import DockyardError
+
 
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_args(argv)

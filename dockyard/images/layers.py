@@ -111,7 +111,7 @@ class LayerStore:
                 try:
                     self.create(doc.get("parent"), diff_id)
                     continue
-                except Exception as err:  # a start must not fail on one bad layer
+                except Exception as err:  # noqa: BLE001 - a start must not fail on one bad layer
                     log.warning("layer %s could not be extracted again (%s): removing it", chain[:19], err)
             else:
                 log.warning("layer %s was not complete and its blob is gone: removing it", chain[:19])

@@ -334,9 +334,7 @@ def _wanted(call: Mapping[str, Any], caps: frozenset[str], arch: str, kernel: tu
         return False
     if inc.get("caps") and not all(c in caps for c in inc["caps"]):
         return False
-    if inc.get("minKernel") and kernel < _version(inc["minKernel"]):
-        return False
-    return True
+    return not (inc.get("minKernel") and kernel < _version(inc["minKernel"]))
 
 
 def _version(s: str) -> tuple[int, int]:

@@ -10,7 +10,6 @@ capability-conditional rules are decided here from the container's final capabil
 from __future__ import annotations
 
 import shutil
-
 from dataclasses import dataclass, field
 from typing import Any
 

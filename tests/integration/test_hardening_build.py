@@ -13,8 +13,8 @@ import http.server
 import io
 import os
 import shutil
-import subprocess
 import stat
+import subprocess
 import tarfile
 import tempfile
 import threading
@@ -187,7 +187,7 @@ class _Serve:
         body = data
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+            def do_GET(self) -> None:
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-tar")
                 self.send_header("Content-Length", str(len(body)))

@@ -222,9 +222,13 @@ def test_policies_after_daemon_kill(own_daemon: Daemon) -> None:
     wait_for(lambda: not any(os.path.exists(f"/proc/{pid}") for pid in pids.values()))
     own_daemon.start()
 
+    def restarted(name: str) -> dict | bool:
+        i = inspect(cli, name)
+        return i["State"]["Status"] == "running" and i["State"]["Pid"] != pids[name] and i
+
     for name in ("died", "us-died"):
         died = wait_for(
-            lambda: (i := inspect(cli, name))["State"]["Status"] == "running" and i["State"]["Pid"] != pids[name] and i,
+            lambda name=name: restarted(name),
             timeout=20, what=f"{name} to be restarted",
         )  # fmt: skip
         assert died["RestartCount"] == 1

@@ -31,7 +31,7 @@ def test_rotation_keeps_max_files(tmp_path: Path) -> None:
     log = tmp_path / "ctr.log"
     conmon_starts_over(log, ["a0", "a1"])
     assert not rotate_nowait(log, 3)  # pins the current file
-    for n, prefix in enumerate("bcd"):
+    for prefix in "bcd":
         conmon_starts_over(log, [f"{prefix}0", f"{prefix}1"])
         assert rotate_nowait(log, 3)
         assert not rotate_nowait(log, 3)
