@@ -109,6 +109,12 @@ def _spawn_in(netns: str, root: Path, extra: tuple[str, ...] = ()) -> Daemon:
     return d
 
 
+def restart(h: Host, sig: int = signal.SIGKILL) -> None:
+    """Kill the host's daemon (containers keep running) and start it again in its namespace."""
+    h.daemon.stop(sig)
+    h.daemon = _spawn_in(h.name, h.daemon.root, h.daemon.extra_args)
+
+
 def start_cluster(n: int = 2, busybox: bool = True) -> Cluster:
     tag = secrets.token_hex(3)
     subnet = _free_subnet()

@@ -16,7 +16,7 @@ import docker
 import pytest
 
 from tests.conftest import wait_for
-from tests.integration.overlay_hosts import Cluster, Host, start_cluster
+from tests.integration.overlay_hosts import Cluster, Host, restart, start_cluster
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, VXLAN)")
 
@@ -131,6 +131,31 @@ def test_docker_py_sees_remote_endpoints_and_cannot_remove_a_network_in_use(clus
         c1.networks.get(name).remove()
         c1.close()
         c2.close()
+
+
+def test_kill_9_of_a_daemon_keeps_its_overlay_containers_reachable(cluster: Cluster, unique) -> None:
+    h1, h2 = cluster.hosts[:2]
+    net, a, b = unique("ovkill"), unique("a"), unique("b")
+    h1.docker("network", "create", "-d", "overlay", "--attachable", net)
+    try:
+        wait_for(lambda: _sees(h2, net), timeout=10, what="the network on the second host")
+        h1.docker("run", "-d", "--name", a, "--network", net, "busybox", "sleep", "300")
+        h2.docker("run", "-d", "--name", b, "--network", net, "busybox", "sleep", "300")
+        wait_for(lambda: h2.docker("exec", b, "ping", "-c", "1", "-W", "1", a, check=False).returncode == 0,
+                 timeout=10, what="b reaching a")  # fmt: skip
+        restart(h1)  # kill -9: the sandbox, its entries and a's interface must survive
+        assert h2.docker("exec", b, "ping", "-c", "1", "-W", "2", a, check=False).returncode == 0
+        assert h1.docker("exec", a, "ping", "-c", "1", "-W", "2", b, check=False).returncode == 0
+        # the restarted daemon still follows the table: a container started now is reachable
+        c = unique("c")
+        h2.docker("run", "-d", "--name", c, "--network", net, "busybox", "sleep", "300")
+        wait_for(lambda: h1.docker("exec", a, "ping", "-c", "1", "-W", "1", c, check=False).returncode == 0,
+                 timeout=10, what="a reaching a container started after the restart")  # fmt: skip
+        h2.docker("rm", "-f", c)
+    finally:
+        h1.docker("rm", "-f", a, check=False)
+        h2.docker("rm", "-f", b, check=False)
+        h1.docker("network", "rm", net, check=False)
 
 
 def test_no_leftovers_in_underlay_namespaces(cluster: Cluster) -> None:
