@@ -86,6 +86,9 @@ class Cluster:
             try:
                 destroy_daemon(h.daemon)
             finally:
+                # the namespace may outlive its name for a while (TCP TIME_WAIT to the etcd
+                # holds it): delete our end of its veth now, which takes both ends
+                subprocess.run(["ip", "link", "del", f"ovu{self.tag}{self.hosts.index(h)}"], capture_output=True, check=False)
                 subprocess.run(["ip", "netns", "del", h.name], capture_output=True, check=False)
         if self.etcd.poll() is None:
             self.etcd.send_signal(signal.SIGTERM)
