@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -116,9 +117,13 @@ def _remove_network_leftovers(d: Daemon) -> None:
     import hashlib
     import json
 
-    table = "dockyard-" + hashlib.sha256(str(d.data_root).encode()).hexdigest()[:8]
-    for family in ("ip", "bridge"):
-        subprocess.run(["nft", "delete", "table", family, table], capture_output=True, check=False)
+    # the table is named after the daemon's data root; a remapped daemon's (--userns-remap)
+    # after its `<uid>.<gid>` subtree: clean up after both
+    roots = [d.data_root, *(p for p in _glob_dirs(d.data_root) if re.fullmatch(r"\d+\.\d+", p.name))]
+    tables = ["dockyard-" + hashlib.sha256(str(r).encode()).hexdigest()[:8] for r in roots]
+    for table in tables:
+        for family in ("ip", "bridge"):
+            subprocess.run(["nft", "delete", "table", family, table], capture_output=True, check=False)
     try:
         bridge = json.loads((d.root / "daemon.json").read_text()).get("bridge")
     except (OSError, ValueError):
@@ -126,15 +131,22 @@ def _remove_network_leftovers(d: Daemon) -> None:
     if bridge:
         subprocess.run(["ip", "link", "del", bridge], capture_output=True, check=False)
     # user-defined bridges and host-side veths carry the table name as their interface alias
-    tagged = [p.parent.name for p in Path("/sys/class/net").glob("*/ifalias") if _read(p) == table]
+    tagged = [p.parent.name for p in Path("/sys/class/net").glob("*/ifalias") if _read(p) in tables]
     for dev in sorted(tagged, key=lambda n: not n.startswith("veth")):  # veths before bridges
         subprocess.run(["ip", "link", "del", dev], capture_output=True, check=False)
     # accept rules in iptables' FORWARD chain (only when that chain exists), tagged the same way
     if subprocess.run(["nft", "list", "chain", "ip", "filter", "FORWARD"], capture_output=True, check=False).returncode == 0:
         out = subprocess.run(["iptables", "-w", "-S", "FORWARD"], capture_output=True, text=True, check=False).stdout
         for line in out.splitlines():
-            if line.startswith("-A FORWARD ") and f"--comment {table} " in line:
+            if line.startswith("-A FORWARD ") and any(f"--comment {t} " in line for t in tables):
                 subprocess.run(["iptables", "-w", "-D", *line.split()[1:]], capture_output=True, check=False)
+
+
+def _glob_dirs(root: Path) -> list[Path]:
+    try:
+        return [p for p in root.iterdir() if p.is_dir() and not p.is_symlink()]
+    except OSError:
+        return []
 
 
 def _read(p: Path) -> str:

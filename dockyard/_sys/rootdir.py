@@ -153,9 +153,12 @@ class RootDir:
             raise OSError(errno.EAGAIN, "path resolution kept racing a rename", path)
         return self._walk_open(path, flags, mode)
 
-    def _walk_open(self, path: str, flags: int, mode: int, *, create_dirs: int | None = None) -> int:
+    def _walk_open(
+        self, path: str, flags: int, mode: int, *, create_dirs: int | None = None, owner: tuple[int, int] | None = None
+    ) -> int:
         """The portable walk (see the module docstring). With `create_dirs` (a mode), missing
-        directories are made along the way and the final one too, as `mkdir -p`."""
+        directories are made along the way and the final one too, as `mkdir -p`, each given
+        `owner` when set (never following a link: one swapped in meanwhile keeps its owner)."""
         parts = _parts(path)
         if path.endswith("/") and not flags & os.O_CREAT:
             flags |= os.O_DIRECTORY
@@ -186,6 +189,9 @@ class RootDir:
                             links += 1
                             if links > _MAX_SYMLINKS:
                                 raise
+                        else:
+                            if owner is not None:
+                                os.chown(part, *owner, dir_fd=stack[-1], follow_symlinks=False)
                         parts.insert(0, part)
                         continue
                     info = os.fstat(fd)
@@ -238,16 +244,19 @@ class RootDir:
         finally:
             os.close(fd)
 
-    def open_dir(self, path: str, *, create: bool = False, mode: int = 0o755) -> int:
+    def open_dir(
+        self, path: str, *, create: bool = False, mode: int = 0o755, owner: tuple[int, int] | None = None
+    ) -> int:
         """An O_RDONLY|O_DIRECTORY fd of `path` in the root; with `create`, missing
-        directories (the last included) are made with `mode`, like `mkdir -p` in a chroot.
-        A non-directory on the way raises NotADirectoryError. Caller closes."""
+        directories (the last included) are made with `mode`, like `mkdir -p` in a chroot,
+        and each one made is given `owner` (uid, gid) when set. A non-directory on the way
+        raises NotADirectoryError. Caller closes."""
         flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
         if not create:
             return self.open(path, flags)
         # creation walks component by component even with openat2: each mkdirat happens in
         # a directory fd that was itself resolved in the root, so it is race-free too
-        return self._walk_open(path, flags, 0, create_dirs=mode)
+        return self._walk_open(path, flags, 0, create_dirs=mode, owner=owner)
 
     # ---- looking --------------------------------------------------------------------------
 

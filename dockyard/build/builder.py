@@ -51,7 +51,8 @@ from dockyard.build import _files
 from dockyard.build import context as ctxmod
 from dockyard.build.cache import BuildCache, cache_key
 from dockyard.build.dockerfile import Dockerfile, Instruction, Stage, arg_pairs, expand, parse
-from dockyard.images.unpack import ARCHIVE, Extractor, UnsafeArchive
+from dockyard.idmap import IdentityMapping
+from dockyard.images.unpack import ARCHIVE, Extractor, UnmappableOwner, UnsafeArchive
 from dockyard.timefmt import now_rfc3339 as rfc3339_now
 
 __all__ = ["BuildError", "BuildOptions", "Builder"]
@@ -175,6 +176,9 @@ class Builder:
         self.tmp.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.running_marks = running_marks  # one empty file per RUN container while its step runs
         running_marks.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # `--userns-remap`: the files COPY/ADD/WORKDIR write get the host ids of the ids the
+        # container is to see (commit shifts them back), as dockerd's builder writes them
+        self.id_mapping: IdentityMapping | None = getattr(images, "id_mapping", None)
         self._builds = 0
 
     def statistics(self) -> dict[str, int]:
@@ -868,10 +872,12 @@ class _Run:
         if await self._cached(s, key, created_by):
             return
 
+        idmap = self.b.id_mapping
+
         def write(root: Path) -> None:
             with RootDir(root) as rd:
                 try:
-                    os.close(rd.open_dir(wd, create=True))
+                    os.close(rd.open_dir(wd, create=True, owner=idmap.root_pair if idmap else None))
                 except OSError as err:
                     raise BuildError(f"failed to create the working directory {wd}: {err.strerror or err}".lower()) from None
 
@@ -981,6 +987,7 @@ class _Run:
             return
 
         preserve_owner = bool(from_image)
+        idmap = self.b.id_mapping
 
         async def run_copy(src_root: Path | None) -> str:
             nonlocal created_by
@@ -1002,7 +1009,9 @@ class _Run:
 
             def write_in(dst: RootDir, stack: contextlib.ExitStack) -> None:
                 uid, gid = _resolve_chown(dst, chown) if chown else (0, 0)
-                owner = None if (preserve_owner and not chown) else (uid, gid)
+                # a --from source keeps its owners: its rootfs already holds this daemon's
+                # host ids; anything else is written with the host ids of (uid, gid)
+                owner = None if (preserve_owner and not chown) else _host_owner(idmap, uid, gid, chown)
                 items: list[_files.Source] = []
                 if src_root is not None:
                     src_rd = stack.enter_context(RootDir(src_root))
@@ -1037,7 +1046,7 @@ class _Run:
                         finally:
                             os.close(dfd)
                         continue
-                    if add and src_root is None and _add_archive(item, dst, dest_abs):
+                    if add and src_root is None and _add_archive(item, dst, dest_abs, idmap):
                         continue
                     dfd, name = _files.dest_slot(dst, dest_abs, dest_is_dir or multiple, posixpath.basename(item.rel), owner)
                     try:
@@ -1146,9 +1155,10 @@ def _expand_heredoc(content: str, env: dict[str, str]) -> str:
 # ---- file helpers (blocking; run in a worker thread) --------------------------------------
 
 
-def _add_archive(item: _files.Source, dst: RootDir, dest: str) -> bool:
+def _add_archive(item: _files.Source, dst: RootDir, dest: str, idmap: IdentityMapping | None = None) -> bool:
     """ADD of a local (maybe compressed) tar: extracted at dest with ARCHIVE rules (no
-    whiteouts, nothing outside dest) rooted at dest's fd. False if item is no archive."""
+    whiteouts, nothing outside dest) rooted at dest's fd, its owners shifted by `idmap` on
+    a remapped daemon. False if item is no archive."""
     f = item.open_regular()
     if f is None:
         return False
@@ -1157,10 +1167,12 @@ def _add_archive(item: _files.Source, dst: RootDir, dest: str) -> bool:
             return False
         f.seek(0)
         # dockerd untars with the archive's owners: --chown touches neither the members
-        # nor the directories made for them
-        dfd = _files.dest_dir(dst, dest, None)
+        # nor the directories made for them (those are the container root's)
+        dfd = _files.dest_dir(dst, dest, idmap.root_pair if idmap else None)
         try:
-            Extractor(None, ARCHIVE, root_fd=dfd).extract(ctxmod.open_maybe_compressed(f))
+            Extractor(None, ARCHIVE, root_fd=dfd, id_mapping=idmap).extract(ctxmod.open_maybe_compressed(f))
+        except UnmappableOwner as err:
+            raise BuildError(f"ADD failed: extracting {item.name}: {err}") from None
         except UnsafeArchive as err:
             raise BuildError(f"ADD failed: extracting {item.name}: member {err.name!r}: {err.reason}") from None
         except (tarfile.TarError, OSError, EOFError) as err:
@@ -1168,6 +1180,19 @@ def _add_archive(item: _files.Source, dst: RootDir, dest: str) -> bool:
         finally:
             os.close(dfd)
     return True
+
+
+def _host_owner(idmap: IdentityMapping | None, uid: int, gid: int, chown: str | None) -> tuple[int, int]:
+    """The host ids a file the container sees as (uid, gid) is written with."""
+    if idmap is None:
+        return uid, gid
+    try:
+        return idmap.to_host(uid, gid)
+    except ValueError as err:  # dockerd's words (its builder's parseChownFlag)
+        raise BuildError(
+            f"unable to convert uid/gid chown string to host mapping: unable to convert uid/gid to host mapping: {err}"
+            if chown else f"unable to convert uid/gid to host mapping: {err}"
+        ) from None
 
 
 def _id_of(text: str | None, name: str, field: int = 2) -> int | None:

@@ -346,9 +346,14 @@ class ExecService:
     async def start(
         self, eid: str, *, detach: bool, console_size: Sequence[int] | None = None
     ) -> ExecSession:
-        """Start the exec process; the session's `done` gives its exit code. A command the
-        runtime cannot start still makes a session: its output is Docker's error text and
-        its code 126 (cannot run) or 127 (missing)."""
+        """Start the exec process; the session's `done` gives its exit code.
+
+        Every start that fails records an exit code, as dockerd's does (the CLI exits with
+        it): a command the runtime cannot start still makes a session whose output is
+        Docker's error text and whose code follows moby's `setExitCodeFromError` (126 cannot
+        run, 127 missing, 128 anything else); a failure before the runtime runs (the user
+        cannot be found, the image's passwd is a FIFO...) records 126 and raises. Detached,
+        a runtime failure raises too (dockerd answers the start request with the error)."""
         rec, crec = self._startable(eid)
         self._starting.add(eid)
         try:
@@ -394,11 +399,24 @@ class ExecService:
             )  # fmt: skip
         except ExecFailed as err:
             # Docker writes the error into the stream and records the exit code
-            self.sessions[eid] = session
-            session.output.put_nowait((STDOUT, f"OCI runtime exec failed: {err}: unknown\r\n".encode()))
+            message = f"OCI runtime exec failed: {err}: unknown"
+            code = _failed_start_code(str(err))
             self._publish_start(crec, rec)
-            self._exited(eid, cid, crec, _failed_start_code(str(err)))
+            if detach:
+                session.close()
+                self._exited(eid, cid, crec, code)
+                raise (errdefs.InvalidArgument if code != EXIT_UNKNOWN else errdefs.Internal)(message) from None
+            self.sessions[eid] = session
+            session.output.put_nowait((STDOUT, f"{message}\r\n".encode()))
+            self._exited(eid, cid, crec, code)
             return session
+        except Exception:
+            # dockerd's default for a start that failed before the runtime said why: the
+            # exec has run (a second start is a conflict) and `docker exec` exits 126
+            session.close()
+            self._publish_start(crec, rec)
+            self._exited(eid, cid, crec, EXIT_CANNOT_RUN)
+            raise
         except BaseException:
             session.close()
             shutil.rmtree(edir, ignore_errors=True)
@@ -512,10 +530,22 @@ class ExecService:
             self.conmon.resize(self.dir / eid, height, width)
 
 
+EXIT_CANNOT_RUN = 126  # moby's exitEaccess, also its default for a start that failed early
+EXIT_NOT_FOUND = 127  # exitCmdNotFound
+EXIT_UNKNOWN = 128  # exitUnknown
+
+
 def _failed_start_code(message: str) -> int:
-    """Docker's exit codes for a command that is missing (127) or cannot run (126)."""
+    """The exit code of an exec the runtime could not start, by moby's rules (its daemon's
+    `setExitCodeFromError`, checked in this order)."""
     text = message.lower()
-    return 127 if "no such file" in text or "not found" in text else 126
+    if "permission denied" in text or "is a directory" in text:
+        return EXIT_CANNOT_RUN
+    if "not a directory" in text:
+        return EXIT_NOT_FOUND
+    if any(m in text for m in ("executable file not found", "no such file or directory", "failed to run runc create/exec call")):
+        return EXIT_NOT_FOUND
+    return EXIT_UNKNOWN
 
 
 def _children() -> dict[int, list[int]]:

@@ -175,8 +175,8 @@ def _lookup(user: str, passwd_db: _Db, groups_db: _Db) -> ProcessUser:
 def make_workdir(rootfs: Path, path: str, owner: tuple[int, int] | None = None) -> None:
     """Creates the container's working directory like Docker does at start (`mkdir -p`,
     0755), in the root by fd: an image's `/data -> /` must not lead to the host's root.
-    `owner`: a remapped daemon's root pair, given to the directory when it is made here
-    (dockerd's MkdirAllAndChownNew)."""
+    `owner`: a remapped daemon's root pair, given to every directory made here (dockerd's
+    MkdirAllAndChownNew); existing ones keep theirs."""
     clean = posixpath.normpath("/" + path)  # lexically clean first, like Docker
     try:
         with RootDir(rootfs) as root:
@@ -185,12 +185,9 @@ def make_workdir(rootfs: Path, path: str, owner: tuple[int, int] | None = None) 
                 return
             except FileNotFoundError:
                 pass
-            fd = root.open_dir(clean, create=True, mode=0o755)
-            try:
-                if owner is not None:
-                    os.fchown(fd, *owner)
-            finally:
-                os.close(fd)
+            # every directory made here is the remapped root's, not only the last one (as
+            # dockerd's MkdirAllAndChownNew): a container's root must own the parents too
+            os.close(root.open_dir(clean, create=True, mode=0o755, owner=owner))
     except NotADirectoryError:
         raise InvalidArgument(f"cannot create working directory {path}: not a directory") from None
     except OSError as err:

@@ -118,11 +118,17 @@ class LayerStore:
             self._store.layers.delete(chain)
             shutil.rmtree(self.diff_dir(chain).parent, ignore_errors=True)
 
-    def get(self, chain: str) -> Layer | None:
+    def _complete(self, chain: str) -> dict[str, Any] | None:
+        """The layer's row when its files are known durable: a row still marked incomplete
+        (a `create` under way, or one a crash interrupted) is absent to every reader."""
         doc = self._store.layers.get(chain)
-        if doc is None:
+        if doc is None or doc.get("incomplete"):
             return None
-        return self._layer(doc)
+        return doc
+
+    def get(self, chain: str) -> Layer | None:
+        doc = self._complete(chain)
+        return None if doc is None else self._layer(doc)
 
     def diff_dir(self, chain: str) -> Path:
         return self.root / chain.removeprefix("sha256:") / "diff"
@@ -139,17 +145,17 @@ class LayerStore:
         return link
 
     def exists(self, chain: str) -> bool:
-        doc = self._store.layers.get(chain)
-        return doc is not None and not doc.get("incomplete") and self.diff_dir(chain).is_dir()
+        return self._complete(chain) is not None and self.diff_dir(chain).is_dir()
 
     def create(self, parent: str | None, diff_id: str) -> tuple[Layer, bool]:
         """Extract the committed blob `diff_id` on top of `parent` (blocking).
 
         Returns the layer and whether it was created now (False: it already existed)."""
         chain = chain_id(parent, diff_id)
+        done = self._complete(chain)
+        if done is not None and self.diff_dir(chain).is_dir():
+            return self._layer(done), False
         doc = self._store.layers.get(chain)
-        if doc is not None and not doc.get("incomplete") and self.diff_dir(chain).is_dir():
-            return self._layer(doc), False
         row = {"chain_id": chain, "diff_id": diff_id, "parent": parent, "size": 0, **(doc or {})}
         # The mark goes in before any file: a crash from here on leaves a row that says so.
         self._store.layers.put(chain, {**row, "incomplete": True}, name=diff_id)
@@ -180,11 +186,12 @@ class LayerStore:
         return Layer(doc["chain_id"], doc["diff_id"], doc.get("parent"), int(doc.get("size", 0)))
 
     def remove(self, chain: str) -> int:
-        """Delete the layer's files, its row and (when no other layer has it) its blob."""
+        """Delete the layer's files, its row and (when no other layer has it) its blob.
+        The collector may remove an incomplete row too: nothing can refer to it."""
         doc = self._store.layers.get(chain)
-        layer = self.get(chain)
-        if layer is None:
+        if doc is None:
             raise NotFound(f"layer {chain} not found")
+        layer = self._layer(doc)
         self._store.layers.delete(chain)
         (self.root / "l" / chain.removeprefix("sha256:")[:16]).unlink(missing_ok=True)
         shutil.rmtree(self.diff_dir(chain).parent, ignore_errors=True)
@@ -197,7 +204,7 @@ class LayerStore:
 
     def compressed(self, chain: str) -> dict[str, Any] | None:
         """The layer's cached compressed blob, if it is still in the content store."""
-        doc = self._store.layers.get(chain)
+        doc = self._complete(chain)
         rec = (doc or {}).get("compressed")
         if not rec or not self._content.exists(rec["digest"]):
             return None
@@ -205,7 +212,7 @@ class LayerStore:
 
     def set_compressed(self, chain: str, digest: str, size: int, repo: str | None = None) -> None:
         """Record `digest` (a committed blob) as the layer's compressed form; `repo` holds it."""
-        doc = self._store.layers.get(chain)
+        doc = self._complete(chain)
         if doc is None:
             if not self._names_compressed(digest):
                 self._content.delete(digest)
@@ -231,4 +238,5 @@ class LayerStore:
         self._content.delete(digest)
 
     def ids(self) -> list[str]:
+        """Every layer row's chain id, incomplete ones included (the collector's list)."""
         return [r[0] for r in self._store.layers.rows()]

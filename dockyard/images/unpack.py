@@ -253,6 +253,10 @@ class Extractor:
                         raise _Unsafe("missing parent directory") from None
                     os.mkdir(comp, 0o755, dir_fd=fd)
                     nfd = os.open(comp, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+                    if self._idmap is not None and self._is_root:
+                        # a parent the archive does not list is the container root's, as
+                        # dockerd's untar makes it (MkdirAllAndChownNew with the root pair)
+                        os.fchown(nfd, *self._idmap.root_pair)
                 except OSError as err:
                     if err.errno in (errno.ELOOP, errno.ENOTDIR):
                         raise _Unsafe("a parent directory is a symlink or not a directory") from None

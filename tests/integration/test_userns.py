@@ -1,12 +1,13 @@
 """User namespaces (`--userns-remap`, `--userns=host`), driven by the docker CLI and docker-py.
 
-A side daemon runs with `userns-remap` set to a test user made here, whose only subuid and
-subgid line (also made here) is a range nobody else uses; the module removes the user,
+A side daemon runs with `userns-remap` set to a test user made for the module, whose only
+subuid and subgid line (also made for it) is a range nobody else uses; the module removes the user,
 its lines and the daemon afterwards. The checks are made from the host, as an admin would:
 a container's processes and files carry the range's ids on the host while the container
-sees root.
+sees root. The daemon and its user come from `_remap.py` (module-scoped fixtures).
 """
 
+# ruff: noqa: F811 (the fixtures imported from _remap are parameters of the tests)
 from __future__ import annotations
 
 import io
@@ -16,83 +17,16 @@ import secrets
 import subprocess
 import sys
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 
 import docker
 import pytest
 
-from tests.conftest import (
-    Daemon,
-    _remove_network_leftovers,
-    destroy_daemon,
-    import_busybox,
-    make_daemon,
-    write_daemon_json,
-)
+from tests.conftest import Daemon
+from tests.integration._remap import BASE, SIZE, remap_user, remapped  # noqa: F401 (fixtures)
+from tests.integration._remap import cli as _cli
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (useradd, overlayfs, runc)")
-
-BASE = 1_500_000_000 + secrets.randbelow(100) * 65536  # a range no distribution hands out
-SIZE = 65536
-
-
-def _drop_line(path: Path, line: str) -> None:
-    lines = path.read_text().splitlines(keepends=True) if path.exists() else []
-    path.write_text("".join(x for x in lines if x.rstrip("\n") != line))
-
-
-@pytest.fixture(scope="module")
-def remap_user() -> Iterator[str]:
-    user = f"dyns{secrets.token_hex(3)}"
-    subprocess.run(["useradd", "-r", "-M", "-s", "/bin/false", user], check=True, capture_output=True)
-    line = f"{user}:{BASE}:{SIZE}"
-    for path in (Path("/etc/subuid"), Path("/etc/subgid")):
-        with open(path, "a") as f:
-            f.write(line + "\n")
-    try:
-        yield user
-    finally:
-        for path in (Path("/etc/subuid"), Path("/etc/subgid")):
-            _drop_line(path, line)
-        subprocess.run(["userdel", user], check=False, capture_output=True)
-
-
-def _remapped(d: Daemon, user: str) -> None:
-    """Restart `d` with userns-remap; its root must be traversable by the remapped root,
-    which dockerd checks at startup too (mkdtemp makes it 0700)."""
-    d.stop()
-    d.root.chmod(0o711)
-    write_daemon_json(d.root, {"userns-remap": user})
-    d.start()
-
-
-@pytest.fixture(scope="module")
-def remapped(remap_user: str) -> Iterator[Daemon]:
-    d = make_daemon()
-    try:
-        _remapped(d, remap_user)
-        import_busybox(d.host)
-        yield d
-    finally:
-        destroy_daemon(d)
-        # the remapped daemon's nftables table and devices are named after its subtree
-        _remove_network_leftovers(SimpleNamespace(root=d.root, data_root=d.data_root / f"{BASE}.{BASE}"))  # type: ignore[arg-type]
-
-
-def _cli(d: Daemon, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    res = subprocess.run(
-        ["docker", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "DOCKER_HOST": d.host},
-        check=False,
-    )
-    if check and res.returncode:
-        raise AssertionError(f"docker {args} exited {res.returncode}: {res.stderr}")
-    return res
 
 
 def _host_ids(pid: int) -> tuple[int, int]:
