@@ -82,7 +82,13 @@ def _options(request: web.Request) -> BuildOptions:
     )
 
 
-@routes.post("/build")
+@routes.post(
+    "/build",
+    query="t:list dockerfile buildargs:json labels:json target nocache:boolean rm:boolean forcerm:boolean "
+    "pull:boolean networkmode extrahosts:list shmsize:integer memory:integer memswap:integer "
+    "cpushares:integer cpusetcpus cpuperiod:integer cpuquota:integer platform q:boolean cachefrom:json remote",
+    body="stream",
+)
 async def build(request: web.Request) -> web.StreamResponse:
     opts = _options(request)
     remote = request.query.get("remote", "")
@@ -118,7 +124,7 @@ async def build(request: web.Request) -> web.StreamResponse:
     return resp
 
 
-@routes.post("/build/prune")
+@routes.post("/build/prune", query="all:boolean filters:json")
 async def prune(request: web.Request) -> web.Response:
     res = await _svc(request).prune(all=qbool(request, "all"), filters=filters(request))
     return web.json_response(res)

@@ -10,8 +10,8 @@ from typing import Any
 
 from aiohttp import web
 
-from dockyard.api import keys, versions
-from dockyard.api.app import Routes
+from dockyard.api import keys, openapi, versions
+from dockyard.api.app import ROUTE_SPECS, Routes
 from dockyard.api.schemas import check_filter_keys, filters
 from dockyard.api.streams import mark_long_lived
 from dockyard.errdefs import InvalidArgument
@@ -80,6 +80,12 @@ async def info(request: web.Request) -> web.Response:
     return web.json_response(await request.app[keys.SYSTEM].info())
 
 
+@routes.get("/openapi.json")
+async def openapi_document(request: web.Request) -> web.Response:
+    """This daemon's own API: every route with its parameters and body schemas."""
+    return web.json_response(openapi.document({id(s): s for s in request.app[ROUTE_SPECS].values()}.values()))
+
+
 @routes.get("/system/df")
 async def system_df(request: web.Request) -> web.Response:
     return web.json_response(await request.app[keys.SYSTEM].disk_usage())
@@ -128,7 +134,7 @@ def _event_matches(ev: dict[str, Any], f: dict[str, list[str]]) -> bool:
     return True
 
 
-@routes.get("/events")
+@routes.get("/events", query="since until filters:json", stream=True)
 async def events(request: web.Request) -> web.StreamResponse:
     bus = request.app[keys.EVENTS]
     since = _parse_time(request.query.get("since"), "since")
