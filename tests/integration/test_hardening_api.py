@@ -161,3 +161,49 @@ def test_wrong_types_through_the_docker_cli_and_nulls_still_accepted(daemon: Dae
     # a string Cmd is a StrSlice, as in dockerd
     c = docker_py.api.create_container(busybox, command="true")
     docker_py.api.remove_container(c["Id"], force=True)
+
+
+# -- 4. event subscribers are bounded ---------------------------------------------------
+
+
+def test_a_subscriber_that_never_reads_is_dropped_not_buffered(daemon: Daemon, busybox: str, unique: Any) -> None:
+    api = docker.APIClient(base_url=daemon.host, version="1.47", timeout=60)
+    # every event of this container carries its labels: 256 KiB per event
+    labels = {f"l{i}": f"{i:02d}" * 4096 for i in range(32)}
+    cid = api.create_container(busybox, command="true", labels=labels, name=unique("ev"))["Id"]
+    stuck = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stuck.connect(str(daemon.socket))
+        stuck.sendall(b"GET /v1.47/events HTTP/1.1\r\nHost: docker\r\n\r\n")  # and never read
+        for i in range(5):  # warm up: the record cache, sqlite pages, allocator arenas
+            api.rename(cid, unique("ev"))
+        time.sleep(0.5)
+        base = rss_kib(daemon.proc.pid)
+        for i in range(200):  # 50 MiB of events
+            api.rename(cid, unique("ev"))
+        grown = rss_kib(daemon.proc.pid) - base
+        assert grown < 20 * 1024, f"daemon RSS grew {grown} KiB for one stuck subscriber"
+        # its connection was ended: what was buffered drains, then EOF (or a reset)
+        stuck.settimeout(15)
+        deadline = time.monotonic() + 15
+        received = 0
+        while True:
+            assert time.monotonic() < deadline, "the stuck subscriber's connection stayed open"
+            try:
+                chunk = stuck.recv(1 << 20)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            received += len(chunk)
+        assert received < 20 << 20
+        assert "events subscriber dropped" in daemon.log.read_text()
+        # the bus still serves others
+        assert request(daemon, "GET", "/_ping")[0] == 200
+        ev_since = api.events(since=int(time.time()) - 60, until=int(time.time()) + 1, decode=True,
+                              filters={"container": cid, "event": "rename"})  # fmt: skip
+        assert sum(1 for _ in ev_since) >= 1
+    finally:
+        stuck.close()
+        api.remove_container(cid, force=True)

@@ -141,32 +141,37 @@ async def events(request: web.Request) -> web.StreamResponse:
     until = _parse_time(request.query.get("until"), "until")
     f = filters(request)
     check_filter_keys(f, {"type", "event", "container", "image", "label", "daemon", "network", "volume", "scope"})
-    queue = bus.subscribe()
+    # A client that stops reading blocks our writes; once its queue overflows the bus drops
+    # it and we abort the connection, which ends a write stuck on the full socket.
+    sub = bus.subscribe(on_drop=lambda: request.transport.abort() if request.transport else None)
     mark_long_lived()  # shutdown ends the stream at once
     try:
         resp = web.StreamResponse(headers={"Content-Type": "application/json"})
         await resp.prepare(request)
         if since is not None:
-            for ev in bus.history():
+            for ev, line in bus.history():
                 in_range = ev["timeNano"] / 1e9 >= since and (until is None or ev["timeNano"] / 1e9 <= until)
                 if in_range and _event_matches(ev, f):
-                    await resp.write(json.dumps(ev).encode() + b"\n")
+                    await resp.write(line)
         while True:
             timeout = None if until is None else until - time.time()
             if timeout is not None and timeout <= 0:
                 break
             try:
                 async with asyncio.timeout(timeout):
-                    ev = await queue.get()
+                    item = await sub.get()
             except TimeoutError:
                 break
+            if item is None:  # dropped: too far behind
+                return resp
+            ev, line = item
             if since is not None and ev["timeNano"] / 1e9 < since:
                 continue
             if _event_matches(ev, f):
-                await resp.write(json.dumps(ev).encode() + b"\n")
+                await resp.write(line)
         await resp.write_eof()
         return resp
-    except ConnectionResetError:  # the client stopped listening (docker stats, events ^C)
+    except (ConnectionResetError, ConnectionAbortedError):  # the client stopped listening, or was dropped
         return resp
     finally:
-        bus.unsubscribe(queue)
+        bus.unsubscribe(sub)
