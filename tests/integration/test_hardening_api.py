@@ -207,3 +207,82 @@ def test_a_subscriber_that_never_reads_is_dropped_not_buffered(daemon: Daemon, b
     finally:
         stuck.close()
         api.remove_container(cid, force=True)
+
+
+# -- 3. the embedded DNS resolver's relay is bounded ------------------------------------
+
+
+@pytest.fixture
+def blackhole_dns() -> Iterator[tuple[str, list[int]]]:
+    """An upstream resolver on loopback that takes every query and never answers (the worst
+    upstream: each relayed query waits its whole timeout). Yields its address and a counter."""
+    import threading
+
+    addr = "127.66.0.1"
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((addr, 53))
+    sock.settimeout(0.2)
+    seen = [0]
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                sock.recvfrom(4096)
+                seen[0] += 1
+            except TimeoutError:
+                continue
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    yield addr, seen
+    stop.set()
+    t.join()
+    sock.close()
+
+
+def test_a_dns_flood_from_one_container_keeps_the_daemons_fds_bounded(
+    daemon: Daemon, busybox: str, docker_cli: Any, unique: Any, blackhole_dns: tuple[str, list[int]]
+) -> None:
+    import threading
+
+    upstream, seen = blackhole_dns
+    net, other, flood = unique("dnsnet"), unique("peer"), unique("flood")
+    docker_cli("network", "create", net)
+    try:
+        docker_cli("run", "-d", "--name", other, "--network", net, busybox, "sleep", "300")
+        pid = daemon.proc.pid
+        start = fd_count(pid)
+        peak = [start]
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.is_set():
+                peak[0] = max(peak[0], fd_count(pid))
+                time.sleep(0.02)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        # 400 lookups at once: unknown names are relayed to the silent upstream; the peer's
+        # name is answered locally
+        script = (
+            "for i in $(seq 400); do nslookup unknown-$i.example >/dev/null 2>&1 & done; "
+            f"for i in $(seq 20); do nslookup {other} >/dev/null 2>&1 & done; wait; "
+            f"nslookup {other}"
+        )
+        t0 = time.monotonic()
+        res = docker_cli("run", "--name", flood, "--network", net, "--dns", upstream, busybox, "sh", "-c", script,
+                         check=False, timeout=180)  # fmt: skip
+        elapsed = time.monotonic() - t0
+        done.set()
+        sampler.join()
+        print(f"fds {start} -> peak {peak[0]}, {seen[0]} queries upstream, {elapsed:.1f}s")
+        assert seen[0] > 0, "no query was relayed upstream"
+        assert peak[0] - start <= 100, f"daemon fds went from {start} to {peak[0]} during the flood"
+        # under the flood the resolver still answers the peer's name
+        assert res.returncode == 0 and other in res.stdout, (res.stdout, res.stderr, elapsed)
+        docker_cli("rm", "-f", flood)
+        wait_for(lambda: fd_count(pid) <= start + 5, timeout=20, what=f"daemon fds back near {start}")
+    finally:
+        docker_cli("rm", "-f", flood, other, check=False)
+        docker_cli("network", "rm", net, check=False)
