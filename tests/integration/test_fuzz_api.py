@@ -277,8 +277,11 @@ def test_fuzzed_daemon_is_healthy_and_left_nothing(fuzzed: Fuzzed) -> None:
     with open("/proc/self/mountinfo") as f:
         mounts = [line.split()[4] for line in f if str(d.data_root) in line.split()[4]]
     assert mounts == [], mounts
-    wait_for(lambda: _fds(d.proc.pid) <= fuzzed.fd_start + 5, timeout=20,
-             what=f"daemon fds back near {fuzzed.fd_start} (now {_fds(d.proc.pid)})")  # fmt: skip
+    try:
+        wait_for(lambda: _fds(d.proc.pid) <= fuzzed.fd_start + 5, timeout=20, what="daemon fds settled")
+    except AssertionError:
+        fds = sorted(os.readlink(f"/proc/{d.proc.pid}/fd/{n}") for n in os.listdir(f"/proc/{d.proc.pid}/fd"))
+        raise AssertionError(f"daemon fds: {fuzzed.fd_start} at the start, now {fds}") from None
 
 
 def _fds(pid: int) -> int:

@@ -286,3 +286,30 @@ def test_a_dns_flood_from_one_container_keeps_the_daemons_fds_bounded(
     finally:
         docker_cli("rm", "-f", flood, other, check=False)
         docker_cli("network", "rm", net, check=False)
+
+
+def test_abandoned_waiting_streams_release_their_connections(daemon: Daemon, busybox: str, unique: Any) -> None:
+    """`/events` with a filter nothing matches, `wait` on a container that never exits and
+    `logs -f` of a silent one write nothing; a client that leaves must not keep its socket."""
+    api = docker.APIClient(base_url=daemon.host, version="1.47", timeout=60)
+    cid = api.create_container(busybox, command=["sleep", "300"], name=unique("quiet"))["Id"]
+    api.start(cid)
+    try:
+        pid = daemon.proc.pid
+        time.sleep(0.5)
+        start = fd_count(pid)
+        flt = urllib.parse.quote(json.dumps({"type": ["plugin"]}))
+        reqs = [f"GET /v1.47/events?filters={flt}", f"POST /v1.47/containers/{cid}/wait",
+                f"GET /v1.47/containers/{cid}/logs?follow=1&stdout=1"] * 10  # fmt: skip
+        socks = []
+        for r in reqs:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(str(daemon.socket))
+            s.sendall(f"{r} HTTP/1.1\r\nHost: docker\r\nContent-Length: 0\r\n\r\n".encode())
+            socks.append(s)
+        wait_for(lambda: fd_count(pid) >= start + len(reqs), timeout=10, what="the streams to be open")
+        for s in socks:
+            s.close()
+        wait_for(lambda: fd_count(pid) <= start + 2, timeout=10, what=f"daemon fds back near {start}")
+    finally:
+        api.remove_container(cid, force=True)

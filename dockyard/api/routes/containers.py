@@ -14,7 +14,7 @@ from dockyard import errdefs
 from dockyard.api import bodies, keys
 from dockyard.api.app import Routes
 from dockyard.api.schemas import filters, json_body, qbool, qint
-from dockyard.api.streams import STDERR, STDOUT, HijackedStream, frame, hijack, long_lived
+from dockyard.api.streams import STDERR, STDOUT, HijackedStream, cancel_on_disconnect, frame, hijack, long_lived
 from dockyard.containers import listing
 from dockyard.containers.logs import read_log
 from dockyard.timefmt import parse_time_param
@@ -142,7 +142,8 @@ async def wait(request: web.Request) -> web.StreamResponse:
         with long_lived():
             await resp.prepare(request)
             try:
-                rec = await wait_task
+                async with cancel_on_disconnect(request):
+                    rec = await wait_task
                 body: dict[str, Any] = {"StatusCode": rec["State"]["ExitCode"]}
                 if rec["State"].get("Error"):
                     body["Error"] = {"Message": rec["State"]["Error"]}
@@ -219,7 +220,8 @@ async def logs(request: web.Request) -> web.StreamResponse:
     )
     await resp.prepare(request)
     with contextlib.suppress(ConnectionResetError), long_lived():
-        await _write_logs(request, resp, rec, svc, want_out, want_err, tty, tail, timestamps, since, until)
+        async with cancel_on_disconnect(request):  # `logs -f` of a quiet container writes nothing
+            await _write_logs(request, resp, rec, svc, want_out, want_err, tty, tail, timestamps, since, until)
     return resp
 
 

@@ -12,7 +12,8 @@ from aiohttp import web
 from dockyard.api import keys, openapi, versions
 from dockyard.api.app import ROUTE_SPECS, Routes
 from dockyard.api.schemas import check_filter_keys, filters
-from dockyard.api.streams import mark_long_lived
+from dockyard.api.streams import cancel_on_disconnect, mark_long_lived
+from dockyard.events import Subscription
 from dockyard.errdefs import InvalidArgument
 from dockyard.timefmt import parse_time_param
 
@@ -145,6 +146,17 @@ async def events(request: web.Request) -> web.StreamResponse:
     sub = bus.subscribe(on_drop=lambda: request.transport.abort() if request.transport else None)
     mark_long_lived()  # shutdown ends the stream at once
     try:
+        async with cancel_on_disconnect(request):  # a narrow filter may never write again
+            return await _stream_events(request, sub, since, until, f)
+    finally:
+        bus.unsubscribe(sub)
+
+
+async def _stream_events(
+    request: web.Request, sub: Subscription, since: float | None, until: float | None, f: dict[str, list[str]]
+) -> web.StreamResponse:
+    bus = request.app[keys.EVENTS]
+    try:
         resp = web.StreamResponse(headers={"Content-Type": "application/json"})
         await resp.prepare(request)
         if since is not None:
@@ -172,5 +184,3 @@ async def events(request: web.Request) -> web.StreamResponse:
         return resp
     except (ConnectionResetError, ConnectionAbortedError):  # the client stopped listening, or was dropped
         return resp
-    finally:
-        bus.unsubscribe(sub)
