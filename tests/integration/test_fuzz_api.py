@@ -130,6 +130,8 @@ def fuzzed() -> Iterator[Fuzzed]:
         assert _openapi(d) == DOCUMENT, "the served /openapi.json differs from the route tables"
         f = Fuzzed(d)
         f.setup()
+        f.api.close()  # its pooled keep-alive connections are daemon fds too
+        time.sleep(0.5)
         f.fd_start = _fds(d.proc.pid)
         yield f
     finally:
@@ -277,8 +279,9 @@ def test_fuzzed_daemon_is_healthy_and_left_nothing(fuzzed: Fuzzed) -> None:
     with open("/proc/self/mountinfo") as f:
         mounts = [line.split()[4] for line in f if str(d.data_root) in line.split()[4]]
     assert mounts == [], mounts
+    fuzzed.api.close()
     try:
-        wait_for(lambda: _fds(d.proc.pid) <= fuzzed.fd_start + 5, timeout=20, what="daemon fds settled")
+        wait_for(lambda: _fds(d.proc.pid) <= fuzzed.fd_start + 2, timeout=20, what="daemon fds settled")
     except AssertionError:
         fds = sorted(os.readlink(f"/proc/{d.proc.pid}/fd/{n}") for n in os.listdir(f"/proc/{d.proc.pid}/fd"))
         raise AssertionError(f"daemon fds: {fuzzed.fd_start} at the start, now {fds}") from None

@@ -333,7 +333,16 @@ async def attach(request: web.Request) -> web.StreamResponse:
                         await stream.write(e.data if tty else frame(e.stream, e.data))
         if not qbool(request, "stream", True):
             return resp
-        rec, conn = await svc.open_attach(rec["Id"])
+        # attaching to a created container waits for its start; a client that leaves
+        # meanwhile must not hold the connection until then
+        opening = asyncio.ensure_future(svc.open_attach(rec["Id"]))
+        gone = asyncio.ensure_future(stream.closed.wait())
+        await asyncio.wait([opening, gone], return_when=asyncio.FIRST_COMPLETED)
+        gone.cancel()
+        if not opening.done():
+            opening.cancel()
+            return resp
+        rec, conn = opening.result()
         if conn is None:
             return resp
         detached = asyncio.Event()
