@@ -18,7 +18,7 @@ from aiohttp import web
 from dockyard import errdefs
 from dockyard.api import keys
 from dockyard.api.app import Routes
-from dockyard.api.schemas import filters, qbool, qint
+from dockyard.api.schemas import filters, loads, qbool, qint
 from dockyard.build.service import BuildOptions
 
 log = logging.getLogger(__name__)
@@ -40,10 +40,7 @@ def _json_param(request: web.Request, name: str, kind: type) -> Any:
     raw = request.query.get(name)
     if not raw:
         return kind()
-    try:
-        val = json.loads(raw)
-    except json.JSONDecodeError as err:
-        raise errdefs.InvalidArgument(f"invalid {name} {raw!r}: {err}") from None
+    val = loads(raw, name)
     if not isinstance(val, kind):
         raise errdefs.InvalidArgument(f"invalid {name}: expected a JSON {kind.__name__}")
     return val
