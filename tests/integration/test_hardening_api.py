@@ -313,3 +313,16 @@ def test_abandoned_waiting_streams_release_their_connections(daemon: Daemon, bus
         wait_for(lambda: fd_count(pid) <= start + 2, timeout=10, what=f"daemon fds back near {start}")
     finally:
         api.remove_container(cid, force=True)
+
+
+def test_fuzz_findings_are_client_errors(daemon: Daemon, unique: Any) -> None:
+    """Bodies the fuzz test found answered with 500; each is the caller's mistake."""
+    status, out = request(daemon, "POST", "/v1.47/auth", json.dumps({"auth": "busybox"}).encode())
+    assert (status, out["message"]) == (400, "invalid auth configuration: 'auth' is not base64")
+    body = {"Name": unique("n"), "IPAM": {"Config": [{"Gateway": "172.31.9.1"}]}}
+    status, out = request(daemon, "POST", "/v1.47/networks/create", json.dumps(body).encode())
+    assert status == 400 and "needs a subnet" in out["message"], out
+    name = unique("n")  # an empty entry asks for an automatic subnet
+    status, out = request(daemon, "POST", "/v1.47/networks/create", json.dumps({"Name": name, "IPAM": {"Config": [{}]}}).encode())
+    assert status == 201, out
+    assert request(daemon, "DELETE", f"/v1.47/networks/{name}")[0] == 204
