@@ -141,8 +141,9 @@ def _type_error(v: Any, schema: Schema, struct: str, path: list[str]) -> Invalid
 
 
 def check(v: Any, schema: Schema, struct: str = "", path: list[str] | None = None) -> None:
-    """Raise InvalidArgument when `v` does not fit `schema`. Iterative over lists and maps
-    only through recursion bounded by MAX_JSON_DEPTH (the caller decoded with `loads`)."""
+    """Raise InvalidArgument when `v` does not fit `schema`, worded as Go's decoder words it:
+    the innermost struct's name, then the path of field names from the root. The recursion
+    follows the document, which `loads` bounded to MAX_JSON_DEPTH levels."""
     path = path or []
     if v is None:
         return  # Go leaves the field at its zero value
