@@ -180,10 +180,11 @@ def test_a_subscriber_that_never_reads_is_dropped_not_buffered(daemon: Daemon, b
             api.rename(cid, unique("ev"))
         time.sleep(0.5)
         base = rss_kib(daemon.proc.pid)
-        for i in range(200):  # 50 MiB of events
+        for i in range(300):  # 75 MiB of events
             api.rename(cid, unique("ev"))
         grown = rss_kib(daemon.proc.pid) - base
-        assert grown < 20 * 1024, f"daemon RSS grew {grown} KiB for one stuck subscriber"
+        print(f"daemon RSS grew {grown} KiB over 300 events of 256 KiB")
+        assert grown < 24 * 1024, f"daemon RSS grew {grown} KiB for one stuck subscriber"
         # its connection was ended: what was buffered drains, then EOF (or a reset)
         stuck.settimeout(15)
         deadline = time.monotonic() + 15
