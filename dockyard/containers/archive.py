@@ -19,6 +19,7 @@ were already checked not to be symlinks.
 from __future__ import annotations
 
 import base64
+import errno
 import json
 import os
 import posixpath
@@ -127,6 +128,14 @@ class PathStat:
         return bool(self.mode & _GO_DIR)
 
 
+def _path_error(err: OSError, asked: str) -> Exception:
+    """A path the caller gave that the kernel refuses (a component over 255 bytes, a path
+    over 4096) is the caller's error; anything else stays an internal one."""
+    if err.errno == errno.ENAMETOOLONG:
+        return errdefs.InvalidArgument(f"invalid path: a name in {asked[:64]!r} is too long")
+    return err
+
+
 def _clean(path: str) -> str:
     """Container path: absolute and lexically clean ("a/../b" -> "/b")."""
     return posixpath.normpath("/" + path).replace("//", "/")
@@ -211,6 +220,8 @@ class ContainerFS:
                 info = os.lstat(host)
             except (FileNotFoundError, NotADirectoryError):
                 return None
+            except OSError as err:
+                raise _path_error(err, path) from None
             return os.readlink(host) if st.S_ISLNK(info.st_mode) else None
 
         try:
@@ -258,6 +269,8 @@ class ContainerFS:
             return os.lstat(self.host_path(cpath))
         except (FileNotFoundError, NotADirectoryError):
             raise ContainerPathNotFound(asked, self.ref) from None
+        except OSError as err:
+            raise _path_error(err, asked) from None
 
     # ---- archive (GET) ----------------------------------------------------------------------
 

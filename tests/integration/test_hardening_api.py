@@ -316,8 +316,16 @@ def test_abandoned_waiting_streams_release_their_connections(daemon: Daemon, bus
         api.remove_container(cid, force=True)
 
 
-def test_fuzz_findings_are_client_errors(daemon: Daemon, unique: Any) -> None:
-    """Bodies the fuzz test found answered with 500; each is the caller's mistake."""
+def test_fuzz_findings_are_client_errors(daemon: Daemon, busybox: str, unique: Any) -> None:
+    """Requests the fuzz test found answered with 500; each is the caller's mistake."""
+    api = docker.APIClient(base_url=daemon.host, version="1.47")
+    cid = api.create_container(busybox, command="true")["Id"]
+    try:
+        for method in ("GET", "HEAD"):
+            status, out = request(daemon, method, f"/v1.47/containers/{cid}/archive?path={'a' * 300}")
+            assert status == 400, (method, status, out)
+    finally:
+        api.remove_container(cid, force=True)
     status, out = request(daemon, "POST", "/v1.47/auth", json.dumps({"auth": "busybox"}).encode())
     assert (status, out["message"]) == (400, "invalid auth configuration: 'auth' is not base64")
     body = {"Name": unique("n"), "IPAM": {"Config": [{"Gateway": "172.31.9.1"}]}}
