@@ -7,7 +7,6 @@ import http.client
 import json
 import os
 import socket
-import subprocess
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ from typing import Any
 import docker
 import pytest
 
-from tests.conftest import Daemon, destroy_daemon, import_busybox, make_daemon, wait_for
+from tests.conftest import Daemon, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (a real daemon)")
 
