@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import struct
 import weakref
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 from aiohttp import web
 
@@ -49,6 +49,31 @@ def mark_long_lived() -> None:
     task = asyncio.current_task()
     if task is not None:
         _LONG_LIVED.add(task)
+
+
+DISCONNECT_POLL = 1.0  # seconds between checks that a waiting stream's client is still there
+
+
+@contextlib.asynccontextmanager
+async def cancel_on_disconnect(request: web.Request) -> AsyncIterator[None]:
+    """Cancel the current handler once its client has gone away. A stream that waits for
+    something (the next event, a container's exit, a log line) writes nothing meanwhile, so
+    it cannot learn that the client left; without this, every abandoned `/events` or `wait`
+    keeps its socket and subscription until that something happens, maybe never. aiohttp
+    drops the protocol's transport when the connection is lost; that is what is watched."""
+    handler = asyncio.current_task()
+    assert handler is not None
+
+    async def watch() -> None:
+        while request.transport is not None and not request.transport.is_closing():
+            await asyncio.sleep(DISCONNECT_POLL)
+        handler.cancel()
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        yield
+    finally:
+        watcher.cancel()
 
 
 async def cancel_long_lived() -> None:

@@ -137,6 +137,14 @@ class PathStat:
         return bool(self.mode & _GO_DIR)
 
 
+def _path_error(err: OSError, asked: str) -> Exception:
+    """A path the caller gave that the kernel refuses (a component over 255 bytes, a path
+    over 4096) is the caller's error; anything else stays an internal one."""
+    if err.errno == errno.ENAMETOOLONG:
+        return errdefs.InvalidArgument(f"invalid path: a name in {asked[:64]!r} is too long")
+    return err
+
+
 def _clean(path: str) -> str:
     """Container path: absolute and lexically clean ("a/../b" -> "/b")."""
     return posixpath.normpath("/" + path).replace("//", "/")
@@ -301,7 +309,7 @@ class ContainerFS:
             except OSError as err:
                 if err.errno == errno.ELOOP:  # the mount's own walk met a loop
                     raise RootPathError("too many levels of symbolic links") from None
-                raise
+                raise _path_error(err, path) from None
 
         try:
             with self._session():
@@ -352,6 +360,8 @@ class ContainerFS:
             return self._lstat_link(cpath)[0]
         except (FileNotFoundError, NotADirectoryError):
             raise ContainerPathNotFound(asked, self.ref) from None
+        except OSError as err:
+            raise _path_error(err, asked) from None
 
     # ---- archive (GET) ----------------------------------------------------------------------
 

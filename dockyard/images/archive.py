@@ -241,6 +241,8 @@ def _read_json(tf: tarfile.TarFile, name: str) -> Any:
         return json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise InvalidArchive(f"invalid archive: {name}: {err}") from None
+    except RecursionError:  # a hostile manifest nested thousands deep
+        raise InvalidArchive(f"invalid archive: {name} is nested too deeply") from None
 
 
 def _read_bytes(tf: tarfile.TarFile, name: str) -> bytes:
@@ -282,7 +284,12 @@ def _oci_items(tf: tarfile.TarFile, desc: dict[str, Any], names: list[str], dept
     data = _read_bytes(tf, _blob_path(desc["digest"]))
     if "sha256:" + hashlib.sha256(data).hexdigest() != desc["digest"]:
         raise InvalidArchive(f"invalid archive: digest mismatch for {desc['digest']}")
-    doc = json.loads(data)
+    try:
+        doc = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
+        raise InvalidArchive(f"invalid archive: blob {desc['digest']} is not a JSON document: {err}") from None
+    if not isinstance(doc, dict):
+        raise InvalidArchive(f"invalid archive: blob {desc['digest']} is not a JSON object")
     mt = mt or doc.get("mediaType", "")
     if mt in _INDEX_TYPES or "manifests" in doc:
         candidates = [

@@ -52,7 +52,7 @@ def _json_or_shell(rest: str) -> list[str]:
     if s.startswith("["):
         try:
             val = json.loads(s)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             val = None
         if isinstance(val, list) and all(isinstance(x, str) for x in val):
             return val

@@ -6,6 +6,13 @@ network namespace (so they listen on the container's own 127.0.0.11:53) and are 
 the daemon's event loop. Names of containers, their aliases and short IDs on the networks
 the container shares resolve locally; anything else is relayed to the host's resolvers
 (from /etc/resolv.conf) from the daemon's own namespace.
+
+A container controls how fast queries arrive, so everything a query holds is bounded:
+at most `MAX_PENDING` queries of one container wait for an upstream answer (more get an
+immediate SERVFAIL, which a stub resolver treats as "try again later"); at most
+`MAX_FORWARDS` upstream sockets exist daemon-wide (each relay opens one, and closes it when
+the answer, the timeout or a cancel comes); at most `MAX_TCP` TCP connections per container,
+each closed after `TCP_IDLE` seconds without a query.
 """
 
 from __future__ import annotations
@@ -28,6 +35,23 @@ TYPE_A = 1
 TYPE_AAAA = 28
 CLASS_IN = 1
 Lookup = Callable[[str], list[str] | None]  # name -> IPv4 addresses; None = not ours
+
+MAX_PENDING = 64  # one container's queries waiting for an upstream answer
+MAX_FORWARDS = 256  # upstream sockets open at once, all containers together
+MAX_TCP = 16  # one container's TCP connections to its resolver
+TCP_IDLE = 10.0  # seconds a TCP connection may wait for its next query
+FORWARD_TIMEOUT = 3.0  # seconds per upstream server
+_forward_slots: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
+
+
+def _slots() -> asyncio.Semaphore:
+    """The daemon-wide bound on upstream sockets (one per event loop: tests run several)."""
+    loop = asyncio.get_running_loop()
+    sem = _forward_slots.get(loop)
+    if sem is None:
+        _forward_slots.clear()  # a finished loop's semaphore is of no more use
+        sem = _forward_slots[loop] = asyncio.Semaphore(MAX_FORWARDS)
+    return sem
 
 
 @dataclass(frozen=True)
@@ -120,8 +144,14 @@ def embedded_resolv_conf(host_resolv: Path = Path("/etc/resolv.conf"), search: l
     return "\n".join(lines) + "\n"
 
 
-async def forward(msg: bytes, servers: list[str], timeout: float = 3.0) -> bytes | None:
-    """Relay a query to the host's resolvers over UDP, first answer wins."""
+async def forward(msg: bytes, servers: list[str], timeout: float = FORWARD_TIMEOUT) -> bytes | None:
+    """Relay a query to the host's resolvers over UDP, first answer wins. Each try holds one
+    of the daemon-wide socket slots, and its socket is closed as soon as the try ends."""
+    async with _slots():
+        return await _forward_locked(msg, servers, timeout)
+
+
+async def _forward_locked(msg: bytes, servers: list[str], timeout: float) -> bytes | None:
     loop = asyncio.get_running_loop()
     for server in servers:
         fut: asyncio.Future[bytes] = loop.create_future()
@@ -177,6 +207,13 @@ class Resolver:
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._pending = 0  # queries waiting for an upstream answer
+        self._tcp_conns = 0
+        self.refused = 0  # queries answered SERVFAIL because MAX_PENDING were waiting
+
+    def statistics(self) -> dict[str, int]:
+        return {"pending": self._pending, "tasks": len(self._tasks), "tcp": self._tcp_conns,
+                "refused": self.refused}  # fmt: skip
 
     def __repr__(self) -> str:
         return f"<Resolver {self.netns} {'open' if self._udp else 'closed'}>"
@@ -191,7 +228,11 @@ class Resolver:
                 self.transport = transport
 
             def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-                resolver._spawn(resolver._reply_udp(data, addr))
+                # a task per query only while under the bound: a flood costs no memory
+                if len(resolver._tasks) < MAX_PENDING + MAX_TCP:
+                    resolver._spawn(resolver._reply_udp(data, addr))
+                else:
+                    resolver.refused += 1
 
         try:
             self._udp, _ = await loop.create_datagram_endpoint(_UDP, sock=u)
@@ -217,7 +258,14 @@ class Resolver:
             return servfail(q)
         if addrs is not None:
             return answer(q, addrs)
-        reply = await forward(msg, self.upstream())
+        if self._pending >= MAX_PENDING:
+            self.refused += 1
+            return servfail(q)
+        self._pending += 1
+        try:
+            reply = await forward(msg, self.upstream())
+        finally:
+            self._pending -= 1
         return reply if reply is not None else servfail(q)
 
     async def _reply_udp(self, data: bytes, addr: tuple[str, int]) -> None:
@@ -226,17 +274,24 @@ class Resolver:
             self._udp.sendto(reply, addr)
 
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._tcp_conns >= MAX_TCP:  # each connection is a daemon fd: a container gets a few
+            writer.close()
+            return
+        self._tcp_conns += 1
         try:
             while True:
-                n = struct.unpack("!H", await reader.readexactly(2))[0]
-                reply = await self.resolve(await reader.readexactly(n))
+                async with asyncio.timeout(TCP_IDLE):
+                    n = struct.unpack("!H", await reader.readexactly(2))[0]
+                    msg = await reader.readexactly(n)
+                reply = await self.resolve(msg)
                 if reply is None:
                     break
                 writer.write(struct.pack("!H", len(reply)) + reply)
                 await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
+        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
             pass
         finally:
+            self._tcp_conns -= 1
             writer.close()
 
     async def close(self) -> None:

@@ -78,6 +78,8 @@ class Subnet:
 
     @classmethod
     def from_config(cls, cfg: dict[str, object]) -> Subnet:
+        if not cfg.get("Subnet"):
+            raise InvalidArgument("invalid pool request: a gateway, ip-range or auxiliary address needs a subnet")
         sub = parse_subnet(str(cfg["Subnet"]))
         rng = parse_subnet(str(cfg["IPRange"])) if cfg.get("IPRange") else None
         if rng is not None and not rng.subnet_of(sub):

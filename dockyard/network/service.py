@@ -415,7 +415,9 @@ class NetworkService:
         labels = dict(body.get("Labels") or {})
         if driver == "overlay":
             return await self._create_overlay(body, name, opts, labels)
-        configs = [c for c in ((body.get("IPAM") or {}).get("Config") or []) if ":" not in str(c.get("Subnet", ""))]
+        # an empty config entry asks for an automatic subnet, as no entry does
+        configs = [c for c in ((body.get("IPAM") or {}).get("Config") or [])
+                   if ":" not in str(c.get("Subnet") or "") and any(c.values())]  # fmt: skip
         async with self._lock:
             if self.store.networks.get_by_name(name) is not None:
                 raise errdefs.Conflict(f"network with name {name} already exists")

@@ -18,7 +18,7 @@ from aiohttp import web
 from dockyard import errdefs
 from dockyard.api import keys
 from dockyard.api.app import Routes
-from dockyard.api.schemas import filters, qbool, qint
+from dockyard.api.schemas import filters, loads, qbool, qint
 from dockyard.build.service import BuildOptions
 
 log = logging.getLogger(__name__)
@@ -40,10 +40,7 @@ def _json_param(request: web.Request, name: str, kind: type) -> Any:
     raw = request.query.get(name)
     if not raw:
         return kind()
-    try:
-        val = json.loads(raw)
-    except json.JSONDecodeError as err:
-        raise errdefs.InvalidArgument(f"invalid {name} {raw!r}: {err}") from None
+    val = loads(raw, name)
     if not isinstance(val, kind):
         raise errdefs.InvalidArgument(f"invalid {name}: expected a JSON {kind.__name__}")
     return val
@@ -82,7 +79,13 @@ def _options(request: web.Request) -> BuildOptions:
     )
 
 
-@routes.post("/build")
+@routes.post(
+    "/build",
+    query="t:list dockerfile buildargs:json labels:json target nocache:boolean rm:boolean forcerm:boolean "
+    "pull:boolean networkmode extrahosts:list shmsize:integer memory:integer memswap:integer "
+    "cpushares:integer cpusetcpus cpuperiod:integer cpuquota:integer platform q:boolean cachefrom:json remote",
+    body="stream",
+)
 async def build(request: web.Request) -> web.StreamResponse:
     opts = _options(request)
     remote = request.query.get("remote", "")
@@ -118,7 +121,7 @@ async def build(request: web.Request) -> web.StreamResponse:
     return resp
 
 
-@routes.post("/build/prune")
+@routes.post("/build/prune", query="all:boolean filters:json")
 async def prune(request: web.Request) -> web.Response:
     res = await _svc(request).prune(all=qbool(request, "all"), filters=filters(request))
     return web.json_response(res)

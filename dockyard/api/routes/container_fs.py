@@ -115,7 +115,7 @@ async def _stream_tar(request: web.Request, headers: dict[str, str], produce: An
 # ---- archive ---------------------------------------------------------------------------------
 
 
-@routes.head("/containers/{id}/archive")
+@routes.head("/containers/{id}/archive", query="path")
 async def archive_head(request: web.Request) -> web.Response:
     svc, ref, path = _svc(request), _ref(request), _path(request)
     async with svc.rootfs_mounted(ref) as (rec, rootfs):
@@ -125,7 +125,7 @@ async def archive_head(request: web.Request) -> web.Response:
     return web.Response(status=200, headers=headers)
 
 
-@routes.get("/containers/{id}/archive")
+@routes.get("/containers/{id}/archive", query="path")
 async def archive_get(request: web.Request) -> web.StreamResponse:
     svc, ref, path = _svc(request), _ref(request), _path(request)
     async with svc.rootfs_mounted(ref) as (rec, rootfs):
@@ -136,7 +136,9 @@ async def archive_get(request: web.Request) -> web.StreamResponse:
         )
 
 
-@routes.put("/containers/{id}/archive")
+@routes.put(
+    "/containers/{id}/archive", query="path noOverwriteDirNonDir:boolean copyUIDGID:boolean", body="stream"
+)
 async def archive_put(request: web.Request) -> web.Response:
     svc, ref, path = _svc(request), _ref(request), _path(request)
     no_overwrite = qbool(request, "noOverwriteDirNonDir")
@@ -178,7 +180,7 @@ async def changes(request: web.Request) -> web.Response:
 # ---- top -----------------------------------------------------------------------------------
 
 
-@routes.get("/containers/{id}/top")
+@routes.get("/containers/{id}/top", query="ps_args")
 async def top_route(request: web.Request) -> web.Response:
     svc = _svc(request)
     rec = svc.get(_ref(request))
@@ -204,7 +206,7 @@ def _running(svc: Any, cid: str) -> dict[str, Any] | None:
     return rec if rec["State"]["Running"] else None
 
 
-@routes.get("/containers/{id}/stats")
+@routes.get("/containers/{id}/stats", query="stream:boolean one-shot:boolean", stream=True)
 async def stats_route(request: web.Request) -> web.StreamResponse:
     svc = _svc(request)
     rec = svc.get(_ref(request))

@@ -11,10 +11,18 @@ from typing import Any
 from aiohttp import web
 
 from dockyard import errdefs
-from dockyard.api import keys
+from dockyard.api import bodies, keys
 from dockyard.api.app import Routes
 from dockyard.api.schemas import filters, json_body, qbool, qint
-from dockyard.api.streams import STDERR, STDOUT, HijackedStream, frame, hijack, long_lived
+from dockyard.api.streams import (
+    STDERR,
+    STDOUT,
+    HijackedStream,
+    cancel_on_disconnect,
+    frame,
+    hijack,
+    long_lived,
+)
 from dockyard.containers import listing
 from dockyard.containers.logs import read_log
 from dockyard.timefmt import parse_time_param
@@ -30,14 +38,14 @@ def _id(request: web.Request) -> str:
     return request.match_info["id"]
 
 
-@routes.post("/containers/create")
+@routes.post("/containers/create", query="name platform", body=bodies.CONTAINER_CREATE)
 async def create(request: web.Request) -> web.Response:
     body = await json_body(request)
     cid, warnings = await _svc(request).create(body, request.query.get("name"), request.query.get("platform"))
     return web.json_response({"Id": cid, "Warnings": warnings}, status=201)
 
 
-@routes.get("/containers/json")
+@routes.get("/containers/json", query="all:boolean limit:integer size:boolean filters:json")
 async def list_containers(request: web.Request) -> web.Response:
     svc = _svc(request)
     records = svc.all()
@@ -57,7 +65,7 @@ async def list_containers(request: web.Request) -> web.Response:
     return web.json_response(out)
 
 
-@routes.get("/containers/{id}/json")
+@routes.get("/containers/{id}/json", query="size:boolean")
 async def inspect(request: web.Request) -> web.Response:
     svc = _svc(request)
     out = svc.inspect(_id(request))
@@ -73,19 +81,19 @@ async def start(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-@routes.post("/containers/{id}/stop")
+@routes.post("/containers/{id}/stop", query="t:integer signal")
 async def stop(request: web.Request) -> web.Response:
     await _svc(request).stop(_id(request), qint(request, "t"), request.query.get("signal"))
     return web.Response(status=204)
 
 
-@routes.post("/containers/{id}/restart")
+@routes.post("/containers/{id}/restart", query="t:integer signal")
 async def restart(request: web.Request) -> web.Response:
     await _svc(request).restart(_id(request), qint(request, "t"), request.query.get("signal"))
     return web.Response(status=204)
 
 
-@routes.post("/containers/{id}/kill")
+@routes.post("/containers/{id}/kill", query="signal")
 async def kill(request: web.Request) -> web.Response:
     await _svc(request).kill(_id(request), request.query.get("signal"))
     return web.Response(status=204)
@@ -103,32 +111,32 @@ async def unpause(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-@routes.post("/containers/{id}/rename")
+@routes.post("/containers/{id}/rename", query="name")
 async def rename(request: web.Request) -> web.Response:
     await _svc(request).rename(_id(request), request.query.get("name", ""))
     return web.Response(status=204)
 
 
-@routes.post("/containers/{id}/update")
+@routes.post("/containers/{id}/update", body=bodies.CONTAINER_UPDATE)
 async def update(request: web.Request) -> web.Response:
     warnings = await _svc(request).update(_id(request), await json_body(request))
     return web.json_response({"Warnings": warnings})
 
 
-@routes.post("/containers/{id}/resize")
+@routes.post("/containers/{id}/resize", query="h:integer w:integer")
 async def resize(request: web.Request) -> web.Response:
     h, w = qint(request, "h", 0), qint(request, "w", 0)
     _svc(request).resize(_id(request), h or 0, w or 0)
     return web.Response(status=200)
 
 
-@routes.delete("/containers/{id}")
+@routes.delete("/containers/{id}", query="force:boolean v:boolean")
 async def remove(request: web.Request) -> web.Response:
     await _svc(request).remove(_id(request), force=qbool(request, "force"), volumes=qbool(request, "v"))
     return web.Response(status=204)
 
 
-@routes.post("/containers/{id}/wait")
+@routes.post("/containers/{id}/wait", query="condition", stream=True)
 async def wait(request: web.Request) -> web.StreamResponse:
     svc = _svc(request)
     condition = request.query.get("condition", "not-running")
@@ -143,7 +151,8 @@ async def wait(request: web.Request) -> web.StreamResponse:
         with long_lived():
             await resp.prepare(request)
             try:
-                rec = await wait_task
+                async with cancel_on_disconnect(request):
+                    rec = await wait_task
                 body: dict[str, Any] = {"StatusCode": rec["State"]["ExitCode"]}
                 if rec["State"].get("Error"):
                     body["Error"] = {"Message": rec["State"]["Error"]}
@@ -159,7 +168,9 @@ async def wait(request: web.Request) -> web.StreamResponse:
     return resp
 
 
-@routes.post("/commit")
+@routes.post(
+    "/commit", query="container repo tag comment author changes:list pause:boolean", body=bodies.CONTAINER_CONFIG
+)
 async def commit(request: web.Request) -> web.Response:
     q = request.query
     if not q.get("container"):
@@ -178,7 +189,7 @@ async def commit(request: web.Request) -> web.Response:
     return web.json_response({"Id": image_id}, status=201)
 
 
-@routes.post("/containers/prune")
+@routes.post("/containers/prune", query="filters:json")
 async def prune(request: web.Request) -> web.Response:
     return web.json_response(await _svc(request).prune(filters(request)))
 
@@ -193,7 +204,11 @@ def _time_param(request: web.Request, name: str) -> float | None:
         raise errdefs.InvalidArgument(f"invalid value for {name}: {v!r}") from None
 
 
-@routes.get("/containers/{id}/logs")
+@routes.get(
+    "/containers/{id}/logs",
+    query="follow:boolean stdout:boolean stderr:boolean since until timestamps:boolean tail",
+    stream=True,
+)
 async def logs(request: web.Request) -> web.StreamResponse:
     svc = _svc(request)
     rec = svc.get(_id(request))
@@ -215,7 +230,8 @@ async def logs(request: web.Request) -> web.StreamResponse:
     )
     await resp.prepare(request)
     with contextlib.suppress(ConnectionResetError), long_lived():
-        await _write_logs(request, resp, rec, svc, want_out, want_err, tty, tail, timestamps, since, until)
+        async with cancel_on_disconnect(request):  # `logs -f` of a quiet container writes nothing
+            await _write_logs(request, resp, rec, svc, want_out, want_err, tty, tail, timestamps, since, until)
     return resp
 
 
@@ -301,7 +317,12 @@ async def pump_input(
     close()
 
 
-@routes.post("/containers/{id}/attach")
+@routes.post(
+    "/containers/{id}/attach",
+    query="detachKeys logs:boolean stream:boolean stdin:boolean stdout:boolean stderr:boolean",
+    body="stream",
+    stream=True,
+)
 async def attach(request: web.Request) -> web.StreamResponse:
     svc = _svc(request)
     rec = svc.get(_id(request))
@@ -322,7 +343,16 @@ async def attach(request: web.Request) -> web.StreamResponse:
                         await stream.write(e.data if tty else frame(e.stream, e.data))
         if not qbool(request, "stream", True):
             return resp
-        rec, conn = await svc.open_attach(rec["Id"])
+        # attaching to a created container waits for its start; a client that leaves
+        # meanwhile must not hold the connection until then
+        opening = asyncio.ensure_future(svc.open_attach(rec["Id"]))
+        gone = asyncio.ensure_future(stream.closed.wait())
+        await asyncio.wait([opening, gone], return_when=asyncio.FIRST_COMPLETED)
+        gone.cancel()
+        if not opening.done():
+            opening.cancel()
+            return resp
+        rec, conn = opening.result()
         if conn is None:
             return resp
         detached = asyncio.Event()

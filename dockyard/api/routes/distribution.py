@@ -17,8 +17,9 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from dockyard import errdefs
-from dockyard.api import keys
+from dockyard.api import bodies, keys
 from dockyard.api.app import Routes, error_response
+from dockyard.api.schemas import json_body
 
 routes = Routes()
 
@@ -74,7 +75,7 @@ async def pull(request: web.Request, from_image: str, tag: str) -> web.StreamRes
     return await progress_stream(request, messages)
 
 
-@routes.post("/images/{name:.+}/push")
+@routes.post("/images/{name:.+}/push", query="tag", stream=True)
 async def push(request: web.Request) -> web.StreamResponse:
     messages = _svc(request).push(
         request.match_info["name"], request.query.get("tag", ""), request.headers.get("X-Registry-Auth")
@@ -82,11 +83,11 @@ async def push(request: web.Request) -> web.StreamResponse:
     return await progress_stream(request, messages)
 
 
-@routes.post("/auth")
+@routes.post("/auth", body=bodies.AUTH_CONFIG)
 async def auth(request: web.Request) -> web.Response:
-    body = await request.json() if request.can_read_body else {}
+    body = await json_body(request, required=False)
     try:
-        out = await _svc(request).login(body or {})
+        out = await _svc(request).login(body)
     except errdefs.PermissionDenied as err:  # dockerd answers a refused login with 401
         return error_response(401, str(err))
     return web.json_response(out)

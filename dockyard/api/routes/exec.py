@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from dockyard.api import keys
+from dockyard.api import bodies, keys
 from dockyard.api.app import Routes
 from dockyard.api.routes.containers import parse_detach_keys, pump_input
 from dockyard.api.schemas import json_body, qint
@@ -24,7 +24,7 @@ def _svc(request: web.Request) -> Any:
     return request.app[keys.EXECS]
 
 
-@routes.post("/containers/{id}/exec")
+@routes.post("/containers/{id}/exec", body=bodies.EXEC_CREATE)
 async def create(request: web.Request) -> web.Response:
     eid = await _svc(request).create(request.match_info["id"], await json_body(request))
     return web.json_response({"Id": eid}, status=201)
@@ -35,13 +35,13 @@ async def inspect(request: web.Request) -> web.Response:
     return web.json_response(_svc(request).inspect(request.match_info["id"]))
 
 
-@routes.post("/exec/{id}/resize")
+@routes.post("/exec/{id}/resize", query="h:integer w:integer")
 async def resize(request: web.Request) -> web.Response:
     _svc(request).resize(request.match_info["id"], qint(request, "h", 0) or 0, qint(request, "w", 0) or 0)
     return web.Response(status=200)
 
 
-@routes.post("/exec/{id}/start")
+@routes.post("/exec/{id}/start", body=bodies.EXEC_START, stream=True)
 async def start(request: web.Request) -> web.StreamResponse:
     svc = _svc(request)
     eid = request.match_info["id"]

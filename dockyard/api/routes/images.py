@@ -64,7 +64,9 @@ async def _json_lines(request: web.Request, lines: list[dict[str, Any]]) -> web.
 # -- fixed paths first ------------------------------------------------------------------
 
 
-@routes.get("/images/json")
+@routes.get(
+    "/images/json", query="all:boolean filters:json filter"
+)
 async def list_images(request: web.Request) -> web.Response:
     f = filters(request)
     legacy = request.query.get("filter")
@@ -77,7 +79,9 @@ async def list_images(request: web.Request) -> web.Response:
     return web.json_response(out)
 
 
-@routes.post("/images/create")
+@routes.post(
+    "/images/create", query="fromImage fromSrc repo tag message changes:list platform", body="stream", stream=True
+)
 async def create(request: web.Request) -> web.StreamResponse:
     from_image = request.query.get("fromImage", "")
     from_src = request.query.get("fromSrc", "")
@@ -109,7 +113,7 @@ async def _pull(request: web.Request, from_image: str, tag: str) -> web.StreamRe
     return await distribution.pull(request, from_image, tag)
 
 
-@routes.post("/images/load")
+@routes.post("/images/load", query="quiet:boolean", body="stream", stream=True)
 async def load(request: web.Request) -> web.StreamResponse:
     svc = _svc(request)
     quiet = qbool(request, "quiet")
@@ -155,12 +159,12 @@ async def load(request: web.Request) -> web.StreamResponse:
 
 
 
-@routes.post("/images/prune")
+@routes.post("/images/prune", query="filters:json")
 async def prune(request: web.Request) -> web.Response:
     return web.json_response(await _svc(request).prune(filters(request)))
 
 
-@routes.get("/images/get")
+@routes.get("/images/get", query="names:list", stream=True)
 async def save_many(request: web.Request) -> web.StreamResponse:
     names = request.query.getall("names", [])
     if not names:
@@ -190,19 +194,19 @@ async def history(request: web.Request) -> web.Response:
     return web.json_response(svc.history(svc.resolve(request.match_info["name"])))
 
 
-@routes.post("/images/{name:.+}/tag")
+@routes.post("/images/{name:.+}/tag", query="repo tag")
 async def tag(request: web.Request) -> web.Response:
     repo = request.query.get("repo", "")
     await _svc(request).tag(request.match_info["name"], repo, request.query.get("tag") or None)
     return web.Response(status=201)
 
 
-@routes.get("/images/{name:.+}/get")
+@routes.get("/images/{name:.+}/get", stream=True)
 async def save_one(request: web.Request) -> web.StreamResponse:
     return await _save(request, [request.match_info["name"]])
 
 
-@routes.delete("/images/{name:.+}")
+@routes.delete("/images/{name:.+}", query="force:boolean noprune:boolean")
 async def delete(request: web.Request) -> web.Response:
     records = await _svc(request).delete(
         request.match_info["name"], force=qbool(request, "force"), noprune=qbool(request, "noprune")

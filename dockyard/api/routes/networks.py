@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from dockyard import errdefs
-from dockyard.api import keys
+from dockyard.api import bodies, keys
 from dockyard.api.app import Routes
 from dockyard.api.schemas import filters, json_body
 
@@ -18,7 +18,7 @@ def _svc(request: web.Request) -> Any:
     return request.app[keys.NETWORKS]
 
 
-@routes.get("/networks")
+@routes.get("/networks", query="filters:json")
 async def list_networks(request: web.Request) -> web.Response:
     return web.json_response(_svc(request).list(filters(request)))
 
@@ -28,7 +28,7 @@ async def inspect(request: web.Request) -> web.Response:
     return web.json_response(_svc(request).inspect(request.match_info["id"]))
 
 
-@routes.post("/networks/create")
+@routes.post("/networks/create", body=bodies.NETWORK_CREATE)
 async def create(request: web.Request) -> web.Response:
     body = await json_body(request)
     return web.json_response(await _svc(request).create(body), status=201)
@@ -40,12 +40,12 @@ async def remove(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-@routes.post("/networks/prune")
+@routes.post("/networks/prune", query="filters:json")
 async def prune(request: web.Request) -> web.Response:
     return web.json_response({"NetworksDeleted": await _svc(request).prune(filters(request))})
 
 
-@routes.post("/networks/{id}/connect")
+@routes.post("/networks/{id}/connect", body=bodies.NETWORK_CONNECT)
 async def connect(request: web.Request) -> web.Response:
     body = await json_body(request)
     if not body.get("Container"):
@@ -54,7 +54,7 @@ async def connect(request: web.Request) -> web.Response:
     return web.Response(status=200)
 
 
-@routes.post("/networks/{id}/disconnect")
+@routes.post("/networks/{id}/disconnect", body=bodies.NETWORK_DISCONNECT)
 async def disconnect(request: web.Request) -> web.Response:
     body = await json_body(request)
     if not body.get("Container"):

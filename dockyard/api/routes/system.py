@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import platform
 import time
 from typing import Any
 
 from aiohttp import web
 
-from dockyard.api import keys, versions
-from dockyard.api.app import Routes
+from dockyard.api import keys, openapi, versions
+from dockyard.api.app import ROUTE_SPECS, Routes
 from dockyard.api.schemas import check_filter_keys, filters
-from dockyard.api.streams import mark_long_lived
+from dockyard.api.streams import cancel_on_disconnect, mark_long_lived
 from dockyard.errdefs import InvalidArgument
+from dockyard.events import Subscription
 from dockyard.timefmt import parse_time_param
 
 routes = Routes()
@@ -81,6 +81,12 @@ async def info(request: web.Request) -> web.Response:
     return web.json_response(await request.app[keys.SYSTEM].info())
 
 
+@routes.get("/openapi.json")
+async def openapi_document(request: web.Request) -> web.Response:
+    """This daemon's own API: every route with its parameters and body schemas."""
+    return web.json_response(openapi.document({id(s): s for s in request.app[ROUTE_SPECS].values()}.values()))
+
+
 @routes.get("/system/df")
 async def system_df(request: web.Request) -> web.Response:
     return web.json_response(await request.app[keys.SYSTEM].disk_usage())
@@ -129,39 +135,53 @@ def _event_matches(ev: dict[str, Any], f: dict[str, list[str]]) -> bool:
     return True
 
 
-@routes.get("/events")
+@routes.get("/events", query="since until filters:json", stream=True)
 async def events(request: web.Request) -> web.StreamResponse:
     bus = request.app[keys.EVENTS]
     since = _parse_time(request.query.get("since"), "since")
     until = _parse_time(request.query.get("until"), "until")
     f = filters(request)
     check_filter_keys(f, {"type", "event", "container", "image", "label", "daemon", "network", "volume", "scope"})
-    queue = bus.subscribe()
+    # A client that stops reading blocks our writes; once its queue overflows the bus drops
+    # it and we abort the connection, which ends a write stuck on the full socket.
+    sub = bus.subscribe(on_drop=lambda: request.transport.abort() if request.transport else None)
     mark_long_lived()  # shutdown ends the stream at once
+    try:
+        async with cancel_on_disconnect(request):  # a narrow filter may never write again
+            return await _stream_events(request, sub, since, until, f)
+    finally:
+        bus.unsubscribe(sub)
+
+
+async def _stream_events(
+    request: web.Request, sub: Subscription, since: float | None, until: float | None, f: dict[str, list[str]]
+) -> web.StreamResponse:
+    bus = request.app[keys.EVENTS]
     try:
         resp = web.StreamResponse(headers={"Content-Type": "application/json"})
         await resp.prepare(request)
         if since is not None:
-            for ev in bus.history():
+            for ev, line in bus.history():
                 in_range = ev["timeNano"] / 1e9 >= since and (until is None or ev["timeNano"] / 1e9 <= until)
                 if in_range and _event_matches(ev, f):
-                    await resp.write(json.dumps(ev).encode() + b"\n")
+                    await resp.write(line)
         while True:
             timeout = None if until is None else until - time.time()
             if timeout is not None and timeout <= 0:
                 break
             try:
                 async with asyncio.timeout(timeout):
-                    ev = await queue.get()
+                    item = await sub.get()
             except TimeoutError:
                 break
+            if item is None:  # dropped: too far behind
+                return resp
+            ev, line = item
             if since is not None and ev["timeNano"] / 1e9 < since:
                 continue
             if _event_matches(ev, f):
-                await resp.write(json.dumps(ev).encode() + b"\n")
+                await resp.write(line)
         await resp.write_eof()
         return resp
-    except ConnectionResetError:  # the client stopped listening (docker stats, events ^C)
+    except (ConnectionResetError, ConnectionAbortedError):  # the client stopped listening, or was dropped
         return resp
-    finally:
-        bus.unsubscribe(queue)

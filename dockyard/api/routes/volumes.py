@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from dockyard.api import keys, versions
+from dockyard.api import bodies, keys, versions
 from dockyard.api.app import Routes
 from dockyard.api.schemas import filters, json_body, qbool
 from dockyard.errdefs import InvalidArgument
@@ -48,12 +48,12 @@ def _dict(value: Any, field: str) -> dict[str, str] | None:
     return {str(k): str(v) for k, v in value.items()}
 
 
-@routes.get("/volumes")
+@routes.get("/volumes", query="filters:json")
 async def list_volumes(request: web.Request) -> web.Response:
     return web.json_response(_svc(request).list_volumes(filters(request)))
 
 
-@routes.post("/volumes/create")
+@routes.post("/volumes/create", body=bodies.VOLUME_CREATE)
 async def create(request: web.Request) -> web.Response:
     body = await json_body(request, required=False)
     vol = _svc(request).create(
@@ -68,13 +68,13 @@ async def inspect(request: web.Request) -> web.Response:
     return web.json_response(_svc(request).inspect(request.match_info["name"]))
 
 
-@routes.delete("/volumes/{name}")
+@routes.delete("/volumes/{name}", query="force:boolean")
 async def remove(request: web.Request) -> web.Response:
     await _svc(request).remove(request.match_info["name"], force=qbool(request, "force"))
     return web.Response(status=204)
 
 
-@routes.post("/volumes/prune")
+@routes.post("/volumes/prune", query="filters:json")
 async def prune(request: web.Request) -> web.Response:
     v = request.match_info.get("api_version")
     legacy = v is not None and versions.parse(v) < versions.parse("1.42")

@@ -52,7 +52,7 @@ def decode_registry_auth(header: str | None) -> AuthConfig:
             raise InvalidArgument("invalid X-Registry-Auth header: not base64") from None
     try:
         doc = json.loads(data) if data.strip() else {}
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):  # a header nests ~4000 deep at most
         raise InvalidArgument("invalid X-Registry-Auth header: not JSON") from None
     if not isinstance(doc, dict):
         return AuthConfig()
@@ -88,7 +88,11 @@ def from_dict(doc: dict[str, object]) -> AuthConfig:
 
     username, password = get("username"), get("password")
     if not username and get("auth"):
-        user, _, pw = base64.b64decode(get("auth")).decode(errors="replace").partition(":")
+        try:
+            raw = base64.b64decode(get("auth"))
+        except (binascii.Error, ValueError):
+            raise InvalidArgument("invalid auth configuration: 'auth' is not base64") from None
+        user, _, pw = raw.decode(errors="replace").partition(":")
         username, password = user, pw
     return AuthConfig(
         username=username,
