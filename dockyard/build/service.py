@@ -1,8 +1,8 @@
 """BuildService: what the API's build routes call. Context in, image ID out.
 
 Takes the request body (held in memory, or spooled when large) and reads the context from
-it (or fetches a `remote`: a tarball URL, or a git repository given as a local path or URL
-with an optional `#ref:subdir`), runs the builder, removes what builds cut short by a
+it (or fetches a `remote`: a tarball or Dockerfile URL, or a git URL with an optional
+`#ref:subdir`; never a path on the daemon's host), runs the builder, removes what builds cut short by a
 daemon's end left behind, and owns the build cache's prune and disk-usage views. It knows
 nothing of HTTP.
 """
@@ -162,17 +162,17 @@ class BuildService:
     async def _remote(self, remote: str, work: Path) -> Path:
         root = work / "context"
         url, _, frag = remote.partition("#")
-        is_git = (
-            url.endswith(".git") or url.startswith(("git://", "git@", "github.com/"))
-            or (Path(url).is_dir() and (Path(url) / ".git").exists())
-            or (Path(url).is_dir() and (Path(url) / "HEAD").exists())
-        )  # fmt: skip
+        # Only URLs, as dockerd's urlutil: a path on the daemon's host is no context a client
+        # may name (it would read the host's files on the caller's behalf)
+        is_git = url.startswith(("git://", "git@", "github.com/")) or (
+            re.match(r"^https?://", url) is not None and url.endswith(".git")
+        )
         if is_git:
             ref, _, subdir = frag.partition(":")
             argv = ["git", "clone", "--quiet", "--recurse-submodules"]
             if ref:
                 argv += ["--branch", ref]
-            if not Path(url).exists() and await asyncio.to_thread(_supports_shallow, url):
+            if await asyncio.to_thread(_supports_shallow, url):
                 argv += ["--depth", "1"]
             try:
                 await proc.run([*argv, url, str(root)], timeout=300)
@@ -193,10 +193,7 @@ class BuildService:
                 root.mkdir()
                 shutil.move(str(dest), root / "Dockerfile")
             return root
-        if Path(url).is_file():
-            await asyncio.to_thread(_extract_file, Path(url), root)
-            return root
-        raise InvalidArgument(f"unable to prepare context: {remote!r} is not a URL or a git repository")
+        raise InvalidArgument(f"unable to prepare context: remoteURL ({remote}) could not be recognized as URL")
 
     async def prune(self, *, all: bool = False, filters: dict[str, list[str]] | None = None) -> dict[str, Any]:
         return await self.cache.prune(all=all)

@@ -124,9 +124,7 @@ def build(
         "version": "1",
     }
     data: Any = None
-    if path.startswith(("http://", "https://", "git://", "git@", "github.com/")) or (
-        os.path.isdir(path) and os.path.exists(os.path.join(path, ".git")) and path.endswith(".git")
-    ):
+    if path.startswith(("http://", "https://", "git://", "git@", "github.com/")):
         params["remote"] = path
         if file_:
             params["dockerfile"] = file_

@@ -442,20 +442,18 @@ def test_rm_false_keeps_and_force_rm_removes(docker_cli: Runner, busybox: str, t
 # ---- remote contexts --------------------------------------------------------------------------
 
 
-def test_remote_local_git_repository(daemon: Daemon, docker_cli: Runner, busybox: str, tmp_path: Path,
-                                     unique: Callable[[str], str], made: list[str]) -> None:  # fmt: skip
-    """dockyard's own addition, through the raw API (docker-py and the docker CLI only send
-    URLs as `remote`): a git repository on the daemon's host named by its path. dockerd refuses
-    it ("remoteURL (...) could not be recognized as URL"). The context is the committed tree."""
-    repo = _git_repo(tmp_path / "repo", {"Dockerfile": "FROM busybox\nCOPY . /src/\nRUN ls -A /src > /list\n",
-                                         "tracked.txt": "committed\n"})  # fmt: skip
-    (repo / "untracked.txt").write_text("not committed\n")
-    tag = unique("git-local")
-    made.append(tag)
-    status, messages = _raw_build(daemon, {"remote": str(repo), "t": tag})
-    assert status == 200 and not [m for m in messages if "error" in m], messages
-    assert [n for n in _cat(docker_cli, tag, "/list").split() if n != ".git"] == ["Dockerfile", "tracked.txt"]
-    assert _cat(docker_cli, tag, "/src/tracked.txt") == "committed\n"
+def test_remote_path_on_the_daemons_host_is_refused(daemon: Daemon, tmp_path: Path) -> None:
+    """`remote` names URLs only, as dockerd's: a git repository or a tarball named by a path on
+    the daemon's host is refused with dockerd's words (it would make the daemon read the
+    host's files on the caller's behalf)."""
+    repo = _git_repo(tmp_path / "repo.git", {"Dockerfile": "FROM busybox\n"})
+    tarball = tmp_path / "ctx.tar"
+    subprocess.run(["tar", "-C", str(repo), "-cf", str(tarball), "Dockerfile"], check=True)
+    for remote in (str(repo), str(tarball), f"file://{repo}"):
+        status, messages = _raw_build(daemon, {"remote": remote})
+        text = json.dumps(messages)
+        assert status in (200, 400) and f"remoteURL ({remote}) could not be recognized as URL" in text, (
+            remote, status, messages)
 
 
 def _served_repo(tmp_path: Path) -> Path:
