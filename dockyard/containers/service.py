@@ -18,7 +18,7 @@ import os
 import shutil
 import signal as signals
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -699,10 +699,20 @@ class ContainerService:
                 await self.runtime(rec).delete(cid)
             except errdefs.DockyardError as err:
                 log.debug("runtime delete %s: %s", cid[:12], err)
-            await asyncio.to_thread(self._unmount_rootfs, cid)
-            await self._unmount_volumes(rec)
+            # The exit is recorded whatever the teardown meets: a step that fails is logged,
+            # never left to stall the waiters (`run --rm`, `wait`) of a container that is gone
+            teardown: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
+                ("unmount the rootfs", lambda: asyncio.to_thread(self._unmount_rootfs, cid)),
+                ("unmount volumes", lambda: self._unmount_volumes(rec)),
+            ]
             if self.networks is not None:
-                await self.networks.detach(rec)
+                networks = self.networks
+                teardown.append(("detach networks", lambda: networks.detach(rec)))
+            for what, step in teardown:
+                try:
+                    await step()
+                except Exception:
+                    log.warning("container %s exited: could not %s", cid[:12], what, exc_info=True)
             restart = Policy.of(rec["HostConfig"]).should_restart(
                 code, bool(rec["Dockyard"].get("ManuallyStopped")), int(rec["RestartCount"]),
                 bool(rec["Dockyard"].get("RestartCancelled")),

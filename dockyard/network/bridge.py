@@ -78,7 +78,13 @@ def _lookup(ipr: IPRoute, name: str) -> tuple[int, str, str] | None:
     idx = ipr.link_lookup(ifname=name)
     if not idx:
         return None
-    links = ipr.get_links(idx[0])
+    try:
+        links = ipr.get_links(idx[0])
+    except NetlinkError as err:
+        # gone between the two calls: a container's veth dies with its network namespace
+        if err.code == errno.ENODEV:
+            return None
+        raise
     if not links:
         return None
     kind, alias = _kind_and_alias(links[0])
