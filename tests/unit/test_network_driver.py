@@ -78,3 +78,23 @@ def test_plan_forward_accept_inserts_missing_and_deletes_stale() -> None:
     # nothing wanted: every rule of ours goes, nobody else's
     assert [x[3] for x in plan_forward_accept(listing, TAG, [])] == ["FORWARD", "FORWARD"]
     assert all(x[2] == "-D" for x in plan_forward_accept(listing, TAG, []))
+
+
+def test_a_link_that_vanishes_between_lookup_and_read_is_absent() -> None:
+    """A container's veth dies with its network namespace at any moment: the kernel answers
+    ENODEV between the name lookup and the read. That is "no such link", not an error (it
+    once left a container's exit unrecorded and `run --rm` waiting forever)."""
+    import errno
+
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    from dockyard.network import bridge
+
+    class Vanishing:
+        def link_lookup(self, ifname: str) -> list[int]:
+            return [42]
+
+        def get_links(self, index: int) -> list[object]:
+            raise NetlinkError(errno.ENODEV, "No such device")
+
+    assert bridge._lookup(Vanishing(), "veth0") is None  # type: ignore[arg-type]
