@@ -115,10 +115,12 @@ def start_live_hosts() -> LiveHosts:
     return lh
 
 
-def dockyard_move(src: Host, dst: Host, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+def dockyard_move(src: Host, dst: Host | str, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    """`dockyard container move ARGS --to DST` from the source host's daemon."""
     from tests.conftest import BIN
 
+    to = dst if isinstance(dst, str) else dst.daemon.host
     return subprocess.run(
-        [str(BIN / "dockyard"), "-H", src.daemon.host, "container", "move", *args, "--to", dst.daemon.host],
+        [str(BIN / "dockyard"), "-H", src.daemon.host, "container", "move", *args, "--to", to],
         capture_output=True, text=True, timeout=timeout, check=False, env=dict(os.environ),
     )  # fmt: skip

@@ -114,3 +114,58 @@ def test_live_move_refuses_a_tty(hosts: LiveHosts) -> None:
         assert b.docker("inspect", "lmtty", check=False).returncode != 0
     finally:
         a.docker("rm", "-f", "lmtty")
+
+
+def test_a_failed_restore_on_the_target_resumes_on_the_source_without_a_gap(
+    hosts: LiveHosts, tmp_path: Path
+) -> None:
+    """B's host port 7101 is taken, so B cannot start the container: the move fails after
+    the freeze, and A restores the very checkpoint it took, connection and all."""
+    a, b = hosts.hosts
+    name = "lmback"
+    b.docker("run", "-d", "--name", "lmport", "-p", "7101:1", "busybox", "sleep", "600")
+    a.docker("run", "-d", "--name", name, "--network", hosts.network, "-p", "7101:7000", "busybox",
+             "nc", "-l", "-p", "7000", "-e", "sh", "-c", COUNTER)  # fmt: skip
+    ip = json.loads(a.docker("inspect", name).stdout)[0]["NetworkSettings"]["Networks"][hosts.network]["IPAddress"]
+    out = tmp_path / "lines"
+    reader = subprocess.Popen(hosts.in_peer(sys.executable, "-c", READER, ip, "7000", str(out)))
+    try:
+        _wait_lines(out, 50)
+        res = dockyard_move(a, b, "--live", name)
+        assert res.returncode != 0, res.stdout + res.stderr
+        assert "resuming lmback on the source" in res.stderr
+        moved_at = len([x for x in _numbers(out) if x.isdigit()])
+        _wait_lines(out, moved_at + 100)
+    finally:
+        reader.terminate()
+        reader.wait(timeout=10)
+        b.docker("rm", "-f", "lmport")
+    lines = _numbers(out)
+    assert "EOF" not in lines
+    got = [int(x) for x in lines[1:] if x.isdigit()]
+    assert got == list(range(0, len(got))), "a gap or a duplicate in the stream"
+    doc = json.loads(a.docker("inspect", name).stdout)[0]
+    assert doc["State"]["Running"]
+    assert b.docker("inspect", name, check=False).returncode != 0
+    assert a.docker("checkpoint", "ls", name).stdout.strip() == "CHECKPOINT NAME"  # the move's is gone
+    a.docker("rm", "-f", name)
+
+
+def test_live_move_refuses_a_target_without_criu(hosts: LiveHosts) -> None:
+    from tests.conftest import destroy_daemon, make_daemon, write_daemon_json
+
+    a, _ = hosts.hosts
+    target = make_daemon()
+    try:
+        target.stop()
+        write_daemon_json(target.root, {"criu-path": "/bin/true"})
+        target.start()
+        a.docker("run", "-d", "--name", "lmnocriu", "busybox", "sleep", "600")
+        res = dockyard_move(a, target.host, "--live", "lmnocriu")
+        assert res.returncode != 0
+        assert f"cannot move container lmnocriu: {target.host} cannot restore a live move" in res.stderr
+        assert "criu at /bin/true is older than 4.1" in res.stderr
+        assert json.loads(a.docker("inspect", "lmnocriu").stdout)[0]["State"]["Running"]
+    finally:
+        a.docker("rm", "-f", "lmnocriu", check=False)
+        destroy_daemon(target)
