@@ -10,14 +10,17 @@ the freeze resumable on the source from the very checkpoint that was taken:
 3. create it on the target, stopped, with the same addresses: on each user-defined
    network the same IPv4 address and MAC (the target's network must be the same L2
    segment for peers to follow; on the default bridge the address cannot be asked for);
-4. freeze: checkpoint on the source with `TCPEstablished` and exit (CRIU locks the
-   network namespace first, so no peer gets a reset, and dumps the connections in repair
-   mode); from here the container runs nowhere;
+4. freeze: checkpoint on the source with `TCPEstablished` and exit: CRIU dumps the
+   connections in repair mode (no FIN, no RST) and leaves the network namespace out as
+   an external one; from here the container runs nowhere;
 5. send its writable layer, its volumes (`--with-volumes`) and the checkpoint;
-6. restore on the target (`start?checkpoint=`): the daemon plugs the new namespace with
-   the same address before the restored process's sockets send anything that matters
-   (TCP retransmits what it sent meanwhile); see it running: the freeze ends;
-7. remove it from the source.
+6. restore on the target (`start?checkpoint=`): the daemon pins a new namespace, plugs it
+   with the asked address and MAC, and has runc restore into it by path, so the sockets
+   come back where their address and routes already are; see it running: the freeze ends;
+7. remove it from the source, and the checkpoint from the target.
+
+Not yet: memory sent ahead (lazy pages), a journal that finishes or undoes a move after a
+`kill -9` of a daemon or the CLI, `move` events.
 
 A failure in 4 leaves it running on the source (CRIU resumes it when a dump fails); in
 5-6 the target's container is removed and the source restores the checkpoint it took.
