@@ -15,8 +15,15 @@
 #   4. plain `make criu` (well under a minute), the binary installed as $CRIU_PREFIX/criu;
 #   5. `criu check` must pass, or the script fails saying so.
 #
-# Idempotent: nothing is done when a good criu is already on the PATH or in $CRIU_PREFIX;
-# a binary built earlier is reused from the cache.
+# Our patches (scripts/criu-patches/*.patch, applied in order before the build) fix what
+# 4.1 gets wrong on this kernel: 0001, Linux 6.16+ refuses SO_PASSCRED/SO_PASSSEC on TCP
+# sockets, which made every dump of a socket fail (a live move's --tcp-established).
+# The installed binary carries a stamp ($CRIU_PREFIX/criu.dockyard-patches, the patches'
+# sha256); a criu without the current stamp is rebuilt, so a new patch reaches machines
+# that ran an older version of this script.
+#
+# Idempotent: nothing is done when $CRIU_PREFIX/criu is good and carries the stamp; a
+# binary built earlier with the same patches is reused from the cache.
 #
 # Environment: CRIU_MIN (4.1), CRIU_CACHE (/var/cache/dockyard/criu),
 # CRIU_PREFIX (/usr/local/sbin), CRIU_SUITE (trixie), CRIU_MIRROR (http://deb.debian.org/debian).
@@ -30,7 +37,7 @@ mirror=${CRIU_MIRROR:-http://deb.debian.org/debian}
 keyring=/usr/share/keyrings/debian-archive-keyring.gpg
 build_deps="libbsd-dev libcap-dev libgnutls28-dev libnet1-dev libnftables-dev libnl-3-dev
 libprotobuf-c-dev libprotobuf-dev protobuf-c-compiler protobuf-compiler uuid-dev pkg-config
-python3-protobuf gcc make xz-utils dpkg-dev"
+python3-protobuf gcc make patch xz-utils dpkg-dev"
 
 say() { echo "install-criu: $*" >&2; }
 die() { say "error: $*"; exit 1; }
@@ -38,6 +45,32 @@ die() { say "error: $*"; exit 1; }
 # version_of BINARY: prints the version `criu --version` reports ("Version: 4.1.1").
 version_of() {
     "$1" --version 2>/dev/null | sed -n 's/^Version: *//p' | head -n1
+}
+
+here=$(cd "$(dirname "$0")" && pwd)
+patches=$(ls "$here"/criu-patches/*.patch 2>/dev/null | sort || true)
+# shellcheck disable=SC2086
+stamp=$( (echo v1; [ -z "$patches" ] || cat $patches) | sha256sum | cut -d' ' -f1)
+
+# stamped FILE: true when FILE holds the current patches' stamp.
+stamped() {
+    [ -f "$1" ] && [ "$(cat "$1")" = "$stamp" ]
+}
+
+# patch_and_build DIR: apply our patches to a pristine source tree once, then make criu.
+patch_and_build() {
+    if [ -f "$1/.dockyard-patches" ]; then
+        stamped "$1/.dockyard-patches" || return 1  # patched by another set: refetch
+    else
+        for p in $patches; do
+            patch -d "$1" -p1 --forward --quiet < "$p" || die "patch $(basename "$p") does not apply to $1"
+            say "applied $(basename "$p")"
+        done
+        echo "$stamp" > "$1/.dockyard-patches"
+    fi
+    say "building criu in $1 (make criu, $(nproc) jobs)"
+    make -C "$1" -j"$(nproc)" criu >"$cache/build.log" 2>&1 \
+        || die "build failed; see $cache/build.log: $(tail -n5 "$cache/build.log")"
 }
 
 # good BINARY: true when BINARY is at least $min and `criu check` passes on this kernel.
@@ -51,15 +84,17 @@ good() {
 
 [ "$(id -u)" = 0 ] || die "must run as root (installs build dependencies and $prefix/criu)"
 
-for candidate in "$prefix/criu" "$(command -v criu 2>/dev/null || true)"; do
-    if [ -n "$candidate" ] && good "$candidate"; then
-        say "$candidate $(version_of "$candidate") passes 'criu check'; nothing to do"
-        exit 0
-    fi
-done
+if good "$prefix/criu" && stamped "$prefix/criu.dockyard-patches"; then
+    say "$prefix/criu $(version_of "$prefix/criu") has our patches and passes 'criu check'; nothing to do"
+    exit 0
+fi
 
 mkdir -p "$cache"
 built=$(ls -d "$cache"/src/criu-*/criu/criu 2>/dev/null | sort -V | tail -n1 || true)
+if [ -n "$built" ] && ! stamped "${built%/criu/criu}/.dockyard-patches"; then
+    # built before our patches: patch the same (pristine) tree and build again
+    patch_and_build "${built%/criu/criu}" || built=""
+fi
 if [ -z "$built" ] || ! good "$built"; then
     missing=""
     for p in $build_deps; do
@@ -109,13 +144,12 @@ if [ -z "$built" ] || ! good "$built"; then
         tar -xJf "$orig" -C "$dir" --strip-components=1 || die "could not unpack $orig"
     fi
     [ -d "$dir/criu" ] || die "$dir does not look like a criu source tree"
-    say "building criu $upstream (make criu, $(nproc) jobs)"
-    make -C "$dir" -j"$(nproc)" criu >"$cache/build.log" 2>&1 \
-        || die "build failed; see $cache/build.log: $(tail -n5 "$cache/build.log")"
+    patch_and_build "$dir" || die "$dir was patched already with other patches"
     built="$dir/criu/criu"
 fi
 
 good "$built" || die "the criu built at $built does not pass 'criu check': $("$built" check 2>&1 | tail -n3)"
 mkdir -p "$prefix"
 install -m 0755 "$built" "$prefix/criu.new" && mv -f "$prefix/criu.new" "$prefix/criu"
+echo "$stamp" > "$prefix/criu.dockyard-patches"
 say "installed $prefix/criu $(version_of "$prefix/criu"); 'criu check' passes"

@@ -18,7 +18,7 @@ from dockyard.cli import (
     copy,
     images,
     interactive,
-    move,
+    movecmd,
     networks,
     registry,
     registry_cmds,
@@ -51,7 +51,7 @@ for module in (run, containers, interactive, copy, images, system, registry, reg
 volumes.register(cli)
 networks.register(cli)
 build_cmds.register(cli)
-move.register(cli)
+movecmd.register(cli)
 
 
 def _usage_error(err: click.UsageError) -> int:

@@ -1,4 +1,5 @@
-"""`dockyard container move NAME --to HOST`: a cold move of a container to another daemon.
+"""`dockyard container move NAME --to HOST`: a cold move of a container to another daemon
+(`--live`: cli/livemove.py, which reuses the steps here).
 
 The CLI orchestrates; each daemon only answers requests (api/routes/move.py and Docker's
 own routes), so no shared filesystem is assumed. The order keeps the container in exactly
@@ -29,7 +30,6 @@ from typing import Any
 import click
 
 from dockyard import errdefs
-from dockyard.cli._common import StatusError, client
 from dockyard.client import Client
 
 
@@ -50,7 +50,7 @@ class Plan:
         return str(self.info["Name"]).lstrip("/")
 
 
-def _refuse(name: str, why: str) -> errdefs.DockyardError:
+def refuse(name: str, why: str) -> errdefs.DockyardError:
     return errdefs.InvalidArgument(f"cannot move container {name}: {why}")
 
 
@@ -68,22 +68,22 @@ def make_plan(src: Client, dst: Client, ref: str, with_volumes: bool) -> Plan:
     hc = info.get("HostConfig") or {}
     for m in info.get("Mounts") or []:
         if m.get("Type") == "bind":
-            raise _refuse(name, f"it bind-mounts the host path {m.get('Source')}, which does not move")
+            raise refuse(name, f"it bind-mounts the host path {m.get('Source')}, which does not move")
         if m.get("Type") == "volume" and (m.get("Driver") or "local") != "local":
-            raise _refuse(name, f"volume {m.get('Name')} uses driver {m.get('Driver')}")
+            raise refuse(name, f"volume {m.get('Name')} uses driver {m.get('Driver')}")
     if hc.get("Devices"):
-        raise _refuse(name, f"it uses the host device {hc['Devices'][0].get('PathOnHost')}")
+        raise refuse(name, f"it uses the host device {hc['Devices'][0].get('PathOnHost')}")
     if hc.get("VolumesFrom"):
-        raise _refuse(name, "it uses --volumes-from, which names a container on the source")
+        raise refuse(name, "it uses --volumes-from, which names a container on the source")
     for key in ("NetworkMode", "PidMode", "IpcMode"):
         if str(hc.get(key) or "").startswith("container:"):
-            raise _refuse(name, f"its {key} joins another container on the source")
+            raise refuse(name, f"its {key} joins another container on the source")
     try:
         taken = dst.inspect_container(name)
     except errdefs.NotFound:
         taken = None
     if taken is not None:
-        raise _refuse(
+        raise refuse(
             name, f"the name {name} is already in use on {dst.host} by container {taken['Id'][:12]}"
         )
     for net in (info.get("NetworkSettings") or {}).get("Networks") or {}:
@@ -92,7 +92,7 @@ def make_plan(src: Client, dst: Client, ref: str, with_volumes: bool) -> Plan:
         try:
             dst.inspect_network(net)
         except errdefs.NotFound:
-            raise _refuse(
+            raise refuse(
                 name, f"network {net} does not exist on {dst.host}: create it there first"
             ) from None
     image = src.inspect_image(info["Image"])
@@ -156,7 +156,7 @@ def _counted(chunks: Iterator[bytes], total: list[int]) -> Iterator[bytes]:
         yield chunk
 
 
-def _stream(src: Client, dst: Client, src_path: str, dst_method: str, dst_path: str, what: str,
+def stream(src: Client, dst: Client, src_path: str, dst_method: str, dst_path: str, what: str,
             src_params: dict[str, Any] | None = None, dst_params: dict[str, Any] | None = None) -> Any:  # fmt: skip
     t0 = time.monotonic()
     resp = src.request("GET", src_path, params=src_params)
@@ -173,7 +173,7 @@ def _stream(src: Client, dst: Client, src_path: str, dst_method: str, dst_path: 
     return out
 
 
-def _image_ref_for_target(dst: Client, plan: Plan) -> str:
+def image_ref_for_target(dst: Client, plan: Plan) -> str:
     """Use the container's image name on the target when it means the same image there
     (tagging it only if the target has no such name); else the image ID."""
     name = plan.image_name
@@ -225,11 +225,8 @@ def move(
         click.echo("dry run: nothing sent")
         return
     cid = plan.info["Id"]
-    if plan.missing or not _has_image(dst, plan.image_id):
-        _stream(src, dst, f"/dockyard/images/{plan.image_id}/archive", "POST", "/images/load",
-                f"image ({len(plan.missing)} layers)",
-                src_params={"skip": [d for d in plan.layers if d not in plan.missing]}, dst_params={"quiet": "1"})  # fmt: skip
-    image = _image_ref_for_target(dst, plan)
+    send_image(src, dst, plan)
+    image = image_ref_for_target(dst, plan)
     was_running = bool(src.inspect_container(cid)["State"]["Running"])
     frozen_at = time.monotonic()
     if was_running:
@@ -241,23 +238,14 @@ def move(
     target_id = ""
     try:
         body, others = create_body(plan, image)
-        for m in plan.volumes:  # named volumes the target lacks are ours to clean up on failure
-            if not _exists_volume(dst, m["Name"]) and not _volume_is_anonymous(src, m["Name"]):
-                dst.create_volume(m["Name"], labels=(src.inspect_volume(m["Name"]).get("Labels") or None))
-                made_volumes.append(m["Name"])
+        made_volumes = create_volumes(src, dst, plan)
         created = dst.post_json("/containers/create", body=body, params={"name": plan.name})
         target_id = created["Id"]
         for net, cfg in others:
             dst.post_json(f"/networks/{net}/connect", body={"Container": target_id, "EndpointConfig": cfg})
-        _stream(src, dst, f"/dockyard/containers/{cid}/layer", "PUT", f"/dockyard/containers/{target_id}/layer",
+        stream(src, dst, f"/dockyard/containers/{cid}/layer", "PUT", f"/dockyard/containers/{target_id}/layer",
                 "writable layer")  # fmt: skip
-        target_mounts = {m["Destination"]: m for m in dst.inspect_container(target_id).get("Mounts") or []}
-        for m in plan.send_volumes:
-            tm = target_mounts.get(m["Destination"])
-            if tm is None or tm.get("Type") != "volume":
-                raise errdefs.Internal(f"the target container has no volume at {m['Destination']}")
-            _stream(src, dst, f"/dockyard/volumes/{m['Name']}/content", "PUT",
-                    f"/dockyard/volumes/{tm['Name']}/content", f"volume {m['Name']}")  # fmt: skip
+        send_volumes(src, dst, plan, target_id)
         if was_running:
             dst.start(target_id)
             state = dst.inspect_container(target_id)["State"]
@@ -268,21 +256,54 @@ def move(
             click.echo(f"running on {dst.host} after {time.monotonic() - frozen_at:.2f}s stopped")
     except BaseException as err:
         click.echo(f"move failed ({err}); resuming {plan.name} on the source", err=True)
-        if target_id:
-            try:
-                dst.remove_container(target_id, force=True, v=True)
-            except errdefs.DockyardError:
-                pass
-        for vol in made_volumes:
-            try:
-                dst.remove_volume(vol)
-            except errdefs.DockyardError:
-                pass
+        undo_target(dst, target_id, made_volumes)
         if was_running:
             src.start(cid)
         raise
     src.remove_container(cid, v=with_volumes)
     click.echo(f"moved {plan.name} to {dst.host} as {target_id[:12]}")
+
+
+def send_image(src: Client, dst: Client, plan: Plan) -> None:
+    """The image layers the target lacks (none when it has the image)."""
+    if plan.missing or not _has_image(dst, plan.image_id):
+        stream(src, dst, f"/dockyard/images/{plan.image_id}/archive", "POST", "/images/load",
+                f"image ({len(plan.missing)} layers)",
+                src_params={"skip": [d for d in plan.layers if d not in plan.missing]}, dst_params={"quiet": "1"})  # fmt: skip
+
+
+def create_volumes(src: Client, dst: Client, plan: Plan) -> list[str]:
+    """Named volumes the target lacks, made there: ours to clean up if the move fails."""
+    made = []
+    for m in plan.volumes:
+        if not _exists_volume(dst, m["Name"]) and not _volume_is_anonymous(src, m["Name"]):
+            dst.create_volume(m["Name"], labels=(src.inspect_volume(m["Name"]).get("Labels") or None))
+            made.append(m["Name"])
+    return made
+
+
+def send_volumes(src: Client, dst: Client, plan: Plan, target_id: str) -> None:
+    target_mounts = {m["Destination"]: m for m in dst.inspect_container(target_id).get("Mounts") or []}
+    for m in plan.send_volumes:
+        tm = target_mounts.get(m["Destination"])
+        if tm is None or tm.get("Type") != "volume":
+            raise errdefs.Internal(f"the target container has no volume at {m['Destination']}")
+        stream(src, dst, f"/dockyard/volumes/{m['Name']}/content", "PUT",
+                f"/dockyard/volumes/{tm['Name']}/content", f"volume {m['Name']}")  # fmt: skip
+
+
+def undo_target(dst: Client, target_id: str, made_volumes: list[str]) -> None:
+    """Remove what a failed move made on the target."""
+    if target_id:
+        try:
+            dst.remove_container(target_id, force=True, v=True)
+        except errdefs.DockyardError:
+            pass
+    for vol in made_volumes:
+        try:
+            dst.remove_volume(vol)
+        except errdefs.DockyardError:
+            pass
 
 
 def _has_image(c: Client, image_id: str) -> bool:
@@ -291,32 +312,3 @@ def _has_image(c: Client, image_id: str) -> bool:
     except errdefs.NotFound:
         return False
     return True
-
-
-@click.command("move")
-@click.argument("container")
-@click.option("--to", "to", required=True, help="Daemon to move the container to (unix://, tcp://, ssh://)")
-@click.option("--with-volumes", is_flag=True, help="Send the container's volumes too")
-@click.option("--dry-run", is_flag=True, help="Say what would be sent, and send nothing")
-@click.option("-t", "--time", "stop_timeout", type=int, default=None, help="Seconds to wait for the stop")
-def move_cmd(container: str, to: str, with_volumes: bool, dry_run: bool, stop_timeout: int | None) -> None:
-    """Move a container to another daemon (cold: stop, send, start there)"""
-    src = client()
-    dst = Client(to)
-    if dst.host == src.host:
-        raise StatusError(1, "the target is the daemon the container is on")
-    move(src, dst, container, with_volumes=with_volumes, dry_run=dry_run, stop_timeout=stop_timeout)
-
-
-@click.group("container")
-def container_group() -> None:
-    """Manage containers"""
-
-
-def register(group: click.Group) -> None:
-    existing = group.commands.get("container")
-    if isinstance(existing, click.Group):
-        existing.add_command(move_cmd)
-    else:
-        container_group.add_command(move_cmd)
-        group.add_command(container_group)

@@ -11,8 +11,9 @@ rename), so a dump cut short is never listed nor restored::
     <checkpoints>/                   <data-root>/containers/<id>/checkpoints (default),
                                      or the CheckpointDir / `dir` / `checkpoint-dir` given
       <name>/
-        config.json                  {"Name", "ContainerID", "Created", "Exit"}: Docker's
-                                     `checkpoint ls` shape plus what we know
+        config.json                  {"Name", "ContainerID", "Created", "Exit",
+                                     "TCPEstablished", "NetnsExternal"}: Docker's
+                                     `checkpoint ls` shape plus what a restore must know
         criu/                        CRIU's images (runc --image-path)
         work/                        CRIU's dump.log while it runs (removed on success)
 
@@ -33,6 +34,7 @@ import logging
 import os
 import re
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -45,7 +47,7 @@ from dockyard.timefmt import now_rfc3339
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CheckpointNotFound", "CheckpointService", "criu_binary", "restore_for"]
+__all__ = ["CheckpointNotFound", "CheckpointService", "criu_binary", "criu_problem", "restore_for"]
 
 # Docker's RestrictedNamePattern (daemon/names): one path component, never "." or ".."
 NAME_PATTERN = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
@@ -71,6 +73,23 @@ def criu_binary(configured: str = "") -> str:
     return found
 
 
+def criu_problem(configured: str = "") -> str:
+    """Why this daemon cannot checkpoint, or "" when its criu is 4.1 or newer (older ones
+    fail on this kernel: see docs/decisions/checkpoint.md)."""
+    try:
+        criu = criu_binary(configured)
+    except errdefs.Unavailable as err:
+        return str(err)
+    try:
+        out = subprocess.run([criu, "--version"], capture_output=True, text=True, timeout=10, check=False).stdout
+    except OSError as err:
+        return f"criu at {criu} does not run: {err.strerror}"
+    found = re.search(r"Version:\s*(\d+)\.(\d+)", out)
+    if not found or (int(found[1]), int(found[2])) < (4, 1):
+        return f"criu at {criu} is older than 4.1 ({out.strip().splitlines()[0] if out.strip() else 'no version'})"
+    return ""
+
+
 def checkpoints_root(container_dir: Path, custom: str | None) -> Path:
     if not custom:
         return container_dir / "checkpoints"
@@ -79,7 +98,7 @@ def checkpoints_root(container_dir: Path, custom: str | None) -> Path:
     return Path(os.path.normpath(custom))
 
 
-def _check_name(name: str) -> None:
+def check_name(name: str) -> None:
     if not NAME_PATTERN.match(name or ""):
         raise errdefs.InvalidArgument(f"Invalid checkpoint ID ({name}), only {NAME_CHARS} are allowed")
 
@@ -94,7 +113,7 @@ def _short_name(rec: Record) -> str:
 
 def checkpoint_dir(rec: Record, container_dir: Path, name: str, custom: str | None) -> Path:
     """The directory of an existing, complete checkpoint; 404 with Docker's words otherwise."""
-    _check_name(name)
+    check_name(name)
     cp_dir = checkpoints_root(container_dir, custom) / name
     if not _is_complete(cp_dir):
         raise CheckpointNotFound(f"checkpoint {name} does not exist for container {_short_name(rec)}")
@@ -107,9 +126,43 @@ def restore_for(rec: Record, container_dir: Path, name: str, custom: str | None,
         raise errdefs.InvalidArgument("cannot restore a container with a tty from a checkpoint")
     cp_dir = checkpoint_dir(rec, container_dir, name, custom)
     opts: tuple[str, ...] = ()
-    if _own_netns(rec):
+    meta = _meta(cp_dir)
+    pinned = bool(meta.get("NetnsExternal")) and _own_netns(rec)
+    if _own_netns(rec) and not pinned:
         opts = ("--empty-ns", "network")  # it was dumped empty: see OCIRuntime.checkpoint
-    return Restore(images=cp_dir / "criu", criu=criu, runtime_opts=opts)
+    if meta.get("TCPEstablished"):
+        # CRIU restores the connections in repair mode; runc must ask for it or it refuses
+        opts += ("--tcp-established",)
+    return Restore(images=cp_dir / "criu", criu=criu, runtime_opts=opts, pinned_netns=pinned)
+
+
+CRIU_CONF = "criu.conf"  # in the bundle; every container's spec names it (org.criu.config)
+
+
+def external_netns_conf(bundle: Path, pid: int) -> bool:
+    """Have the next dump leave the container's network namespace out as an external one,
+    keyed as runc keys it (`extRootNetNS`), by CRIU's configuration file that runc hands
+    CRIU. runc does this itself for a namespace given by path (a restored container); for
+    one it made ("new"), we write the file. False when runc does it."""
+    spec = json.loads((bundle / "config.json").read_text())
+    for ns in spec.get("linux", {}).get("namespaces", []):
+        if ns.get("type") == "network" and ns.get("path"):
+            return False
+    if spec.get("annotations", {}).get("org.criu.config") != str(bundle / CRIU_CONF):
+        raise errdefs.Conflict(
+            "the container was started by a daemon that could not move it live: restart it first"
+        )
+    ino = os.stat(f"/proc/{pid}/ns/net").st_ino
+    write_atomic(bundle / CRIU_CONF, f"external net[{ino}]:extRootNetNS\n".encode())
+    return True
+
+
+def _meta(cp_dir: Path) -> Record:
+    try:
+        doc = json.loads((cp_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
 
 
 def _own_netns(rec: Record) -> bool:
@@ -148,7 +201,9 @@ class CheckpointService:
     def _root(self, rec: Record, custom: str | None) -> Path:
         return checkpoints_root(self.containers.bundle(rec["Id"]), custom)
 
-    async def create(self, ref: str, name: str, custom_dir: str | None, exit: bool) -> None:
+    async def create(
+        self, ref: str, name: str, custom_dir: str | None, exit: bool, *, tcp_established: bool = False
+    ) -> None:
         svc = self.containers
         cid = svc.resolve_id(ref)
         exited: asyncio.Future[Record] | None = None
@@ -159,7 +214,7 @@ class CheckpointService:
             if rec["Config"].get("Tty"):
                 # the terminal's master end is conmon's: CRIU cannot dump or restore it
                 raise errdefs.InvalidArgument("checkpoint not supported on containers with tty")
-            _check_name(name)
+            check_name(name)
             criu = criu_binary(svc.cfg.criu)
             root = self._root(rec, custom_dir)
             cp_dir = root / name
@@ -173,17 +228,27 @@ class CheckpointService:
             try:
                 (cp_dir / "criu").mkdir()
                 (cp_dir / "work").mkdir()
+                # keeping connections needs their address where they are restored: the
+                # namespace is left out of the dump (external) rather than dumped empty,
+                # and a restore goes into one pinned and plugged first (Restore.pinned_netns)
+                external = tcp_established and _own_netns(rec)
+                if external:
+                    external_netns_conf(svc.bundle(cid), int(rec["State"]["Pid"]))
                 if exit:
                     rec["Dockyard"]["ManuallyStopped"] = True
                     svc.save(rec)
                     exited = svc.exit_future(cid)
                 await svc.runtime(rec).checkpoint(
                     cid, cp_dir / "criu", cp_dir / "work", criu=criu, leave_running=not exit,
-                    empty_netns=_own_netns(rec),
+                    empty_netns=_own_netns(rec) and not external, tcp_established=tcp_established,
                 )  # fmt: skip
-                meta = {"Name": name, "ContainerID": cid, "Created": now_rfc3339(), "Exit": exit}
+                meta = {
+                    "Name": name, "ContainerID": cid, "Created": now_rfc3339(), "Exit": exit,
+                    "TCPEstablished": tcp_established, "NetnsExternal": external,
+                }  # fmt: skip
                 write_atomic(cp_dir / "config.json", json.dumps(meta).encode())
             except BaseException as err:
+                (svc.bundle(cid) / CRIU_CONF).unlink(missing_ok=True)
                 detail = _log_tail(cp_dir / "work" / "dump.log")
                 await asyncio.to_thread(shutil.rmtree, cp_dir, True)
                 if exited is not None:
@@ -196,6 +261,7 @@ class CheckpointService:
                         f"Cannot checkpoint container {_short_name(rec)}: {err}{detail}"
                     ) from err
                 raise
+            (svc.bundle(cid) / CRIU_CONF).unlink(missing_ok=True)
             shutil.rmtree(cp_dir / "work", ignore_errors=True)
             svc.publish(rec, "checkpoint")
         if exited is not None:
@@ -229,7 +295,7 @@ class CheckpointService:
 
     async def delete(self, ref: str, name: str, custom_dir: str | None) -> None:
         rec = self.containers.get(ref)
-        _check_name(name)
+        check_name(name)
         cp_dir = self._root(rec, custom_dir) / name
         if not cp_dir.is_dir() or cp_dir.is_symlink():
             raise CheckpointNotFound(f"checkpoint {name} does not exist for container {_short_name(rec)}")

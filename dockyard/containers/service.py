@@ -25,7 +25,7 @@ from typing import Any
 from dockyard import errdefs
 from dockyard._sys import mount as sysmount
 from dockyard._sys.fs import write_atomic
-from dockyard._sys.netns import set_loopback_up
+from dockyard._sys.netns import pin_new_netns, set_loopback_up, unpin_netns
 from dockyard.containers import checkpoint as checkpoints
 from dockyard.containers import health as healthcheck
 from dockyard.containers import logconfig, names, state
@@ -532,6 +532,8 @@ class ContainerService:
             rootfs_remount=os.path.realpath(self._rootfs(rec["Id"])) if self._remap is None else None,
         )
         spec = ocispec.build(inp)
+        # runc hands CRIU this file, which exists only while a live checkpoint is taken
+        spec.setdefault("annotations", {})["org.criu.config"] = str(self.bundle(rec["Id"]) / checkpoints.CRIU_CONF)
         if self._userns_private(rec):
             assert self._remap is not None
             join = None
@@ -564,6 +566,11 @@ class ContainerService:
             # the image's passwd/group are read off the loop (a FIFO there must not stall it)
             process_user = await asyncio.to_thread(resolve_user, rootfs, rec["Config"].get("User") or "")
             spec = self._build_spec(rec, process_user)
+            pinned = None
+            if restore is not None and restore.pinned_netns and self.networks is not None:
+                # the restored sockets need their address and routes in place: a namespace
+                # pinned and plugged before the restore, given to runc by path
+                pinned = await self._pin_netns(rec, spec)
             write_atomic(cdir / "config.json", json.dumps(spec).encode())
             logs = logconfig.plan(rec["HostConfig"].get("LogConfig") or {})
             started = await self.conmon.create(
@@ -575,7 +582,9 @@ class ContainerService:
                 log_driver=logs.driver, log_size_max=logs.max_size,
             )  # fmt: skip
             created = True
-            if spec["linux"]["namespaces"] and any(
+            if pinned is not None and self.networks is not None:
+                await self.networks.rebind(rec, started.pid)
+            elif spec["linux"]["namespaces"] and any(
                 ns == {"type": "network"} for ns in spec["linux"]["namespaces"]
             ):
                 if self.networks is not None:
@@ -598,6 +607,7 @@ class ContainerService:
             await self._cleanup_failed_start(rec, runtime, created)
             if self.networks is not None:
                 await self.networks.detach(rec)
+            await asyncio.to_thread(self._unpin_netns, cid)
             msg = str(failure)
             rec["State"]["Error"] = msg
             rec["State"]["ExitCode"] = 127 if _is_not_found(msg) else 126 if "permission denied" in msg else 128
@@ -646,6 +656,31 @@ class ContainerService:
                     await asyncio.gather(*(ready for _, ready in waiters), return_exceptions=True)
             except TimeoutError:
                 log.warning("attach to %s did not connect in time", cid[:12])
+
+    async def _pin_netns(self, rec: Record, spec: dict[str, Any]) -> str:
+        """A new network namespace at `<bundle>/netns`, plugged into the container's
+        networks (same address and MAC as asked by its endpoint settings), and named in
+        `spec` by path. It stays pinned while the container runs: runc finds it by that
+        path again for a later checkpoint."""
+        assert self.networks is not None
+        path = str(self.bundle(rec["Id"]) / "netns")
+        await asyncio.to_thread(self._unpin_netns, rec["Id"])  # one left by a crash
+        await asyncio.to_thread(pin_new_netns, path)
+        try:
+            await self.networks.attach(rec, 0, netns_path=path)
+        except BaseException:
+            await asyncio.to_thread(self._unpin_netns, rec["Id"])
+            raise
+        spec["linux"]["namespaces"] = [
+            {"type": "network", "path": path} if ns.get("type") == "network" else ns
+            for ns in spec["linux"]["namespaces"]
+        ]
+        return path
+
+    def _unpin_netns(self, cid: str) -> None:
+        path = self.bundle(cid) / "netns"
+        if os.path.lexists(path):
+            unpin_netns(str(path))
 
     async def _cleanup_failed_start(self, rec: Record, runtime: OCIRuntime, created: bool) -> None:
         cid = rec["Id"]
@@ -708,6 +743,7 @@ class ContainerService:
             if self.networks is not None:
                 networks = self.networks
                 teardown.append(("detach networks", lambda: networks.detach(rec)))
+            teardown.append(("unpin the network namespace", lambda: asyncio.to_thread(self._unpin_netns, cid)))
             for what, step in teardown:
                 try:
                     await step()

@@ -4,7 +4,8 @@ into a target daemon, each step one request (the CLI orchestrates, see cli/move.
 Owns: which image layers a daemon lacks (by diff ID), an image archive without the layers
 the target has, a stopped container's writable layer as a layer tar (overlay whiteouts as
 `.wh.` entries), and the reverse of both: applying a layer tar to a created, never started
-container's empty upper directory, and filling an empty volume.
+container's empty upper directory, and filling an empty volume; a finished checkpoint
+(live move) read from a container that no longer runs and received by one that does not.
 
 Rules that keep it safe and consistent:
 - a layer is read only from a container that is not running, a volume only when no
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -25,6 +27,7 @@ from typing import IO, Any
 
 from dockyard import errdefs
 from dockyard.containers import state
+from dockyard.containers.checkpoint import check_name, checkpoint_dir, checkpoints_root, criu_problem
 from dockyard.images.archive import SaveItem, write_archive
 from dockyard.images.layers import chain_ids
 from dockyard.images.unpack import Extractor
@@ -81,6 +84,44 @@ class TransferService:
             )
         upper = Path(self.images.upper_dir(rec["Id"]))
         await self._extract_into(upper, body, f"container {rec['Id'][:12]}")
+
+    # ---- a checkpoint (live move) ------------------------------------------------------
+
+    async def capabilities(self) -> dict[str, Any]:
+        """What kinds of move this daemon can take part in: a live one needs a working criu."""
+        problem = await asyncio.to_thread(criu_problem, self.containers.cfg.criu)
+        return {"Cold": True, "Live": not problem, "LiveProblem": problem}
+
+    def checkpoint_source(self, ref: str, name: str) -> Path:
+        """A complete checkpoint of a container that no longer runs (its dump is final)."""
+        rec = self.containers.get(ref)
+        if rec["State"]["Running"]:
+            raise errdefs.Conflict(f"container {rec['Id'][:12]} must be stopped to send its checkpoint")
+        return checkpoint_dir(rec, self.containers.bundle(rec["Id"]), name, None)
+
+    async def receive_checkpoint(self, ref: str, name: str, body: AsyncIterator[bytes]) -> None:
+        """Fill checkpoint `name` of a container that does not run from a tar of its
+        directory; it counts (is listed, can be restored) only once complete, by rename."""
+        rec = self.containers.get(ref)
+        if rec["State"]["Running"] or state.status(rec) not in (state.CREATED, state.EXITED):
+            raise errdefs.Conflict(f"container {rec['Id'][:12]} must not run to receive a checkpoint")
+        check_name(name)
+        root = checkpoints_root(self.containers.bundle(rec["Id"]), None)
+        final = root / name
+        if final.exists():
+            raise errdefs.Conflict(f"checkpoint with name {name} already exists for container {rec['Id'][:12]}")
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        incoming = root / f".{name}.incoming"
+        await asyncio.to_thread(shutil.rmtree, incoming, True)  # a transfer cut short before
+        incoming.mkdir(mode=0o700)
+        try:
+            await self._extract_into(incoming, body, f"checkpoint {name}")
+            if not (incoming / "config.json").is_file() or not (incoming / "criu").is_dir():
+                raise errdefs.InvalidArgument(f"checkpoint {name}: the archive is not a checkpoint")
+            os.rename(incoming, final)
+        except BaseException:
+            await asyncio.to_thread(shutil.rmtree, incoming, True)
+            raise
 
     # ---- volumes ------------------------------------------------------------------------
 

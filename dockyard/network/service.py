@@ -604,16 +604,19 @@ class NetworkService:
 
     # ---- containers: start / exit --------------------------------------------------------------
 
-    async def attach(self, rec: Record, pid: int) -> None:
+    async def attach(self, rec: Record, pid: int, netns_path: str | None = None) -> None:
         """Give the created (not yet started) container its endpoints; fill NetworkSettings.
+        `netns_path`: a namespace pinned before the container exists (pid 0 until
+        `rebind`), for a restore that needs its address in place before its sockets.
 
         Either every endpoint, port and resolver exists afterwards, or none does."""
         ns = rec["NetworkSettings"]
         mode = rec["HostConfig"].get("NetworkMode") or "bridge"
         if mode == "host" or mode.startswith("container:"):
             return
-        netns = f"/proc/{pid}/ns/net"
-        await asyncio.to_thread(set_loopback_up, pid)
+        netns = netns_path or f"/proc/{pid}/ns/net"
+        if netns_path is None:
+            await asyncio.to_thread(set_loopback_up, pid)
         if mode == "none":
             ns["SandboxKey"] = netns
             return
@@ -640,6 +643,19 @@ class NetworkService:
                 # a 409 would mean "wrong container state" to the container service
                 raise StartFailed(f"failed to set up container networking: {err}") from err
             raise
+
+    async def rebind(self, rec: Record, pid: int) -> None:
+        """The container restored into a pinned namespace now runs as `pid`: its endpoints
+        follow the process (liveness at reconcile, the resolver after a daemon restart)."""
+        netns = f"/proc/{pid}/ns/net"
+        async with self._lock:
+            for entry in rec["NetworkSettings"]["Networks"].values():
+                doc = self.store.networks.get(entry.get("NetworkID") or "")
+                ep = (doc or {}).get("Dockyard", {}).get("Endpoints", {}).get(rec["Id"]) if doc else None
+                if doc is not None and ep is not None:
+                    ep.update(Netns=netns, Pid=pid)
+                    self._save(doc)
+        rec["NetworkSettings"]["SandboxKey"] = netns
 
     async def _add_endpoint(self, rec: Record, doc: Record, netns: str, entry: dict[str, Any],
                             default_route: bool) -> None:  # fmt: skip
@@ -678,7 +694,7 @@ class NetworkService:
                 "Name": rec["Name"].lstrip("/"), "EndpointID": eid, "MacAddress": mac,
                 "IPv4Address": f"{addr}/{sub.subnet.prefixlen}", "Aliases": aliases,
                 "DNSNames": names if self._user_defined(doc) else None,
-                "HostIf": "veth" + eid[:7], "Netns": netns, "Pid": int(netns.split("/")[2]), "Ports": [],
+                "HostIf": "veth" + eid[:7], "Netns": netns, "Pid": _pid_of(netns), "Ports": [],
             }  # fmt: skip
             eps[cid] = ep
             self._save(doc)
@@ -928,3 +944,9 @@ class NetworkService:
         if ep is not None:
             await self._apply_rules()
         self.events.publish("network", "disconnect", doc["Id"], {"container": cid, "name": doc["Name"], "type": doc["Driver"]})
+
+
+def _pid_of(netns: str) -> int:
+    """The pid in a /proc/<pid>/ns/net path; 0 for a pinned namespace (see `rebind`)."""
+    parts = netns.split("/")
+    return int(parts[2]) if len(parts) > 3 and parts[1] == "proc" and parts[2].isdigit() else 0

@@ -70,6 +70,9 @@ class Restore:
     images: Path  # CRIU's image directory (runc's --image-path)
     criu: str  # the criu binary runc must use
     runtime_opts: tuple[str, ...] = ()  # extra `runc restore` options (e.g. --empty-ns network)
+    # the dump left the network namespace out (external): restore into one the daemon
+    # pins and plugs first, so restored TCP sockets find their address and routes
+    pinned_netns: bool = False
 
 
 class Conmon:

@@ -67,19 +67,23 @@ class OCIRuntime:
 
     async def checkpoint(
         self, cid: str, image_path: Path, work_path: Path, *, criu: str, leave_running: bool,
-        empty_netns: bool, timeout: float = 300,
+        empty_netns: bool, tcp_established: bool = False, timeout: float = 300,
     ) -> None:  # fmt: skip
         """`runc checkpoint`: CRIU dumps the container's processes into `image_path`
         (its log, dump.log, goes to `work_path`); without `leave_running` they are killed.
 
         `empty_netns`: the container's network namespace is dumped empty (`--empty-ns
         network`), since its veth has a peer outside that CRIU cannot dump; the restore
-        gets a new, empty namespace that the daemon plugs into its networks again."""
+        gets a new, empty namespace that the daemon plugs into its networks again.
+        `tcp_established`: established TCP connections are dumped too (CRIU's TCP repair
+        mode; a live move restores them where the container's address is plugged again)."""
         args = ["--criu", criu, "checkpoint", "--image-path", str(image_path), "--work-path", str(work_path)]
         if leave_running:
             args.append("--leave-running")
         if empty_netns:
             args += ["--empty-ns", "network"]
+        if tcp_established:
+            args.append("--tcp-established")
         try:
             res = await proc.run([self.binary, "--root", str(self.root), *args, cid], timeout=timeout)
         except proc.ProcessFailed as err:

@@ -34,11 +34,15 @@ async def create(request: web.Request) -> web.Response:
     exit_ = body.get("Exit", False)
     if not isinstance(exit_, bool):
         raise InvalidArgument("Exit must be a boolean")
+    tcp = body.get("TCPEstablished", False)  # Dockyard's: a live move keeps connections
+    if not isinstance(tcp, bool):
+        raise InvalidArgument("TCPEstablished must be a boolean")
     await _svc(request).create(
         request.match_info["id"],
         _opt_str(body, "CheckpointID"),
         _opt_str(body, "CheckpointDir") or None,
         exit_,
+        tcp_established=tcp,
     )
     return web.Response(status=201)
 

@@ -7,6 +7,9 @@
     PUT  /dockyard/containers/{id}/layer     fill a created container's empty writable layer
     GET  /dockyard/volumes/{name}/content    a volume's files (tar)
     PUT  /dockyard/volumes/{name}/content    fill an empty volume
+    GET  /dockyard/move/capabilities         {"Cold": true, "Live": bool, "LiveProblem": why not}
+    GET  /dockyard/containers/{id}/checkpoints/{name}/archive   a finished checkpoint (tar)
+    PUT  /dockyard/containers/{id}/checkpoints/{name}/archive   receive one (live move)
 
 The images are then loaded with Docker's own `POST /images/load`.
 """
@@ -92,3 +95,21 @@ async def volume_content(request: web.Request) -> web.StreamResponse:
 async def fill_volume(request: web.Request) -> web.Response:
     await _svc(request).fill_volume(request.match_info["name"], _body(request))
     return web.Response(status=204)
+
+
+@routes.get("/dockyard/containers/{id}/checkpoints/{name}/archive")
+async def checkpoint_archive(request: web.Request) -> web.StreamResponse:
+    svc = _svc(request)
+    cp: Path = svc.checkpoint_source(request.match_info["id"], request.match_info["name"])
+    return await _tar(request, lambda out: svc.write_layer(cp, out))
+
+
+@routes.put("/dockyard/containers/{id}/checkpoints/{name}/archive")
+async def receive_checkpoint(request: web.Request) -> web.Response:
+    await _svc(request).receive_checkpoint(request.match_info["id"], request.match_info["name"], _body(request))
+    return web.Response(status=204)
+
+
+@routes.get("/dockyard/move/capabilities")
+async def capabilities(request: web.Request) -> web.Response:
+    return web.json_response(await _svc(request).capabilities())
