@@ -203,3 +203,12 @@ AUTH_CONFIG = struct(
     username=string(), password=string(), auth=string(), email=string(), serveraddress=string(),
     identitytoken=string(), registrytoken=string(),
 )  # fmt: skip
+
+# POST /containers/{id}/checkpoints; TCPEstablished is Dockyard's (a live move keeps connections)
+CHECKPOINT_CREATE = struct(
+    "checkpoint.CreateOptions", CheckpointID=string(), CheckpointDir=string(), Exit=boolean(),
+    TCPEstablished=boolean(),
+)  # fmt: skip
+
+# POST /dockyard/layers/missing (a move asks its target which layers to send)
+MISSING_LAYERS = struct("dockyard.MissingLayers", DiffIDs=STRINGS)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import tarfile
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -156,7 +157,10 @@ class TransferService:
             async for chunk in body:
                 await asyncio.to_thread(spool.write, chunk)
             spool.seek(0)
-            result = await asyncio.to_thread(Extractor(root).extract, spool)
+            try:
+                result = await asyncio.to_thread(Extractor(root).extract, spool)
+            except (tarfile.TarError, EOFError) as err:  # the sender's archive, not our fault
+                raise errdefs.InvalidArgument(f"{what}: not a valid tar archive: {err}") from None
         if result.skipped:
             raise errdefs.InvalidArgument(
                 f"{what}: unsafe entries refused: " + ", ".join(n for n, _ in result.skipped[:5])

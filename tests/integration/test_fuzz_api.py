@@ -151,20 +151,9 @@ def _document() -> dict[str, Any]:
     """The document the daemon serves, rendered in process from the same route tables (the
     fixture checks the served one is equal), so collecting the tests needs no daemon."""
     from dockyard.api import openapi
-    from dockyard.api.routes import (
-        build,
-        container_fs,
-        containers,
-        distribution,
-        exec,
-        images,
-        networks,
-        system,
-        volumes,
-    )
+    from dockyard.api.routes import all_tables
 
-    tables = [system, images, containers, exec, container_fs, volumes, networks, distribution, build]
-    return json.loads(json.dumps(openapi.document(e for t in tables for e in t.routes.entries)))  # type: ignore[no-any-return]
+    return json.loads(json.dumps(openapi.document(e for t in all_tables() for e in t.entries)))  # type: ignore[no-any-return]
 
 
 DOCUMENT = _document()

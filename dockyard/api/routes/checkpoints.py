@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from dockyard.api import keys
+from dockyard.api import bodies, keys
 from dockyard.api.app import Routes
 from dockyard.api.schemas import json_body
 from dockyard.errdefs import InvalidArgument
@@ -28,7 +28,7 @@ def _opt_str(body: dict[str, Any], key: str) -> str:
     return value
 
 
-@routes.post("/containers/{id}/checkpoints")
+@routes.post("/containers/{id}/checkpoints", body=bodies.CHECKPOINT_CREATE)
 async def create(request: web.Request) -> web.Response:
     body = await json_body(request)
     exit_ = body.get("Exit", False)
@@ -47,12 +47,12 @@ async def create(request: web.Request) -> web.Response:
     return web.Response(status=201)
 
 
-@routes.get("/containers/{id}/checkpoints")
+@routes.get("/containers/{id}/checkpoints", query="dir")
 async def list_checkpoints(request: web.Request) -> web.Response:
     return web.json_response(_svc(request).list(request.match_info["id"], request.query.get("dir") or None))
 
 
-@routes.delete("/containers/{id}/checkpoints/{checkpoint}")
+@routes.delete("/containers/{id}/checkpoints/{checkpoint}", query="dir")
 async def delete(request: web.Request) -> web.Response:
     await _svc(request).delete(
         request.match_info["id"], request.match_info["checkpoint"], request.query.get("dir") or None

@@ -74,7 +74,7 @@ async def inspect(request: web.Request) -> web.Response:
     return web.json_response(out)
 
 
-@routes.post("/containers/{id}/start")
+@routes.post("/containers/{id}/start", query="checkpoint checkpoint-dir detachKeys")
 async def start(request: web.Request) -> web.Response:
     q = request.query
     await _svc(request).start_container(_id(request), q.get("checkpoint") or None, q.get("checkpoint-dir") or None)

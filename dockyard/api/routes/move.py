@@ -22,7 +22,7 @@ from typing import IO, Any
 
 from aiohttp import web
 
-from dockyard.api import keys
+from dockyard.api import bodies, keys
 from dockyard.api.app import Routes
 from dockyard.api.routes.images import _stream_from_thread
 from dockyard.api.schemas import json_body
@@ -48,7 +48,7 @@ async def _tar(request: web.Request, produce: Any) -> web.StreamResponse:
     return resp
 
 
-@routes.post("/dockyard/layers/missing")
+@routes.post("/dockyard/layers/missing", body=bodies.MISSING_LAYERS)
 async def missing_layers(request: web.Request) -> web.Response:
     body = await json_body(request)
     diff_ids = body.get("DiffIDs")
@@ -59,7 +59,7 @@ async def missing_layers(request: web.Request) -> web.Response:
     return web.json_response({"Missing": _svc(request).missing_layers(diff_ids)})
 
 
-@routes.get("/dockyard/images/{name:.+}/archive")
+@routes.get("/dockyard/images/{name:.+}/archive", query="skip:list")
 async def image_archive(request: web.Request) -> web.StreamResponse:
     svc = _svc(request)
     item = svc.image_item(request.match_info["name"])  # 404 before any byte
@@ -74,7 +74,7 @@ async def container_layer(request: web.Request) -> web.StreamResponse:
     return await _tar(request, lambda out: svc.write_layer(upper, out))
 
 
-@routes.put("/dockyard/containers/{id}/layer")
+@routes.put("/dockyard/containers/{id}/layer", body="stream")
 async def fill_container_layer(request: web.Request) -> web.Response:
     await _svc(request).apply_layer(request.match_info["id"], _body(request))
     return web.Response(status=204)
@@ -91,7 +91,7 @@ async def volume_content(request: web.Request) -> web.StreamResponse:
     return await _tar(request, produce)
 
 
-@routes.put("/dockyard/volumes/{name}/content")
+@routes.put("/dockyard/volumes/{name}/content", body="stream")
 async def fill_volume(request: web.Request) -> web.Response:
     await _svc(request).fill_volume(request.match_info["name"], _body(request))
     return web.Response(status=204)
@@ -104,7 +104,7 @@ async def checkpoint_archive(request: web.Request) -> web.StreamResponse:
     return await _tar(request, lambda out: svc.write_layer(cp, out))
 
 
-@routes.put("/dockyard/containers/{id}/checkpoints/{name}/archive")
+@routes.put("/dockyard/containers/{id}/checkpoints/{name}/archive", body="stream")
 async def receive_checkpoint(request: web.Request) -> web.Response:
     await _svc(request).receive_checkpoint(request.match_info["id"], request.match_info["name"], _body(request))
     return web.Response(status=204)
