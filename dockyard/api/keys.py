@@ -6,6 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
+from dockyard.build.service import BuildService
 from dockyard.events import EventBus
 
 EVENTS = web.AppKey("events", EventBus)
@@ -16,6 +17,6 @@ EXECS: web.AppKey[Any] = web.AppKey("execs")  # dockyard.containers.exec.ExecSer
 DISTRIBUTION: web.AppKey[Any] = web.AppKey("distribution")  # dockyard.images.registries.DistributionService
 VOLUMES: web.AppKey[Any] = web.AppKey("volumes")  # dockyard.volumes.service.VolumeService
 NETWORKS: web.AppKey[Any] = web.AppKey("networks")  # dockyard.network.service.NetworkService
-BUILDS: web.AppKey[Any] = web.AppKey("builds")  # dockyard.build.service.BuildService
+BUILDS = web.AppKey("builds", BuildService)
 CHECKPOINTS: web.AppKey[Any] = web.AppKey("checkpoints")  # dockyard.containers.checkpoint.CheckpointService
 TRANSFERS: web.AppKey[Any] = web.AppKey("transfers")  # dockyard.containers.transfer.TransferService

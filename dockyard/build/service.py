@@ -4,7 +4,9 @@ Takes the request body (held in memory, or spooled when large) and reads the con
 it (or fetches a `remote`: a tarball or Dockerfile URL, or a git URL with an optional
 `#ref:subdir`; never a path on the daemon's host), runs the builder, removes what builds cut short by a
 daemon's end left behind, and owns the build cache's prune and disk-usage views. It knows
-nothing of HTTP.
+nothing of HTTP. It is given the services the builder uses (the image service, the
+container service for RUN steps, the distribution service for missing base images) and
+builds the builder's parts from them once.
 """
 
 from __future__ import annotations
@@ -21,13 +23,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from dockyard import errdefs
 from dockyard._sys import proc
-from dockyard.build.builder import Builder, BuildError, BuildOptions, Emit, Puller
+from dockyard.build import progress
+from dockyard.build.builder import Builder
 from dockyard.build.cache import BuildCache
 from dockyard.build.context import Context, context_texts, extract_context
+from dockyard.build.model import BuildError, BuildOptions
+from dockyard.build.ports import BaseImagePuller
+from dockyard.build.runner import Containers, ContainerStepRunner
 from dockyard.build.tarindex import Index, TarIndexer, is_compressed
 from dockyard.errdefs import InvalidArgument
+from dockyard.images.service import ImageService
+from dockyard.store import Store
 
 __all__ = ["BuildError", "BuildOptions", "BuildService", "Upload"]
 
@@ -67,37 +74,30 @@ class BuildService:
     """Flow::
 
         body = await builds.receive(request_chunks, "Dockerfile")
-        image_id = await builds.build(body, BuildOptions(tags=["app:1"]), emit)   # emit(json message)
+        image_id = await builds.build(body, BuildOptions(tags=["app:1"]), emit)   # emit(progress event)
         await builds.prune(all=True)
     """
 
-    def __init__(self, store: Any, images: Any, containers: Any, data_root: Path, pull: Puller | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        images: ImageService,
+        containers: Containers,
+        data_root: Path,
+        distribution: BaseImagePuller | None = None,
+    ) -> None:
         self.images = images
         self.cache = BuildCache(store, images)
-        self.containers = containers
         self._held = 0  # bytes of uploads held in memory, all builds together
         self.tmp = data_root / "tmp" / "build"
-        marks = data_root / "build-runs"
-        # RUN containers of builds the previous daemon was running when it died: `recover`
-        self._interrupted = sorted(p.name for p in marks.iterdir()) if marks.is_dir() else []
-        shutil.rmtree(marks, ignore_errors=True)
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.builder = Builder(containers, images, self.cache, self.tmp / "mounts", marks, pull)
+        self._runner = ContainerStepRunner(containers, data_root / "build-runs")
+        self.builder = Builder(images, self.cache, self._runner, self.tmp / "mounts", distribution)
 
     async def recover(self) -> None:
-        """Daemon start: remove the RUN containers of builds cut short by the last daemon's
-        end (a build does not outlive its request; its container would otherwise stay
-        behind, adopted like any other)."""
-        for cid in self._interrupted:
-            try:
-                await self.containers.remove(cid, force=True)
-                log.info("removed the container %s of an interrupted build", cid[:12])
-            except errdefs.NotFound:
-                pass
-            except errdefs.DockyardError as err:
-                log.warning("could not remove the container %s of an interrupted build: %s", cid[:12], err)
-        self._interrupted = []
+        """Daemon start: remove the RUN containers of builds cut short by the last daemon's end."""
+        await self._runner.remove_interrupted()
 
     async def receive(self, chunks: AsyncIterator[bytes], dockerfile: str) -> Upload:
         """Take the context upload, indexing it on the way (see build.tarindex)."""
@@ -140,7 +140,7 @@ class BuildService:
             release()
         return Upload(indexer.finish(), path=path)
 
-    async def build(self, body: Upload | None, opts: BuildOptions, emit: Emit, *, remote: str = "") -> str:
+    async def build(self, body: Upload | None, opts: BuildOptions, emit: progress.Emit, *, remote: str = "") -> str:
         work = self.tmp / ("ctx-" + secrets.token_hex(8))
         # 0700: a context keeps its files' owners and set-id bits (COPY copies them, as
         # dockerd's does), so no other host user may reach them here

@@ -92,9 +92,7 @@ def build(cfg: DaemonConfig) -> Graph:
     )
     distribution = app[keys.DISTRIBUTION] = DistributionService(images, settings)
     distribution_routes.routes.install(app)
-    builds = app[keys.BUILDS] = system.builds = BuildService(
-        store, images, containers, cfg.data_root, distribution.pull_for_build
-    )
+    builds = app[keys.BUILDS] = system.builds = BuildService(store, images, containers, cfg.data_root, distribution)
     build_routes.routes.install(app)
     app[keys.CHECKPOINTS] = CheckpointService(containers)
     checkpoint_routes.routes.install(app)

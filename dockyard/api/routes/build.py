@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -18,8 +19,10 @@ from aiohttp import web
 from dockyard import errdefs
 from dockyard.api import keys
 from dockyard.api.app import Routes
+from dockyard.api.buildprogress import render
 from dockyard.api.schemas import filters, loads, qbool, qint
-from dockyard.build.service import BuildOptions
+from dockyard.build.progress import BuildEvent, Emit
+from dockyard.build.service import BuildOptions, Upload
 
 log = logging.getLogger(__name__)
 
@@ -27,13 +30,13 @@ routes = Routes()
 
 
 class _BuildBackend(Protocol):  # what these routes call on BuildService
-    async def receive(self, chunks: Any, dockerfile: str) -> Any: ...
-    async def build(self, body: Any, opts: BuildOptions, emit: Any, *, remote: str = ...) -> str: ...
+    async def receive(self, chunks: AsyncIterator[bytes], dockerfile: str) -> Upload: ...
+    async def build(self, body: Upload | None, opts: BuildOptions, emit: Emit, *, remote: str = ...) -> str: ...
     async def prune(self, *, all: bool = ..., filters: dict[str, list[str]] | None = ...) -> dict[str, Any]: ...
 
 
 def _svc(request: web.Request) -> _BuildBackend:
-    return request.app[keys.BUILDS]  # type: ignore[no-any-return]
+    return request.app[keys.BUILDS]
 
 
 def _json_param(request: web.Request, name: str, kind: type) -> Any:
@@ -95,10 +98,13 @@ async def build(request: web.Request) -> web.StreamResponse:
         body = await svc.receive(request.content.iter_any(), opts.dockerfile)
     resp = web.StreamResponse(headers={"Content-Type": "application/json"})
 
-    async def emit(msg: dict[str, Any]) -> None:
+    async def send(msg: dict[str, Any]) -> None:
         if not resp.prepared:
             await resp.prepare(request)
         await resp.write(json.dumps(msg).encode() + b"\r\n")
+
+    async def emit(event: BuildEvent) -> None:
+        await send(render(event))
 
     try:
         await svc.build(body, opts, emit, remote=remote)
@@ -106,12 +112,12 @@ async def build(request: web.Request) -> web.StreamResponse:
         if not resp.prepared:
             raise
         code = int(getattr(err, "code", 1) or 1)
-        await emit({"errorDetail": {"code": code, "message": str(err)}, "error": str(err)})
+        await send({"errorDetail": {"code": code, "message": str(err)}, "error": str(err)})
     except Exception as err:  # a request root: the stream has started, report in it
         if not resp.prepared:
             raise
         log.exception("build failed")
-        await emit({"errorDetail": {"message": str(err)}, "error": str(err)})
+        await send({"errorDetail": {"message": str(err)}, "error": str(err)})
     finally:
         if body is not None:
             body.discard()
