@@ -444,6 +444,10 @@ class ContainerService:
                 stdin_once=bool(rec["Config"].get("StdinOnce")),
             )  # fmt: skip
             created = True
+            size = rec["HostConfig"].get("ConsoleSize") or [0, 0]
+            if rec["Config"].get("Tty") and size[0] and size[1]:
+                # HostConfig.ConsoleSize: the terminal has its size before the process runs
+                self.conmon.resize(cdir, int(size[0]), int(size[1]))
             if spec["linux"]["namespaces"] and any(
                 ns == {"type": "network"} for ns in spec["linux"]["namespaces"]
             ):

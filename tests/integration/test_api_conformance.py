@@ -118,3 +118,75 @@ def test_unavailable_features_answer_as_dockerd(daemon: Daemon, real_docker: Rea
         ours = raw(daemon.socket, method, path, body)
         theirs = raw(real_docker.socket, method, path, body)
         assert ours == theirs, (method, path)
+
+
+# -- 2. small behaviour differences -------------------------------------------------------
+
+
+def test_commit_with_pause_of_a_stopped_container(docker_py: docker.DockerClient, busybox: str) -> None:
+    c = docker_py.containers.create(busybox, ["sh", "-c", "echo hi > /made"])
+    try:
+        img = c.commit(pause=True)  # created, never started
+        docker_py.images.remove(img.id)
+        c.start()
+        c.wait(timeout=30)
+        img = c.commit(pause=True)  # exited
+        assert docker_py.containers.run(img.id, ["cat", "/made"], remove=True) == b"hi\n"
+        docker_py.images.remove(img.id)
+    finally:
+        c.remove(force=True)
+
+
+def test_broken_tarball_to_load_is_an_error_inside_the_stream(daemon: Daemon, docker_py: docker.DockerClient,
+                                                              docker_cli: Runner) -> None:  # fmt: skip
+    with pytest.raises(docker.errors.ImageLoadError):
+        docker_py.images.load(b"this is not a tarball")
+    status, _ = raw(daemon.socket, "POST", "/images/load", b"garbage")
+    assert status == 200
+    res = docker_cli("load", input="garbage", check=False)
+    assert res.returncode != 0 and res.stderr.strip()
+
+
+def test_streamed_logs_come_one_frame_per_line(docker_py: docker.DockerClient, busybox: str) -> None:
+    from tests.conftest import wait_for
+
+    c = docker_py.containers.run(busybox, ["sh", "-c", "printf 'a\\nb\\nc\\n'; echo d >&2; sleep 30"], detach=True)
+    try:
+        wait_for(lambda: c.logs().count(b"\n") >= 4, what="four lines logged")
+        stream = c.logs(stream=True, follow=True)
+        frames = [next(stream) for _ in range(4)]
+        assert frames == [b"a\n", b"b\n", b"c\n", b"d\n"]
+        stream.close()
+    finally:
+        c.remove(force=True)
+
+
+def test_unnamed_api_volume_is_anonymous_for_prune(docker_py: docker.DockerClient, unique: Any) -> None:
+    anon = docker_py.volumes.create()  # POST /volumes/create without a Name
+    named = docker_py.volumes.create(unique("named"))
+    try:
+        pruned = docker_py.volumes.prune()["VolumesDeleted"] or []
+        assert anon.name in pruned
+        assert named.name not in pruned
+    finally:
+        named.remove()
+        if anon.name in [v.name for v in docker_py.volumes.list()]:
+            anon.remove()
+
+
+def test_console_size_at_create_applies_at_start(daemon: Daemon, docker_py: docker.DockerClient, busybox: str) -> None:
+    body = {"Image": busybox, "Cmd": ["stty", "size"], "Tty": True, "HostConfig": {"ConsoleSize": [31, 97]}}
+    status, created = raw(daemon.socket, "POST", "/containers/create", json.dumps(body).encode())
+    assert status == 201, created
+    c = docker_py.containers.get(created["Id"])
+    try:
+        c.start()
+        c.wait(timeout=30)
+        assert c.logs().strip() == b"31 97"
+    finally:
+        c.remove(force=True)
+
+
+def test_info_logging_driver_is_among_its_log_plugins(docker_py: docker.DockerClient) -> None:
+    info = docker_py.info()
+    assert info["LoggingDriver"] in info["Plugins"]["Log"]

@@ -231,21 +231,12 @@ async def _write_logs(
         is_running=svc.is_running(rec["Id"]),
     ):
         out = bytearray()
-        run_stream, run = 0, bytearray()
         for e in batch:
             if (e.stream == STDOUT and not want_out) or (e.stream == STDERR and not want_err):
                 continue
             data = e.timestamp.replace(b"+00:00", b"Z") + b" " + e.data if timestamps else e.data
-            if tty:
-                out += data
-                continue
-            if e.stream != run_stream and run:
-                out += frame(run_stream, bytes(run))
-                run = bytearray()
-            run_stream = e.stream
-            run += data
-        if run:
-            out += frame(run_stream, bytes(run))
+            # one frame per log entry, as dockerd sends them: clients iterate over frames
+            out += data if tty else frame(e.stream, data)
         if out:
             await resp.write(bytes(out))
     await resp.write_eof()

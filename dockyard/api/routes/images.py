@@ -125,7 +125,8 @@ async def load(request: web.Request) -> web.StreamResponse:
 
     try:
         task = asyncio.ensure_future(svc.load(path, None if quiet else on_layer))
-        # An error before any progress is a plain HTTP error (as dockerd answers a bad archive)
+        # dockerd answers 200 at once and reports any failure, a bad archive included, inside
+        # the JSON stream: that is where the docker CLI and docker-py look for it
         while not task.done():
             await asyncio.wait([task], timeout=0.1)
             if pending:
@@ -137,7 +138,9 @@ async def load(request: web.Request) -> web.StreamResponse:
             lines = task.result()
         except DockyardError as err:
             if not resp.prepared:
-                raise
+                await resp.prepare(request)
+            for chunk in pending:
+                await resp.write(chunk)
             failed = {"errorDetail": {"message": str(err)}, "error": str(err)}
             await resp.write(json.dumps(failed).encode() + b"\r\n")
             await resp.write_eof()
