@@ -27,7 +27,7 @@ from dockyard._sys import mount as sysmount
 from dockyard._sys.fs import write_atomic
 from dockyard._sys.netns import set_loopback_up
 from dockyard.containers import mounts as mountplan
-from dockyard.containers import names, state
+from dockyard.containers import links, names, state
 from dockyard.containers.attach import AttachConnection
 from dockyard.containers.files import hosts_file, make_workdir, resolve_user, write_container_files
 from dockyard.containers.model import (
@@ -228,6 +228,7 @@ class ContainerService:
         mode = rec["HostConfig"]["NetworkMode"]
         if mode.startswith("container:"):
             self.get(mode.split(":", 1)[1])
+        rec["Dockyard"]["Links"] = self._resolve_links(rec)
         if self.networks is not None:
             self.networks.check_create(rec, body)  # unknown network: 404 before anything is written
         warnings: list[str] = []
@@ -428,6 +429,7 @@ class ContainerService:
         cdir = self.bundle(cid)
         runtime = self.runtime(rec)
         created = False
+        link_env, link_hosts = self._link_settings(rec)
         try:
             rootfs = await asyncio.to_thread(self._mount_rootfs, rec)
             await self._mount_volumes(rec, rootfs)
@@ -436,6 +438,7 @@ class ContainerService:
             # the image's passwd/group are read off the loop (a FIFO there must not stall it)
             user = await asyncio.to_thread(resolve_user, rootfs, rec["Config"].get("User") or "")
             spec = self._build_spec(rec, user)
+            spec["process"]["env"] = links.merge_env(link_env, spec["process"]["env"])
             write_atomic(cdir / "config.json", json.dumps(spec).encode())
             started = await self.conmon.create(
                 cid, rec["Name"].lstrip("/"), cdir, Path(rec["LogPath"]), runtime,
@@ -455,10 +458,11 @@ class ContainerService:
                     # endpoints in the created container's netns, before its process runs
                     await self.networks.attach(rec, started.pid)
                     ips = [e["IPAddress"] for e in rec["NetworkSettings"]["Networks"].values() if e.get("IPAddress")]
-                    if ips:  # in place: the file is bind-mounted already
+                    if ips or link_hosts:  # in place: the file is bind-mounted already
                         (cdir / "hosts").write_text(
-                            hosts_file(rec["HostConfig"].get("ExtraHosts") or [], ips[0], rec["Config"].get("Hostname") or "")
-                        )
+                            hosts_file(rec["HostConfig"].get("ExtraHosts") or [], ips[0] if ips else "",
+                                       rec["Config"].get("Hostname") or "") + "".join(link_hosts)
+                        )  # fmt: skip
                 else:
                     await asyncio.to_thread(set_loopback_up, started.pid)
             await self._release_attachers(cid, True)
@@ -486,6 +490,61 @@ class ContainerService:
         self._attachable.discard(cid)
         self._watch(cid, started.conmon_pid)
         self.publish(rec, "start")
+
+    def _resolve_links(self, rec: Record) -> list[dict[str, str]]:
+        """HostConfig.Links -> [{Id, Alias}]; inspect shows Docker's `/child:/parent/alias`."""
+        specs = rec["HostConfig"].get("Links") or []
+        if not specs:
+            return []
+        if rec["HostConfig"]["NetworkMode"] == "host":
+            raise errdefs.InvalidArgument(
+                "conflicting options: host type networking can't be used with links. This would result in undefined behavior"
+            )
+        out, shown = [], []
+        for spec in specs:
+            name, alias = links.parse(str(spec))
+            try:
+                child = self.get(name)
+            except errdefs.NotFound as err:  # moby: a bad link is the request's fault, not a missing image
+                raise errdefs.InvalidArgument(f"could not get container for {name}: {err}") from None
+            out.append({"Id": child["Id"], "Alias": alias})
+            shown.append(f"{child['Name']}:{rec['Name']}/{alias}")
+        rec["HostConfig"]["Links"] = shown
+        return out
+
+    def _link_settings(self, rec: Record) -> tuple[list[str], list[str]]:
+        """The environment and hosts lines the container's links give it at start."""
+        env: list[str] = []
+        hosts: list[str] = []
+        own = rec["NetworkSettings"].get("Networks") or {}
+        for link in rec["Dockyard"].get("Links") or []:
+            child = self.store.containers.get(link["Id"])
+            if child is None:
+                continue  # removed since: its links went with it, as in Docker
+            alias = link["Alias"]
+            if not child["State"]["Running"]:
+                raise errdefs.Conflict(f"Cannot link to a non running container: {child['Name']} AS {rec['Name']}/{alias}")
+            nets = child["NetworkSettings"].get("Networks") or {}
+            shared = [n for n in own if nets.get(n, {}).get("IPAddress")]
+            if not shared:
+                raise errdefs.Conflict(f"cannot link to {child['Name']}: it shares no network with {rec['Name']}")
+            ip = nets[shared[0]]["IPAddress"]
+            if shared[0] == "bridge":  # the variables are the default bridge's; user networks have DNS
+                env += links.environment(alias, rec["Name"], child, ip)
+            hosts.append(links.hosts_line(alias, child, ip))
+        return env, hosts
+
+    async def remove_link(self, parent: str, alias: str) -> None:
+        """`DELETE /containers/{parent}/{alias}?link=1`: the parent forgets one link."""
+        cid = self.resolve_id(parent)
+        async with self.lock(cid):
+            rec = self.get(cid)
+            kept = [x for x in rec["Dockyard"].get("Links") or [] if x["Alias"] != alias]
+            if len(kept) == len(rec["Dockyard"].get("Links") or []):
+                raise errdefs.NotFound(f"No such container: {rec['Name']}/{alias}")
+            rec["Dockyard"]["Links"] = kept
+            rec["HostConfig"]["Links"] = [x for x in rec["HostConfig"].get("Links") or [] if not x.endswith(f"/{alias}")] or None
+            self.save(rec)
 
     async def _release_attachers(self, cid: str, go: bool) -> None:
         """Attach sessions waiting for this start connect now, before the process runs,

@@ -14,6 +14,7 @@ from dockyard.api.routes import containers as container_routes
 from dockyard.api.routes import distribution as distribution_routes
 from dockyard.api.routes import exec as exec_routes
 from dockyard.api.routes import images as image_routes
+from dockyard.api.routes import links as link_routes
 from dockyard.api.routes import networks as network_routes
 from dockyard.api.routes import system as system_routes
 from dockyard.api.routes import absent as absent_routes
@@ -77,7 +78,8 @@ def build(cfg: DaemonConfig) -> Graph:
         {keys.EVENTS: events, keys.IMAGES: images, keys.CONTAINERS: containers, keys.EXECS: execs, keys.SYSTEM: system,
          keys.VOLUMES: volumes, keys.NETWORKS: networks},
         [system_routes.routes, image_routes.routes, container_routes.routes, exec_routes.routes, container_fs.routes,
-         volume_routes.routes, network_routes.routes, swarm_routes.routes, plugin_routes.routes, absent_routes.routes],
+         volume_routes.routes, network_routes.routes, swarm_routes.routes, plugin_routes.routes, absent_routes.routes,
+         link_routes.routes],
     )
     settings = RegistrySettings(
         tuple(cfg.insecure_registries), tuple(cfg.registry_mirrors), tuple(cfg.allowed_registries),

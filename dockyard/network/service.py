@@ -282,6 +282,10 @@ class NetworkService:
         await delete_table(self.table)
         await sync_forward_accept(self.table, [])
 
+    @property
+    def bridge_disabled(self) -> bool:
+        return bool(self.cfg.bridge_name == "none")
+
     async def _ensure_builtin(self) -> None:
         existing = {d["Name"]: d for d in self.all()}
         for name, driver in (("host", "host"), ("none", "null")):
@@ -289,6 +293,12 @@ class NetworkService:
                 self._save(self._new_doc(name, driver, {}, [], {}, False, False))
         doc = existing.get("bridge")
         want_name = self.cfg.bridge_name
+        if self.bridge_disabled:
+            # dockerd's `--bridge none`: no default bridge network at all (not a device "none")
+            if doc is not None and not doc["Dockyard"].get("Endpoints"):
+                await asyncio.to_thread(self._driver(doc).delete_network, self._net_spec(doc))
+                self.store.networks.delete(doc["Id"])
+            return
         exists = await asyncio.to_thread(bridge.link_exists, want_name)
         cfg_subnet = self._default_bridge_ipam(doc, want_name, exists)
         opts = {
@@ -523,6 +533,10 @@ class NetworkService:
         if mode == "default":
             mode = "bridge"
         nets: dict[str, Any] = {}
+        if mode == "bridge" and self.bridge_disabled and "bridge" not in [d["Name"] for d in self.all()]:
+            # as dockerd with the default bridge disabled: the container has loopback only
+            rec["NetworkSettings"]["Networks"] = {}
+            return
         if mode.startswith("container:"):
             rec["NetworkSettings"]["Networks"] = {}
             return

@@ -190,3 +190,108 @@ def test_console_size_at_create_applies_at_start(daemon: Daemon, docker_py: dock
 def test_info_logging_driver_is_among_its_log_plugins(docker_py: docker.DockerClient) -> None:
     info = docker_py.info()
     assert info["LoggingDriver"] in info["Plugins"]["Log"]
+
+
+def test_bridge_none_disables_the_default_bridge(busybox: str, docker_cli: Runner) -> None:
+    from tests.conftest import destroy_daemon, import_busybox, make_daemon
+
+    had_none = Path("/sys/class/net/none").exists()  # another engine's; not ours to judge
+    d = make_daemon(("--bridge", "none"))
+    try:
+        client = docker.DockerClient(base_url=d.host, version="auto", timeout=60)
+        assert not had_none and not Path("/sys/class/net/none").exists() or had_none
+        names = {n.name for n in client.networks.list()}
+        assert "bridge" not in names and {"host", "none"} <= names
+        import_busybox(d.host)
+        out = client.containers.run(busybox, ["ls", "/sys/class/net"], remove=True)
+        assert out.split() == [b"lo"]  # loopback only, as dockerd's containers with no bridge
+        client.close()
+    finally:
+        destroy_daemon(d)
+
+
+def _image_rows(sock: Path, query: str) -> list[tuple[Any, ...]]:
+    status, out = raw(sock, "GET", f"/v1.41/images/json{query}")
+    assert status == 200, (query, out)
+    rows = []
+    for s in out:
+        rows.append((
+            tuple(sorted(s["RepoTags"] or [])), len(s["RepoDigests"] or []), s["Containers"], s["SharedSize"],
+            tuple(sorted((s["Labels"] or {}).items())), bool(s["ParentId"]), tuple(sorted(s)),
+        ))  # fmt: skip
+    return sorted(rows)
+
+
+def test_image_list_counts_and_filters_as_dockerd(daemon: Daemon, real_docker: RealDocker, docker_cli: Runner,
+                                                  busybox: str, tmp_path: Path, unique: Any) -> None:  # fmt: skip
+    from urllib.parse import quote
+
+    repo = unique("imgcmp")
+    tar = tmp_path / "busybox.tar"
+    docker_cli("save", "-o", str(tar), busybox)
+    engines = [(daemon.socket, docker_cli), (real_docker.socket, real_docker.cli)]
+    for _, cli in engines:
+        cli("load", "-i", str(tar))
+        cli("tag", busybox, f"{repo}-a:1")
+        cli("tag", busybox, f"{repo}-a:2")
+        cli("tag", busybox, f"{repo}-b:1")
+        cli("create", "--name", f"{repo}-c", busybox, "true")
+        cli("commit", "--change", "LABEL x=y", f"{repo}-c", f"{repo}-lab:1")
+        cli("commit", f"{repo}-c")  # a dangling image: no tag
+    try:
+        for query in ("", "?all=1", "?all=1&digests=1"):
+            assert _image_rows(daemon.socket, query) == _image_rows(real_docker.socket, query), query
+        for filters in ({"dangling": ["true"]}, {"dangling": ["false"]}, {"reference": [f"{repo}-a"]},
+                        {"reference": [f"{repo}-a:1"]}, {"reference": [f"{repo}-*"]}, {"label": ["x"]},
+                        {"label": ["x=y"]}, {"label": ["x=z"]}, {"reference": [f"{repo}-a:*", f"{repo}-b"]},
+                        {"before": [f"{repo}-lab:1"]}, {"since": [busybox]}):  # fmt: skip
+            q = "?filters=" + quote(json.dumps(filters))
+            assert _image_rows(daemon.socket, q) == _image_rows(real_docker.socket, q), filters
+        for cli_sock in engines:
+            status, info = raw(cli_sock[0], "GET", "/v1.41/info")
+            assert status == 200
+        ours, theirs = raw(daemon.socket, "GET", "/v1.41/info")[1], raw(real_docker.socket, "GET", "/v1.41/info")[1]
+        assert ours["Images"] - len(_image_rows(daemon.socket, "?all=1")) == \
+            theirs["Images"] - len(_image_rows(real_docker.socket, "?all=1"))  # fmt: skip
+    finally:
+        for _, cli in engines:
+            cli("rm", "-f", f"{repo}-c", check=False)
+            ids = cli("images", "-q", "--filter", "dangling=true", check=False).stdout.split()
+            cli("rmi", "-f", f"{repo}-a:1", f"{repo}-a:2", f"{repo}-b:1", f"{repo}-lab:1", *ids, check=False)
+
+
+# -- 3. legacy links ----------------------------------------------------------------------
+
+
+def test_link_sets_env_and_hosts_and_rm_link_removes_it(docker_cli: Runner, docker_py: docker.DockerClient,
+                                                        busybox: str, unique: Any) -> None:  # fmt: skip
+    db, web = unique("db"), unique("web")
+    docker_cli("run", "-d", "--name", db, "--expose", "5432", "-e", "SECRET=s1", busybox, "sleep", "60")
+    try:
+        db_ip = docker_py.containers.get(db).attrs["NetworkSettings"]["Networks"]["bridge"]["IPAddress"]
+        docker_cli("create", "--name", web, "--link", f"{db}:my-db", busybox, "sh", "-c", "env; cat /etc/hosts")
+        assert docker_py.containers.get(web).attrs["HostConfig"]["Links"] == [f"/{db}:/{web}/my-db"]
+        docker_cli("start", "-a", web)
+        out = docker_cli("logs", web).stdout
+        assert f"MY_DB_NAME=/{web}/my-db" in out
+        assert f"MY_DB_PORT=tcp://{db_ip}:5432" in out
+        assert f"MY_DB_PORT_5432_TCP=tcp://{db_ip}:5432" in out
+        assert f"MY_DB_PORT_5432_TCP_ADDR={db_ip}" in out
+        assert "MY_DB_PORT_5432_TCP_PORT=5432" in out and "MY_DB_PORT_5432_TCP_PROTO=tcp" in out
+        assert "MY_DB_ENV_SECRET=s1" in out
+        hosts = [line.split() for line in out.splitlines() if line.startswith(db_ip)]
+        assert hosts and "my-db" in hosts[0] and db in hosts[0]
+        # docker rm --link: DELETE /containers//web/my-db?link=1
+        docker_cli("rm", "--link", f"/{web}/my-db")
+        assert not docker_py.containers.get(web).attrs["HostConfig"]["Links"]
+        docker_py.api.remove_container(web, link=False, force=True)
+        with pytest.raises(docker.errors.APIError) as err:  # a name without a slash is no link
+            docker_py.api.remove_container(db, link=True)
+        assert err.value.status_code == 409
+    finally:
+        docker_cli("rm", "-f", web, db, check=False)
+
+
+def test_link_to_a_missing_container_is_400(docker_cli: Runner, busybox: str, unique: Any) -> None:
+    res = docker_cli("create", "--link", "nosuch-ctr:x", busybox, "true", check=False)
+    assert res.returncode != 0 and "could not get container for nosuch-ctr" in res.stderr

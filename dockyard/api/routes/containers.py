@@ -123,6 +123,8 @@ async def resize(request: web.Request) -> web.Response:
 
 @routes.delete("/containers/{id}")
 async def remove(request: web.Request) -> web.Response:
+    if qbool(request, "link"):  # a link's name is /parent/alias (api/routes/links.py); this is a plain name
+        raise errdefs.Conflict("Conflict, cannot remove the default link name of the container")
     await _svc(request).remove(_id(request), force=qbool(request, "force"), volumes=qbool(request, "v"))
     return web.Response(status=204)
 
