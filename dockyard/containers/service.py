@@ -436,7 +436,8 @@ class ContainerService:
             if cfg_wd := rec["Config"].get("WorkingDir"):
                 await asyncio.to_thread(make_workdir, rootfs, cfg_wd)
             # the image's passwd/group are read off the loop (a FIFO there must not stall it)
-            user = await asyncio.to_thread(resolve_user, rootfs, rec["Config"].get("User") or "")
+            user = await asyncio.to_thread(resolve_user, rootfs, rec["Config"].get("User") or "",
+                                            rec["HostConfig"].get("GroupAdd") or ())
             spec = self._build_spec(rec, user)
             spec["process"]["env"] = links.merge_env(link_env, spec["process"]["env"])
             write_atomic(cdir / "config.json", json.dumps(spec).encode())

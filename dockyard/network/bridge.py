@@ -61,6 +61,7 @@ class BridgePort:
     gateway: str | None  # None: no default route through this interface (internal, or not primary)
     mtu: int = 1500
     tag: str = ""
+    link_local: tuple[str, ...] = ()
 
 
 class NotABridge(errdefs.InvalidArgument):
@@ -172,6 +173,8 @@ def _configure_inside(ep: BridgePort, tmp_name: str) -> str:
         i = ipr.link_lookup(ifname=tmp_name)[0]
         ipr.link("set", index=i, ifname=ctr_if, address=ep.mac, mtu=ep.mtu)
         ipr.addr("add", index=i, address=ep.address, prefixlen=ep.prefixlen)
+        for ll in ep.link_local:  # link-local addresses: their whole link-local range is on-link
+            ipr.addr("add", index=i, address=ll, prefixlen=64 if ":" in ll else 16)
         ipr.link("set", index=i, state="up")
         lo = ipr.link_lookup(ifname="lo")
         if lo:
@@ -286,7 +289,7 @@ class BridgeDriver:
     def join(self, net: NetworkSpec, ep: driver.EndpointSpec) -> str:
         return add_endpoint(BridgePort(
             netns=ep.netns, bridge=net.device, host_if=ep.host_if, address=ep.address, prefixlen=ep.prefixlen,
-            mac=ep.mac, gateway=ep.gateway, mtu=ep.mtu, tag=self.tag,
+            mac=ep.mac, gateway=ep.gateway, mtu=ep.mtu, tag=self.tag, link_local=ep.link_local,
         ))  # fmt: skip
 
     def leave(self, net: NetworkSpec, host_if: str) -> None:

@@ -55,6 +55,7 @@ class EndpointSpec:
     mac: str
     gateway: str | None  # None: no default route through this interface (internal, or not primary)
     mtu: int = 1500
+    link_local: tuple[str, ...] = ()  # IPAMConfig.LinkLocalIPs: extra addresses on the interface
 
 
 class NetworkDriver(Protocol):

@@ -36,7 +36,7 @@ from typing import Any, Protocol
 from dockyard import errdefs
 from dockyard._sys.netns import set_loopback_up
 from dockyard.filters import labels_match
-from dockyard.network import bridge, ipam
+from dockyard.network import bridge, endpoint_fields, ipam
 from dockyard.network.dns import Resolver, embedded_resolv_conf, host_nameservers
 from dockyard.network.driver import EndpointSpec, NetworkDriver, NetworkSpec
 from dockyard.network.portmap import (
@@ -537,6 +537,9 @@ class NetworkService:
             # as dockerd with the default bridge disabled: the container has loopback only
             rec["NetworkSettings"]["Networks"] = {}
             return
+        if mode.startswith("container:") or mode == "host":
+            if body.get("MacAddress"):  # nothing of its own to put the address on
+                raise errdefs.InvalidArgument("conflicting options: mac-address and the network mode")
         if mode.startswith("container:"):
             rec["NetworkSettings"]["Networks"] = {}
             return
@@ -550,6 +553,7 @@ class NetworkService:
             )
         for key, doc in ordered:
             nets[doc["Name"]] = self._endpoint_settings(doc, epcs.get(key) or epcs.get(doc["Name"]) or {})
+        endpoint_fields.apply_container_mac(body.get("MacAddress") or "", nets[primary["Name"]])
         rec["NetworkSettings"]["Networks"] = nets
 
     def _endpoint_settings(self, doc: Record, epc: dict[str, Any]) -> dict[str, Any]:
@@ -569,7 +573,15 @@ class NetworkService:
                 )
             entry["IPAMConfig"] = {"IPv4Address": str(addr)}
         if epc.get("MacAddress"):
-            entry["MacAddress"] = epc["MacAddress"]
+            entry["MacAddress"] = endpoint_fields.mac(epc["MacAddress"])
+        if ip_cfg.get("LinkLocalIPs"):
+            entry["IPAMConfig"] = {**(entry["IPAMConfig"] or {}), "LinkLocalIPs": endpoint_fields.link_local(ip_cfg["LinkLocalIPs"])}
+        if ip_cfg.get("IPv6Address"):
+            raise errdefs.InvalidArgument(
+                f"invalid endpoint settings: network {doc['Name']} has no IPv6 subnet for address {ip_cfg['IPv6Address']}"
+            )
+        if epc.get("DriverOpts"):
+            entry["DriverOpts"] = endpoint_fields.driver_opts(epc["DriverOpts"])
         return entry
 
     # ---- containers: start / exit --------------------------------------------------------------
@@ -643,6 +655,7 @@ class NetworkService:
         spec = EndpointSpec(
             netns=netns, host_if=ep["HostIf"], address=str(addr), prefixlen=sub.subnet.prefixlen, mac=mac,
             gateway=str(sub.gateway) if default_route else None, mtu=int(doc["Dockyard"].get("MTU") or 1500),
+            link_local=tuple((entry.get("IPAMConfig") or {}).get("LinkLocalIPs") or ()),
         )  # fmt: skip
         try:
             await asyncio.to_thread(self._driver(doc).join, self._net_spec(doc), spec)

@@ -295,3 +295,59 @@ def test_link_sets_env_and_hosts_and_rm_link_removes_it(docker_cli: Runner, dock
 def test_link_to_a_missing_container_is_400(docker_cli: Runner, busybox: str, unique: Any) -> None:
     res = docker_cli("create", "--link", "nosuch-ctr:x", busybox, "true", check=False)
     assert res.returncode != 0 and "could not get container for nosuch-ctr" in res.stderr
+
+
+# -- 4. fields ----------------------------------------------------------------------------
+
+
+def test_mac_address_on_create_and_per_endpoint(daemon: Daemon, docker_cli: Runner, docker_py: docker.DockerClient,
+                                                busybox: str, unique: Any) -> None:  # fmt: skip
+    out = docker_cli("run", "--rm", "--mac-address", "02:42:ac:11:ff:01", busybox, "cat", "/sys/class/net/eth0/address")
+    assert out.stdout.strip() == "02:42:ac:11:ff:01"
+    # API 1.43's container-wide Config.MacAddress lands on the main network's endpoint
+    body = {"Image": busybox, "Cmd": ["cat", "/sys/class/net/eth0/address"], "MacAddress": "02:42:ac:11:ff:02"}
+    status, created = raw(daemon.socket, "POST", "/v1.43/containers/create", json.dumps(body).encode())
+    assert status == 201, created
+    c = docker_py.containers.get(created["Id"])
+    try:
+        c.start()
+        c.wait(timeout=30)
+        assert c.logs().strip() == b"02:42:ac:11:ff:02"
+        assert c.attrs["NetworkSettings"]["Networks"]["bridge"]["MacAddress"] == "02:42:ac:11:ff:02"
+    finally:
+        c.remove(force=True)
+    body = {"Image": busybox, "MacAddress": "not-a-mac"}  # the CLI checks it first; the API must too
+    status, err = raw(daemon.socket, "POST", "/v1.43/containers/create", json.dumps(body).encode())
+    assert status == 400 and err["message"] == "invalid MAC address not-a-mac"
+    body = {"Image": busybox, "MacAddress": "02:42:ac:11:ff:03", "HostConfig": {"NetworkMode": "host"}}
+    status, err = raw(daemon.socket, "POST", "/v1.43/containers/create", json.dumps(body).encode())
+    assert status == 400 and err["message"] == "conflicting options: mac-address and the network mode"
+
+
+def test_group_add_ids_and_names(docker_cli: Runner, busybox: str) -> None:
+    out = docker_cli("run", "--rm", "--user", "1000:1000", "--group-add", "4321", "--group-add", "nogroup", busybox,
+                     "id", "-G").stdout.split()  # fmt: skip
+    assert out == ["1000", "4321", "65534"]  # nogroup is 65534 in the test image's /etc/group
+    res = docker_cli("run", "--rm", "--group-add", "nosuchgroup", busybox, "true", check=False)
+    assert res.returncode != 0 and "unable to find group nosuchgroup" in res.stderr
+
+
+def test_endpoint_driver_opts_and_link_local_ips(docker_cli: Runner, docker_py: docker.DockerClient, busybox: str,
+                                                 unique: Any) -> None:  # fmt: skip
+    net, name = unique("llnet"), unique("ll")
+    docker_cli("network", "create", net)
+    try:
+        docker_cli("create", "--name", name, "--network", net, "--link-local-ip", "169.254.7.7", busybox,
+                   "sleep", "60")  # fmt: skip
+        docker_cli("network", "connect", "--driver-opt", "com.example.opt=1", "bridge", name)
+        docker_cli("start", name)
+        addrs = docker_cli("exec", name, "ip", "-o", "addr").stdout
+        assert "169.254.7.7/16" in addrs
+        nets = docker_py.containers.get(name).attrs["NetworkSettings"]["Networks"]
+        assert nets[net]["IPAMConfig"]["LinkLocalIPs"] == ["169.254.7.7"]
+        assert nets["bridge"]["DriverOpts"] == {"com.example.opt": "1"}
+        res = docker_cli("create", "--network", net, "--link-local-ip", "10.1.2.3", busybox, "true", check=False)
+        assert res.returncode != 0 and "invalid link-local IP address" in res.stderr
+    finally:
+        docker_cli("rm", "-f", name, check=False)
+        docker_cli("network", "rm", net, check=False)

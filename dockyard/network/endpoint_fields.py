@@ -1,0 +1,59 @@
+"""Validation of a container's per-endpoint settings that need no network state: MAC
+addresses, link-local IPs and endpoint driver options, and the container-wide
+`Config.MacAddress` that API < 1.44 clients send instead of the endpoint's.
+
+Docker's rules (moby's endpoint validation): a MAC is six colon-separated octets; a
+link-local IP is an IPv4 address in 169.254.0.0/16 or an IPv6 one in fe80::/10; driver
+options are strings. Pure functions; `service.py` applies them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Any
+
+from dockyard.errdefs import InvalidArgument
+
+_MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+
+
+def mac(value: Any) -> str:
+    if not isinstance(value, str) or not _MAC.match(value):
+        raise InvalidArgument(f"invalid MAC address {value}")
+    return value.lower()
+
+
+def link_local(values: Any) -> list[str]:
+    if not isinstance(values, list):
+        raise InvalidArgument("invalid LinkLocalIPs: expected a list of addresses")
+    out = []
+    for v in values:
+        try:
+            addr = ipaddress.ip_address(str(v))
+        except ValueError:
+            raise InvalidArgument(f"invalid link-local IP address: {v}") from None
+        if not addr.is_link_local:
+            raise InvalidArgument(f"invalid link-local IP address: {v} is not a link-local address")
+        out.append(str(addr))
+    return out
+
+
+def driver_opts(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise InvalidArgument("invalid DriverOpts: expected an object")
+    return {str(k): str(v) for k, v in value.items()}
+
+
+def apply_container_mac(value: str, primary: dict[str, Any]) -> None:
+    """`Config.MacAddress` belongs to the endpoint of the container's main network; one given
+    on both must agree (moby's rule since API 1.44)."""
+    if not value:
+        return
+    value = mac(value)
+    if primary.get("MacAddress") and primary["MacAddress"] != value:
+        raise InvalidArgument(
+            "the container-wide MAC address must match the endpoint-specific MAC address for the main network,"
+            " or be left empty"
+        )
+    primary["MacAddress"] = value
