@@ -351,3 +351,28 @@ def test_endpoint_driver_opts_and_link_local_ips(docker_cli: Runner, docker_py: 
     finally:
         docker_cli("rm", "-f", name, check=False)
         docker_cli("network", "rm", net, check=False)
+
+
+def test_exec_detach_keys(docker_py: docker.DockerClient, busybox: str) -> None:
+    import time
+
+    c = docker_py.containers.run(busybox, ["sleep", "60"], detach=True)
+    try:
+        with pytest.raises(docker.errors.APIError) as err:
+            docker_py.api.exec_create(c.id, ["cat"], stdin=True, detach_keys="ctrl-xy")
+        assert err.value.status_code == 400 and "Invalid escape keys (ctrl-xy) provided" in err.value.explanation
+        eid = docker_py.api.exec_create(c.id, ["cat"], stdin=True, detach_keys="ctrl-x,z")["Id"]
+        sock = docker_py.api.exec_start(eid, socket=True)
+        raw_sock = sock._sock
+        raw_sock.sendall(b"hello\n")
+        time.sleep(0.3)
+        raw_sock.sendall(b"\x18z")  # ctrl-x then z: the client detaches, cat runs on
+        raw_sock.settimeout(10)
+        got = b""
+        while chunk := raw_sock.recv(4096):
+            got += chunk
+        assert b"hello" in got
+        assert docker_py.api.exec_inspect(eid)["Running"] is True
+        sock.close()
+    finally:
+        c.remove(force=True)
