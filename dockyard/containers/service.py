@@ -27,7 +27,7 @@ from dockyard._sys import mount as sysmount
 from dockyard._sys.fs import write_atomic
 from dockyard._sys.netns import set_loopback_up
 from dockyard.containers import mounts as mountplan
-from dockyard.containers import links, names, state
+from dockyard.containers import links, names, state, subpaths
 from dockyard.containers.attach import AttachConnection
 from dockyard.containers.files import hosts_file, make_workdir, resolve_user, write_container_files
 from dockyard.containers.model import (
@@ -297,14 +297,22 @@ class ContainerService:
         for m in rec["Mounts"]:
             if m["Type"] != "volume":
                 continue
-            await self.volumes.mount(
+            mountpoint = await self.volumes.mount(
                 m["Name"], rec["Id"], destination=m["Destination"], rw=m["RW"], propagation=m["Propagation"]
             )
+            if sub := (opts.get(m["Destination"]) or {}).get("Subpath"):
+                staged = subpaths.staging_point(self.bundle(rec["Id"]), m["Destination"])
+                await asyncio.to_thread(subpaths.stage, Path(mountpoint), sub, staged)
+                continue  # a subpath is the volume's own content: nothing to copy up
             if not (opts.get(m["Destination"]) or {}).get("NoCopy"):
                 await self.volumes.copy_up(m["Name"], rootfs, m["Destination"])
 
     async def _unmount_volumes(self, rec: Record) -> None:
+        opts = rec["Dockyard"].get("MountOptions") or {}
         for m in rec["Mounts"]:
+            if m["Type"] == "volume" and (opts.get(m["Destination"]) or {}).get("Subpath"):
+                staged = subpaths.staging_point(self.bundle(rec["Id"]), m["Destination"])
+                await asyncio.to_thread(subpaths.release, staged)
             if m["Type"] == "volume":
                 await self.volumes.unmount(m["Name"], rec["Id"])
 
@@ -379,7 +387,10 @@ class ContainerService:
                 prop = (m["Propagation"],) if m.get("Propagation") else ()
                 mounts.append(ocispec.BindMount(m["Source"], m["Destination"], readonly=not m["RW"], options=prop))
             elif m["Type"] == "volume":
-                mounts.append(ocispec.BindMount(m["Source"], m["Destination"], readonly=not m["RW"]))
+                src = m["Source"]
+                if (mount_opts.get(m["Destination"]) or {}).get("Subpath"):
+                    src = str(subpaths.staging_point(cdir, m["Destination"]))  # see containers/subpaths.py
+                mounts.append(ocispec.BindMount(src, m["Destination"], readonly=not m["RW"]))
             elif m["Type"] == "tmpfs":
                 t_opts = ("nosuid", "nodev", "noexec", *(mount_opts.get(m["Destination"]) or {}).get("TmpfsOptions", ()))
                 mounts.append(ocispec.BindMount("tmpfs", m["Destination"], not m["RW"], t_opts, type="tmpfs"))

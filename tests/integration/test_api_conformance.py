@@ -376,3 +376,36 @@ def test_exec_detach_keys(docker_py: docker.DockerClient, busybox: str) -> None:
         sock.close()
     finally:
         c.remove(force=True)
+
+
+def test_volume_subpath(daemon: Daemon, docker_cli: Runner, docker_py: docker.DockerClient, busybox: str,
+                        unique: Any) -> None:  # fmt: skip
+    vol = unique("subvol")
+    docker_cli("volume", "create", vol)
+    try:
+        docker_cli("run", "--rm", "-v", f"{vol}:/v", busybox, "sh", "-c",
+                   "mkdir -p /v/a/b && echo inside > /v/a/b/f && ln -s /etc /v/esc")  # fmt: skip
+        out = docker_cli("run", "--rm", "--mount", f"type=volume,src={vol},dst=/m,volume-subpath=a/b", busybox,
+                         "cat", "/m/f")  # fmt: skip
+        assert out.stdout == "inside\n"
+        # a symlink in the volume resolves inside the volume, never to the host's /etc
+        res = docker_cli("run", "--rm", "--mount", f"type=volume,src={vol},dst=/m,volume-subpath=esc", busybox,
+                         "ls", "/m", check=False)  # fmt: skip
+        assert res.returncode != 0 and "cannot access path esc" in res.stderr
+        res = docker_cli("run", "--rm", "--mount", f"type=volume,src={vol},dst=/m,volume-subpath=../x", busybox,
+                         "true", check=False)  # fmt: skip
+        assert res.returncode != 0 and "subpath must be a relative path within the volume" in res.stderr
+        # API 1.44 had no Subpath: an old client's field is not applied
+        body = {"Image": busybox, "Cmd": ["ls", "/m"], "HostConfig": {"Mounts": [
+            {"Type": "volume", "Source": vol, "Target": "/m", "VolumeOptions": {"Subpath": "a/b"}}]}}
+        status, created = raw(daemon.socket, "POST", "/v1.44/containers/create", json.dumps(body).encode())
+        assert status == 201, created
+        c = docker_py.containers.get(created["Id"])
+        c.start()
+        c.wait(timeout=30)
+        assert b"a" in c.logs().split()
+        c.remove()
+        mounts = [line.split()[4] for line in open("/proc/self/mountinfo") if "/subpaths/" in line.split()[4]]
+        assert not [m for m in mounts if str(daemon.root) in m]
+    finally:
+        docker_cli("volume", "rm", "-f", vol, check=False)

@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from dockyard import errdefs
-from dockyard.api import keys
+from dockyard.api import compat, keys
 from dockyard.api.app import Routes
 from dockyard.api.schemas import filters, json_body, qbool, qint
 from dockyard.api.streams import STDERR, STDOUT, HijackedStream, frame, hijack, long_lived
@@ -32,7 +32,7 @@ def _id(request: web.Request) -> str:
 
 @routes.post("/containers/create")
 async def create(request: web.Request) -> web.Response:
-    body = await json_body(request)
+    body = compat.container_create(await json_body(request), compat.request_version(request))
     cid, warnings = await _svc(request).create(body, request.query.get("name"), request.query.get("platform"))
     return web.json_response({"Id": cid, "Warnings": warnings}, status=201)
 
