@@ -22,9 +22,22 @@ def request_version(request: web.Request) -> tuple[int, int]:
 def container_create(body: dict[str, Any], version: tuple[int, int]) -> dict[str, Any]:
     """`POST /containers/create` of a client at `version`."""
     hc = body.get("HostConfig")
+    hcheck = body.get("Healthcheck")
+    if version < (1, 44) and isinstance(hcheck, dict):
+        hcheck.pop("StartInterval", None)  # came with 1.44
+    if version < (1, 48):
+        # EndpointSettings.GwPriority came with 1.48: an older client's endpoints are all equal
+        for epc in ((body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}).values():
+            if isinstance(epc, dict):
+                epc.pop("GwPriority", None)
     if version < (1, 45) and isinstance(hc, dict):
         # VolumeOptions.Subpath came with 1.45: an older client cannot have meant it
         for m in hc.get("Mounts") or []:
             if isinstance(m, dict) and isinstance(m.get("VolumeOptions"), dict):
                 m["VolumeOptions"].pop("Subpath", None)
     return body
+
+
+def legacy_image_filter(version: tuple[int, int]) -> bool:
+    """`GET /images/json?filter=<reference>`: removed in 1.41, ignored from then on."""
+    return version < (1, 41)

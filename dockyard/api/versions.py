@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-API_VERSION = "1.47"
+API_VERSION = "1.50"  # what the docker CLI 28.2 speaks
 MIN_API_VERSION = "1.24"
-ENGINE_VERSION = "27.5.0"  # the Docker release whose API we speak; clients print it
+ENGINE_VERSION = "28.2.2"  # the Docker release whose API we speak; clients print it
 
 
 def parse(v: str) -> tuple[int, int]:

@@ -45,6 +45,14 @@ def driver_opts(value: Any) -> dict[str, str]:
     return {str(k): str(v) for k, v in value.items()}
 
 
+def gw_priority(value: Any) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgument(f"invalid GwPriority {value!r}: expected an integer")
+    return value
+
+
 def apply_container_mac(value: str, primary: dict[str, Any]) -> None:
     """`Config.MacAddress` belongs to the endpoint of the container's main network; one given
     on both must agree (moby's rule since API 1.44)."""

@@ -582,6 +582,7 @@ class NetworkService:
             )
         if epc.get("DriverOpts"):
             entry["DriverOpts"] = endpoint_fields.driver_opts(epc["DriverOpts"])
+        entry["GwPriority"] = endpoint_fields.gw_priority(epc.get("GwPriority"))
         return entry
 
     # ---- containers: start / exit --------------------------------------------------------------
@@ -603,7 +604,9 @@ class NetworkService:
         try:
             nets = list(ns["Networks"].items())
             docs = [self.resolve(entry.get("NetworkID") or name) for name, entry in nets]
-            gw_doc = next((d for d in docs if not d.get("Internal")), None)
+            # the default route: the external network of highest GwPriority (API 1.48), the first on a tie
+            outside = [(d, entry) for (_, entry), d in zip(nets, docs, strict=True) if not d.get("Internal")]
+            gw_doc = max(outside, key=lambda de: int(de[1].get("GwPriority") or 0), default=(None, None))[0]
             for (name, entry), doc in zip(nets, docs, strict=True):
                 await self._add_endpoint(rec, doc, netns, entry, default_route=doc is gw_doc)
             if docs:

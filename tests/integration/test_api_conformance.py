@@ -409,3 +409,50 @@ def test_volume_subpath(daemon: Daemon, docker_cli: Runner, docker_py: docker.Do
         assert not [m for m in mounts if str(daemon.root) in m]
     finally:
         docker_cli("volume", "rm", "-f", vol, check=False)
+
+
+# -- 5. API 1.50 and version-gated behaviour ------------------------------------------------
+
+
+def test_api_150_is_what_docker_cli_28_speaks(docker_cli: Runner, docker_py: docker.DockerClient) -> None:
+    out = docker_cli("version", "--format", "{{.Server.APIVersion}} {{.Client.APIVersion}}").stdout.split()
+    assert out == ["1.50", "1.50"]
+    assert docker_py.version()["ApiVersion"] == "1.50"
+
+
+def test_legacy_image_filter_follows_the_request_version(daemon: Daemon, busybox: str) -> None:
+    _, old = raw(daemon.socket, "GET", "/v1.40/images/json?filter=nosuch-repo-x")
+    _, new = raw(daemon.socket, "GET", "/v1.41/images/json?filter=nosuch-repo-x")
+    assert old == []  # 1.40: `filter` is a reference filter
+    assert any("busybox:latest" in (s["RepoTags"] or []) for s in new)  # 1.41: removed, ignored
+
+
+def test_healthcheck_start_interval_follows_the_request_version(daemon: Daemon, docker_py: docker.DockerClient,
+                                                                busybox: str) -> None:  # fmt: skip
+    hc = {"Test": ["CMD", "true"], "StartInterval": 2_000_000_000}
+    for version, want in (("1.43", None), ("1.44", 2_000_000_000)):
+        body = {"Image": busybox, "Cmd": ["true"], "Healthcheck": dict(hc)}
+        status, created = raw(daemon.socket, "POST", f"/v{version}/containers/create", json.dumps(body).encode())
+        assert status == 201, created
+        got = docker_py.api.inspect_container(created["Id"])["Config"]["Healthcheck"].get("StartInterval")
+        docker_py.api.remove_container(created["Id"])
+        assert (got or None) == want, version
+
+
+def test_gw_priority_picks_the_default_route(daemon: Daemon, docker_cli: Runner, docker_py: docker.DockerClient,
+                                             busybox: str, unique: Any) -> None:  # fmt: skip
+    a, b = unique("gwa"), unique("gwb")
+    docker_cli("network", "create", "--subnet", "10.231.1.0/24", a)
+    docker_cli("network", "create", "--subnet", "10.231.2.0/24", b)
+    try:
+        body = {"Image": busybox, "Cmd": ["ip", "route"], "HostConfig": {"NetworkMode": a},
+                "NetworkingConfig": {"EndpointsConfig": {a: {}, b: {"GwPriority": 10}}}}  # fmt: skip
+        status, created = raw(daemon.socket, "POST", "/v1.48/containers/create", json.dumps(body).encode())
+        assert status == 201, created
+        c = docker_py.containers.get(created["Id"])
+        c.start()
+        c.wait(timeout=30)
+        assert "default via 10.231.2.1" in c.logs().decode()
+        c.remove()
+    finally:
+        docker_cli("network", "rm", a, b, check=False)

@@ -17,7 +17,7 @@ from typing import IO, Any, Protocol
 
 from aiohttp import web
 
-from dockyard.api import keys, versions
+from dockyard.api import compat, keys, versions
 from dockyard.api.app import Routes
 from dockyard.api.schemas import filters, qbool
 from dockyard.errdefs import DockyardError, InvalidArgument
@@ -68,7 +68,7 @@ async def _json_lines(request: web.Request, lines: list[dict[str, Any]]) -> web.
 async def list_images(request: web.Request) -> web.Response:
     f = filters(request)
     legacy = request.query.get("filter")
-    if legacy:  # API < 1.41 `filter=<reference>`
+    if legacy and compat.legacy_image_filter(_version(request)):  # API < 1.41 `filter=<reference>`
         f.setdefault("reference", []).append(legacy)
     out = _svc(request).list_images(all=qbool(request, "all"), filters=f)
     if _version(request) >= (1, 44):
