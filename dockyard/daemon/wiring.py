@@ -18,6 +18,7 @@ from dockyard.api.routes import links as link_routes
 from dockyard.api.routes import networks as network_routes
 from dockyard.api.routes import system as system_routes
 from dockyard.api.routes import absent as absent_routes
+from dockyard.api.routes import attach_ws
 from dockyard.api.routes import plugins as plugin_routes
 from dockyard.api.routes import swarm as swarm_routes
 from dockyard.api.routes import volumes as volume_routes
@@ -79,7 +80,7 @@ def build(cfg: DaemonConfig) -> Graph:
          keys.VOLUMES: volumes, keys.NETWORKS: networks},
         [system_routes.routes, image_routes.routes, container_routes.routes, exec_routes.routes, container_fs.routes,
          volume_routes.routes, network_routes.routes, swarm_routes.routes, plugin_routes.routes, absent_routes.routes,
-         link_routes.routes],
+         link_routes.routes, attach_ws.routes],
     )
     settings = RegistrySettings(
         tuple(cfg.insecure_registries), tuple(cfg.registry_mirrors), tuple(cfg.allowed_registries),

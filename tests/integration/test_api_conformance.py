@@ -456,3 +456,45 @@ def test_gw_priority_picks_the_default_route(daemon: Daemon, docker_cli: Runner,
         c.remove()
     finally:
         docker_cli("network", "rm", a, b, check=False)
+
+
+def _ws_session(daemon: Daemon, path: str, send: bytes | None, until: bytes, binary: bool) -> bytes:
+    """Attach over the WebSocket with aiohttp's client (docker-py's needs websocket-client,
+    which is not installed here), optionally send stdin, and collect output up to `until`."""
+    import aiohttp
+
+    async def go() -> bytes:
+        got = b""
+        async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(daemon.socket))) as s:
+            async with s.ws_connect(f"http://localhost{path}") as ws:
+                if send is not None:
+                    await ws.send_bytes(send)
+                while until not in got:
+                    msg = await ws.receive(timeout=10)
+                    if msg.type not in (aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.TEXT):
+                        break
+                    assert (msg.type == aiohttp.WSMsgType.BINARY) == binary
+                    got += msg.data if isinstance(msg.data, bytes) else msg.data.encode()
+        return got
+
+    import asyncio
+
+    return asyncio.run(go())
+
+
+def test_attach_websocket(daemon: Daemon, docker_py: docker.DockerClient, busybox: str) -> None:
+    c = docker_py.containers.run(busybox, ["sh", "-c", "echo ready; while read l; do echo got:$l; done"],
+                                 detach=True, stdin_open=True)  # fmt: skip
+    try:
+        q = "stream=1&stdin=1&stdout=1&stderr=1&logs=1"
+        out = _ws_session(daemon, f"/v1.50/containers/{c.id}/attach/ws?{q}", b"hello\n", b"got:hello", True)
+        assert out.startswith(b"ready\n") and b"got:hello\n" in out  # raw, not multiplexed
+        # before 1.42: every stream whatever the query, and text frames
+        out = _ws_session(daemon, f"/v1.41/containers/{c.id}/attach/ws?stream=1", b"again\n", b"got:again", False)
+        assert b"got:again" in out
+        c.reload()
+        assert c.status == "running"
+    finally:
+        c.remove(force=True)
+    status, _ = raw(daemon.socket, "GET", "/containers/nosuch/attach/ws")
+    assert status == 404
