@@ -36,7 +36,7 @@ from typing import Any, Protocol
 from dockyard import errdefs
 from dockyard._sys.netns import set_loopback_up
 from dockyard.filters import labels_match
-from dockyard.network import bridge, endpoint_fields, ipam
+from dockyard.network import bridge, endpoint_fields, ipam, ipam6
 from dockyard.network.dns import Resolver, embedded_resolv_conf, host_nameservers
 from dockyard.network.driver import EndpointSpec, NetworkDriver, NetworkSpec
 from dockyard.network.portmap import (
@@ -166,7 +166,7 @@ class NetworkService:
             {
                 cid: {
                     "Name": ep["Name"], "EndpointID": ep["EndpointID"], "MacAddress": ep["MacAddress"],
-                    "IPv4Address": ep["IPv4Address"], "IPv6Address": "",
+                    "IPv4Address": ep["IPv4Address"], "IPv6Address": ep.get("IPv6Address") or "",
                 }  # fmt: skip
                 for cid, ep in eps.items()
             }
@@ -186,6 +186,14 @@ class NetworkService:
     def _subnet(self, doc: Record) -> ipam.Subnet:
         return ipam.Subnet.from_config(doc["IPAM"]["Config"][0])
 
+    @staticmethod
+    def _subnet6(doc: Record) -> ipam6.Subnet6 | None:
+        """The IPv6 side of an `EnableIPv6` network (its IPAM config after the IPv4 one)."""
+        if not doc.get("EnableIPv6"):
+            return None
+        cfg = next((c for c in doc["IPAM"].get("Config") or [] if ipam6.is_v6_config(c)), None)
+        return ipam6.Subnet6.from_config(cfg) if cfg else None
+
     def _driver(self, doc: Record) -> NetworkDriver:
         try:
             return self.drivers[doc["Driver"]]
@@ -193,10 +201,11 @@ class NetworkService:
             raise errdefs.NotFound(f'plugin "{doc["Driver"]}" not found') from None
 
     def _net_spec(self, doc: Record) -> NetworkSpec:
-        sub = self._subnet(doc)
+        sub, sub6 = self._subnet(doc), self._subnet6(doc)
         return NetworkSpec(
             doc["Id"], doc["Dockyard"]["Bridge"], str(sub.gateway), sub.subnet.prefixlen,
             int(doc["Dockyard"].get("MTU") or 1500), dict(doc.get("Options") or {}),
+            gateway6=str(sub6.gateway) if sub6 else "", prefixlen6=sub6.subnet.prefixlen if sub6 else 0,
         )  # fmt: skip
 
     def _pools(self) -> list[ipam.Pool]:
@@ -218,7 +227,7 @@ class NetworkService:
             routes.extend(ipam.parse_proc_routes("hdr\n" + line))
         for doc in self.all():
             for c in doc["IPAM"].get("Config") or []:
-                if c.get("Subnet"):
+                if c.get("Subnet") and not ipam6.is_v6_config(c):
                     routes.append(ipam.parse_subnet(c["Subnet"]))
         return routes
 
@@ -400,7 +409,15 @@ class NetworkService:
             raise errdefs.NotFound(f'plugin "{driver}" not found')
         opts = {str(k): str(v) for k, v in (body.get("Options") or {}).items()}
         labels = dict(body.get("Labels") or {})
-        configs = [c for c in ((body.get("IPAM") or {}).get("Config") or []) if ":" not in str(c.get("Subnet", ""))]
+        all_configs = list((body.get("IPAM") or {}).get("Config") or [])
+        configs = [c for c in all_configs if not ipam6.is_v6_config(c)]
+        configs6 = [c for c in all_configs if ipam6.is_v6_config(c)]
+        enable6 = bool(body.get("EnableIPv6"))
+        if configs6 and not enable6:
+            # an IPv6 subnet without EnableIPv6 would be stored and never used
+            raise errdefs.InvalidArgument("an IPv6 subnet was given but EnableIPv6 is not set")
+        if len(configs6) > 1:
+            raise errdefs.InvalidArgument("only one IPv6 subnet per network is supported")
         async with self._lock:
             if self.store.networks.get_by_name(name) is not None:
                 raise errdefs.Conflict(f"network with name {name} already exists")
@@ -408,7 +425,7 @@ class NetworkService:
                 sub = ipam.Subnet.from_config(configs[0])
                 for doc in self.all():
                     for c in doc["IPAM"].get("Config") or []:
-                        if c.get("Subnet") and ipam.parse_subnet(c["Subnet"]).overlaps(sub.subnet):
+                        if c.get("Subnet") and not ipam6.is_v6_config(c) and ipam.parse_subnet(c["Subnet"]).overlaps(sub.subnet):
                             raise errdefs.PermissionDenied(
                                 "invalid pool request: Pool overlaps with other one on this address space"
                             )
@@ -424,6 +441,17 @@ class NetworkService:
             doc = self._new_doc(
                 name, "bridge", opts, [cfg], labels, bool(body.get("Internal")), bool(body.get("Attachable"))
             )
+            if enable6:
+                sub6 = (ipam6.Subnet6.from_config(configs6[0]) if configs6
+                        else ipam6.Subnet6(ipam6.ula_for(doc["Id"]), ipam6.ula_for(doc["Id"]).network_address + 1))  # fmt: skip
+                for other in self.all():
+                    o6 = self._subnet6(other)
+                    if o6 and o6.subnet.overlaps(sub6.subnet):
+                        raise errdefs.PermissionDenied(
+                            "invalid pool request: Pool overlaps with other one on this address space"
+                        )
+                doc["EnableIPv6"] = True
+                doc["IPAM"]["Config"].append(sub6.config())
             dev = doc["Dockyard"]["Bridge"]
             if len(dev) > 15:
                 raise errdefs.InvalidArgument(f"bridge name {dev} is longer than 15 characters")
@@ -443,8 +471,7 @@ class NetworkService:
                 await asyncio.to_thread(drv.delete_network, self._net_spec(doc))
                 raise
         self.events.publish("network", "create", doc["Id"], {"name": name, "type": "bridge"})
-        warning = "IPv6 is not supported by this daemon; the network is IPv4 only" if body.get("EnableIPv6") else ""
-        return {"Id": doc["Id"], "Warning": warning}
+        return {"Id": doc["Id"], "Warning": ""}
 
     async def remove(self, ref: str) -> None:
         doc = self.resolve(ref)
@@ -577,9 +604,17 @@ class NetworkService:
         if ip_cfg.get("LinkLocalIPs"):
             entry["IPAMConfig"] = {**(entry["IPAMConfig"] or {}), "LinkLocalIPs": endpoint_fields.link_local(ip_cfg["LinkLocalIPs"])}
         if ip_cfg.get("IPv6Address"):
-            raise errdefs.InvalidArgument(
-                f"invalid endpoint settings: network {doc['Name']} has no IPv6 subnet for address {ip_cfg['IPv6Address']}"
-            )
+            sub6 = self._subnet6(doc)
+            if sub6 is None:
+                raise errdefs.InvalidArgument(
+                    f"invalid endpoint settings: network {doc['Name']} has no IPv6 subnet for address {ip_cfg['IPv6Address']}"
+                )
+            addr6 = ipam6.parse_addr6(ip_cfg["IPv6Address"])
+            if addr6 not in sub6.subnet:
+                raise errdefs.InvalidArgument(
+                    f"invalid endpoint settings: no configured subnet contains IP address {addr6}"
+                )
+            entry["IPAMConfig"] = {**(entry["IPAMConfig"] or {}), "IPv6Address": str(addr6)}
         if epc.get("DriverOpts"):
             entry["DriverOpts"] = endpoint_fields.driver_opts(epc["DriverOpts"])
         entry["GwPriority"] = endpoint_fields.gw_priority(epc.get("GwPriority"))
@@ -643,6 +678,16 @@ class NetworkService:
                 sub.check_static(addr, used)
             else:
                 addr = sub.allocate(used)
+            sub6 = self._subnet6(doc)
+            addr6 = None
+            if sub6 is not None:
+                used6 = [ipam6.parse_addr6(e["IPv6Address"]) for e in eps.values() if e.get("IPv6Address")]
+                want6 = (entry.get("IPAMConfig") or {}).get("IPv6Address")
+                if want6:
+                    addr6 = ipam6.parse_addr6(want6)
+                    sub6.check_static(addr6, used6)
+                else:
+                    addr6 = sub6.allocate(used6)
             eid = secrets.token_hex(32)
             mac = entry.get("MacAddress") or ipam.mac_for(addr)
             aliases = list(entry.get("Aliases") or [])
@@ -652,6 +697,7 @@ class NetworkService:
                 "IPv4Address": f"{addr}/{sub.subnet.prefixlen}", "Aliases": aliases,
                 "DNSNames": names if self._user_defined(doc) else None,
                 "HostIf": "veth" + eid[:7], "Netns": netns, "Pid": int(netns.split("/")[2]), "Ports": [],
+                "IPv6Address": f"{addr6}/{sub6.subnet.prefixlen}" if addr6 and sub6 else "",
             }  # fmt: skip
             eps[cid] = ep
             self._save(doc)
@@ -659,6 +705,8 @@ class NetworkService:
             netns=netns, host_if=ep["HostIf"], address=str(addr), prefixlen=sub.subnet.prefixlen, mac=mac,
             gateway=str(sub.gateway) if default_route else None, mtu=int(doc["Dockyard"].get("MTU") or 1500),
             link_local=tuple((entry.get("IPAMConfig") or {}).get("LinkLocalIPs") or ()),
+            address6=str(addr6) if addr6 else "", prefixlen6=sub6.subnet.prefixlen if sub6 else 0,
+            gateway6=str(sub6.gateway) if sub6 and default_route else None,
         )  # fmt: skip
         try:
             await asyncio.to_thread(self._driver(doc).join, self._net_spec(doc), spec)
@@ -670,6 +718,8 @@ class NetworkService:
         entry.update(
             NetworkID=doc["Id"], EndpointID=eid, Gateway=str(sub.gateway), IPAddress=str(addr),
             IPPrefixLen=sub.subnet.prefixlen, MacAddress=mac, DNSNames=ep["DNSNames"],
+            GlobalIPv6Address=str(addr6) if addr6 else "", GlobalIPv6PrefixLen=sub6.subnet.prefixlen if sub6 else 0,
+            IPv6Gateway=str(sub6.gateway) if sub6 else "",
         )  # fmt: skip
 
     async def _drop_endpoint(self, nid: str, cid: str) -> dict[str, Any] | None:
@@ -767,7 +817,8 @@ class NetworkService:
                 changed = True
         ns = rec.get("NetworkSettings") or {}
         for entry in (ns.get("Networks") or {}).values():
-            entry.update(EndpointID="", Gateway="", IPAddress="", IPPrefixLen=0, MacAddress="", DNSNames=None)
+            entry.update(EndpointID="", Gateway="", IPAddress="", IPPrefixLen=0, MacAddress="", DNSNames=None,
+                         GlobalIPv6Address="", GlobalIPv6PrefixLen=0, IPv6Gateway="")  # fmt: skip
         if ns:
             ns.update(Ports={}, SandboxKey="", SandboxID="")
             self._fill_top_level(rec)

@@ -498,3 +498,34 @@ def test_attach_websocket(daemon: Daemon, docker_py: docker.DockerClient, busybo
         c.remove(force=True)
     status, _ = raw(daemon.socket, "GET", "/containers/nosuch/attach/ws")
     assert status == 404
+
+
+def test_ipv6_networks(docker_cli: Runner, docker_py: docker.DockerClient, busybox: str, unique: Any) -> None:
+    net, auto, name = unique("v6net"), unique("v6auto"), unique("v6")
+    docker_cli("network", "create", "--ipv6", "--subnet", "fd42:1:2:3::/64", net)
+    docker_cli("network", "create", "--ipv6", auto)
+    try:
+        n = docker_py.networks.get(net).attrs
+        assert n["EnableIPv6"] is True
+        assert {"Subnet": "fd42:1:2:3::/64", "Gateway": "fd42:1:2:3::1"} in n["IPAM"]["Config"]
+        a = docker_py.networks.get(auto).attrs
+        assert [c for c in a["IPAM"]["Config"] if c["Subnet"].startswith("fd") and c["Subnet"].endswith("::/64")]
+        docker_cli("run", "-d", "--name", name, "--network", net, "--ip6", "fd42:1:2:3::42", busybox, "sleep", "60")
+        ep = docker_py.containers.get(name).attrs["NetworkSettings"]["Networks"][net]
+        assert ep["GlobalIPv6Address"] == "fd42:1:2:3::42" and ep["GlobalIPv6PrefixLen"] == 64
+        assert ep["IPv6Gateway"] == "fd42:1:2:3::1"
+        assert "fd42:1:2:3::42/64" in docker_cli("exec", name, "ip", "-6", "addr").stdout
+        assert "default via fd42:1:2:3::1" in docker_cli("exec", name, "ip", "-6", "route").stdout
+        # addresses on connect: the next free one
+        docker_cli("network", "connect", auto, name)
+        ep2 = docker_py.containers.get(name).attrs["NetworkSettings"]["Networks"][auto]
+        assert ep2["GlobalIPv6Address"].startswith(a["IPAM"]["Config"][-1]["Subnet"].split("::")[0])
+        assert docker_py.networks.get(net).attrs["Containers"][docker_py.containers.get(name).id]["IPv6Address"] == \
+            "fd42:1:2:3::42/64"  # fmt: skip
+        # the gateway (the bridge) answers over IPv6 from inside
+        assert docker_cli("exec", name, "ping", "-6", "-c", "1", "-W", "5", "fd42:1:2:3::1", check=False).returncode == 0
+        res = docker_cli("network", "create", "--subnet", "fd42:9::/64", unique("nov6"), check=False)
+        assert res.returncode != 0 and "EnableIPv6" in res.stderr
+    finally:
+        docker_cli("rm", "-f", name, check=False)
+        docker_cli("network", "rm", net, auto, check=False)
