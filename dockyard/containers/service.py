@@ -27,7 +27,7 @@ from dockyard._sys import mount as sysmount
 from dockyard._sys.fs import write_atomic
 from dockyard._sys.netns import set_loopback_up
 from dockyard.containers import mounts as mountplan
-from dockyard.containers import links, names, state, subpaths
+from dockyard.containers import hostconfig, links, names, state, subpaths
 from dockyard.containers.attach import AttachConnection
 from dockyard.containers.files import hosts_file, make_workdir, resolve_user, write_container_files
 from dockyard.containers.model import (
@@ -231,7 +231,8 @@ class ContainerService:
         rec["Dockyard"]["Links"] = self._resolve_links(rec)
         if self.networks is not None:
             self.networks.check_create(rec, body)  # unknown network: 404 before anything is written
-        warnings: list[str] = []
+        warnings: list[str] = hostconfig.validate(rec["HostConfig"])  # devices, blkio, namespaces, ...
+        hostconfig.check_peers(rec["HostConfig"], self.get)
         made_volumes = await self._create_volumes(rec)
         cdir.mkdir(parents=True)
         try:
@@ -308,6 +309,8 @@ class ContainerService:
                 await self.volumes.copy_up(m["Name"], rootfs, m["Destination"])
 
     async def _unmount_volumes(self, rec: Record) -> None:
+        """At stop, failed start and remove: volumes, subpath staging points, a shareable /dev/shm."""
+        await asyncio.to_thread(hostconfig.release, rec, self.bundle(rec["Id"]))
         opts = rec["Dockyard"].get("MountOptions") or {}
         for m in rec["Mounts"]:
             if m["Type"] == "volume" and (opts.get(m["Destination"]) or {}).get("Subpath"):
@@ -429,6 +432,7 @@ class ContainerService:
             oom_score_adj=int(hc.get("OomScoreAdj") or 0),
         )
         spec = ocispec.build(inp)
+        hostconfig.apply(spec, rec, self.get, self.bundle)
         caps = spec.get("process", {}).get("capabilities") or {}
         allowed = bounding_capabilities()
         for kind, names_ in caps.items():
@@ -444,6 +448,7 @@ class ContainerService:
         try:
             rootfs = await asyncio.to_thread(self._mount_rootfs, rec)
             await self._mount_volumes(rec, rootfs)
+            await asyncio.to_thread(hostconfig.prepare, rec, cdir)  # a shareable /dev/shm
             if cfg_wd := rec["Config"].get("WorkingDir"):
                 await asyncio.to_thread(make_workdir, rootfs, cfg_wd)
             # the image's passwd/group are read off the loop (a FIFO there must not stall it)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import socket
 from pathlib import Path
 from typing import Any
@@ -529,3 +530,87 @@ def test_ipv6_networks(docker_cli: Runner, docker_py: docker.DockerClient, busyb
     finally:
         docker_cli("rm", "-f", name, check=False)
         docker_cli("network", "rm", net, auto, check=False)
+
+
+def _cgroup_file(controller: str, parent: str, cid: str, name: str) -> str:
+    return Path(f"/sys/fs/cgroup/{controller}/{parent}/{cid}/{name}").read_text()
+
+
+def test_devices_and_device_cgroup_rules(docker_cli: Runner, busybox: str) -> None:
+    out = docker_cli("run", "--rm", "--device", "/dev/null:/dev/mynull:rw", busybox, "sh", "-c",
+                     "ls -l /dev/mynull && echo x > /dev/mynull && echo wrote").stdout  # fmt: skip
+    assert out.startswith("crw") and "1,   3" in out and "wrote" in out
+    res = docker_cli("run", "--rm", "--device", "/dev/nosuch-dev", busybox, "true", check=False)
+    assert res.returncode != 0 and 'error gathering device information while adding custom device "/dev/nosuch-dev"' in res.stderr
+    # the rule reaches the container's device cgroup (what the kernel enforces)
+    cid = docker_cli("run", "-d", "--device-cgroup-rule", "b 7:99 r", busybox, "sleep", "30").stdout.strip()
+    try:
+        listed = _cgroup_file("devices", "dockyard", cid, "devices.list")
+        assert "b 7:99 r" in listed.splitlines()
+    finally:
+        docker_cli("rm", "-f", cid)
+    res = docker_cli("create", "--device-cgroup-rule", "x 1:5 rwm", busybox, "true", check=False)
+    assert res.returncode != 0 and "invalid device cgroup format 'x 1:5 rwm'" in res.stderr
+
+
+def test_blkio_memory_and_annotations(daemon: Daemon, docker_cli: Runner, busybox: str, unique: Any) -> None:
+    dev = "/dev/vda" if Path("/dev/vda").exists() else None
+    if dev is None:
+        pytest.skip("no /dev/vda block device here")
+    name = unique("res")
+    res = docker_cli("run", "-d", "--name", name, "--device-read-bps", f"{dev}:1mb", "--blkio-weight", "300",
+                     "-m", "64m", "--oom-kill-disable", "--memory-swappiness", "10",
+                     "--annotation", "org.example.k=v", busybox, "sleep", "60")  # fmt: skip
+    try:
+        cid = res.stdout.strip()
+        st = os.stat(dev)
+        assert f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)} 1048576" in _cgroup_file(
+            "blkio", "dockyard", cid, "blkio.throttle.read_bps_device")  # fmt: skip
+        assert "oom_kill_disable 1" in _cgroup_file("memory", "dockyard", cid, "memory.oom_control")
+        assert _cgroup_file("memory", "dockyard", cid, "memory.swappiness").strip() == "10"
+        spec = json.loads((daemon.data_root / "containers" / cid / "config.json").read_text())
+        assert spec["annotations"] == {"org.example.k": "v"}
+        if not Path("/sys/fs/cgroup/blkio/blkio.weight").exists():  # dockerd drops it with a warning
+            assert "Block I/O weight" in res.stderr
+    finally:
+        docker_cli("rm", "-f", name, check=False)
+    body = {"Image": busybox, "HostConfig": {"MemorySwappiness": 101}}  # the CLI checks it first; the API must too
+    status, err = raw(daemon.socket, "POST", "/containers/create", json.dumps(body).encode())
+    assert status == 400 and err["message"] == "Invalid value: 101, valid memory swappiness range is 0-100"
+    for args, msg in ((("--cpu-rt-runtime", "1000", "--cpu-rt-period", "500"), "cpu-rt-runtime cannot be higher"),
+                      (("--storage-opt", "size=1G"), "--storage-opt is supported only for overlay over xfs"),
+                      (("--gpus", "all"), 'could not select device driver "" with capabilities: [[gpu]]')):  # fmt: skip
+        res = docker_cli("create", *args, busybox, "true", check=False)
+        assert res.returncode != 0 and msg in res.stderr, (args, res.stderr)
+
+
+def test_cgroup_parent_and_cgroupns(docker_cli: Runner, busybox: str, unique: Any) -> None:
+    parent = unique("dyparent")
+    try:
+        out = docker_cli("run", "--rm", "--cgroup-parent", parent, busybox, "cat", "/proc/self/cgroup").stdout
+        assert f"/{parent}/" in out
+        out = docker_cli("run", "--rm", "--cgroupns", "private", busybox, "cat", "/proc/self/cgroup").stdout
+        assert "dockyard" not in out  # its own cgroup is its root
+    finally:
+        for ctl in Path("/sys/fs/cgroup").iterdir():
+            p = ctl / parent
+            if p.is_dir():
+                p.rmdir()
+
+
+def test_pid_and_ipc_of_another_container(docker_cli: Runner, busybox: str, unique: Any) -> None:
+    donor, plain = unique("donor"), unique("plain")
+    docker_cli("run", "-d", "--name", donor, "--ipc", "shareable", busybox, "sh", "-c",
+               "echo shared > /dev/shm/mark; exec sleep 60")  # fmt: skip
+    docker_cli("run", "-d", "--name", plain, busybox, "sleep", "60")
+    try:
+        out = docker_cli("run", "--rm", "--pid", f"container:{donor}", busybox, "ps", "-o", "args").stdout
+        assert "sleep 60" in out
+        out = docker_cli("run", "--rm", "--ipc", f"container:{donor}", busybox, "cat", "/dev/shm/mark").stdout
+        assert out == "shared\n"
+        res = docker_cli("run", "--rm", "--ipc", f"container:{plain}", busybox, "true", check=False)
+        assert res.returncode != 0 and "non-shareable IPC" in res.stderr
+        res = docker_cli("create", "--ipc", "bogus", busybox, "true", check=False)
+        assert res.returncode != 0 and "invalid IPC mode: bogus" in res.stderr
+    finally:
+        docker_cli("rm", "-f", donor, plain, check=False)
