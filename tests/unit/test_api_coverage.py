@@ -37,7 +37,8 @@ def _router() -> set[tuple[str, str]]:
         mod = importlib.import_module(f"{routes_pkg.__name__}.{info.name}")
         table = getattr(mod, "routes", None)
         if isinstance(table, Routes):
-            found |= {(method, _norm(path)) for method, path, _ in table.entries}
+            # the daemon's own routes under /dockyard/ (move, cluster) are not the Engine API
+            found |= {(method, _norm(path)) for method, path, _ in table.entries if not path.startswith("/dockyard/")}
     return found
 
 

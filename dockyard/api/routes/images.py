@@ -74,6 +74,10 @@ async def list_images(request: web.Request) -> web.Response:
     if _version(request) >= (1, 44):
         for s in out:
             s.pop("VirtualSize", None)
+    if _version(request) < (1, 43):
+        for s in out:  # before 1.43 an untagged image showed placeholders, not empty lists
+            if not s["RepoTags"] and not s["RepoDigests"]:
+                s["RepoTags"], s["RepoDigests"] = ["<none>:<none>"], ["<none>@<none>"]
     return web.json_response(out)
 
 
