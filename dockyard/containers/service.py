@@ -513,6 +513,13 @@ class ContainerService:
         specs = rec["HostConfig"].get("Links") or []
         if not specs:
             return []
+        if rec["HostConfig"]["NetworkMode"] not in ("", "default", "bridge", "host", "none") and not rec[
+            "HostConfig"
+        ]["NetworkMode"].startswith("container:"):
+            # a user-defined network: the links are its endpoint's (DNS aliases, see the
+            # network service), and dockerd registers no legacy link for them
+            rec["HostConfig"]["Links"] = None
+            return []
         if rec["HostConfig"]["NetworkMode"] == "host":
             raise errdefs.InvalidArgument(
                 "conflicting options: host type networking can't be used with links. This would result in undefined behavior"
@@ -882,8 +889,13 @@ class ContainerService:
         merged = {**rec["Config"], **{k: v for k, v in config.items() if v is not None}}
         paused_here = False
         if pause and rec["State"]["Running"] and not rec["State"]["Paused"]:
-            await self.runtime(rec).pause(cid)
-            paused_here = True
+            try:
+                await self.runtime(rec).pause(cid)
+                paused_here = True
+            except errdefs.DockyardError:
+                if self.is_running(cid)():
+                    raise
+                # it exited between the check and the pause: dockerd commits a stopped one as is
         try:
             image = await self.images.commit(
                 cid, rec["Image"], merged, container_id=cid, repo=repo, tag=tag,

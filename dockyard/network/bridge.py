@@ -87,7 +87,12 @@ def _lookup(ipr: IPRoute, name: str) -> tuple[int, str, str] | None:
     idx = ipr.link_lookup(ifname=name)
     if not idx:
         return None
-    links = ipr.get_links(idx[0])
+    try:
+        links = ipr.get_links(idx[0])
+    except NetlinkError as err:
+        if err.code != errno.ENODEV:
+            raise
+        return None  # gone between the two calls: a veth whose container's netns just died
     if not links:
         return None
     kind, alias = _kind_and_alias(links[0])

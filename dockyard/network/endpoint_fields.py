@@ -45,6 +45,19 @@ def driver_opts(value: Any) -> dict[str, str]:
     return {str(k): str(v) for k, v in value.items()}
 
 
+def link_pair(spec: str) -> tuple[str, str]:
+    """An endpoint link `target:alias` (or `target`) -> (target, alias)."""
+    target, _, alias = spec.partition(":")
+    target = target.lstrip("/")
+    return target, (alias or target).lstrip("/").rsplit("/", 1)[-1]
+
+
+def links(value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(x, str) and x.partition(":")[0] for x in value):
+        raise InvalidArgument("invalid Links: expected a list of container[:alias]")
+    return [str(x) for x in value]
+
+
 def gw_priority(value: Any) -> int:
     if value is None:
         return 0

@@ -459,8 +459,8 @@ class NetworkService:
                 raise errdefs.Conflict(f"bridge name {dev} is already used by another network")
             mtu = int(opts.get(OPT_MTU) or self.cfg.mtu or 1500)
             doc["Dockyard"]["MTU"] = mtu
-            if body.get("IPAM", {}).get("Options"):
-                doc["IPAM"]["Options"] = body["IPAM"]["Options"]
+            # dockerd keeps what the request said: the docker CLI sends {}, docker-py nothing (null)
+            doc["IPAM"]["Options"] = (body.get("IPAM") or {}).get("Options")
             drv = self._driver(doc)
             try:
                 await asyncio.to_thread(drv.create_network, self._net_spec(doc))
@@ -618,6 +618,8 @@ class NetworkService:
         if epc.get("DriverOpts"):
             entry["DriverOpts"] = endpoint_fields.driver_opts(epc["DriverOpts"])
         entry["GwPriority"] = endpoint_fields.gw_priority(epc.get("GwPriority"))
+        if epc.get("Links"):
+            entry["Links"] = endpoint_fields.links(epc["Links"])
         return entry
 
     # ---- containers: start / exit --------------------------------------------------------------
@@ -698,6 +700,8 @@ class NetworkService:
                 "DNSNames": names if self._user_defined(doc) else None,
                 "HostIf": "veth" + eid[:7], "Netns": netns, "Pid": int(netns.split("/")[2]), "Ports": [],
                 "IPv6Address": f"{addr6}/{sub6.subnet.prefixlen}" if addr6 and sub6 else "",
+                # endpoint links: names only this container resolves, to the target's address
+                "LinkAliases": dict(endpoint_fields.link_pair(x)[::-1] for x in entry.get("Links") or []),
             }  # fmt: skip
             eps[cid] = ep
             self._save(doc)
@@ -836,9 +840,11 @@ class NetworkService:
             eps = doc.get("Dockyard", {}).get("Endpoints") or {}
             if cid not in eps or not self._user_defined(doc):
                 continue
+            aliases = {k.lower(): v.lower() for k, v in (eps[cid].get("LinkAliases") or {}).items()}
+            want = aliases.get(name, name)  # a link's alias means its target, for this container only
             for ep in eps.values():
                 names = {n.lower() for n in ep.get("DNSNames") or []}
-                if name in names:
+                if want in names:
                     known = True
                     ip = ep["IPv4Address"].split("/")[0]
                     if ip not in found:

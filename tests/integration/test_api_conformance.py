@@ -614,3 +614,14 @@ def test_pid_and_ipc_of_another_container(docker_cli: Runner, busybox: str, uniq
         assert res.returncode != 0 and "invalid IPC mode: bogus" in res.stderr
     finally:
         docker_cli("rm", "-f", donor, plain, check=False)
+
+
+def test_quick_exits_are_all_recorded(docker_cli: Runner, busybox: str) -> None:
+    """docker-py's `run -d sh -c 'exit 0'` then `wait`: a veth gone with its namespace
+    between two netlink calls once left the exit unrecorded and the wait hanging."""
+    ids = [docker_cli("run", "-d", busybox, "sh", "-c", f"exit {i % 3}").stdout.strip() for i in range(12)]
+    try:
+        codes = [docker_cli("wait", cid, timeout=30).stdout.strip() for cid in ids]
+        assert codes == [str(i % 3) for i in range(12)]
+    finally:
+        docker_cli("rm", "-f", *ids, check=False)
