@@ -893,9 +893,11 @@ class ContainerService:
                 await self.runtime(rec).pause(cid)
                 paused_here = True
             except errdefs.DockyardError:
-                if self.is_running(cid)():
+                # a process that just exited (its exit not recorded yet): dockerd commits a
+                # stopped container as it is, so only a container runc still runs is an error
+                st = await self.runtime(rec).state(cid)
+                if st is not None and st.get("status") in ("running", "paused"):
                     raise
-                # it exited between the check and the pause: dockerd commits a stopped one as is
         try:
             image = await self.images.commit(
                 cid, rec["Image"], merged, container_id=cid, repo=repo, tag=tag,

@@ -136,6 +136,15 @@ def test_commit_with_pause_of_a_stopped_container(docker_py: docker.DockerClient
         docker_py.images.remove(img.id)
     finally:
         c.remove(force=True)
+    # docker-py's own test: start a short command and commit at once, its exit not yet recorded
+    for _ in range(5):
+        cid = docker_py.api.create_container(busybox, ["touch", "/made"])["Id"]
+        try:
+            docker_py.api.start(cid)
+            img_id = docker_py.api.commit(cid, changes=["EXPOSE 8000"])["Id"]
+            docker_py.api.remove_image(img_id, force=True)
+        finally:
+            docker_py.api.remove_container(cid, force=True)
 
 
 def test_broken_tarball_to_load_is_an_error_inside_the_stream(daemon: Daemon, docker_py: docker.DockerClient,
