@@ -458,8 +458,10 @@ class _Run:
         if self.opts.nocache:
             return False
         img = await self.b.cache.lookup(key)
-        if img is not None and self.sources and not self._in_source_chains(img.id):
-            img = None  # with cache-from, dockerd trusts only the sources' own parent chains
+        if img is not None and self.opts.cachefrom and not self._in_source_chains(img.id):
+            # with cache-from, dockerd trusts only the sources' own parent chains: none at all
+            # when no source image exists (its image cache then has no local part)
+            img = None
         if img is None and self.sources:
             img = await self._restore_from_sources(s, key, created_by, mutate)
         if img is None:

@@ -44,7 +44,7 @@ class SystemService:
             "ContainersRunning": running,
             "ContainersPaused": paused,
             "ContainersStopped": len(recs) - running - paused,
-            "Images": len(self.images.list_images()),
+            "Images": len(self.images.list_images(all=True)),  # dockerd counts intermediate images too
             "Driver": "overlay2",
             "DriverStatus": [["Backing Filesystem", "extfs"], ["Supports d_type", "true"]],
             "Plugins": {"Volume": ["local"], "Network": ["bridge", "host", "null"], "Authorization": None,

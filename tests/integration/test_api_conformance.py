@@ -634,3 +634,40 @@ def test_quick_exits_are_all_recorded(docker_cli: Runner, busybox: str) -> None:
         assert codes == [str(i % 3) for i in range(12)]
     finally:
         docker_cli("rm", "-f", *ids, check=False)
+
+
+def test_build_cache_from_missing_image_uses_no_cache(docker_py: docker.DockerClient, busybox: str,
+                                                      unique: Any) -> None:  # fmt: skip
+    import io
+
+    script = f"FROM {busybox}\nENV FOO=bar\nRUN touch baz\nRUN touch bax\n".encode()
+    t1, t2 = unique("cf1"), unique("cf2")
+
+    def hits(**kw: Any) -> int:
+        stream = docker_py.api.build(fileobj=io.BytesIO(script), decode=True, **kw)
+        return sum("Using cache" in chunk.get("stream", "") for chunk in stream)
+
+    try:
+        hits(tag=t1)
+        assert hits(tag=t2, cache_from=[t1]) == 3
+        docker_py.api.remove_image(t2)
+        assert hits(tag=t2, cache_from=["nosuchtag-x"]) == 0  # dockerd: no source, no cache
+    finally:
+        for t in (t1, t2):
+            try:
+                docker_py.api.remove_image(t, force=True)
+            except docker.errors.NotFound:
+                pass
+
+
+def test_info_counts_every_image(docker_py: docker.DockerClient, busybox: str, unique: Any) -> None:
+    import io
+
+    tag = unique("layers")  # two RUN steps: an intermediate image that `images` hides without all=1
+    list(docker_py.api.build(fileobj=io.BytesIO(f"FROM {busybox}\nRUN touch a\nRUN touch b\n".encode()), tag=tag))
+    try:
+        distinct = {img["Id"] for img in docker_py.api.images(all=True)}
+        assert len(distinct) > len(docker_py.api.images())
+        assert docker_py.info()["Images"] == len(distinct)  # docker-py's ListImagesTest.test_images
+    finally:
+        docker_py.api.remove_image(tag, force=True)
