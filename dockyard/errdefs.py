@@ -13,6 +13,7 @@ __all__ = [
     "DockyardError",
     "Internal",
     "InvalidArgument",
+    "NotASwarmManager",
     "NotFound",
     "NotModified",
     "PermissionDenied",
@@ -59,3 +60,14 @@ class Unsupported(DockyardError):
 
 class Internal(DockyardError):
     pass
+
+
+class NotASwarmManager(Unavailable):
+    """What dockerd answers for a swarm-scoped request on a node that is not a swarm
+    manager (moby's words, which clients match)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            'This node is not a swarm manager. Use "docker swarm init" or "docker swarm join" to connect this node '
+            "to swarm and try again."
+        )

@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from dockyard.api import versions
+from dockyard.errdefs import InvalidArgument
 
 
 def request_version(request: web.Request) -> tuple[int, int]:
@@ -30,6 +31,10 @@ def container_create(body: dict[str, Any], version: tuple[int, int]) -> dict[str
         for epc in ((body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}).values():
             if isinstance(epc, dict):
                 epc.pop("GwPriority", None)
+    epcs = (body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}
+    if version < (1, 44) and isinstance(epcs, dict) and len(epcs) > 1:
+        # one network at create before 1.44 (moby's words)
+        raise InvalidArgument(f"Container cannot be connected to network endpoints: {', '.join(epcs)}")
     if version < (1, 45) and isinstance(hc, dict):
         # VolumeOptions.Subpath came with 1.45: an older client cannot have meant it
         for m in hc.get("Mounts") or []:

@@ -1,6 +1,7 @@
-"""Validation of a container's per-endpoint settings that need no network state: MAC
-addresses, link-local IPs and endpoint driver options, and the container-wide
-`Config.MacAddress` that API < 1.44 clients send instead of the endpoint's.
+"""Validation of request fields that need no network state: a container's per-endpoint
+settings (MAC addresses, link-local IPs, endpoint driver options, links, GwPriority), the
+container-wide `Config.MacAddress` that API < 1.44 clients send instead of the endpoint's,
+and the network-create fields that need a swarm or a feature this daemon lacks.
 
 Docker's rules (moby's endpoint validation): a MAC is six colon-separated octets; a
 link-local IP is an IPv4 address in 169.254.0.0/16 or an IPv6 one in fe80::/10; driver
@@ -13,7 +14,7 @@ import ipaddress
 import re
 from typing import Any
 
-from dockyard.errdefs import InvalidArgument
+from dockyard.errdefs import InvalidArgument, NotASwarmManager, Unsupported
 
 _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 
@@ -78,3 +79,16 @@ def apply_container_mac(value: str, primary: dict[str, Any]) -> None:
             " or be left empty"
         )
     primary["MacAddress"] = value
+
+
+def check_network_create(body: dict[str, Any]) -> None:
+    """Fields of `POST /networks/create` that are refused rather than stored unused."""
+    scope = str(body.get("Scope") or "")
+    if body.get("Ingress") or scope == "swarm":
+        raise NotASwarmManager()  # dockerd hands these to its swarm manager
+    if scope not in ("", "local"):
+        raise InvalidArgument(f"invalid network scope {scope}: a bridge network is local")
+    if body.get("ConfigOnly") or (body.get("ConfigFrom") or {}).get("Network"):
+        raise Unsupported("config-only networks (ConfigOnly, ConfigFrom) are not supported by this daemon")
+    if body.get("EnableIPv4") is False:
+        raise Unsupported("IPv6-only networks (EnableIPv4: false) are not supported by this daemon")

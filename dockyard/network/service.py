@@ -407,6 +407,7 @@ class NetworkService:
             raise errdefs.PermissionDenied(f"{name} is a pre-defined network and cannot be created")
         if driver != "bridge":
             raise errdefs.NotFound(f'plugin "{driver}" not found')
+        endpoint_fields.check_network_create(body)
         opts = {str(k): str(v) for k, v in (body.get("Options") or {}).items()}
         labels = dict(body.get("Labels") or {})
         all_configs = list((body.get("IPAM") or {}).get("Config") or [])

@@ -671,3 +671,34 @@ def test_info_counts_every_image(docker_py: docker.DockerClient, busybox: str, u
         assert docker_py.info()["Images"] == len(distinct)  # docker-py's ListImagesTest.test_images
     finally:
         docker_py.api.remove_image(tag, force=True)
+
+
+def test_network_create_fields_that_need_a_swarm_or_are_refused(daemon: Daemon, docker_py: docker.DockerClient,
+                                                                 docker_cli: Runner, unique: Any) -> None:  # fmt: skip
+    for kw in ({"ingress": True}, {"scope": "swarm"}):
+        with pytest.raises(docker.errors.APIError) as err:
+            docker_py.networks.create(unique("sw"), **kw)
+        assert err.value.status_code == 503 and err.value.explanation == NOT_A_MANAGER, kw
+    for body in ({"ConfigOnly": True}, {"ConfigFrom": {"Network": "x"}}, {"EnableIPv4": False, "EnableIPv6": True}):
+        status, out = raw(daemon.socket, "POST", "/networks/create", json.dumps({"Name": unique("n"), **body}).encode())
+        assert status == 501 and "not supported" in out["message"], body
+    names = [n.name for n in docker_py.networks.list()]
+    assert not [n for n in names if n.startswith(("sw-", "n-"))]
+
+
+def test_create_with_two_networks_follows_the_request_version(daemon: Daemon, docker_py: docker.DockerClient,
+                                                              docker_cli: Runner, busybox: str, unique: Any) -> None:  # fmt: skip
+    a, b = unique("twa"), unique("twb")
+    docker_cli("network", "create", a)
+    docker_cli("network", "create", b)
+    try:
+        body = {"Image": busybox, "HostConfig": {"NetworkMode": a},
+                "NetworkingConfig": {"EndpointsConfig": {a: {}, b: {}}}}  # fmt: skip
+        status, out = raw(daemon.socket, "POST", "/v1.43/containers/create", json.dumps(body).encode())
+        assert status == 400 and out["message"].startswith("Container cannot be connected to network endpoints")
+        status, out = raw(daemon.socket, "POST", "/v1.44/containers/create", json.dumps(body).encode())
+        assert status == 201, out
+        assert set(docker_py.containers.get(out["Id"]).attrs["NetworkSettings"]["Networks"]) == {a, b}
+        docker_py.api.remove_container(out["Id"])
+    finally:
+        docker_cli("network", "rm", a, b, check=False)

@@ -13,20 +13,16 @@ from __future__ import annotations
 from aiohttp import web
 
 from dockyard.api.app import Routes
-from dockyard.errdefs import Unavailable, Unsupported
+from dockyard.errdefs import NotASwarmManager, Unavailable, Unsupported
 
 routes = Routes()
 
 # moby's daemon/cluster errors, word for word: clients match on them
 NOT_IN_SWARM = "This node is not part of a swarm"
-NOT_A_MANAGER = (
-    'This node is not a swarm manager. Use "docker swarm init" or "docker swarm join" to connect this node '
-    "to swarm and try again."
-)
 
 
 async def _not_a_manager(request: web.Request) -> web.StreamResponse:
-    raise Unavailable(NOT_A_MANAGER)
+    raise NotASwarmManager()
 
 
 @routes.post("/swarm/leave")
