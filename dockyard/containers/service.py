@@ -546,12 +546,15 @@ class ContainerService:
             if child is None:
                 continue  # removed since: its links went with it, as in Docker
             alias = link["Alias"]
+            # 400, not a state conflict: a failed start of a `run --rm` container must remove it
             if not child["State"]["Running"]:
-                raise errdefs.Conflict(f"Cannot link to a non running container: {child['Name']} AS {rec['Name']}/{alias}")
+                raise errdefs.InvalidArgument(
+                    f"Cannot link to a non running container: {child['Name']} AS {rec['Name']}/{alias}"
+                )
             nets = child["NetworkSettings"].get("Networks") or {}
             shared = [n for n in own if nets.get(n, {}).get("IPAddress")]
             if not shared:
-                raise errdefs.Conflict(f"cannot link to {child['Name']}: it shares no network with {rec['Name']}")
+                raise errdefs.InvalidArgument(f"cannot link to {child['Name']}: it shares no network with {rec['Name']}")
             ip = nets[shared[0]]["IPAddress"]
             if shared[0] == "bridge":  # the variables are the default bridge's; user networks have DNS
                 env += links.environment(alias, rec["Name"], child, ip)

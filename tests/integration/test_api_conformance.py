@@ -702,3 +702,18 @@ def test_create_with_two_networks_follows_the_request_version(daemon: Daemon, do
         docker_py.api.remove_container(out["Id"])
     finally:
         docker_cli("network", "rm", a, b, check=False)
+
+
+def test_run_rm_linked_to_a_stopped_container_fails_and_is_removed(docker_cli: Runner, docker_py: docker.DockerClient,
+                                                                   busybox: str, unique: Any) -> None:  # fmt: skip
+    child, parent = unique("stopped"), unique("rmlink")
+    docker_cli("create", "--name", child, busybox, "true")
+    try:
+        res = docker_cli("run", "--rm", "--name", parent, "--link", f"{child}:c", busybox, "true", check=False,
+                         timeout=30)  # fmt: skip
+        assert res.returncode != 0 and "Cannot link to a non running container" in res.stderr
+        from tests.conftest import wait_for
+
+        wait_for(lambda: parent not in [c.name for c in docker_py.containers.list(all=True)], what="removal")
+    finally:
+        docker_cli("rm", "-f", parent, child, check=False)
