@@ -21,7 +21,7 @@ import os
 import stat
 from pathlib import Path
 
-from dockyard._sys.mount import Mount, mount, unmount
+from dockyard._sys.mount import Mount, is_mounted, mount, unmount
 from dockyard._sys.rootdir import RootDir
 from dockyard.errdefs import InvalidArgument
 
@@ -44,6 +44,8 @@ def stage(volume_root: Path, subpath: str, target: Path) -> None:
             target.mkdir(mode=0o700, exist_ok=True)
         else:
             target.touch(mode=0o600, exist_ok=True)
+        if is_mounted(target):  # left by a daemon killed while the container ran
+            unmount(target)
         # the magic link names the inode the fd holds; mount(2) follows it, nothing else
         mount(Mount("bind", f"/proc/self/fd/{fd}", ("bind",)), target)
     finally:

@@ -717,3 +717,25 @@ def test_run_rm_linked_to_a_stopped_container_fails_and_is_removed(docker_cli: R
         wait_for(lambda: parent not in [c.name for c in docker_py.containers.list(all=True)], what="removal")
     finally:
         docker_cli("rm", "-f", parent, child, check=False)
+
+
+def test_volume_subpath_swapped_for_a_symlink_by_a_container_never_reaches_the_host(
+    docker_cli: Runner, busybox: str, unique: Any
+) -> None:
+    """Attack: a container sharing the volume swaps the subpath between a directory and a
+    symlink to / while other containers start with that subpath; none may see the host."""
+    assert Path("/etc/debian_version").exists()  # the host marker the attacker hopes to reach
+    vol, attacker = unique("racevol"), unique("attacker")
+    docker_cli("volume", "create", vol)
+    docker_cli("run", "-d", "--name", attacker, "-v", f"{vol}:/v", busybox, "sh", "-c",
+               "while true; do mkdir -p /v/sw; rm -rf /v/sw; ln -s /etc /v/sw; rm -f /v/sw; done")  # fmt: skip
+    try:
+        seen = []
+        for _ in range(15):
+            res = docker_cli("run", "--rm", "--mount", f"type=volume,src={vol},dst=/m,volume-subpath=sw", busybox,
+                             "ls", "/m", check=False)  # fmt: skip
+            seen.append(res.stdout)
+        assert not [s for s in seen if "debian_version" in s]
+    finally:
+        docker_cli("rm", "-f", attacker, check=False)
+        docker_cli("volume", "rm", "-f", vol, check=False)
