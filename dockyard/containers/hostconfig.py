@@ -51,7 +51,9 @@ def _device_node(path: str) -> os.stat_result:
             f'error gathering device information while adding custom device "{path}": {os.strerror(err.errno or 0).lower()}'
         ) from None
     if not (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)):
-        raise errdefs.InvalidArgument(f'error gathering device information while adding custom device "{path}": not a device node')
+        raise errdefs.InvalidArgument(
+            f'error gathering device information while adding custom device "{path}": not a device node'
+        )
     return st
 
 
@@ -78,7 +80,9 @@ def _weight_devices(entries: Any, key: str) -> list[tuple[os.stat_result, int]]:
         try:
             st = os.stat(path)
         except OSError as err:
-            raise errdefs.InvalidArgument(f"invalid device {path}: {os.strerror(err.errno or 0).lower()}") from None
+            raise errdefs.InvalidArgument(
+                f"invalid device {path}: {os.strerror(err.errno or 0).lower()}"
+            ) from None
         if not stat.S_ISBLK(st.st_mode):
             raise errdefs.InvalidArgument(f"invalid device {path}: not a block device")
         if value < 0:
@@ -110,7 +114,9 @@ def validate(hc: Record) -> list[str]:
     if not _blkio_weight_supported():
         if weight:
             hc["BlkioWeight"] = 0
-            warnings.append("Your kernel does not support Block I/O weight or the cgroup is not mounted. Weight discarded.")
+            warnings.append(
+                "Your kernel does not support Block I/O weight or the cgroup is not mounted. Weight discarded."
+            )
         if hc.get("BlkioWeightDevice"):
             hc["BlkioWeightDevice"] = []
             warnings.append(
@@ -131,15 +137,23 @@ def validate(hc: Record) -> list[str]:
         raise errdefs.InvalidArgument("cpu-rt-runtime cannot be higher than cpu-rt-period")
     if hc.get("KernelMemory"):
         hc["KernelMemory"] = 0  # moby ignores it since API 1.42 (cgroup v2 has none)
-        warnings.append("Specifying a kernel memory limit is deprecated and will be removed in a future release.")
-    for key in (hc.get("Annotations") or {}):
+        warnings.append(
+            "Specifying a kernel memory limit is deprecated and will be removed in a future release."
+        )
+    for key in hc.get("Annotations") or {}:
         if not str(key):
-            raise errdefs.InvalidArgument("invalid Annotations: the empty string is not permitted as an annotation key")
+            raise errdefs.InvalidArgument(
+                "invalid Annotations: the empty string is not permitted as an annotation key"
+            )
     parent = str(hc.get("CgroupParent") or "")
     if parent and ".." in parent.split("/"):
-        raise errdefs.InvalidArgument(f"invalid cgroup parent {parent}: it must not leave the cgroup hierarchy")
+        raise errdefs.InvalidArgument(
+            f"invalid cgroup parent {parent}: it must not leave the cgroup hierarchy"
+        )
     if hc.get("StorageOpt"):
-        raise errdefs.InvalidArgument("--storage-opt is supported only for overlay over xfs with 'pquota' mount option")
+        raise errdefs.InvalidArgument(
+            "--storage-opt is supported only for overlay over xfs with 'pquota' mount option"
+        )
     ipc = str(hc.get("IpcMode") or "")
     if ipc not in IPC_MODES and not (ipc.startswith("container:") and ipc[10:]):
         raise errdefs.InvalidArgument(f"invalid IPC mode: {ipc}")
@@ -196,7 +210,9 @@ def _shm(spec: dict[str, Any], source: str | None) -> None:
                                "options": ["rbind", "nosuid", "nodev", "noexec", "rw"]})  # fmt: skip
 
 
-def apply(spec: dict[str, Any], rec: Record, get: Callable[[str], Record], bundle_of: Callable[[str], Path]) -> None:
+def apply(
+    spec: dict[str, Any], rec: Record, get: Callable[[str], Record], bundle_of: Callable[[str], Path]
+) -> None:
     """Add the fields above to the spec `runtime/spec.py` built for `rec`."""
     hc = rec["HostConfig"]
     linux = spec["linux"]

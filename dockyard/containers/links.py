@@ -31,7 +31,7 @@ def _env_alias(alias: str) -> str:
 
 def _ports(child: dict[str, Any]) -> list[tuple[int, str]]:
     out = []
-    for key in (child["Config"].get("ExposedPorts") or {}):
+    for key in child["Config"].get("ExposedPorts") or {}:
         port, _, proto = str(key).partition("/")
         if port.isdigit():
             out.append((int(port), proto or "tcp"))

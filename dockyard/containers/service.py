@@ -26,8 +26,8 @@ from dockyard import errdefs
 from dockyard._sys import mount as sysmount
 from dockyard._sys.fs import write_atomic
 from dockyard._sys.netns import set_loopback_up
-from dockyard.containers import mounts as mountplan
 from dockyard.containers import hostconfig, links, names, state, subpaths
+from dockyard.containers import mounts as mountplan
 from dockyard.containers.attach import AttachConnection
 from dockyard.containers.files import hosts_file, make_workdir, resolve_user, write_container_files
 from dockyard.containers.model import (

@@ -36,7 +36,9 @@ def stage(volume_root: Path, subpath: str, target: Path) -> None:
         with RootDir(volume_root) as root:
             fd = root.open(subpath, os.O_PATH)
     except OSError as err:
-        raise InvalidArgument(f"cannot access path {subpath} in the volume: {os.strerror(err.errno or 0).lower()}") from None
+        raise InvalidArgument(
+            f"cannot access path {subpath} in the volume: {os.strerror(err.errno or 0).lower()}"
+        ) from None
     try:
         is_dir = stat.S_ISDIR(os.fstat(fd).st_mode)
         target.parent.mkdir(mode=0o700, exist_ok=True)

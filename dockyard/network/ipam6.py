@@ -69,7 +69,9 @@ class Subnet6:
 
     def check_static(self, addr: Addr6, used: Iterable[Addr6]) -> None:
         if addr not in self.subnet:
-            raise InvalidArgument(f"invalid address {addr}: it does not belong to any of this network's subnets")
+            raise InvalidArgument(
+                f"invalid address {addr}: it does not belong to any of this network's subnets"
+            )
         if addr in (self.subnet.network_address, self.gateway) or addr in set(used):
             raise Conflict(f"Address already in use: {addr}")
 

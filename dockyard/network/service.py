@@ -443,8 +443,8 @@ class NetworkService:
                 name, "bridge", opts, [cfg], labels, bool(body.get("Internal")), bool(body.get("Attachable"))
             )
             if enable6:
-                sub6 = (ipam6.Subnet6.from_config(configs6[0]) if configs6
-                        else ipam6.Subnet6(ipam6.ula_for(doc["Id"]), ipam6.ula_for(doc["Id"]).network_address + 1))  # fmt: skip
+                ula = ipam6.ula_for(doc["Id"])
+                sub6 = ipam6.Subnet6.from_config(configs6[0]) if configs6 else ipam6.Subnet6(ula, ula.network_address + 1)
                 for other in self.all():
                     o6 = self._subnet6(other)
                     if o6 and o6.subnet.overlaps(sub6.subnet):
@@ -565,9 +565,9 @@ class NetworkService:
             # as dockerd with the default bridge disabled: the container has loopback only
             rec["NetworkSettings"]["Networks"] = {}
             return
-        if mode.startswith("container:") or mode == "host":
-            if body.get("MacAddress"):  # nothing of its own to put the address on
-                raise errdefs.InvalidArgument("conflicting options: mac-address and the network mode")
+        if (mode.startswith("container:") or mode == "host") and body.get("MacAddress"):
+            # nothing of its own to put the address on
+            raise errdefs.InvalidArgument("conflicting options: mac-address and the network mode")
         if mode.startswith("container:"):
             rec["NetworkSettings"]["Networks"] = {}
             return

@@ -160,7 +160,9 @@ def test_broken_tarball_to_load_is_an_error_inside_the_stream(daemon: Daemon, do
 def test_streamed_logs_come_one_frame_per_line(docker_py: docker.DockerClient, busybox: str) -> None:
     from tests.conftest import wait_for
 
-    c = docker_py.containers.run(busybox, ["sh", "-c", "printf 'a\\nb\\nc\\n'; echo d >&2; sleep 30"], detach=True)
+    c = docker_py.containers.run(
+        busybox, ["sh", "-c", "printf 'a\\nb\\nc\\n'; echo d >&2; sleep 30"], detach=True
+    )
     try:
         wait_for(lambda: c.logs().count(b"\n") >= 4, what="four lines logged")
         stream = c.logs(stream=True, follow=True)
@@ -184,7 +186,9 @@ def test_unnamed_api_volume_is_anonymous_for_prune(docker_py: docker.DockerClien
             anon.remove()
 
 
-def test_console_size_at_create_applies_at_start(daemon: Daemon, docker_py: docker.DockerClient, busybox: str) -> None:
+def test_console_size_at_create_applies_at_start(
+    daemon: Daemon, docker_py: docker.DockerClient, busybox: str
+) -> None:
     body = {"Image": busybox, "Cmd": ["stty", "size"], "Tty": True, "HostConfig": {"ConsoleSize": [31, 97]}}
     status, created = raw(daemon.socket, "POST", "/containers/create", json.dumps(body).encode())
     assert status == 201, created
@@ -257,10 +261,10 @@ def test_image_list_counts_and_filters_as_dockerd(daemon: Daemon, real_docker: R
                         {"before": [f"{repo}-lab:1"]}, {"since": [busybox]}):  # fmt: skip
             q = "?filters=" + quote(json.dumps(filters))
             assert _image_rows(daemon.socket, q) == _image_rows(real_docker.socket, q), filters
-        for cli_sock in engines:
-            status, info = raw(cli_sock[0], "GET", "/v1.41/info")
-            assert status == 200
-        ours, theirs = raw(daemon.socket, "GET", "/v1.41/info")[1], raw(real_docker.socket, "GET", "/v1.41/info")[1]
+        ours, theirs = (
+            raw(daemon.socket, "GET", "/v1.41/info")[1],
+            raw(real_docker.socket, "GET", "/v1.41/info")[1],
+        )
         assert ours["Images"] - len(_image_rows(daemon.socket, "?all=1")) == \
             theirs["Images"] - len(_image_rows(real_docker.socket, "?all=1"))  # fmt: skip
     finally:
@@ -279,7 +283,9 @@ def test_link_sets_env_and_hosts_and_rm_link_removes_it(docker_cli: Runner, dock
     docker_cli("run", "-d", "--name", db, "--expose", "5432", "-e", "SECRET=s1", busybox, "sleep", "60")
     try:
         db_ip = docker_py.containers.get(db).attrs["NetworkSettings"]["Networks"]["bridge"]["IPAddress"]
-        docker_cli("create", "--name", web, "--link", f"{db}:my-db", busybox, "sh", "-c", "env; cat /etc/hosts")
+        docker_cli(
+            "create", "--name", web, "--link", f"{db}:my-db", busybox, "sh", "-c", "env; cat /etc/hosts"
+        )
         assert docker_py.containers.get(web).attrs["HostConfig"]["Links"] == [f"/{db}:/{web}/my-db"]
         docker_cli("start", "-a", web)
         out = docker_cli("logs", web).stdout
@@ -312,10 +318,16 @@ def test_link_to_a_missing_container_is_400(docker_cli: Runner, busybox: str, un
 
 def test_mac_address_on_create_and_per_endpoint(daemon: Daemon, docker_cli: Runner, docker_py: docker.DockerClient,
                                                 busybox: str, unique: Any) -> None:  # fmt: skip
-    out = docker_cli("run", "--rm", "--mac-address", "02:42:ac:11:ff:01", busybox, "cat", "/sys/class/net/eth0/address")
+    out = docker_cli(
+        "run", "--rm", "--mac-address", "02:42:ac:11:ff:01", busybox, "cat", "/sys/class/net/eth0/address"
+    )
     assert out.stdout.strip() == "02:42:ac:11:ff:01"
     # API 1.43's container-wide Config.MacAddress lands on the main network's endpoint
-    body = {"Image": busybox, "Cmd": ["cat", "/sys/class/net/eth0/address"], "MacAddress": "02:42:ac:11:ff:02"}
+    body = {
+        "Image": busybox,
+        "Cmd": ["cat", "/sys/class/net/eth0/address"],
+        "MacAddress": "02:42:ac:11:ff:02",
+    }
     status, created = raw(daemon.socket, "POST", "/v1.43/containers/create", json.dumps(body).encode())
     assert status == 201, created
     c = docker_py.containers.get(created["Id"])
@@ -356,7 +368,9 @@ def test_endpoint_driver_opts_and_link_local_ips(docker_cli: Runner, docker_py: 
         nets = docker_py.containers.get(name).attrs["NetworkSettings"]["Networks"]
         assert nets[net]["IPAMConfig"]["LinkLocalIPs"] == ["169.254.7.7"]
         assert nets["bridge"]["DriverOpts"] == {"com.example.opt": "1"}
-        res = docker_cli("create", "--network", net, "--link-local-ip", "10.1.2.3", busybox, "true", check=False)
+        res = docker_cli(
+            "create", "--network", net, "--link-local-ip", "10.1.2.3", busybox, "true", check=False
+        )
         assert res.returncode != 0 and "invalid link-local IP address" in res.stderr
     finally:
         docker_cli("rm", "-f", name, check=False)
@@ -370,7 +384,9 @@ def test_exec_detach_keys(docker_py: docker.DockerClient, busybox: str) -> None:
     try:
         with pytest.raises(docker.errors.APIError) as err:
             docker_py.api.exec_create(c.id, ["cat"], stdin=True, detach_keys="ctrl-xy")
-        assert err.value.status_code == 400 and "Invalid escape keys (ctrl-xy) provided" in err.value.explanation
+        assert (
+            err.value.status_code == 400 and "Invalid escape keys (ctrl-xy) provided" in err.value.explanation
+        )
         eid = docker_py.api.exec_create(c.id, ["cat"], stdin=True, detach_keys="ctrl-x,z")["Id"]
         sock = docker_py.api.exec_start(eid, socket=True)
         raw_sock = sock._sock
@@ -406,8 +422,15 @@ def test_volume_subpath(daemon: Daemon, docker_cli: Runner, docker_py: docker.Do
                          "true", check=False)  # fmt: skip
         assert res.returncode != 0 and "subpath must be a relative path within the volume" in res.stderr
         # API 1.44 had no Subpath: an old client's field is not applied
-        body = {"Image": busybox, "Cmd": ["ls", "/m"], "HostConfig": {"Mounts": [
-            {"Type": "volume", "Source": vol, "Target": "/m", "VolumeOptions": {"Subpath": "a/b"}}]}}
+        body = {
+            "Image": busybox,
+            "Cmd": ["ls", "/m"],
+            "HostConfig": {
+                "Mounts": [
+                    {"Type": "volume", "Source": vol, "Target": "/m", "VolumeOptions": {"Subpath": "a/b"}}
+                ]
+            },
+        }
         status, created = raw(daemon.socket, "POST", "/v1.44/containers/create", json.dumps(body).encode())
         assert status == 201, created
         c = docker_py.containers.get(created["Id"])
@@ -415,7 +438,8 @@ def test_volume_subpath(daemon: Daemon, docker_cli: Runner, docker_py: docker.Do
         c.wait(timeout=30)
         assert b"a" in c.logs().split()
         c.remove()
-        mounts = [line.split()[4] for line in open("/proc/self/mountinfo") if "/subpaths/" in line.split()[4]]
+        with open("/proc/self/mountinfo") as f:
+            mounts = [line.split()[4] for line in f if "/subpaths/" in line.split()[4]]
         assert not [m for m in mounts if str(daemon.root) in m]
     finally:
         docker_cli("volume", "rm", "-f", vol, check=False)
@@ -442,7 +466,9 @@ def test_healthcheck_start_interval_follows_the_request_version(daemon: Daemon, 
     hc = {"Test": ["CMD", "true"], "StartInterval": 2_000_000_000}
     for version, want in (("1.43", None), ("1.44", 2_000_000_000)):
         body = {"Image": busybox, "Cmd": ["true"], "Healthcheck": dict(hc)}
-        status, created = raw(daemon.socket, "POST", f"/v{version}/containers/create", json.dumps(body).encode())
+        status, created = raw(
+            daemon.socket, "POST", f"/v{version}/containers/create", json.dumps(body).encode()
+        )
         assert status == 201, created
         got = docker_py.api.inspect_container(created["Id"])["Config"]["Healthcheck"].get("StartInterval")
         docker_py.api.remove_container(created["Id"])
@@ -475,16 +501,19 @@ def _ws_session(daemon: Daemon, path: str, send: bytes | None, until: bytes, bin
 
     async def go() -> bytes:
         got = b""
-        async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(daemon.socket))) as s:
-            async with s.ws_connect(f"http://localhost{path}") as ws:
-                if send is not None:
-                    await ws.send_bytes(send)
-                while until not in got:
-                    msg = await ws.receive(timeout=10)
-                    if msg.type not in (aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.TEXT):
-                        break
-                    assert (msg.type == aiohttp.WSMsgType.BINARY) == binary
-                    got += msg.data if isinstance(msg.data, bytes) else msg.data.encode()
+        connector = aiohttp.UnixConnector(path=str(daemon.socket))
+        async with (
+            aiohttp.ClientSession(connector=connector) as s,
+            s.ws_connect(f"http://localhost{path}") as ws,
+        ):
+            if send is not None:
+                await ws.send_bytes(send)
+            while until not in got:
+                msg = await ws.receive(timeout=10)
+                if msg.type not in (aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.TEXT):
+                    break
+                assert (msg.type == aiohttp.WSMsgType.BINARY) == binary
+                got += msg.data if isinstance(msg.data, bytes) else msg.data.encode()
         return got
 
     import asyncio
@@ -500,7 +529,9 @@ def test_attach_websocket(daemon: Daemon, docker_py: docker.DockerClient, busybo
         out = _ws_session(daemon, f"/v1.50/containers/{c.id}/attach/ws?{q}", b"hello\n", b"got:hello", True)
         assert out.startswith(b"ready\n") and b"got:hello\n" in out  # raw, not multiplexed
         # before 1.42: every stream whatever the query, and text frames
-        out = _ws_session(daemon, f"/v1.41/containers/{c.id}/attach/ws?stream=1", b"again\n", b"got:again", False)
+        out = _ws_session(
+            daemon, f"/v1.41/containers/{c.id}/attach/ws?stream=1", b"again\n", b"got:again", False
+        )
         assert b"got:again" in out
         c.reload()
         assert c.status == "running"
@@ -519,8 +550,12 @@ def test_ipv6_networks(docker_cli: Runner, docker_py: docker.DockerClient, busyb
         assert n["EnableIPv6"] is True
         assert {"Subnet": "fd42:1:2:3::/64", "Gateway": "fd42:1:2:3::1"} in n["IPAM"]["Config"]
         a = docker_py.networks.get(auto).attrs
-        assert [c for c in a["IPAM"]["Config"] if c["Subnet"].startswith("fd") and c["Subnet"].endswith("::/64")]
-        docker_cli("run", "-d", "--name", name, "--network", net, "--ip6", "fd42:1:2:3::42", busybox, "sleep", "60")
+        assert [
+            c for c in a["IPAM"]["Config"] if c["Subnet"].startswith("fd") and c["Subnet"].endswith("::/64")
+        ]
+        docker_cli(
+            "run", "-d", "--name", name, "--network", net, "--ip6", "fd42:1:2:3::42", busybox, "sleep", "60"
+        )
         ep = docker_py.containers.get(name).attrs["NetworkSettings"]["Networks"][net]
         assert ep["GlobalIPv6Address"] == "fd42:1:2:3::42" and ep["GlobalIPv6PrefixLen"] == 64
         assert ep["IPv6Gateway"] == "fd42:1:2:3::1"
@@ -533,7 +568,12 @@ def test_ipv6_networks(docker_cli: Runner, docker_py: docker.DockerClient, busyb
         assert docker_py.networks.get(net).attrs["Containers"][docker_py.containers.get(name).id]["IPv6Address"] == \
             "fd42:1:2:3::42/64"  # fmt: skip
         # the gateway (the bridge) answers over IPv6 from inside
-        assert docker_cli("exec", name, "ping", "-6", "-c", "1", "-W", "5", "fd42:1:2:3::1", check=False).returncode == 0
+        assert (
+            docker_cli(
+                "exec", name, "ping", "-6", "-c", "1", "-W", "5", "fd42:1:2:3::1", check=False
+            ).returncode
+            == 0
+        )
         res = docker_cli("network", "create", "--subnet", "fd42:9::/64", unique("nov6"), check=False)
         assert res.returncode != 0 and "EnableIPv6" in res.stderr
     finally:
@@ -550,7 +590,10 @@ def test_devices_and_device_cgroup_rules(docker_cli: Runner, busybox: str) -> No
                      "ls -l /dev/mynull && echo x > /dev/mynull && echo wrote").stdout  # fmt: skip
     assert out.startswith("crw") and "1,   3" in out and "wrote" in out
     res = docker_cli("run", "--rm", "--device", "/dev/nosuch-dev", busybox, "true", check=False)
-    assert res.returncode != 0 and 'error gathering device information while adding custom device "/dev/nosuch-dev"' in res.stderr
+    assert (
+        res.returncode != 0
+        and 'error gathering device information while adding custom device "/dev/nosuch-dev"' in res.stderr
+    )
     # the rule reaches the container's device cgroup (what the kernel enforces)
     cid = docker_cli("run", "-d", "--device-cgroup-rule", "b 7:99 r", busybox, "sleep", "30").stdout.strip()
     try:
@@ -583,7 +626,10 @@ def test_blkio_memory_and_annotations(daemon: Daemon, docker_cli: Runner, busybo
             assert "Block I/O weight" in res.stderr
     finally:
         docker_cli("rm", "-f", name, check=False)
-    body = {"Image": busybox, "HostConfig": {"MemorySwappiness": 101}}  # the CLI checks it first; the API must too
+    body = {
+        "Image": busybox,
+        "HostConfig": {"MemorySwappiness": 101},
+    }  # the CLI checks it first; the API must too
     status, err = raw(daemon.socket, "POST", "/containers/create", json.dumps(body).encode())
     assert status == 400 and err["message"] == "Invalid value: 101, valid memory swappiness range is 0-100"
     for args, msg in ((("--cpu-rt-runtime", "1000", "--cpu-rt-period", "500"), "cpu-rt-runtime cannot be higher"),
@@ -664,7 +710,11 @@ def test_info_counts_every_image(docker_py: docker.DockerClient, busybox: str, u
     import io
 
     tag = unique("layers")  # two RUN steps: an intermediate image that `images` hides without all=1
-    list(docker_py.api.build(fileobj=io.BytesIO(f"FROM {busybox}\nRUN touch a\nRUN touch b\n".encode()), tag=tag))
+    list(
+        docker_py.api.build(
+            fileobj=io.BytesIO(f"FROM {busybox}\nRUN touch a\nRUN touch b\n".encode()), tag=tag
+        )
+    )
     try:
         distinct = {img["Id"] for img in docker_py.api.images(all=True)}
         assert len(distinct) > len(docker_py.api.images())
@@ -679,8 +729,14 @@ def test_network_create_fields_that_need_a_swarm_or_are_refused(daemon: Daemon, 
         with pytest.raises(docker.errors.APIError) as err:
             docker_py.networks.create(unique("sw"), **kw)
         assert err.value.status_code == 503 and err.value.explanation == NOT_A_MANAGER, kw
-    for body in ({"ConfigOnly": True}, {"ConfigFrom": {"Network": "x"}}, {"EnableIPv4": False, "EnableIPv6": True}):
-        status, out = raw(daemon.socket, "POST", "/networks/create", json.dumps({"Name": unique("n"), **body}).encode())
+    for body in (
+        {"ConfigOnly": True},
+        {"ConfigFrom": {"Network": "x"}},
+        {"EnableIPv4": False, "EnableIPv6": True},
+    ):
+        status, out = raw(
+            daemon.socket, "POST", "/networks/create", json.dumps({"Name": unique("n"), **body}).encode()
+        )
         assert status == 501 and "not supported" in out["message"], body
     names = [n.name for n in docker_py.networks.list()]
     assert not [n for n in names if n.startswith(("sw-", "n-"))]
@@ -695,7 +751,9 @@ def test_create_with_two_networks_follows_the_request_version(daemon: Daemon, do
         body = {"Image": busybox, "HostConfig": {"NetworkMode": a},
                 "NetworkingConfig": {"EndpointsConfig": {a: {}, b: {}}}}  # fmt: skip
         status, out = raw(daemon.socket, "POST", "/v1.43/containers/create", json.dumps(body).encode())
-        assert status == 400 and out["message"].startswith("Container cannot be connected to network endpoints")
+        assert status == 400 and out["message"].startswith(
+            "Container cannot be connected to network endpoints"
+        )
         status, out = raw(daemon.socket, "POST", "/v1.44/containers/create", json.dumps(body).encode())
         assert status == 201, out
         assert set(docker_py.containers.get(out["Id"]).attrs["NetworkSettings"]["Networks"]) == {a, b}

@@ -38,7 +38,11 @@ def _router() -> set[tuple[str, str]]:
         table = getattr(mod, "routes", None)
         if isinstance(table, Routes):
             # the daemon's own routes under /dockyard/ (move, cluster) are not the Engine API
-            found |= {(method, _norm(path)) for method, path, _ in table.entries if not path.startswith("/dockyard/")}
+            found |= {
+                (method, _norm(path))
+                for method, path, _ in table.entries
+                if not path.startswith("/dockyard/")
+            }
     return found
 
 
