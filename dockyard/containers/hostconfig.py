@@ -285,3 +285,22 @@ def apply(
         _shm(spec, None)
     if hc.get("CgroupnsMode") == "private":
         _ns(spec, "cgroup", "")
+
+
+_ARCH_ALIASES = {"x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64"}  # containerd's normalisation
+
+
+def check_platform(ref: str, platform: str, image_config: dict[str, Any]) -> None:
+    """`POST /containers/create?platform=os/arch[/variant]` (API 1.41): the image must be that
+    platform; dockerd answers 404 when it is not (no emulation here either)."""
+    want = [_ARCH_ALIASES.get(p.strip().lower(), p.strip().lower()) for p in platform.split("/")]
+    if not want[0] or len(want) > 3:
+        raise errdefs.InvalidArgument(f"invalid platform {platform}")
+    have = [str(image_config.get("os") or "linux"), str(image_config.get("architecture") or "amd64")]
+    if image_config.get("variant"):
+        have.append(str(image_config["variant"]))
+    if want != have[: len(want)] or (len(want) == 3 and len(have) < 3):
+        raise errdefs.NotFound(
+            f"image with reference {ref} was found but does not match the specified platform: "
+            f"wanted {'/'.join(want)}, actual: {'/'.join(have)}"
+        )

@@ -208,6 +208,8 @@ class ContainerService:
         if body.get("StopSignal"):
             parse_signal(body["StopSignal"])  # Docker refuses a bad one at create, not at stop
         image = self.images.resolve(image_ref)
+        if platform:
+            hostconfig.check_platform(image_ref, platform, image.config)
         hc = body.get("HostConfig") or {}
         if hc.get("Runtime"):
             self.cfg.runtime_path(hc["Runtime"])

@@ -797,3 +797,15 @@ def test_volume_subpath_swapped_for_a_symlink_by_a_container_never_reaches_the_h
     finally:
         docker_cli("rm", "-f", attacker, check=False)
         docker_cli("volume", "rm", "-f", vol, check=False)
+
+
+def test_create_platform_must_match_the_image(
+    daemon: Daemon, docker_cli: Runner, busybox: str, unique: Any
+) -> None:
+    name = unique("plat")
+    docker_cli("create", "--name", name, "--platform", "linux/amd64", busybox, "true")
+    docker_cli("rm", name)
+    # a 404, on which the docker CLI pulls the image for that platform (as with dockerd)
+    body = json.dumps({"Image": busybox, "Cmd": ["true"]}).encode()
+    status, out = raw(daemon.socket, "POST", "/containers/create?platform=linux/arm64", body)
+    assert status == 404 and "does not match the specified platform" in out["message"]
