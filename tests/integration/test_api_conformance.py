@@ -809,3 +809,20 @@ def test_create_platform_must_match_the_image(
     body = json.dumps({"Image": busybox, "Cmd": ["true"]}).encode()
     status, out = raw(daemon.socket, "POST", "/containers/create?platform=linux/arm64", body)
     assert status == 404 and "does not match the specified platform" in out["message"]
+
+
+def test_attach_is_an_event(
+    docker_cli: Runner, docker_py: docker.DockerClient, busybox: str, unique: Any
+) -> None:
+    import time
+
+    name = unique("attached")
+    since = int(time.time())
+    docker_cli("run", "--name", name, busybox, "true")  # the CLI attaches before it starts
+    try:
+        events = docker_py.events(since=since, until=int(time.time()) + 1, decode=True,
+                                  filters={"container": name})  # fmt: skip
+        actions = [e["Action"] for e in events]
+        assert actions[:3] == ["create", "attach", "start"], actions
+    finally:
+        docker_cli("rm", "-f", name, check=False)

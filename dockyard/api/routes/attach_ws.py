@@ -63,6 +63,7 @@ async def attach_ws(request: web.Request) -> web.StreamResponse:
                 for e in batch:
                     if e.stream in want:
                         await send(e.data)
+        svc.publish(rec, "attach")  # dockerd's event, after the replayed logs, stream or not
         if qbool(request, "stream"):
             rec, conn = await svc.open_attach(rec["Id"])
             if conn is not None:

@@ -311,6 +311,7 @@ async def attach(request: web.Request) -> web.StreamResponse:
                 for e in batch:
                     if e.stream in want:
                         await stream.write(e.data if tty else frame(e.stream, e.data))
+        svc.publish(rec, "attach")  # dockerd's event, after the replayed logs, stream or not
         if not qbool(request, "stream", True):
             return resp
         rec, conn = await svc.open_attach(rec["Id"])
