@@ -618,7 +618,8 @@ class NetworkService:
             entry["IPAMConfig"] = {**(entry["IPAMConfig"] or {}), "IPv6Address": str(addr6)}
         if epc.get("DriverOpts"):
             entry["DriverOpts"] = endpoint_fields.driver_opts(epc["DriverOpts"])
-        entry["GwPriority"] = endpoint_fields.gw_priority(epc.get("GwPriority"))
+        if gw := endpoint_fields.gw_priority(epc.get("GwPriority")):
+            entry["GwPriority"] = gw  # moby omits it when 0
         if epc.get("Links"):
             entry["Links"] = endpoint_fields.links(epc["Links"])
         return entry
