@@ -515,14 +515,13 @@ class ContainerService:
         specs = rec["HostConfig"].get("Links") or []
         if not specs:
             return []
-        if rec["HostConfig"]["NetworkMode"] not in ("", "default", "bridge", "host", "none") and not rec[
-            "HostConfig"
-        ]["NetworkMode"].startswith("container:"):
+        mode = rec["HostConfig"]["NetworkMode"]
+        if mode not in ("", "default", "bridge", "host", "none") and not mode.startswith("container:"):
             # a user-defined network: the links are its endpoint's (DNS aliases, see the
             # network service), and dockerd registers no legacy link for them
             rec["HostConfig"]["Links"] = None
             return []
-        if rec["HostConfig"]["NetworkMode"] == "host":
+        if mode == "host":
             raise errdefs.InvalidArgument(
                 "conflicting options: host type networking can't be used with links. This would result in undefined behavior"
             )
