@@ -387,12 +387,15 @@ def test_exec_detach_keys(docker_py: docker.DockerClient, busybox: str) -> None:
         assert (
             err.value.status_code == 400 and "Invalid escape keys (ctrl-xy) provided" in err.value.explanation
         )
-        eid = docker_py.api.exec_create(c.id, ["cat"], stdin=True, detach_keys="ctrl-x,z")["Id"]
+        # `cat; sleep`: the process outlives the detach whether or not its stdin closes with it
+        eid = docker_py.api.exec_create(
+            c.id, ["sh", "-c", "cat; sleep 30"], stdin=True, detach_keys="ctrl-x,z"
+        )["Id"]
         sock = docker_py.api.exec_start(eid, socket=True)
         raw_sock = sock._sock
         raw_sock.sendall(b"hello\n")
         time.sleep(0.3)
-        raw_sock.sendall(b"\x18z")  # ctrl-x then z: the client detaches, cat runs on
+        raw_sock.sendall(b"\x18z")  # ctrl-x then z: the client detaches, the process runs on
         raw_sock.settimeout(10)
         got = b""
         while chunk := raw_sock.recv(4096):
