@@ -18,6 +18,7 @@ __all__ = [
     "PermissionDenied",
     "Unavailable",
     "Unsupported",
+    "not_a_swarm_manager",
 ]
 
 
@@ -59,3 +60,12 @@ class Unsupported(DockyardError):
 
 class Internal(DockyardError):
     pass
+
+
+def not_a_swarm_manager() -> Unavailable:
+    """What dockerd answers for a swarm-scoped request on a node that is not a swarm
+    manager (moby's words, which clients match); a message, not a class of its own."""
+    return Unavailable(
+        'This node is not a swarm manager. Use "docker swarm init" or "docker swarm join" to connect this node '
+        "to swarm and try again."
+    )

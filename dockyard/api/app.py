@@ -148,7 +148,7 @@ async def _handle(request: web.Request, handler: Handler) -> web.StreamResponse:
         return web.Response(status=304, headers=_COMMON_HEADERS)
     except errdefs.DockyardError as exc:
         status = status_for(exc)
-        if status >= 500:
+        if status >= 500 and not isinstance(exc, errdefs.Unavailable | errdefs.Unsupported):  # 501/503: no bug
             log.error("%s %s: %s", request.method, request.path, exc)
         return error_response(status, str(exc))
     except web.HTTPException as exc:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-API_VERSION = "1.47"
+API_VERSION = "1.50"  # what the docker CLI 28.2 speaks
 MIN_API_VERSION = "1.24"
-ENGINE_VERSION = "27.5.0"  # the Docker release whose API we speak; clients print it
+ENGINE_VERSION = "28.2.2"  # the Docker release whose API we speak; clients print it
 # Docker's experimental features are on: the docker CLI shows `checkpoint` and
 # `start --checkpoint` only to a daemon that says so (/_ping, /version, /info)
 EXPERIMENTAL = True

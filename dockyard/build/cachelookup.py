@@ -28,8 +28,10 @@ async def cached(
     if b.opts.nocache:
         return False
     img = await b.svc.cache.lookup(key)
-    if img is not None and b.sources and not _in_source_chains(b, img.id):
-        img = None  # with cache-from, dockerd trusts only the sources' own parent chains
+    if img is not None and b.opts.cachefrom and not _in_source_chains(b, img.id):
+        # with cache-from, dockerd trusts only the sources' own parent chains: none at all
+        # when no source image exists (its image cache then has no local part)
+        img = None
     if img is None and b.sources:
         img = await _restore_from_sources(b, s, key, created_by, mutate)
     if img is None:

@@ -317,7 +317,7 @@ class ExecService:
         if rec["Dockyard"]["WorkingDir"]:
             proc["cwd"] = rec["Dockyard"]["WorkingDir"]
         if pc["user"]:
-            u = resolve_user(bundle / "rootfs", pc["user"])
+            u = resolve_user(bundle / "rootfs", pc["user"], crec["HostConfig"].get("GroupAdd") or ())
             proc["user"] = {
                 "uid": u.uid,
                 "gid": u.gid,

@@ -14,6 +14,7 @@ import errno
 import logging
 import os
 import posixpath
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -119,8 +120,9 @@ class _Db:
         return self._entries
 
 
-def resolve_user(rootfs: Path, user: str) -> ProcessUser:
-    """`User` is uid, name, uid:gid, name:group (any mix); names come from the rootfs.
+def resolve_user(rootfs: Path, user: str, group_add: Sequence[str] = ()) -> ProcessUser:
+    """`User` is uid, name, uid:gid, name:group (any mix); names come from the rootfs, and so
+    do the names among `HostConfig.GroupAdd` (ids or names: supplementary groups).
     Blocks (reads the image's files): run it in a worker thread."""
     with RootDir(rootfs) as root:
         passwd = _Db(root, "/etc/passwd")
@@ -131,7 +133,13 @@ def resolve_user(rootfs: Path, user: str) -> ProcessUser:
         if db.not_regular:
             raise InvalidArgument(f"unable to find user {user or '0'}: {db.problem}")
     try:
-        return _lookup(user or "0", passwd, groups)
+        found = _lookup(user or "0", passwd, groups)
+        extra = [*found.additional_gids]
+        for g in group_add:
+            gid = int(g) if str(g).isdigit() else _group_id(str(g), groups)
+            if gid not in extra:
+                extra.append(gid)
+        return ProcessUser(found.uid, found.gid, tuple(extra))
     except ValueError:  # a malformed id field in an entry that matched
         raise InvalidArgument(f"unable to find user {user}: malformed entry in passwd or group file") from None
 
@@ -170,6 +178,13 @@ def _lookup(user: str, passwd_db: _Db, groups_db: _Db) -> ProcessUser:
             if len(ent) > 3 and name in ent[3].split(",") and int(ent[2]) != gid:
                 extra.append(int(ent[2]))
     return ProcessUser(uid, gid, tuple(extra))
+
+
+def _group_id(name: str, groups_db: _Db) -> int:
+    found = [int(ent[2]) for ent in groups_db.entries(f"group {name}") if len(ent) > 2 and ent[0] == name]
+    if not found:
+        raise InvalidArgument(f"unable to find group {name}: no matching entries in group file")
+    return found[0]
 
 
 def make_workdir(rootfs: Path, path: str, owner: tuple[int, int] | None = None) -> None:

@@ -42,6 +42,7 @@ class PlannedMount:
     driver_opts: Mapping[str, str] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)
     tmpfs_options: tuple[str, ...] = ()
+    subpath: str = ""  # VolumeOptions.Subpath (API 1.45): a path inside the volume, mounted instead of it
 
     def inspect(self) -> MountDict:
         """Docker's container inspect `Mounts` entry."""
@@ -59,6 +60,8 @@ class PlannedMount:
         out: MountDict = {"NoCopy": self.nocopy, "TmpfsOptions": list(self.tmpfs_options)}
         if self.type == "volume":
             out.update(Anonymous=self.anonymous, DriverOpts=dict(self.driver_opts), Labels=dict(self.labels))
+            if self.subpath:
+                out["Subpath"] = self.subpath
         return out
 
 
@@ -205,9 +208,15 @@ def parse_mount(m: Mapping[str, Any], exists: Callable[[str], bool] = os.path.ex
     dc = v.get("DriverConfig") or {}
     if source.startswith("/"):
         raise bad(f"invalid volume name: {source}: a volume name may not be a path")
+    subpath = str(v.get("Subpath") or "")
+    if subpath:
+        clean = posixpath.normpath(subpath)
+        if subpath.startswith("/") or clean == ".." or clean.startswith("../"):
+            raise bad("subpath must be a relative path within the volume")
+        subpath = clean
     return PlannedMount(
         "volume", _clean(target), name=source, driver=str(dc.get("Name") or "local"), mode="z", rw=not ro,
-        anonymous=not source, nocopy=bool(v.get("NoCopy")),
+        anonymous=not source, nocopy=bool(v.get("NoCopy")), subpath=subpath if subpath != "." else "",
         driver_opts=dict(dc.get("Options") or {}), labels=dict(v.get("Labels") or {}),
     )  # fmt: skip
 
@@ -233,7 +242,7 @@ def _from_inspect(m: MountDict, private: Mapping[str, Any], mode: str) -> Planne
         str(m["Type"]), str(m["Destination"]), source=str(m.get("Source") or ""), name=str(m.get("Name") or ""),
         driver=str(m.get("Driver") or ""), mode=str(m.get("Mode") or ""), rw=rw,
         propagation=str(m.get("Propagation") or ""), nocopy=bool(private.get("NoCopy")),
-        tmpfs_options=tuple(private.get("TmpfsOptions") or ()),
+        tmpfs_options=tuple(private.get("TmpfsOptions") or ()), subpath=str(private.get("Subpath") or ""),
     )  # fmt: skip
 
 

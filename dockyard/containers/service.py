@@ -28,7 +28,7 @@ from dockyard._sys.fs import write_atomic
 from dockyard._sys.netns import pin_new_netns, set_loopback_up, unpin_netns
 from dockyard.containers import checkpoint as checkpoints
 from dockyard.containers import health as healthcheck
-from dockyard.containers import logconfig, names, state
+from dockyard.containers import hostconfig, links, logconfig, names, state, subpaths
 from dockyard.containers import mounts as mountplan
 from dockyard.containers import security as secopts
 from dockyard.containers.attach import AttachConnection
@@ -267,6 +267,8 @@ class ContainerService:
         if body.get("StopSignal"):
             parse_signal(body["StopSignal"])  # Docker refuses a bad one at create, not at stop
         image = self.images.resolve(image_ref)
+        if platform:
+            hostconfig.check_platform(image_ref, platform, image.config)
         hc = body.get("HostConfig") or {}
         self._check_userns(hc)
         if hc.get("Runtime"):
@@ -289,9 +291,11 @@ class ContainerService:
         mode = rec["HostConfig"]["NetworkMode"]
         if mode.startswith("container:"):
             self.get(mode.split(":", 1)[1])
+        rec["Dockyard"]["Links"] = self._resolve_links(rec)
         if self.networks is not None:
             self.networks.check_create(rec, body)  # unknown network: 404 before anything is written
-        warnings: list[str] = []
+        warnings: list[str] = hostconfig.validate(rec["HostConfig"])  # devices, blkio, namespaces, ...
+        hostconfig.check_peers(rec["HostConfig"], self.get)
         made_volumes = await self._create_volumes(rec)
         cdir.mkdir(parents=True)
         try:
@@ -393,14 +397,24 @@ class ContainerService:
         for m in rec["Mounts"]:
             if m["Type"] != "volume":
                 continue
-            await self.volumes.mount(
+            mountpoint = await self.volumes.mount(
                 m["Name"], rec["Id"], destination=m["Destination"], rw=m["RW"], propagation=m["Propagation"]
             )
+            if sub := (opts.get(m["Destination"]) or {}).get("Subpath"):
+                staged = subpaths.staging_point(self.bundle(rec["Id"]), m["Destination"])
+                await asyncio.to_thread(subpaths.stage, Path(mountpoint), sub, staged)
+                continue  # a subpath is the volume's own content: nothing to copy up
             if not (opts.get(m["Destination"]) or {}).get("NoCopy"):
                 await self.volumes.copy_up(m["Name"], rootfs, m["Destination"])
 
     async def _unmount_volumes(self, rec: Record) -> None:
+        """At stop, failed start and remove: volumes, subpath staging points, a shareable /dev/shm."""
+        await asyncio.to_thread(hostconfig.release, rec, self.bundle(rec["Id"]))
+        opts = rec["Dockyard"].get("MountOptions") or {}
         for m in rec["Mounts"]:
+            if m["Type"] == "volume" and (opts.get(m["Destination"]) or {}).get("Subpath"):
+                staged = subpaths.staging_point(self.bundle(rec["Id"]), m["Destination"])
+                await asyncio.to_thread(subpaths.release, staged)
             if m["Type"] == "volume":
                 await self.volumes.unmount(m["Name"], rec["Id"])
 
@@ -482,7 +496,10 @@ class ContainerService:
                 prop = (m["Propagation"],) if m.get("Propagation") else ()
                 mounts.append(ocispec.BindMount(m["Source"], m["Destination"], readonly=not m["RW"], options=prop))
             elif m["Type"] == "volume":
-                mounts.append(ocispec.BindMount(m["Source"], m["Destination"], readonly=not m["RW"]))
+                src = m["Source"]
+                if (mount_opts.get(m["Destination"]) or {}).get("Subpath"):
+                    src = str(subpaths.staging_point(cdir, m["Destination"]))  # see containers/subpaths.py
+                mounts.append(ocispec.BindMount(src, m["Destination"], readonly=not m["RW"]))
             elif m["Type"] == "tmpfs":
                 t_opts = ("nosuid", "nodev", "noexec", *(mount_opts.get(m["Destination"]) or {}).get("TmpfsOptions", ()))
                 mounts.append(ocispec.BindMount("tmpfs", m["Destination"], not m["RW"], t_opts, type="tmpfs"))
@@ -532,6 +549,7 @@ class ContainerService:
             rootfs_remount=os.path.realpath(self._rootfs(rec["Id"])) if self._remap is None else None,
         )
         spec = ocispec.build(inp)
+        hostconfig.apply(spec, rec, self.get, self.bundle)
         # runc hands CRIU this file, which exists only while a live checkpoint is taken
         spec.setdefault("annotations", {})["org.criu.config"] = str(self.bundle(rec["Id"]) / checkpoints.CRIU_CONF)
         if self._userns_private(rec):
@@ -557,15 +575,20 @@ class ContainerService:
         cdir = self.bundle(cid)
         runtime = self.runtime(rec)
         created = False
+        link_env, link_hosts = self._link_settings(rec)
         try:
             rootfs = await asyncio.to_thread(self._mount_rootfs, rec)
             await self._mount_volumes(rec, rootfs)
+            await asyncio.to_thread(hostconfig.prepare, rec, cdir)  # a shareable /dev/shm
             if cfg_wd := rec["Config"].get("WorkingDir"):
                 owner = self._remap.root_pair if self._remap is not None else None
                 await asyncio.to_thread(make_workdir, rootfs, cfg_wd, owner)
             # the image's passwd/group are read off the loop (a FIFO there must not stall it)
-            process_user = await asyncio.to_thread(resolve_user, rootfs, rec["Config"].get("User") or "")
+            process_user = await asyncio.to_thread(
+                resolve_user, rootfs, rec["Config"].get("User") or "", rec["HostConfig"].get("GroupAdd") or ()
+            )
             spec = self._build_spec(rec, process_user)
+            spec["process"]["env"] = links.merge_env(link_env, spec["process"]["env"])
             pinned = None
             if restore is not None and restore.pinned_netns and self.networks is not None:
                 # the restored sockets need their address and routes in place: a namespace
@@ -582,6 +605,10 @@ class ContainerService:
                 log_driver=logs.driver, log_size_max=logs.max_size,
             )  # fmt: skip
             created = True
+            size = rec["HostConfig"].get("ConsoleSize") or [0, 0]
+            if rec["Config"].get("Tty") and size[0] and size[1]:
+                # HostConfig.ConsoleSize: the terminal has its size before the process runs
+                self.conmon.resize(cdir, int(size[0]), int(size[1]))
             if pinned is not None and self.networks is not None:
                 await self.networks.rebind(rec, started.pid)
             elif spec["linux"]["namespaces"] and any(
@@ -591,10 +618,11 @@ class ContainerService:
                     # endpoints in the created container's netns, before its process runs
                     await self.networks.attach(rec, started.pid)
                     ips = [e["IPAddress"] for e in rec["NetworkSettings"]["Networks"].values() if e.get("IPAddress")]
-                    if ips:  # in place: the file is bind-mounted already
+                    if ips or link_hosts:  # in place: the file is bind-mounted already
                         (cdir / "hosts").write_text(
-                            hosts_file(rec["HostConfig"].get("ExtraHosts") or [], ips[0], rec["Config"].get("Hostname") or "")
-                        )
+                            hosts_file(rec["HostConfig"].get("ExtraHosts") or [], ips[0] if ips else "",
+                                       rec["Config"].get("Hostname") or "") + "".join(link_hosts)
+                        )  # fmt: skip
                 else:
                     await asyncio.to_thread(set_loopback_up, started.pid)
             await self._release_attachers(cid, True)
@@ -640,6 +668,70 @@ class ContainerService:
         plan = logconfig.plan(rec["HostConfig"].get("LogConfig") or {})
         if plan.driver == "k8s-file" and rec["LogPath"]:
             self.log_rotator.watch(rec["Id"], Path(rec["LogPath"]), plan.max_files)
+
+    def _resolve_links(self, rec: Record) -> list[dict[str, str]]:
+        """HostConfig.Links -> [{Id, Alias}]; inspect shows Docker's `/child:/parent/alias`."""
+        specs = rec["HostConfig"].get("Links") or []
+        if not specs:
+            return []
+        mode = rec["HostConfig"]["NetworkMode"]
+        if mode not in ("", "default", "bridge", "host", "none") and not mode.startswith("container:"):
+            # a user-defined network: the links are its endpoint's (DNS aliases, see the
+            # network service), and dockerd registers no legacy link for them
+            rec["HostConfig"]["Links"] = None
+            return []
+        if mode == "host":
+            raise errdefs.InvalidArgument(
+                "conflicting options: host type networking can't be used with links. This would result in undefined behavior"
+            )
+        out, shown = [], []
+        for spec in specs:
+            name, alias = links.parse(str(spec))
+            try:
+                child = self.get(name)
+            except errdefs.NotFound as err:  # moby: a bad link is the request's fault, not a missing image
+                raise errdefs.InvalidArgument(f"could not get container for {name}: {err}") from None
+            out.append({"Id": child["Id"], "Alias": alias})
+            shown.append(f"{child['Name']}:{rec['Name']}/{alias}")
+        rec["HostConfig"]["Links"] = shown
+        return out
+
+    def _link_settings(self, rec: Record) -> tuple[list[str], list[str]]:
+        """The environment and hosts lines the container's links give it at start."""
+        env: list[str] = []
+        hosts: list[str] = []
+        own = rec["NetworkSettings"].get("Networks") or {}
+        for link in rec["Dockyard"].get("Links") or []:
+            child = self.store.containers.get(link["Id"])
+            if child is None:
+                continue  # removed since: its links went with it, as in Docker
+            alias = link["Alias"]
+            # 400, not a state conflict: a failed start of a `run --rm` container must remove it
+            if not child["State"]["Running"]:
+                raise errdefs.InvalidArgument(
+                    f"Cannot link to a non running container: {child['Name']} AS {rec['Name']}/{alias}"
+                )
+            nets = child["NetworkSettings"].get("Networks") or {}
+            shared = [n for n in own if nets.get(n, {}).get("IPAddress")]
+            if not shared:
+                raise errdefs.InvalidArgument(f"cannot link to {child['Name']}: it shares no network with {rec['Name']}")
+            ip = nets[shared[0]]["IPAddress"]
+            if shared[0] == "bridge":  # the variables are the default bridge's; user networks have DNS
+                env += links.environment(alias, rec["Name"], child, ip)
+            hosts.append(links.hosts_line(alias, child, ip))
+        return env, hosts
+
+    async def remove_link(self, parent: str, alias: str) -> None:
+        """`DELETE /containers/{parent}/{alias}?link=1`: the parent forgets one link."""
+        cid = self.resolve_id(parent)
+        async with self.lock(cid):
+            rec = self.get(cid)
+            kept = [x for x in rec["Dockyard"].get("Links") or [] if x["Alias"] != alias]
+            if len(kept) == len(rec["Dockyard"].get("Links") or []):
+                raise errdefs.NotFound(f"No such container: {rec['Name']}/{alias}")
+            rec["Dockyard"]["Links"] = kept
+            rec["HostConfig"]["Links"] = [x for x in rec["HostConfig"].get("Links") or [] if not x.endswith(f"/{alias}")] or None
+            self.save(rec)
 
     async def _release_attachers(self, cid: str, go: bool) -> None:
         """Attach sessions waiting for this start connect now, before the process runs,
@@ -1099,8 +1191,15 @@ class ContainerService:
         merged = {**rec["Config"], **{k: v for k, v in config.items() if v is not None}}
         paused_here = False
         if pause and rec["State"]["Running"] and not rec["State"]["Paused"]:
-            await self.runtime(rec).pause(cid)
-            paused_here = True
+            try:
+                await self.runtime(rec).pause(cid)
+                paused_here = True
+            except errdefs.DockyardError:
+                # a process that just exited (its exit not recorded yet): dockerd commits a
+                # stopped container as it is, so only a container runc still runs is an error
+                st = await self.runtime(rec).state(cid)
+                if st is not None and st.get("status") in ("running", "paused"):
+                    raise
         try:
             image = await self.images.commit(
                 cid, rec["Image"], merged, container_id=cid, repo=repo, tag=tag,

@@ -8,15 +8,19 @@ from aiohttp import web
 
 from dockyard.api import keys
 from dockyard.api.app import create_app
+from dockyard.api.routes import absent as absent_routes
+from dockyard.api.routes import attach_ws, container_fs
 from dockyard.api.routes import build as build_routes
 from dockyard.api.routes import checkpoints as checkpoint_routes
-from dockyard.api.routes import container_fs
 from dockyard.api.routes import containers as container_routes
 from dockyard.api.routes import distribution as distribution_routes
 from dockyard.api.routes import exec as exec_routes
 from dockyard.api.routes import images as image_routes
+from dockyard.api.routes import links as link_routes
 from dockyard.api.routes import move as move_routes
 from dockyard.api.routes import networks as network_routes
+from dockyard.api.routes import plugins as plugin_routes
+from dockyard.api.routes import swarm as swarm_routes
 from dockyard.api.routes import system as system_routes
 from dockyard.api.routes import volumes as volume_routes
 from dockyard.build.service import BuildService
@@ -84,7 +88,8 @@ def build(cfg: DaemonConfig) -> Graph:
         {keys.EVENTS: events, keys.IMAGES: images, keys.CONTAINERS: containers, keys.EXECS: execs, keys.SYSTEM: system,
          keys.VOLUMES: volumes, keys.NETWORKS: networks},
         [system_routes.routes, image_routes.routes, container_routes.routes, exec_routes.routes, container_fs.routes,
-         volume_routes.routes, network_routes.routes],
+         volume_routes.routes, network_routes.routes, swarm_routes.routes, plugin_routes.routes, absent_routes.routes,
+         link_routes.routes, attach_ws.routes],
     )
     settings = RegistrySettings(
         tuple(cfg.insecure_registries), tuple(cfg.registry_mirrors), tuple(cfg.allowed_registries),

@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 logging.getLogger("pyroute2").setLevel(logging.WARNING)  # it logs every netlink message at debug
 
 
+IFA_F_NODAD = 0x02  # linux/if_addr.h
+
+
 @dataclass(frozen=True)
 class BridgeSpec:
     name: str
@@ -45,6 +48,8 @@ class BridgeSpec:
     mtu: int = 1500
     route_localnet: bool = True  # so DNAT of 127.0.0.1 to a container is routable
     tag: str = ""  # interface alias marking the bridge as this daemon's
+    gateway6: str = ""  # EnableIPv6: the bridge's IPv6 address
+    prefixlen6: int = 0
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,10 @@ class BridgePort:
     gateway: str | None  # None: no default route through this interface (internal, or not primary)
     mtu: int = 1500
     tag: str = ""
+    link_local: tuple[str, ...] = ()
+    address6: str = ""
+    prefixlen6: int = 0
+    gateway6: str | None = None
 
 
 class NotABridge(errdefs.InvalidArgument):
@@ -132,6 +141,11 @@ def ensure_bridge(spec: BridgeSpec) -> bool:
         have = {(a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for a in ipr.get_addr(index=i, family=2)}
         if (spec.gateway, spec.prefixlen) not in have:
             ipr.addr("add", index=i, address=spec.gateway, prefixlen=spec.prefixlen)
+        if spec.gateway6:
+            have6 = {(a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for a in ipr.get_addr(index=i, family=10)}
+            if (spec.gateway6, spec.prefixlen6) not in have6:
+                # no duplicate address detection: the address is ours and usable at once
+                ipr.addr("add", index=i, address=spec.gateway6, prefixlen=spec.prefixlen6, flags=IFA_F_NODAD)
         ipr.link("set", index=i, mtu=spec.mtu, state="up")
     if spec.route_localnet:
         _sysctl(f"/proc/sys/net/ipv4/conf/{spec.name}/route_localnet", "1")
@@ -178,12 +192,18 @@ def _configure_inside(ep: BridgePort, tmp_name: str) -> str:
         i = ipr.link_lookup(ifname=tmp_name)[0]
         ipr.link("set", index=i, ifname=ctr_if, address=ep.mac, mtu=ep.mtu)
         ipr.addr("add", index=i, address=ep.address, prefixlen=ep.prefixlen)
+        for ll in ep.link_local:  # link-local addresses: their whole link-local range is on-link
+            ipr.addr("add", index=i, address=ll, prefixlen=64 if ":" in ll else 16)
         ipr.link("set", index=i, state="up")
         lo = ipr.link_lookup(ifname="lo")
         if lo:
             ipr.link("set", index=lo[0], state="up")
         if ep.gateway:
             ipr.route("replace", dst="0.0.0.0/0", gateway=ep.gateway, oif=i)
+        if ep.address6:
+            ipr.addr("add", index=i, address=ep.address6, prefixlen=ep.prefixlen6, flags=IFA_F_NODAD)
+            if ep.gateway6:
+                ipr.route("replace", dst="::/0", gateway=ep.gateway6, oif=i, family=10)
         return ctr_if
 
 
@@ -281,7 +301,8 @@ class BridgeDriver:
         return f"<BridgeDriver {self.tag}>"
 
     def _spec(self, net: NetworkSpec) -> BridgeSpec:
-        return BridgeSpec(net.device, net.gateway, net.prefixlen, net.mtu, tag=self.tag)
+        return BridgeSpec(net.device, net.gateway, net.prefixlen, net.mtu, tag=self.tag, gateway6=net.gateway6,
+                          prefixlen6=net.prefixlen6)  # fmt: skip
 
     def create_network(self, net: NetworkSpec) -> None:
         ensure_bridge(self._spec(net))
@@ -292,7 +313,8 @@ class BridgeDriver:
     def join(self, net: NetworkSpec, ep: driver.EndpointSpec) -> str:
         return add_endpoint(BridgePort(
             netns=ep.netns, bridge=net.device, host_if=ep.host_if, address=ep.address, prefixlen=ep.prefixlen,
-            mac=ep.mac, gateway=ep.gateway, mtu=ep.mtu, tag=self.tag,
+            mac=ep.mac, gateway=ep.gateway, mtu=ep.mtu, tag=self.tag, link_local=ep.link_local,
+            address6=ep.address6, prefixlen6=ep.prefixlen6, gateway6=ep.gateway6,
         ))  # fmt: skip
 
     def leave(self, net: NetworkSpec, host_if: str) -> None:

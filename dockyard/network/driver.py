@@ -42,6 +42,8 @@ class NetworkSpec:
     prefixlen: int
     mtu: int = 1500
     options: Mapping[str, str] = field(default_factory=dict, hash=False, compare=False)
+    gateway6: str = ""  # EnableIPv6: the host's IPv6 address on the network
+    prefixlen6: int = 0
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,10 @@ class EndpointSpec:
     mac: str
     gateway: str | None  # None: no default route through this interface (internal, or not primary)
     mtu: int = 1500
+    link_local: tuple[str, ...] = ()  # IPAMConfig.LinkLocalIPs: extra addresses on the interface
+    address6: str = ""  # EnableIPv6 networks: the endpoint's IPv6 address, and its default route
+    prefixlen6: int = 0
+    gateway6: str | None = None
 
 
 class NetworkDriver(Protocol):

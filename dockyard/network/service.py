@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from dockyard import errdefs
 from dockyard._sys.netns import set_loopback_up
 from dockyard.filters import labels_match
-from dockyard.network import bridge, ipam
+from dockyard.network import bridge, endpoint_fields, ipam, ipam6
 from dockyard.network.dns import Resolver, embedded_resolv_conf, host_nameservers
 from dockyard.network.driver import EndpointSpec, NetworkDriver, NetworkSpec
 from dockyard.network.portmap import (
@@ -196,7 +196,7 @@ class NetworkService:
             {
                 cid: {
                     "Name": ep["Name"], "EndpointID": ep["EndpointID"], "MacAddress": ep["MacAddress"],
-                    "IPv4Address": ep["IPv4Address"], "IPv6Address": "",
+                    "IPv4Address": ep["IPv4Address"], "IPv6Address": ep.get("IPv6Address") or "",
                 }
                 for cid, ep in eps.items()
             }
@@ -221,6 +221,14 @@ class NetworkService:
     def _subnet(self, doc: Record) -> ipam.Subnet:
         return ipam.Subnet.from_config(doc["IPAM"]["Config"][0])
 
+    @staticmethod
+    def _subnet6(doc: Record) -> ipam6.Subnet6 | None:
+        """The IPv6 side of an `EnableIPv6` network (its IPAM config after the IPv4 one)."""
+        if not doc.get("EnableIPv6"):
+            return None
+        cfg = next((c for c in doc["IPAM"].get("Config") or [] if ipam6.is_v6_config(c)), None)
+        return ipam6.Subnet6.from_config(cfg) if cfg else None
+
     def _driver(self, doc: Record) -> NetworkDriver:
         try:
             return self.drivers[doc["Driver"]]
@@ -228,10 +236,11 @@ class NetworkService:
             raise errdefs.NotFound(f'plugin "{doc["Driver"]}" not found') from None
 
     def _net_spec(self, doc: Record) -> NetworkSpec:
-        sub = self._subnet(doc)
+        sub, sub6 = self._subnet(doc), self._subnet6(doc)
         return NetworkSpec(
             doc["Id"], doc["Dockyard"]["Bridge"], str(sub.gateway), sub.subnet.prefixlen,
             int(doc["Dockyard"].get("MTU") or 1500), dict(doc.get("Options") or {}),
+            gateway6=str(sub6.gateway) if sub6 else "", prefixlen6=sub6.subnet.prefixlen if sub6 else 0,
         )  # fmt: skip
 
     def _pools(self) -> list[ipam.Pool]:
@@ -253,7 +262,7 @@ class NetworkService:
             routes.extend(ipam.parse_proc_routes("hdr\n" + line))
         for doc in self.all():
             for c in doc["IPAM"].get("Config") or []:
-                if c.get("Subnet"):
+                if c.get("Subnet") and not ipam6.is_v6_config(c):
                     routes.append(ipam.parse_subnet(c["Subnet"]))
         return routes
 
@@ -321,6 +330,10 @@ class NetworkService:
         await delete_table(self.table)
         await sync_forward_accept(self.table, [])
 
+    @property
+    def bridge_disabled(self) -> bool:
+        return bool(self.cfg.bridge_name == "none")
+
     async def _ensure_builtin(self) -> None:
         existing = {d["Name"]: d for d in self.all()}
         for name, driver in (("host", "host"), ("none", "null")):
@@ -328,6 +341,12 @@ class NetworkService:
                 self._save(self._new_doc(name, driver, {}, [], {}, False, False))
         doc = existing.get("bridge")
         want_name = self.cfg.bridge_name
+        if self.bridge_disabled:
+            # dockerd's `--bridge none`: no default bridge network at all (not a device "none")
+            if doc is not None and not doc["Dockyard"].get("Endpoints"):
+                await asyncio.to_thread(self._driver(doc).delete_network, self._net_spec(doc))
+                self.store.networks.delete(doc["Id"])
+            return
         exists = await asyncio.to_thread(bridge.link_exists, want_name)
         cfg_subnet = self._default_bridge_ipam(doc, want_name, exists)
         opts = {
@@ -411,13 +430,21 @@ class NetworkService:
             raise errdefs.PermissionDenied(f"{name} is a pre-defined network and cannot be created")
         if driver not in ("bridge", "overlay"):
             raise errdefs.NotFound(f'plugin "{driver}" not found')
+        endpoint_fields.check_network_create(body)
         opts = {str(k): str(v) for k, v in (body.get("Options") or {}).items()}
         labels = dict(body.get("Labels") or {})
         if driver == "overlay":
             return await self._create_overlay(body, name, opts, labels)
         # an empty config entry asks for an automatic subnet, as no entry does
-        configs = [c for c in ((body.get("IPAM") or {}).get("Config") or [])
-                   if ":" not in str(c.get("Subnet") or "") and any(c.values())]  # fmt: skip
+        all_configs = [c for c in (body.get("IPAM") or {}).get("Config") or [] if any(c.values())]
+        configs = [c for c in all_configs if not ipam6.is_v6_config(c)]
+        configs6 = [c for c in all_configs if ipam6.is_v6_config(c)]
+        enable6 = bool(body.get("EnableIPv6"))
+        if configs6 and not enable6:
+            # an IPv6 subnet without EnableIPv6 would be stored and never used
+            raise errdefs.InvalidArgument("an IPv6 subnet was given but EnableIPv6 is not set")
+        if len(configs6) > 1:
+            raise errdefs.InvalidArgument("only one IPv6 subnet per network is supported")
         async with self._lock:
             if self.store.networks.get_by_name(name) is not None:
                 raise errdefs.Conflict(f"network with name {name} already exists")
@@ -425,7 +452,7 @@ class NetworkService:
                 sub = ipam.Subnet.from_config(configs[0])
                 for doc in self.all():
                     for c in doc["IPAM"].get("Config") or []:
-                        if c.get("Subnet") and ipam.parse_subnet(c["Subnet"]).overlaps(sub.subnet):
+                        if c.get("Subnet") and not ipam6.is_v6_config(c) and ipam.parse_subnet(c["Subnet"]).overlaps(sub.subnet):
                             raise errdefs.PermissionDenied(
                                 "invalid pool request: Pool overlaps with other one on this address space"
                             )
@@ -441,6 +468,17 @@ class NetworkService:
             doc = self._new_doc(
                 name, "bridge", opts, [cfg], labels, bool(body.get("Internal")), bool(body.get("Attachable"))
             )
+            if enable6:
+                ula = ipam6.ula_for(doc["Id"])
+                sub6 = ipam6.Subnet6.from_config(configs6[0]) if configs6 else ipam6.Subnet6(ula, ula.network_address + 1)
+                for other in self.all():
+                    o6 = self._subnet6(other)
+                    if o6 and o6.subnet.overlaps(sub6.subnet):
+                        raise errdefs.PermissionDenied(
+                            "invalid pool request: Pool overlaps with other one on this address space"
+                        )
+                doc["EnableIPv6"] = True
+                doc["IPAM"]["Config"].append(sub6.config())
             dev = doc["Dockyard"]["Bridge"]
             if len(dev) > 15:
                 raise errdefs.InvalidArgument(f"bridge name {dev} is longer than 15 characters")
@@ -448,8 +486,8 @@ class NetworkService:
                 raise errdefs.Conflict(f"bridge name {dev} is already used by another network")
             mtu = int(opts.get(OPT_MTU) or self.cfg.mtu or 1500)
             doc["Dockyard"]["MTU"] = mtu
-            if body.get("IPAM", {}).get("Options"):
-                doc["IPAM"]["Options"] = body["IPAM"]["Options"]
+            # dockerd keeps what the request said: the docker CLI sends {}, docker-py nothing (null)
+            doc["IPAM"]["Options"] = (body.get("IPAM") or {}).get("Options")
             drv = self._driver(doc)
             try:
                 await asyncio.to_thread(drv.create_network, self._net_spec(doc))
@@ -460,8 +498,7 @@ class NetworkService:
                 await asyncio.to_thread(drv.delete_network, self._net_spec(doc))
                 raise
         self.events.publish("network", "create", doc["Id"], {"name": name, "type": "bridge"})
-        warning = "IPv6 is not supported by this daemon; the network is IPv4 only" if body.get("EnableIPv6") else ""
-        return {"Id": doc["Id"], "Warning": warning}
+        return {"Id": doc["Id"], "Warning": ""}
 
     async def _create_overlay(self, body: dict[str, Any], name: str, opts: dict[str, str],
                               labels: dict[str, str]) -> dict[str, str]:  # fmt: skip
@@ -567,6 +604,13 @@ class NetworkService:
         if mode == "default":
             mode = "bridge"
         nets: dict[str, Any] = {}
+        if mode == "bridge" and self.bridge_disabled and "bridge" not in [d["Name"] for d in self.all()]:
+            # as dockerd with the default bridge disabled: the container has loopback only
+            rec["NetworkSettings"]["Networks"] = {}
+            return
+        if (mode.startswith("container:") or mode == "host") and body.get("MacAddress"):
+            # nothing of its own to put the address on
+            raise errdefs.InvalidArgument("conflicting options: mac-address and the network mode")
         if mode.startswith("container:"):
             rec["NetworkSettings"]["Networks"] = {}
             return
@@ -580,6 +624,7 @@ class NetworkService:
             )
         for key, doc in ordered:
             nets[doc["Name"]] = self._endpoint_settings(doc, epcs.get(key) or epcs.get(doc["Name"]) or {})
+        endpoint_fields.apply_container_mac(body.get("MacAddress") or "", nets[primary["Name"]])
         rec["NetworkSettings"]["Networks"] = nets
 
     def _endpoint_settings(self, doc: Record, epc: dict[str, Any]) -> dict[str, Any]:
@@ -599,7 +644,27 @@ class NetworkService:
                 )
             entry["IPAMConfig"] = {"IPv4Address": str(addr)}
         if epc.get("MacAddress"):
-            entry["MacAddress"] = epc["MacAddress"]
+            entry["MacAddress"] = endpoint_fields.mac(epc["MacAddress"])
+        if ip_cfg.get("LinkLocalIPs"):
+            entry["IPAMConfig"] = {**(entry["IPAMConfig"] or {}), "LinkLocalIPs": endpoint_fields.link_local(ip_cfg["LinkLocalIPs"])}
+        if ip_cfg.get("IPv6Address"):
+            sub6 = self._subnet6(doc)
+            if sub6 is None:
+                raise errdefs.InvalidArgument(
+                    f"invalid endpoint settings: network {doc['Name']} has no IPv6 subnet for address {ip_cfg['IPv6Address']}"
+                )
+            addr6 = ipam6.parse_addr6(ip_cfg["IPv6Address"])
+            if addr6 not in sub6.subnet:
+                raise errdefs.InvalidArgument(
+                    f"invalid endpoint settings: no configured subnet contains IP address {addr6}"
+                )
+            entry["IPAMConfig"] = {**(entry["IPAMConfig"] or {}), "IPv6Address": str(addr6)}
+        if epc.get("DriverOpts"):
+            entry["DriverOpts"] = endpoint_fields.driver_opts(epc["DriverOpts"])
+        if gw := endpoint_fields.gw_priority(epc.get("GwPriority")):
+            entry["GwPriority"] = gw  # moby omits it when 0
+        if epc.get("Links"):
+            entry["Links"] = endpoint_fields.links(epc["Links"])
         return entry
 
     # ---- containers: start / exit --------------------------------------------------------------
@@ -624,8 +689,11 @@ class NetworkService:
         try:
             nets = list(ns["Networks"].items())
             docs = [self.resolve(entry.get("NetworkID") or name) for name, entry in nets]
-            # an overlay has no way out of its sandbox: the default route stays on a bridge
-            gw_doc = next((d for d in docs if not d.get("Internal") and self._is_bridge(d)), None)
+            # the default route: the external network of highest GwPriority (API 1.48), the first
+            # on a tie; an overlay has no way out of its sandbox, so the route stays on a bridge
+            outside = [(d, entry) for (_, entry), d in zip(nets, docs, strict=True)
+                       if not d.get("Internal") and self._is_bridge(d)]  # fmt: skip
+            gw_doc = max(outside, key=lambda de: int(de[1].get("GwPriority") or 0), default=(None, None))[0]
             for (_name, entry), doc in zip(nets, docs, strict=True):
                 await self._add_endpoint(rec, doc, netns, entry, default_route=doc is gw_doc)
             if docs:
@@ -675,6 +743,16 @@ class NetworkService:
             if overlay is not None:  # addresses are the cluster's: held elsewhere, and claimed
                 used += [ipam.parse_addr(ip) for ip in overlay.used_addresses(doc["Id"])]
             want = (entry.get("IPAMConfig") or {}).get("IPv4Address")
+            sub6 = self._subnet6(doc)
+            addr6 = None
+            if sub6 is not None:
+                used6 = [ipam6.parse_addr6(e["IPv6Address"]) for e in eps.values() if e.get("IPv6Address")]
+                want6 = (entry.get("IPAMConfig") or {}).get("IPv6Address")
+                if want6:
+                    addr6 = ipam6.parse_addr6(want6)
+                    sub6.check_static(addr6, used6)
+                else:
+                    addr6 = sub6.allocate(used6)
             eid = secrets.token_hex(32)
             while True:
                 if want:
@@ -695,12 +773,18 @@ class NetworkService:
                 "IPv4Address": f"{addr}/{sub.subnet.prefixlen}", "Aliases": aliases,
                 "DNSNames": names if self._user_defined(doc) else None,
                 "HostIf": "veth" + eid[:7], "Netns": netns, "Pid": _pid_of(netns), "Ports": [],
+                "IPv6Address": f"{addr6}/{sub6.subnet.prefixlen}" if addr6 and sub6 else "",
+                # endpoint links: names only this container resolves, to the target's address
+                "LinkAliases": dict(endpoint_fields.link_pair(x)[::-1] for x in entry.get("Links") or []),
             }  # fmt: skip
             eps[cid] = ep
             self._save(doc)
         spec = EndpointSpec(
             netns=netns, host_if=ep["HostIf"], address=str(addr), prefixlen=sub.subnet.prefixlen, mac=mac,
             gateway=str(sub.gateway) if default_route else None, mtu=int(doc["Dockyard"].get("MTU") or 1500),
+            link_local=tuple((entry.get("IPAMConfig") or {}).get("LinkLocalIPs") or ()),
+            address6=str(addr6) if addr6 else "", prefixlen6=sub6.subnet.prefixlen if sub6 else 0,
+            gateway6=str(sub6.gateway) if sub6 and default_route else None,
         )  # fmt: skip
         try:
             await asyncio.to_thread(self._driver(doc).join, self._net_spec(doc), spec)
@@ -714,6 +798,8 @@ class NetworkService:
         entry.update(
             NetworkID=doc["Id"], EndpointID=eid, Gateway=str(sub.gateway), IPAddress=str(addr),
             IPPrefixLen=sub.subnet.prefixlen, MacAddress=mac, DNSNames=ep["DNSNames"],
+            GlobalIPv6Address=str(addr6) if addr6 else "", GlobalIPv6PrefixLen=sub6.subnet.prefixlen if sub6 else 0,
+            IPv6Gateway=str(sub6.gateway) if sub6 else "",
         )  # fmt: skip
 
     async def _drop_endpoint(self, nid: str, cid: str) -> dict[str, Any] | None:
@@ -819,7 +905,8 @@ class NetworkService:
                 changed = True
         ns = rec.get("NetworkSettings") or {}
         for entry in (ns.get("Networks") or {}).values():
-            entry.update(EndpointID="", Gateway="", IPAddress="", IPPrefixLen=0, MacAddress="", DNSNames=None)
+            entry.update(EndpointID="", Gateway="", IPAddress="", IPPrefixLen=0, MacAddress="", DNSNames=None,
+                         GlobalIPv6Address="", GlobalIPv6PrefixLen=0, IPv6Gateway="")  # fmt: skip
         if ns:
             ns.update(Ports={}, SandboxKey="", SandboxID="")
             self._fill_top_level(rec)
@@ -837,9 +924,11 @@ class NetworkService:
             eps = doc.get("Dockyard", {}).get("Endpoints") or {}
             if cid not in eps or not self._user_defined(doc):
                 continue
+            aliases = {k.lower(): v.lower() for k, v in (eps[cid].get("LinkAliases") or {}).items()}
+            want = aliases.get(name, name)  # a link's alias means its target, for this container only
             for ep in eps.values():
                 names = {n.lower() for n in ep.get("DNSNames") or []}
-                if name in names:
+                if want in names:
                     known = True
                     ip = ep["IPv4Address"].split("/")[0]
                     if ip not in found:

@@ -44,11 +44,11 @@ class SystemService:
             "ContainersRunning": running,
             "ContainersPaused": paused,
             "ContainersStopped": len(recs) - running - paused,
-            "Images": len(self.images.list_images()),
+            "Images": len(self.images.list_images(all=True)),  # dockerd counts intermediate images too
             "Driver": "overlay2",
             "DriverStatus": [["Backing Filesystem", "extfs"], ["Supports d_type", "true"]],
             "Plugins": {"Volume": ["local"], "Network": ["bridge", "host", "null"], "Authorization": None,
-                        "Log": ["k8s-file"]},
+                        "Log": ["json-file"]},
             "MemoryLimit": True, "SwapLimit": True, "CpuCfsPeriod": True, "CpuCfsQuota": True,
             "CPUShares": True, "CPUSet": True, "PidsLimit": True, "IPv4Forwarding": True,
             "BridgeNfIptables": False, "BridgeNfIp6tables": False, "Debug": self.cfg.log_level == "debug",

@@ -39,17 +39,17 @@ def test_ping_get_and_head_carry_negotiation_headers(daemon):
     for method in ("GET", "HEAD"):
         resp, body = request(daemon, method, "/_ping")
         assert resp.status == 200
-        assert resp.getheader("Api-Version") == "1.47"
+        assert resp.getheader("Api-Version") == "1.50"
         assert resp.getheader("Ostype") == "linux"
         assert "no-cache" in resp.getheader("Cache-Control")
         assert body == (b"OK" if method == "GET" else b"")
 
 
 def test_version_prefixes_old_new_and_bare(daemon):
-    for prefix in ("", "/v1.24", "/v1.41", "/v1.47"):
+    for prefix in ("", "/v1.24", "/v1.41", "/v1.47", "/v1.50"):
         resp, body = request(daemon, "GET", f"{prefix}/version")
         assert resp.status == 200, prefix
-        assert json.loads(body)["ApiVersion"] == "1.47"
+        assert json.loads(body)["ApiVersion"] == "1.50"
     resp, body = request(daemon, "GET", "/v1.99/version")
     assert resp.status == 400 and b"too new" in body
     resp, body = request(daemon, "GET", "/v1.12/version")
@@ -68,7 +68,7 @@ def test_errors_are_docker_json_with_exact_content_type(daemon):
 
 
 def test_info_and_version_through_clients(docker_cli, docker_py, dockyard_cli):
-    assert docker_py.version()["ApiVersion"] == "1.47"
+    assert docker_py.version()["ApiVersion"] == "1.50"
     info = docker_py.info()
     assert info["OSType"] == "linux" and info["Driver"] == "overlay2"
     out = docker_cli("info", "--format", "{{.OSType}} {{.Driver}}").stdout.strip()
@@ -148,7 +148,7 @@ def test_tcp_with_mutual_tls(tls_material, monkeypatch):
         (d / "key.pem").write_bytes((d / "client-key.pem").read_bytes())
         out = subprocess.run(["docker", "version", "--format", "{{.Server.APIVersion}}"], env=env,
                              capture_output=True, text=True, timeout=30)  # fmt: skip
-        assert out.stdout.strip() == "1.47", out.stderr
+        assert out.stdout.strip() == "1.50", out.stderr
         # without a client certificate the handshake is refused
         env_nocert = {**env, "DOCKER_CERT_PATH": str(d / "nowhere")}
         (d / "nowhere").mkdir()
@@ -247,6 +247,6 @@ def test_events_image_filter_without_tag_and_hijack_headers(daemon, docker_cli, 
         head = sock.recv(4096).decode()
         sock.close()
         assert head.startswith("HTTP/1.1 101")
-        assert "Server: Docker/" in head and "Api-Version: 1.47" in head
+        assert "Server: Docker/" in head and "Api-Version: 1.50" in head
     finally:
         docker_cli("rm", "-f", cid)

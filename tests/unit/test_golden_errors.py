@@ -19,7 +19,7 @@ from dockyard.client._errors import from_status
 from dockyard.network.portmap import PortAllocated
 from tests.unit._golden import check_json
 
-CLASSES = {name: getattr(errdefs, name) for name in errdefs.__all__}
+CLASSES = {name: getattr(errdefs, name) for name in errdefs.__all__ if isinstance(getattr(errdefs, name), type)}
 
 
 class ImageNotFound(errdefs.NotFound):

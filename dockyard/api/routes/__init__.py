@@ -14,6 +14,8 @@ def all_tables() -> list[Routes]:
     """Every route table the daemon serves (daemon/wiring.py installs each one as its
     service exists); the OpenAPI document and the fuzz test enumerate them from here."""
     from dockyard.api.routes import (
+        absent,
+        attach_ws,
         build,
         checkpoints,
         container_fs,
@@ -21,12 +23,15 @@ def all_tables() -> list[Routes]:
         distribution,
         exec,
         images,
+        links,
         move,
         networks,
+        plugins,
+        swarm,
         system,
         volumes,
     )
 
-    modules = (system, images, containers, exec, container_fs, volumes, networks, distribution, build,
-               checkpoints, move)  # fmt: skip
+    modules = (system, images, containers, exec, container_fs, volumes, networks, swarm, plugins, absent, links,
+               attach_ws, distribution, build, checkpoints, move)  # fmt: skip
     return [m.routes for m in modules]

@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from dockyard import errdefs
-from dockyard.api import bodies, keys
+from dockyard.api import bodies, compat, keys
 from dockyard.api.app import Routes
 from dockyard.api.schemas import filters, json_body, qbool, qint
 from dockyard.api.streams import (
@@ -40,7 +40,7 @@ def _id(request: web.Request) -> str:
 
 @routes.post("/containers/create", query="name platform", body=bodies.CONTAINER_CREATE)
 async def create(request: web.Request) -> web.Response:
-    body = await json_body(request)
+    body = compat.container_create(await json_body(request), compat.request_version(request))
     cid, warnings = await _svc(request).create(body, request.query.get("name"), request.query.get("platform"))
     return web.json_response({"Id": cid, "Warnings": warnings}, status=201)
 
@@ -132,6 +132,8 @@ async def resize(request: web.Request) -> web.Response:
 
 @routes.delete("/containers/{id}", query="force:boolean v:boolean")
 async def remove(request: web.Request) -> web.Response:
+    if qbool(request, "link"):  # a link's name is /parent/alias (api/routes/links.py); this is a plain name
+        raise errdefs.Conflict("Conflict, cannot remove the default link name of the container")
     await _svc(request).remove(_id(request), force=qbool(request, "force"), volumes=qbool(request, "v"))
     return web.Response(status=204)
 
@@ -249,21 +251,12 @@ async def _write_logs(
         is_running=svc.is_running(rec["Id"]),
     ):
         out = bytearray()
-        run_stream, run = 0, bytearray()
         for e in batch:
             if (e.stream == STDOUT and not want_out) or (e.stream == STDERR and not want_err):
                 continue
             data = e.timestamp.replace(b"+00:00", b"Z") + b" " + e.data if timestamps else e.data
-            if tty:
-                out += data
-                continue
-            if e.stream != run_stream and run:
-                out += frame(run_stream, bytes(run))
-                run = bytearray()
-            run_stream = e.stream
-            run += data
-        if run:
-            out += frame(run_stream, bytes(run))
+            # one frame per log entry, as dockerd sends them: clients iterate over frames
+            out += data if tty else frame(e.stream, data)
         if out:
             await resp.write(bytes(out))
     await resp.write_eof()
@@ -341,6 +334,7 @@ async def attach(request: web.Request) -> web.StreamResponse:
                 for e in batch:
                     if e.stream in want:
                         await stream.write(e.data if tty else frame(e.stream, e.data))
+        svc.publish(rec, "attach")  # dockerd's event, after the replayed logs, stream or not
         if not qbool(request, "stream", True):
             return resp
         # attaching to a created container waits for its start; a client that leaves

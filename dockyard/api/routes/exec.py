@@ -9,6 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
+from dockyard import errdefs
 from dockyard.api import bodies, keys
 from dockyard.api.app import Routes
 from dockyard.api.routes.containers import parse_detach_keys, pump_input
@@ -24,9 +25,22 @@ def _svc(request: web.Request) -> Any:
     return request.app[keys.EXECS]
 
 
+_FIELDS = {f.lower(): f for f in (
+    "AttachStdin", "AttachStdout", "AttachStderr", "ConsoleSize", "DetachKeys", "Tty", "Env", "Cmd", "Privileged",
+    "User", "WorkingDir",
+)}  # fmt: skip
+
+
 @routes.post("/containers/{id}/exec", body=bodies.EXEC_CREATE)
 async def create(request: web.Request) -> web.Response:
-    eid = await _svc(request).create(request.match_info["id"], await json_body(request))
+    # Go decodes JSON field names case-insensitively, and docker-py sends `detachKeys`
+    body = {_FIELDS.get(k.lower(), k): v for k, v in (await json_body(request)).items()}
+    if body.get("DetachKeys"):
+        try:
+            parse_detach_keys(str(body["DetachKeys"]))
+        except errdefs.InvalidArgument:  # moby's words for an exec's keys (it answers 500)
+            raise errdefs.InvalidArgument(f"Invalid escape keys ({body['DetachKeys']}) provided") from None
+    eid = await _svc(request).create(request.match_info["id"], body)
     return web.json_response({"Id": eid}, status=201)
 
 

@@ -17,7 +17,7 @@ from typing import IO, Any, Protocol
 
 from aiohttp import web
 
-from dockyard.api import keys, versions
+from dockyard.api import compat, keys, versions
 from dockyard.api.app import Routes
 from dockyard.api.schemas import filters, qbool
 from dockyard.errdefs import DockyardError, InvalidArgument
@@ -70,12 +70,16 @@ async def _json_lines(request: web.Request, lines: list[dict[str, Any]]) -> web.
 async def list_images(request: web.Request) -> web.Response:
     f = filters(request)
     legacy = request.query.get("filter")
-    if legacy:  # API < 1.41 `filter=<reference>`
+    if legacy and compat.legacy_image_filter(_version(request)):  # API < 1.41 `filter=<reference>`
         f.setdefault("reference", []).append(legacy)
     out = _svc(request).list_images(all=qbool(request, "all"), filters=f)
     if _version(request) >= (1, 44):
         for s in out:
             s.pop("VirtualSize", None)
+    if _version(request) < (1, 43):
+        for s in out:  # before 1.43 an untagged image showed placeholders, not empty lists
+            if not s["RepoTags"] and not s["RepoDigests"]:
+                s["RepoTags"], s["RepoDigests"] = ["<none>:<none>"], ["<none>@<none>"]
     return web.json_response(out)
 
 
@@ -129,7 +133,8 @@ async def load(request: web.Request) -> web.StreamResponse:
 
     try:
         task = asyncio.ensure_future(svc.load(path, None if quiet else on_layer))
-        # An error before any progress is a plain HTTP error (as dockerd answers a bad archive)
+        # dockerd answers 200 at once and reports any failure, a bad archive included, inside
+        # the JSON stream: that is where the docker CLI and docker-py look for it
         while not task.done():
             await asyncio.wait([task], timeout=0.1)
             if pending:
@@ -141,7 +146,9 @@ async def load(request: web.Request) -> web.StreamResponse:
             lines = task.result()
         except DockyardError as err:
             if not resp.prepared:
-                raise
+                await resp.prepare(request)
+            for chunk in pending:
+                await resp.write(chunk)
             failed = {"errorDetail": {"message": str(err)}, "error": str(err)}
             await resp.write(json.dumps(failed).encode() + b"\r\n")
             await resp.write_eof()

@@ -21,7 +21,7 @@ routes = Routes()
 class VolumeBackend(Protocol):
     def create(
         self, name: str | None = None, driver: str | None = None, driver_opts: dict[str, str] | None = None,
-        labels: dict[str, str] | None = None,
+        labels: dict[str, str] | None = None, *, anonymous: bool = False,
     ) -> dict[str, Any]: ...  # fmt: skip
 
     def list_volumes(self, filters: dict[str, list[str]] | None = None) -> dict[str, Any]: ...
@@ -56,9 +56,11 @@ async def list_volumes(request: web.Request) -> web.Response:
 @routes.post("/volumes/create", body=bodies.VOLUME_CREATE)
 async def create(request: web.Request) -> web.Response:
     body = await json_body(request, required=False)
+    name = body.get("Name") or None
     vol = _svc(request).create(
-        body.get("Name") or None, body.get("Driver") or None,
+        name, body.get("Driver") or None,
         _dict(body.get("DriverOpts"), "DriverOpts"), _dict(body.get("Labels"), "Labels"),
+        anonymous=name is None,  # moby labels a volume it names itself anonymous: prune takes it
     )  # fmt: skip
     return web.json_response(vol, status=201)
 
