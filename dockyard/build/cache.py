@@ -129,12 +129,15 @@ class BuildCache:
                 return float(r[2])
         return time.time()
 
-    async def prune(self, *, all: bool = False, keep_storage: int = 0) -> dict[str, Any]:
+    async def prune(self, *, all: bool = False, unused_since: float | None = None) -> dict[str, Any]:
+        """Drop cache entries (with `unused_since`, only those last used before it)."""
         before = self._images.disk_usage()["LayersSize"]
         deleted = []
         keep = set() if all else self.shared_images()
         for key, doc in self.entries():
             if doc.get("image") in keep:
+                continue
+            if unused_since is not None and float(doc.get("last_used") or 0) >= unused_since:
                 continue
             self._rows.delete(key)
             deleted.append(key[:25])

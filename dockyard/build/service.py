@@ -35,6 +35,7 @@ from dockyard.build.tarindex import Index, TarIndexer, is_compressed
 from dockyard.errdefs import InvalidArgument
 from dockyard.images.service import ImageService
 from dockyard.store import Store
+from dockyard.timefmt import parse_time_param
 
 __all__ = ["BuildError", "BuildOptions", "BuildService", "Upload"]
 
@@ -196,7 +197,14 @@ class BuildService:
         raise InvalidArgument(f"unable to prepare context: remoteURL ({remote}) could not be recognized as URL")
 
     async def prune(self, *, all: bool = False, filters: dict[str, list[str]] | None = None) -> dict[str, Any]:
-        return await self.cache.prune(all=all)
+        """`POST /build/prune`: `until` (entries not used since) is honoured; the classic
+        builder's cache has none of BuildKit's other filters, so they are refused."""
+        f = filters or {}
+        for key in f:
+            if key != "until":
+                raise InvalidArgument(f"invalid filter '{key}'")
+        until = parse_time_param(f["until"][0]) if f.get("until") else None
+        return await self.cache.prune(all=all, unused_since=until)
 
     def disk_usage(self) -> list[dict[str, Any]]:
         return self.cache.usage()

@@ -285,6 +285,22 @@ def test_builder_prune_keeps_the_cache_of_tagged_images(docker_cli: Runner, dock
     docker_cli("rmi", loose_id, check=False)
 
 
+def test_builder_prune_filters_honoured_or_refused(docker_cli: Runner, busybox: str, tmp_path: Path,
+                                                  unique: Callable[[str], str]) -> None:  # fmt: skip
+    """`until` keeps entries used since; BuildKit's other filters and storage targets are
+    refused with a 400 rather than ignored (the classic builder's cache has neither)."""
+    ctx = _context(tmp_path, f"FROM busybox\nENV U={unique('u')}\nRUN echo u > /u\n")
+    image = docker_cli("build", "-q", str(ctx)).stdout.strip()
+    docker_cli("builder", "prune", "-f", "--filter", "until=1h")  # used just now: kept
+    assert docker_cli("build", str(ctx)).stdout.count("Using cache") == 2
+    for args in (("--filter", "type=regular"), ("--keep-storage", "1GB")):
+        res = docker_cli("builder", "prune", "-f", *args, check=False)
+        said = res.stderr + res.stdout
+        assert res.returncode != 0 and ("not supported" in said or "invalid filter" in said), (args, said)
+    assert docker_cli("build", str(ctx)).stdout.count("Using cache") == 2  # nothing was pruned
+    docker_cli("rmi", image, check=False)
+
+
 def test_a_context_too_big_to_hold_in_memory_is_spooled(daemon, docker_cli: Runner, busybox: str, tmp_path: Path,
                                                         unique: Callable[[str], str]) -> None:  # fmt: skip
     """Past 64 MiB the daemon spools the upload to a file; the build and its cache must not

@@ -127,8 +127,14 @@ async def build(request: web.Request) -> web.StreamResponse:
     return resp
 
 
-@routes.post("/build/prune", query="all:boolean filters:json")
+_SIZE_LIMITS = ("keep-storage", "reserved-space", "max-used-space", "min-free-space")
+
+
+@routes.post("/build/prune", query="all:boolean filters:json " + " ".join(f"{k}:integer" for k in _SIZE_LIMITS))
 async def prune(request: web.Request) -> web.Response:
+    for key in _SIZE_LIMITS:  # BuildKit's storage targets: the classic builder's cache has none
+        if qint(request, key, 0):
+            raise errdefs.InvalidArgument(f"{key} is not supported by this daemon's build cache (no BuildKit)")
     res = await _svc(request).prune(all=qbool(request, "all"), filters=filters(request))
     return web.json_response(res)
 
