@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from dockyard.api import keys
+from dockyard.api import keys, progress
 from dockyard.api.app import create_app
 from dockyard.api.routes import build as build_routes
 from dockyard.api.routes import checkpoints as checkpoint_routes
@@ -90,10 +90,12 @@ def build(cfg: DaemonConfig) -> Graph:
         tuple(cfg.insecure_registries), tuple(cfg.registry_mirrors), tuple(cfg.allowed_registries),
         cfg.registry_certs_dir,
     )
-    distribution = app[keys.DISTRIBUTION] = DistributionService(images, settings)
+    distribution = app[keys.DISTRIBUTION] = DistributionService(images.store, settings)
     distribution_routes.routes.install(app)
     builds = app[keys.BUILDS] = system.builds = BuildService(
-        store, images, containers, cfg.data_root, distribution.pull_for_build
+        store, images, containers, cfg.data_root,
+        # the builder streams Docker's messages: the API layer's renderer makes them
+        lambda image, registry_config: progress.messages(distribution.pull_for_build(image, registry_config)),
     )
     build_routes.routes.install(app)
     app[keys.CHECKPOINTS] = CheckpointService(containers)
