@@ -18,7 +18,7 @@ import subprocess
 import tarfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -225,8 +225,10 @@ def _start_stalled_pull(daemon: Daemon, reg: StallRegistry, repo: str) -> subpro
     return pull
 
 
-def _others_do_not_wait(docker_cli: Runner, busybox: str, unique: object, tmp_path: Path) -> None:
-    name = unique("stalltag")  # type: ignore[operator]
+def _others_do_not_wait(
+    docker_cli: Runner, busybox: str, unique: Callable[[str], str], tmp_path: Path
+) -> None:
+    name = unique("stalltag")
     took: dict[str, float] = {}
     took["tag"], _ = _timed(docker_cli, "tag", busybox, f"{name}:t")
     took["import"], imported = _timed(docker_cli, "import", str(_small_rootfs(tmp_path)), f"{name}:imp")
@@ -245,7 +247,7 @@ def test_stalled_pull_blocks_no_other_image_write(
     daemon: Daemon,
     docker_cli: Runner,
     busybox: str,
-    unique: object,
+    unique: Callable[[str], str],
     stall_registry: StallRegistry,
     tmp_path: Path,
 ) -> None:
@@ -274,7 +276,7 @@ def test_stalled_pull_that_fails_leaves_nothing(
     daemon: Daemon,
     docker_cli: Runner,
     busybox: str,
-    unique: object,
+    unique: Callable[[str], str],
     stall_registry: StallRegistry,
     tmp_path: Path,
 ) -> None:
@@ -301,7 +303,11 @@ def test_stalled_pull_that_fails_leaves_nothing(
 
 
 def test_layer_extraction_holds_no_lock(
-    daemon: Daemon, docker_cli: Runner, busybox: str, unique: object, stall_registry: StallRegistry
+    daemon: Daemon,
+    docker_cli: Runner,
+    busybox: str,
+    unique: Callable[[str], str],
+    stall_registry: StallRegistry,
 ) -> None:
     """A pull extracting a big layer (512 MiB of zeros: seconds of decompressing, hashing,
     writing and syncing) does not hold up a tag: the tag is done while the pulled image
@@ -311,7 +317,7 @@ def test_layer_extraction_holds_no_lock(
     ref = f"{stall_registry.host}/stall/big:latest"
     stall_registry.images["stall/big"] = _make_image("big", zeros=512 << 20)
     stall_registry.release.set()  # no stall: the layer comes at once
-    name = unique("bigtag")  # type: ignore[operator]
+    name = unique("bigtag")
     pull = _start_pull(daemon, stall_registry, "stall/big")
     try:
         wait_for(
