@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
-from dockyard.api import keys
+from dockyard.api import keys, progress
 from dockyard.api.app import create_app
 from dockyard.api.routes import absent as absent_routes
 from dockyard.api.routes import attach_ws, container_fs
@@ -69,6 +71,17 @@ class Graph:
         self.store.close()
 
 
+
+@dataclass(frozen=True)
+class RenderedPulls:
+    """The distribution service as the builder takes it: the builder streams Docker's
+    messages, so its pull events go through the API layer's renderer."""
+
+    distribution: DistributionService
+
+    def pull_for_build(self, image: str, registry_config: str | None) -> AsyncIterator[Mapping[str, Any]]:
+        return progress.messages(self.distribution.pull_for_build(image, registry_config))
+
 def build(cfg: DaemonConfig) -> Graph:
     store = Store(cfg.data_root / "db.sqlite")
     events = EventBus()
@@ -95,9 +108,12 @@ def build(cfg: DaemonConfig) -> Graph:
         tuple(cfg.insecure_registries), tuple(cfg.registry_mirrors), tuple(cfg.allowed_registries),
         cfg.registry_certs_dir,
     )
-    distribution = app[keys.DISTRIBUTION] = DistributionService(images, settings)
+    distribution = app[keys.DISTRIBUTION] = DistributionService(images.store, settings)
     distribution_routes.routes.install(app)
-    builds = app[keys.BUILDS] = system.builds = BuildService(store, images, containers, cfg.data_root, distribution)
+    builds = app[keys.BUILDS] = system.builds = BuildService(
+        store, images, containers, cfg.data_root,
+        RenderedPulls(distribution),
+    )
     build_routes.routes.install(app)
     app[keys.CHECKPOINTS] = CheckpointService(containers)
     checkpoint_routes.routes.install(app)

@@ -5,17 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Coroutine, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
-Message = dict[str, Any]
+M = TypeVar("M")
 
 
 async def run_reporting(
-    jobs: Iterable[Coroutine[Any, Any, None]], queue: asyncio.Queue[Message]
-) -> AsyncIterator[Message]:
+    jobs: Iterable[Coroutine[Any, Any, None]], queue: asyncio.Queue[M]
+) -> AsyncIterator[M]:
     """Runs the jobs concurrently and yields the messages they put on `queue` as they come;
     once all have ended, raises the first job's error. Closing the iterator cancels them."""
-    done: Message = {}
+    done: Any = object()  # the end marker, put on the queue after the last job
     errors: list[BaseException] = []
 
     async def run_all() -> None:

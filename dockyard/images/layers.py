@@ -46,6 +46,8 @@ import hashlib
 import logging
 import secrets
 import shutil
+import threading
+from collections.abc import Container
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,6 +97,10 @@ class LayerStore:
         self._idmap = id_mapping  # remapped daemon: owners shifted at extraction (unpack.py)
         self.root = root
         self._content = content
+        # Writers extract outside the image store's lock (images/store.py): two pulls of
+        # the same layer must not both extract it and replace each other's directory.
+        self._creating: dict[str, tuple[threading.Lock, list[int]]] = {}  # chain -> (lock, [users])
+        self._creating_guard = threading.Lock()
         root.mkdir(mode=0o700, parents=True, exist_ok=True)  # content: private (daemon/roots.py)
         (root / "l").mkdir(mode=0o700, exist_ok=True)
         for stale in root.glob("tmp-*"):
@@ -150,8 +156,22 @@ class LayerStore:
     def create(self, parent: str | None, diff_id: str) -> tuple[Layer, bool]:
         """Extract the committed blob `diff_id` on top of `parent` (blocking).
 
-        Returns the layer and whether it was created now (False: it already existed)."""
+        Returns the layer and whether it was created now (False: it already existed).
+        Safe to call from several threads: one extracts a given layer, the others wait."""
         chain = chain_id(parent, diff_id)
+        with self._creating_guard:
+            lock, users = self._creating.setdefault(chain, (threading.Lock(), [0]))
+            users[0] += 1
+        try:
+            with lock:
+                return self._create(parent, diff_id, chain)
+        finally:
+            with self._creating_guard:
+                users[0] -= 1
+                if not users[0]:
+                    del self._creating[chain]
+
+    def _create(self, parent: str | None, diff_id: str, chain: str) -> tuple[Layer, bool]:
         done = self._complete(chain)
         if done is not None and self.diff_dir(chain).is_dir():
             return self._layer(done), False
@@ -185,9 +205,10 @@ class LayerStore:
     def _layer(doc: dict[str, Any]) -> Layer:
         return Layer(doc["chain_id"], doc["diff_id"], doc.get("parent"), int(doc.get("size", 0)))
 
-    def remove(self, chain: str) -> int:
-        """Delete the layer's files, its row and (when no other layer has it) its blob.
-        The collector may remove an incomplete row too: nothing can refer to it."""
+    def remove(self, chain: str, keep_blobs: Container[str] = ()) -> int:
+        """Delete the layer's files, its row and (when no other layer has it and it is not
+        in `keep_blobs`: a writer is about to use it) its blob. The collector may remove an
+        incomplete row too: nothing can refer to it."""
         doc = self._store.layers.get(chain)
         if doc is None:
             raise NotFound(f"layer {chain} not found")
@@ -195,7 +216,7 @@ class LayerStore:
         self._store.layers.delete(chain)
         (self.root / "l" / chain.removeprefix("sha256:")[:16]).unlink(missing_ok=True)
         shutil.rmtree(self.diff_dir(chain).parent, ignore_errors=True)
-        if not self._store.layers.ids_by_name(layer.diff_id):
+        if not self._store.layers.ids_by_name(layer.diff_id) and layer.diff_id not in keep_blobs:
             self._content.delete(layer.diff_id)
         rec = (doc or {}).get("compressed")
         if rec:

@@ -1,19 +1,20 @@
 """`docker pull`: resolve a reference on a registry, fetch and verify its blobs, commit the image.
 
-Owns the pull orchestration and its Docker progress messages. Downloads run concurrently
-and outside the image lock; each compressed blob is verified and committed to the content
-store under its own digest, so a retried pull resumes from the blobs already verified.
-Then, under the image service's lock, layers are decompressed (checked against the
-config's diff IDs), extracted in order, and the image, its tag and its repo digest are
-committed. A failure there runs the service's collector: no partial image survives.
+Owns the pull orchestration; it yields typed progress events (`progress.py`), which the
+API layer renders as Docker's messages. Downloads run concurrently; each compressed blob
+is verified and committed to the content store under its own digest, so a retried pull
+resumes from the blobs already verified. Then, in one `ImageWrite` of the image store,
+layers are decompressed (checked against the config's diff IDs) and extracted in order,
+and the image, its tag and its repo digest are committed. No lock is held while the
+registry or the client is waited for: only the write's commit takes the store's lock. A
+failure aborts the write: no partial image survives.
 
-Messages (one dict per line of Docker's JSON stream)::
+Events::
 
-    {"status": "Pulling from library/busybox", "id": "latest"}
-    {"status": "Pulling fs layer", "id": "<12 hex>"}   ... "Waiting", "Downloading" (progressDetail),
-    "Verifying Checksum", "Download complete", "Extracting" (progressDetail), "Pull complete"
-    {"status": "Digest: sha256:..."}
-    {"status": "Status: Downloaded newer image for busybox:latest"}
+    PullStarted(path, tag)
+    LayerEvent(ALREADY_EXISTS | PULLING, digest) per layer, then per layer fetched:
+    DOWNLOADING (current/total), VERIFYING, DOWNLOADED, EXTRACTING, PULLED
+    RepoDigest(manifest digest), PullDone(reference, up_to_date)
 """
 
 from __future__ import annotations
@@ -23,13 +24,14 @@ import json
 import logging
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from typing import Any
 
 from dockyard import errdefs
 from dockyard.images import reference
 from dockyard.images._progress import run_reporting
 from dockyard.images.endpoints import RegistrySettings
 from dockyard.images.layers import chain_ids
+from dockyard.images.progress import Event, LayerEvent, LayerPhase, PullDone, PullStarted, RepoDigest
+from dockyard.images.store import ImageStore
 from dockyard.registry import spec
 from dockyard.registry.client import (
     AuthConfig,
@@ -60,18 +62,6 @@ class _Resolved:
     digest: str  # what RepoDigests records: the top-level manifest (index or image)
     config: Descriptor
     layers: tuple[Descriptor, ...]
-
-
-def _short(digest: str) -> str:
-    return digest.removeprefix("sha256:")[:12]
-
-
-def _msg(status: str, id_: str | None = None, **extra: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {"status": status}
-    if id_ is not None:
-        out["id"] = id_
-    out.update(extra)
-    return out
 
 
 async def _resolve(rc: RegistryClient, ref: reference.Reference, platform: str | None) -> _Resolved:
@@ -108,9 +98,13 @@ async def _resolve(rc: RegistryClient, ref: reference.Reference, platform: str |
 
 
 async def pull(
-    svc: Any, settings: RegistrySettings, ref: reference.Reference, auth: AuthConfig, platform: str | None
-) -> AsyncGenerator[dict[str, Any], None]:
-    """Yield Docker progress messages; errors before the first message are plain exceptions."""
+    store: ImageStore,
+    settings: RegistrySettings,
+    ref: reference.Reference,
+    auth: AuthConfig,
+    platform: str | None,
+) -> AsyncGenerator[Event, None]:
+    """Yield progress events; errors before the first event are plain exceptions."""
     for mirror in settings.mirrors_for(ref.domain):
         async with mirror:
             try:
@@ -118,19 +112,19 @@ async def pull(
             except errdefs.DockyardError as err:
                 log.warning("mirror %s failed for %s: %s", mirror.base, ref, err)
                 continue
-            async for msg in _pull_resolved(svc, mirror, ref, resolved):
-                yield msg
+            async for ev in _pull_resolved(store, mirror, ref, resolved):
+                yield ev
             return
     async with settings.connect(ref.domain, auth) as rc:
         resolved = await _resolve(rc, ref, platform)
-        async for msg in _pull_resolved(svc, rc, ref, resolved):
-            yield msg
+        async for ev in _pull_resolved(store, rc, ref, resolved):
+            yield ev
 
 
 async def _pull_resolved(
-    svc: Any, rc: RegistryClient, ref: reference.Reference, r: _Resolved
-) -> AsyncGenerator[dict[str, Any], None]:
-    yield _msg(f"Pulling from {ref.path}", ref.tag or ref.digest)
+    store: ImageStore, rc: RegistryClient, ref: reference.Reference, r: _Resolved
+) -> AsyncGenerator[Event, None]:
+    yield PullStarted(ref.path, ref.tag or ref.digest or "")
     if r.config.size > spec.MAX_CONFIG:
         raise errdefs.InvalidArgument(
             f"image config {r.config.digest} is too large: "
@@ -151,105 +145,96 @@ async def _pull_resolved(
     chains = chain_ids(diff_ids)
     tag_ref = reference.Reference(ref.domain, ref.path, ref.tag, None) if ref.tag else None
     digest_ref = reference.Reference(ref.domain, ref.path, None, r.digest)
+    refs = [x for x in (tag_ref, digest_ref) if x is not None]
     shown = ref.familiar()
 
-    existing = svc.get(image_id)
-    if existing is not None and all(svc.layers.exists(c) for c in chains):
-        current = {str(x) for x in svc._refs_for(image_id)}
-        up_to_date = (tag_ref is None or str(tag_ref) in current) and str(digest_ref) in current
-        async with svc._lock:
-            if tag_ref is not None:
-                svc._set_ref_locked(tag_ref, image_id)
-            svc._set_ref_locked(digest_ref, image_id)
-        yield _msg(f"Digest: {r.digest}")
-        if up_to_date:
-            yield _msg(f"Status: Image is up to date for {shown}")
-        else:
-            svc._event("pull", svc.get(image_id), shown)
-            yield _msg(f"Status: Downloaded newer image for {shown}")
+    existing = store.get(image_id)
+    if existing is not None and all(store.layers.exists(c) for c in chains):
+        current = set(store.refs_for(image_id))
+        up_to_date = all(str(x) in current for x in refs)
+        await store.set_refs(refs, image_id)
+        yield RepoDigest(r.digest)
+        if not up_to_date:
+            store.publish("pull", store.get(image_id) or image_id, shown)
+        yield PullDone(shown, up_to_date)
         return
 
-    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    todo: list[int] = []
-    for i, (layer, chain) in enumerate(zip(r.layers, chains, strict=True)):
-        if svc.layers.exists(chain):
-            yield _msg("Already exists", _short(layer.digest), progressDetail={})
-        else:
-            todo.append(i)
-            yield _msg("Pulling fs layer", _short(layer.digest), progressDetail={})
-    sem = asyncio.Semaphore(CONCURRENT_DOWNLOADS)
+    async with store.writer() as w:
+        # pinned from the first look: a layer found here stays until the image is in
+        w.use_layers(chains)
+        queue: asyncio.Queue[LayerEvent] = asyncio.Queue()
+        todo: list[int] = []
+        for i, (layer, chain) in enumerate(zip(r.layers, chains, strict=True)):
+            if store.layers.exists(chain):
+                yield LayerEvent(LayerPhase.ALREADY_EXISTS, layer.digest)
+            else:
+                todo.append(i)
+                yield LayerEvent(LayerPhase.PULLING, layer.digest)
+        sem = asyncio.Semaphore(CONCURRENT_DOWNLOADS)
 
-    async def download(i: int) -> None:
-        layer = r.layers[i]
-        sid = _short(layer.digest)
-        if svc.content.exists(layer.digest):  # verified by an earlier (interrupted) pull
-            await queue.put(_msg("Download complete", sid, progressDetail={}))
-            return
-        async with sem:
-            w = await asyncio.to_thread(svc.content.writer)
-            try:
+        async def download(i: int) -> None:
+            layer = r.layers[i]
+            if store.content.exists(layer.digest):  # verified by an earlier (interrupted) pull
+                w.pin_blob(layer.digest)
+                await queue.put(LayerEvent(LayerPhase.DOWNLOADED, layer.digest))
+                return
+            async with sem:
+                bw = await asyncio.to_thread(store.content.writer)
+                try:
 
-                async def sink(b: bytes) -> None:
-                    await asyncio.to_thread(w.write, b)
+                    async def sink(b: bytes) -> None:
+                        await asyncio.to_thread(bw.write, b)
 
-                async def progress(n: int) -> None:
-                    await queue.put(
-                        _msg("Downloading", sid, progressDetail={"current": n, "total": layer.size})
-                    )
+                    async def progress(n: int) -> None:
+                        await queue.put(LayerEvent(LayerPhase.DOWNLOADING, layer.digest, n, layer.size))
 
-                await rc.fetch_blob(ref.path, layer.digest, sink, progress=progress, limit=layer.size)
-                await queue.put(_msg("Verifying Checksum", sid, progressDetail={}))
-                await asyncio.to_thread(w.commit, layer.digest)
-            except BaseException:
-                w.abort()
-                raise
-        await queue.put(_msg("Download complete", sid, progressDetail={}))
+                    await rc.fetch_blob(ref.path, layer.digest, sink, progress=progress, limit=layer.size)
+                    await queue.put(LayerEvent(LayerPhase.VERIFYING, layer.digest))
+                    await asyncio.to_thread(bw.commit, layer.digest)
+                    w.pin_blob(layer.digest)
+                except BaseException:
+                    bw.abort()
+                    raise
+            await queue.put(LayerEvent(LayerPhase.DOWNLOADED, layer.digest))
 
-    async for msg in run_reporting((download(i) for i in todo), queue):
-        yield msg
+        async for ev in run_reporting((download(i) for i in todo), queue):
+            yield ev
 
-    compressed = [r.layers[i].digest for i in todo]
-    here = f"{ref.domain}/{ref.path}"
-    async with svc._lock:
-        try:
-            parent: str | None = None
-            for i, (layer, diff_id, chain) in enumerate(zip(r.layers, diff_ids, chains, strict=True)):
-                if i in todo:
-                    sid = _short(layer.digest)
-                    yield _msg("Extracting", sid, progressDetail={"current": layer.size, "total": layer.size})
+        compressed = [r.layers[i].digest for i in todo]
+        here = f"{ref.domain}/{ref.path}"
+        parent: str | None = None
+        for i, (layer, diff_id, chain) in enumerate(zip(r.layers, diff_ids, chains, strict=True)):
+            if i in todo:
+                yield LayerEvent(LayerPhase.EXTRACTING, layer.digest, layer.size, layer.size)
 
-                    def work(
-                        layer: Descriptor = layer,
-                        diff_id: str = diff_id,
-                        parent: str | None = parent,
-                        chain: str = chain,
-                    ) -> None:
-                        if not svc.content.exists(diff_id):
-                            with svc.content.open(layer.digest) as f:
-                                svc._ingest_layer_sync(f, expected=diff_id)
-                        svc._create_layer_sync(parent, diff_id)
-                        # keep the downloaded blob as the layer's compressed form: a push of
-                        # this image HEADs or mounts it instead of recompressing
-                        svc.layers.set_compressed(chain, layer.digest, layer.size, here)
+                def work(
+                    layer: Descriptor = layer,
+                    diff_id: str = diff_id,
+                    parent: str | None = parent,
+                    chain: str = chain,
+                ) -> None:
+                    w.pin_blob(diff_id)
+                    if not store.content.exists(diff_id):
+                        with store.content.open(layer.digest) as f:
+                            w.ingest_sync(f, expected=diff_id)
+                    w.create_layer_sync(parent, diff_id)
+                    # keep the downloaded blob as the layer's compressed form: a push of
+                    # this image HEADs or mounts it instead of recompressing
+                    store.layers.set_compressed(chain, layer.digest, layer.size, here)
 
-                    await asyncio.to_thread(work)
-                    yield _msg("Pull complete", sid, progressDetail={})
-                parent = chain
-            with svc._store.transaction():
-                img = svc._put_image_locked(config_bytes, parent="")
-                if tag_ref is not None:
-                    svc._set_ref_locked(tag_ref, img.id)
-                svc._set_ref_locked(digest_ref, img.id)
-        except BaseException:
-            await asyncio.to_thread(svc._gc_sync)
-            raise
-        svc._new_blobs.clear()
+                await w.run(work)
+                yield LayerEvent(LayerPhase.PULLED, layer.digest)
+            parent = chain
+        w.put_image(config_bytes)
+        for x in refs:
+            w.set_ref(x, image_id)
+        done = await w.commit()
     # the compressed downloads stay as the layers' compressed-blob cache (LayerStore.compressed);
     # one that no layer recorded (a layer that already existed) goes
-    keep = set(diff_ids) | {c["digest"] for c in map(svc.layers.compressed, chains) if c}
+    keep = set(diff_ids) | {c["digest"] for c in map(store.layers.compressed, chains) if c}
     for d in compressed:
         if d not in keep:
-            svc.content.delete(d)
-    svc._event("pull", svc.get(image_id), shown)
-    yield _msg(f"Digest: {r.digest}")
-    yield _msg(f"Status: Downloaded newer image for {shown}")
+            store.content.delete(d)
+    store.publish("pull", done.images[image_id], shown)
+    yield RepoDigest(r.digest)
+    yield PullDone(shown, False)

@@ -1,6 +1,8 @@
 """`docker push`: upload an image's layers, config and manifest to a registry.
 
-Owns the push orchestration and its Docker progress messages. Layers are stored
+Owns the push orchestration; it yields typed progress events (`progress.py`), rendered
+as Docker's messages by the API layer. It only reads the image store, and writes a repo
+digest at the end (a short locked edit): nothing is locked while the registry is served. Layers are stored
 uncompressed (by diff ID). Each layer has a compressed-blob cache (`LayerStore.compressed`:
 the gzip blob a push made or a pull downloaded, and the repositories known to hold it).
 With a cached blob the order is what real clients do: HEAD it ("Layer already exists"),
@@ -13,13 +15,12 @@ is written to the content store), then PUT with the digest; the blob becomes the
 cache. Layers go up concurrently. Then the config, then the manifest (Docker schema 2);
 its digest is recorded as a repo digest of the image.
 
-Messages::
+Events::
 
-    {"status": "The push refers to repository [127.0.0.1:5000/bb]"}
-    {"status": "Preparing", "id": "<12 hex>", "progressDetail": {}}   ... "Waiting", "Pushing"
-    (progressDetail), "Pushed", "Layer already exists", "Mounted from <repo>"
-    {"status": "latest: digest: sha256:... size: 527"}
-    {"progressDetail": {}, "aux": {"Tag": "latest", "Digest": "sha256:...", "Size": 527}}
+    PushStarted("127.0.0.1:5000/bb")
+    LayerEvent(PREPARING, diff_id) per layer, then PUSHING (current/total), PUSHED,
+    EXISTS_REMOTE or MOUNTED (source)
+    PushDone(tag, manifest digest, manifest size)
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ from dockyard.images import reference
 from dockyard.images._progress import run_reporting
 from dockyard.images.content import ContentStore, Writer
 from dockyard.images.endpoints import RegistrySettings
+from dockyard.images.model import Image
+from dockyard.images.progress import Event, LayerEvent, LayerPhase, PushDone, PushStarted
+from dockyard.images.store import ImageStore
 from dockyard.registry import spec
 from dockyard.registry.client import AuthConfig, RegistryClient, Unauthorized
 
@@ -60,10 +64,6 @@ _CHUNK = 4 << 20  # uncompressed bytes per pipeline step
 _QUEUE = 4  # compressed pieces buffered ahead of the upload
 # gzip member header as gzip.GzipFile(filename="", mtime=0, compresslevel=1) writes it
 _GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x04\xff"
-
-
-def _short(digest: str) -> str:
-    return digest.removeprefix("sha256:")[:12]
 
 
 class _Gzipper:
@@ -150,39 +150,39 @@ async def _pieces(gz: _Gzipper, progress: Any) -> AsyncIterator[bytes]:
             await task
 
 
-def _targets(svc: Any, ref: reference.Reference) -> list[tuple[str, Any]]:
+def _targets(store: ImageStore, ref: reference.Reference) -> list[tuple[str, Image]]:
     if ref.tag:
         try:
-            return [(ref.tag, svc.resolve(str(ref)))]
+            return [(ref.tag, store.resolve(str(ref)))]
         except errdefs.NotFound:
             raise errdefs.NotFound(f"tag does not exist: {ref.familiar()}") from None
     prefix = ref.name + ":"
-    tags = sorted(r[0] for r in svc._store.refs.rows() if r[0].startswith(prefix))
+    tags = sorted(store.refs_with_prefix(prefix))
     if not tags:
         raise errdefs.NotFound(f"An image does not exist locally with the tag: {ref.familiar_name}")
-    return [(t[len(prefix) :], svc.resolve(t)) for t in tags]
+    return [(t[len(prefix) :], store.resolve(t)) for t in tags]
 
 
 async def push(
-    svc: Any, settings: RegistrySettings, ref: reference.Reference, auth: AuthConfig
-) -> AsyncGenerator[dict[str, Any], None]:
-    targets = _targets(svc, ref)
+    store: ImageStore, settings: RegistrySettings, ref: reference.Reference, auth: AuthConfig
+) -> AsyncGenerator[Event, None]:
+    targets = _targets(store, ref)
     async with settings.connect(ref.domain, auth) as rc:
         await rc.ping()
         for tag, img in targets:
-            async for msg in _push_one(svc, rc, ref, tag, img):
-                yield msg
+            async for ev in _push_one(store, rc, ref, tag, img):
+                yield ev
 
 
 async def _push_one(
-    svc: Any, rc: RegistryClient, ref: reference.Reference, tag: str, img: Any
-) -> AsyncGenerator[dict[str, Any], None]:
+    store: ImageStore, rc: RegistryClient, ref: reference.Reference, tag: str, img: Image
+) -> AsyncGenerator[Event, None]:
     repo = ref.path
-    yield {"status": f"The push refers to repository [{ref.name}]"}
+    yield PushStarted(ref.name)
     diff_ids: list[str] = img.diff_ids
     # other repositories of this registry that hold the image: mount sources
     sources = []
-    for r in svc._refs_for(img.id):
+    for r in store.refs_for(img.id):
         try:
             other = reference.parse_normalized(r)
         except errdefs.InvalidArgument:
@@ -190,67 +190,64 @@ async def _push_one(
         if other.domain == ref.domain and other.path != repo and other.path not in sources:
             sources.append(other.path)
     for d in reversed(diff_ids):
-        yield {"status": "Preparing", "progressDetail": {}, "id": _short(d)}
+        yield LayerEvent(LayerPhase.PREPARING, d)
     prefix = f"{ref.domain}/"
     here = prefix + repo
-    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    queue: asyncio.Queue[LayerEvent] = asyncio.Queue()
     sem = asyncio.Semaphore(CONCURRENT_UPLOADS)
     blobs: dict[str, tuple[str, int]] = {}
-    work_dir = svc.tmp / f"push-{secrets.token_hex(6)}"
+    work_dir = store.tmp / f"push-{secrets.token_hex(6)}"
     work_dir.mkdir(parents=True)
 
     async def one(diff_id: str, chain: str) -> None:
-        sid = _short(diff_id)
         async with sem:
-            cached = svc.layers.compressed(chain)
+            cached = store.layers.compressed(chain)
             if cached is not None:
                 digest, size = cached["digest"], int(cached["size"])
                 blobs[diff_id] = (digest, size)
                 if await rc.blob_exists(repo, digest):
-                    svc.layers.set_compressed(chain, digest, size, here)
-                    await queue.put({"status": "Layer already exists", "progressDetail": {}, "id": sid})
+                    store.layers.set_compressed(chain, digest, size, here)
+                    await queue.put(LayerEvent(LayerPhase.EXISTS_REMOTE, diff_id))
                     return
                 held = [r.removeprefix(prefix) for r in cached["repos"] if r.startswith(prefix)]
                 for src in dict.fromkeys([*held, *sources]):
                     if src != repo and await rc.mount_blob(repo, digest, src):
-                        svc.layers.set_compressed(chain, digest, size, here)
-                        await queue.put({"status": f"Mounted from {src}", "progressDetail": {}, "id": sid})
+                        store.layers.set_compressed(chain, digest, size, here)
+                        await queue.put(LayerEvent(LayerPhase.MOUNTED, diff_id, source=src))
                         return
 
                 async def sent(n: int) -> None:
-                    await queue.put(
-                        {"status": "Pushing", "progressDetail": {"current": n, "total": size}, "id": sid}
-                    )
+                    await queue.put(LayerEvent(LayerPhase.PUSHING, diff_id, n, size))
 
-                await rc.upload_blob(repo, digest, svc.content.path(digest), progress=sent)
-                svc.layers.set_compressed(chain, digest, size, here)
-                await queue.put({"status": "Pushed", "progressDetail": {}, "id": sid})
+                await rc.upload_blob(repo, digest, store.content.path(digest), progress=sent)
+                store.layers.set_compressed(chain, digest, size, here)
+                await queue.put(LayerEvent(LayerPhase.PUSHED, diff_id))
                 return
 
-            total = svc.content.size(diff_id)
+            total = store.content.size(diff_id)
 
             async def read(n: int) -> None:
-                await queue.put(
-                    {"status": "Pushing", "progressDetail": {"current": n, "total": total}, "id": sid}
-                )
+                await queue.put(LayerEvent(LayerPhase.PUSHING, diff_id, n, total))
 
-            gz = await asyncio.to_thread(_Gzipper, svc.content.path(diff_id), svc.content)
+            gz = await asyncio.to_thread(_Gzipper, store.content.path(diff_id), store.content)
             try:
                 await rc.upload_stream(repo, _pieces(gz, read), lambda: gz.writer.digest)
                 digest, size = await asyncio.to_thread(gz.commit)
             finally:
                 await asyncio.to_thread(gz.close)
             blobs[diff_id] = (digest, size)
-            svc.layers.set_compressed(chain, digest, size, here)
-            await queue.put({"status": "Pushed", "progressDetail": {}, "id": sid})
+            store.layers.set_compressed(chain, digest, size, here)
+            await queue.put(LayerEvent(LayerPhase.PUSHED, diff_id))
 
     layers = dict(reversed(list(zip(diff_ids, img.chain_ids, strict=True))))
+    # the layers stay while they are read, even if the image is removed meanwhile
     try:
-        try:
-            async for msg in run_reporting((one(d, c) for d, c in layers.items()), queue):
-                yield msg
-        except Unauthorized:
-            raise errdefs.PermissionDenied("unauthorized: authentication required") from None
+        with store.pinning(img.chain_ids):
+            try:
+                async for ev in run_reporting((one(d, c) for d, c in layers.items()), queue):
+                    yield ev
+            except Unauthorized:
+                raise errdefs.PermissionDenied("unauthorized: authentication required") from None
         cfg = img.config_bytes
         if not await rc.blob_exists(repo, img.id):
             path = work_dir / "config"
@@ -268,8 +265,6 @@ async def _push_one(
     }
     body = json.dumps(manifest, indent=3).encode()
     digest = await rc.put_manifest(repo, tag, body, spec.MT_DOCKER_MANIFEST)
-    async with svc._lock:
-        svc._set_ref_locked(reference.Reference(ref.domain, ref.path, None, digest), img.id)
-    svc._event("push", img, reference.Reference(ref.domain, ref.path, tag, None).familiar())
-    yield {"status": f"{tag}: digest: {digest} size: {len(body)}"}
-    yield {"progressDetail": {}, "aux": {"Tag": tag, "Digest": digest, "Size": len(body)}}
+    await store.set_refs([reference.Reference(ref.domain, ref.path, None, digest)], img.id)
+    store.publish("push", img, reference.Reference(ref.domain, ref.path, tag, None).familiar())
+    yield PushDone(tag, digest, len(body))

@@ -16,8 +16,10 @@ from typing import Any
 from dockyard import errdefs
 from dockyard.images import reference
 from dockyard.images.endpoints import RegistrySettings
+from dockyard.images.progress import Event
 from dockyard.images.pull import pull
 from dockyard.images.push import push
+from dockyard.images.store import ImageStore
 from dockyard.registry import spec
 from dockyard.registry.client import (
     auth_for_host,
@@ -34,27 +36,27 @@ __all__ = ["DistributionService", "RegistrySettings"]
 class DistributionService:
     """Flow::
 
-    async for msg in dist.pull("busybox", tag="", auth_header=h): ...   # Docker progress messages
-    async for msg in dist.push("127.0.0.1:5000/bb", tag="", auth_header=h): ...
+    async for ev in dist.pull("busybox", tag="", auth_header=h): ...   # progress.Event
+    async for ev in dist.push("127.0.0.1:5000/bb", tag="", auth_header=h): ...
     await dist.login({"username": ..., "password": ..., "serveraddress": ...})
     """
 
-    images: Any  # dockyard.images.service.ImageService
+    images: ImageStore
     settings: RegistrySettings = field(default_factory=RegistrySettings)
 
     def pull(
         self, name: str, tag: str, auth_header: str | None, platform: str | None = None
-    ) -> AsyncGenerator[dict[str, Any], None]:
+    ) -> AsyncGenerator[Event, None]:
         ref = _ref(name, tag)
         return pull(self.images, self.settings, ref, decode_registry_auth(auth_header), platform)
 
-    def pull_for_build(self, image: str, registry_config: str | None) -> AsyncGenerator[dict[str, Any], None]:
+    def pull_for_build(self, image: str, registry_config: str | None) -> AsyncGenerator[Event, None]:
         """A builder's pull of a base image, with the credentials of the build request's
         `X-Registry-Config` map."""
         ref = reference.parse_normalized(image).with_default_tag()
         return pull(self.images, self.settings, ref, auth_for_host(registry_config, ref.domain), None)
 
-    def push(self, name: str, tag: str, auth_header: str | None) -> AsyncGenerator[dict[str, Any], None]:
+    def push(self, name: str, tag: str, auth_header: str | None) -> AsyncGenerator[Event, None]:
         ref = reference.parse_normalized(name)
         if tag:
             ref = ref.with_tag(tag)

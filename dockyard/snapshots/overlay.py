@@ -13,6 +13,9 @@ Layout::
       init/      dockerd's "init layer": empty mount points the runtime would otherwise
                  create in upper (/proc, /sys, /dev/pts, /etc/hosts, ...), so they never
                  show in `docker diff` or in a committed layer; the topmost lowerdir
+      lower      the layer keys (chain IDs) the snapshot stands on, bottom first, one a
+                 line (overlay2 keeps such a file too): the image store's collector reads
+                 them through `pinned()` so a layer a container uses is never removed
 """
 
 from __future__ import annotations
@@ -44,10 +47,10 @@ INIT_ENTRIES: dict[str, str] = {
 class OverlaySnapshotter:
     """Flow::
 
-        m = snaps.prepare("3f2a...", [top_layer_dir, ..., bottom_layer_dir])
-        mount(m, rootfs)      # by the caller; later: unmount(rootfs)
-        snaps.changes / diff over snaps.upper("3f2a...")
-        snaps.remove("3f2a...")
+    m = snaps.prepare("3f2a...", [top_layer_dir, ..., bottom_layer_dir])
+    mount(m, rootfs)      # by the caller; later: unmount(rootfs)
+    snaps.changes / diff over snaps.upper("3f2a...")
+    snaps.remove("3f2a...")
     """
 
     def __init__(self, root: Path, root_pair: tuple[int, int] | None = None) -> None:
@@ -72,10 +75,13 @@ class OverlaySnapshotter:
     def init_dir(self, key: str) -> Path:
         return self._dir(key) / "init"
 
-    def prepare(self, key: str, lowers: list[Path]) -> Mount:
-        """Create (idempotently) the snapshot dirs; lowers are top-first."""
+    def prepare(self, key: str, lowers: list[Path], pins: list[str] | None = None) -> Mount:
+        """Create (idempotently) the snapshot dirs; lowers are top-first. `pins` (the
+        layers' keys, bottom first) is recorded in `lower` for `pinned()`."""
         d = self._dir(key)
         (d / "upper").mkdir(parents=True, exist_ok=True)
+        if pins is not None:
+            self._write_pins(d, pins)
         (d / "work").mkdir(exist_ok=True)
         if self.root_pair is not None:
             os.chown(d / "upper", *self.root_pair)
@@ -117,6 +123,29 @@ class OverlaySnapshotter:
                     os.chown(os.path.join(dirpath, name), *owner, follow_symlinks=False)
             os.chown(init, *owner)
         done.touch()
+
+    @staticmethod
+    def _write_pins(d: Path, pins: list[str]) -> None:
+        # written whole and renamed: a reader (the collector, in another thread) never sees
+        # half a list, which would let it remove a layer this snapshot stands on
+        tmp = d / f".lower.{os.getpid()}.{id(pins):x}"
+        tmp.write_text("".join(p + "\n" for p in pins))
+        os.replace(tmp, d / "lower")
+
+    def pins(self, key: str) -> list[str] | None:
+        """The layer keys recorded by `prepare` for this snapshot, bottom first (None: none
+        recorded, e.g. the snapshot is gone)."""
+        try:
+            return (self._dir(key) / "lower").read_text().split()
+        except FileNotFoundError:
+            return None
+
+    def pinned(self) -> set[str]:
+        """Every layer key some snapshot stands on."""
+        out: set[str] = set()
+        for key in self.keys():
+            out.update(self.pins(key) or ())
+        return out
 
     def remove(self, key: str) -> None:
         shutil.rmtree(self._dir(key), ignore_errors=True)

@@ -13,6 +13,7 @@ import pytest
 
 from dockyard.errdefs import Conflict, InvalidArgument, NotFound
 from dockyard.events import EventBus
+from dockyard.images.progress import ImageLoaded
 from dockyard.images.service import ImageService
 from dockyard.store import Store
 
@@ -130,7 +131,10 @@ def test_zero_layer_image_rootfs(svc: ImageService, tmp_path: Path) -> None:
             ti = tarfile.TarInfo(n)
             ti.size = len(d)
             tf.addfile(ti, io.BytesIO(d.encode()))
-    assert asyncio.run(svc.load(src)) == ["Loaded image: scratchy:latest\n"]
+    async def load() -> list[object]:
+        return [ev async for ev in svc.load(src)]
+
+    assert asyncio.run(load()) == [ImageLoaded(svc.resolve("scratchy").id, "scratchy:latest", None)]
     m = svc.prepare_rootfs("s", svc.resolve("scratchy").id)
     assert any(o.startswith("lowerdir=") and o.endswith("/init") for o in m.options)
 

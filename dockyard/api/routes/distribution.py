@@ -17,9 +17,10 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from dockyard import errdefs
-from dockyard.api import bodies, keys
+from dockyard.api import bodies, keys, progress
 from dockyard.api.app import Routes, error_response
 from dockyard.api.schemas import json_body
+from dockyard.images.progress import Event
 
 routes = Routes()
 
@@ -29,8 +30,8 @@ log = logging.getLogger(__name__)
 class _DistributionBackend(Protocol):  # what these routes call on DistributionService
     def pull(
         self, name: str, tag: str, auth_header: str | None, platform: str | None = ...
-    ) -> AsyncGenerator[dict[str, Any], None]: ...
-    def push(self, name: str, tag: str, auth_header: str | None) -> AsyncGenerator[dict[str, Any], None]: ...
+    ) -> AsyncGenerator[Event, None]: ...
+    def push(self, name: str, tag: str, auth_header: str | None) -> AsyncGenerator[Event, None]: ...
     async def login(self, body: dict[str, Any]) -> dict[str, str]: ...
     async def inspect(self, name: str, auth_header: str | None) -> dict[str, Any]: ...
 
@@ -41,7 +42,7 @@ def _svc(request: web.Request) -> _DistributionBackend:
 
 async def progress_stream(
     request: web.Request, messages: AsyncGenerator[dict[str, Any], None]
-) -> web.StreamResponse:
+) -> web.StreamResponse:  # messages: see api/progress.py
     """Write messages as JSON lines; errors after the first one go into the stream."""
     first = await anext(messages, None)  # an error here propagates as an HTTP error
     resp = web.StreamResponse(headers={"Content-Type": "application/json"})
@@ -69,18 +70,16 @@ async def progress_stream(
 
 async def pull(request: web.Request, from_image: str, tag: str) -> web.StreamResponse:
     svc = _svc(request)
-    messages = svc.pull(
-        from_image, tag, request.headers.get("X-Registry-Auth"), request.query.get("platform")
-    )
-    return await progress_stream(request, messages)
+    events = svc.pull(from_image, tag, request.headers.get("X-Registry-Auth"), request.query.get("platform"))
+    return await progress_stream(request, progress.messages(events))
 
 
 @routes.post("/images/{name:.+}/push", query="tag", stream=True)
 async def push(request: web.Request) -> web.StreamResponse:
-    messages = _svc(request).push(
+    events = _svc(request).push(
         request.match_info["name"], request.query.get("tag", ""), request.headers.get("X-Registry-Auth")
     )
-    return await progress_stream(request, messages)
+    return await progress_stream(request, progress.messages(events))
 
 
 @routes.post("/auth", body=bodies.AUTH_CONFIG)

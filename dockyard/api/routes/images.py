@@ -11,16 +11,17 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 from typing import IO, Any, Protocol
 
 from aiohttp import web
 
-from dockyard.api import compat, keys, versions
+from dockyard.api import compat, keys, progress, versions
 from dockyard.api.app import Routes
 from dockyard.api.schemas import filters, qbool
 from dockyard.errdefs import DockyardError, InvalidArgument
+from dockyard.images.progress import ImageLoaded, LayerEvent
 
 routes = Routes()
 
@@ -38,7 +39,7 @@ class _ImageBackend(Protocol):  # what these routes call on ImageService
     async def prune(self, filters: dict[str, list[str]] | None = ...) -> dict[str, Any]: ...
     async def spool(self, chunks: Any) -> Path: ...
     async def import_image(self, source: Path, **kw: Any) -> Any: ...
-    async def load(self, source: Path, on_layer: Callable[[str, int], None] | None = None) -> list[str]: ...
+    def load(self, source: Path) -> AsyncGenerator[LayerEvent | ImageLoaded, None]: ...
     def save_items(self, names: list[str]) -> list[Any]: ...
     def write_save(self, items: list[Any], out: IO[bytes]) -> None: ...
     def publish_saved(self, items: list[Any]) -> None: ...
@@ -123,47 +124,28 @@ async def load(request: web.Request) -> web.StreamResponse:
     quiet = qbool(request, "quiet")
     path = await svc.spool(request.content.iter_chunked(1 << 16))
     resp = web.StreamResponse(headers={"Content-Type": _JSON})
-    pending: list[bytes] = []
-
-    def on_layer(diff_id: str, size: int) -> None:
-        # dockerd's "Loading layer" line, finished (the CLI draws the bar from progressDetail)
-        msg = {"status": "Loading layer", "id": diff_id.removeprefix("sha256:")[:12],
-               "progressDetail": {"current": size, "total": size}}  # fmt: skip
-        pending.append(json.dumps(msg).encode() + b"\r\n")
-
+    events = svc.load(path)
     try:
-        task = asyncio.ensure_future(svc.load(path, None if quiet else on_layer))
-        # dockerd answers 200 at once and reports any failure, a bad archive included, inside
-        # the JSON stream: that is where the docker CLI and docker-py look for it
-        while not task.done():
-            await asyncio.wait([task], timeout=0.1)
-            if pending:
-                if not resp.prepared:
-                    await resp.prepare(request)
-                out, pending[:] = b"".join(pending), []
-                await resp.write(out)
-        try:
-            lines = task.result()
-        except DockyardError as err:
+        async for ev in events:
+            if quiet and isinstance(ev, LayerEvent):
+                continue
             if not resp.prepared:
                 await resp.prepare(request)
-            for chunk in pending:
-                await resp.write(chunk)
-            failed = {"errorDetail": {"message": str(err)}, "error": str(err)}
-            await resp.write(json.dumps(failed).encode() + b"\r\n")
-            await resp.write_eof()
-            return resp
+            await resp.write(b"".join(json.dumps(m).encode() + b"\r\n" for m in progress.render(ev)))
+    except DockyardError as err:
+        # dockerd answers 200 at once and reports any failure, a bad archive included, inside
+        # the JSON stream: that is where the docker CLI and docker-py look for it
+        if not resp.prepared:
+            await resp.prepare(request)
+        failed = {"errorDetail": {"message": str(err)}, "error": str(err)}
+        await resp.write(json.dumps(failed).encode() + b"\r\n")
     finally:
+        await events.aclose()
         path.unlink(missing_ok=True)
     if not resp.prepared:
         await resp.prepare(request)
-    for chunk in pending:
-        await resp.write(chunk)
-    for line in lines:
-        await resp.write(json.dumps({"stream": line}).encode() + b"\r\n")
     await resp.write_eof()
     return resp
-
 
 
 @routes.post("/images/prune", query="filters:json")
