@@ -35,7 +35,8 @@ def _tar(files: dict[str, str]) -> bytes:
 
 
 def test_an_incomplete_layer_is_absent_to_every_reader(tmp_path: Path) -> None:
-    svc = ImageService(Store(tmp_path / "db.sqlite"), tmp_path / "data", EventBus())
+    db = Store(tmp_path / "db.sqlite")
+    svc = ImageService(db, tmp_path / "data", EventBus())
     src = tmp_path / "rootfs.tar"
     src.write_bytes(_tar({"etc/hostname": "x\n", "bin/tool": "#!/bin/sh\n"}))
     img = asyncio.run(svc.import_image(src, repo="base", changes=[]))
@@ -45,9 +46,9 @@ def test_an_incomplete_layer_is_absent_to_every_reader(tmp_path: Path) -> None:
     assert svc.layers.compressed(chain) is not None
 
     # the state `create` is in while it extracts (or a crash left): the row is marked
-    row = svc._store.layers.get(chain)
+    row = db.layers.get(chain)
     assert row is not None
-    svc._store.layers.put(chain, {**row, "incomplete": True}, name=row["diff_id"])
+    db.layers.put(chain, {**row, "incomplete": True}, name=row["diff_id"])
 
     assert svc.layers.get(chain) is None
     assert not svc.layers.exists(chain)
