@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import json
 import logging
 import os
@@ -47,6 +48,7 @@ from dockyard.containers.restart import Policy, Supervisor
 from dockyard.events import EventBus
 from dockyard.filters import labels_match
 from dockyard.idmap import IdentityMapping
+from dockyard.images.reference import familiar as familiar_ref
 from dockyard.runtime import spec as ocispec
 from dockyard.runtime.monitor import Conmon, Restore
 from dockyard.runtime.oci import OCIRuntime, RuntimeFailed, bounding_capabilities
@@ -373,7 +375,7 @@ class ContainerService:
                     continue
                 priv = opts.get(m["Destination"]) or {}
                 if m["Name"] and self.store.volumes.get(m["Name"]) is not None:
-                    vol = self.volumes.inspect(m["Name"])
+                    vol = self.volumes.create(m["Name"], m.get("Driver"))  # existing: publishes `create`, as Docker
                 else:
                     vol = self.volumes.create(
                         m["Name"] or None, m.get("Driver"), priv.get("DriverOpts"), priv.get("Labels"),
@@ -388,21 +390,47 @@ class ContainerService:
         return made
 
     async def _mount_volumes(self, rec: Record, rootfs: Path) -> None:
-        """At start: mount volumes with driver options, and copy image content into empty new ones."""
+        """At start: mount volumes with driver options, and copy image content into empty new ones.
+        Their `mount` events wait for `_announce_start` (dockerd's order: connect, mount, start)."""
         opts = rec["Dockyard"].get("MountOptions") or {}
         for m in rec["Mounts"]:
             if m["Type"] != "volume":
                 continue
             await self.volumes.mount(
-                m["Name"], rec["Id"], destination=m["Destination"], rw=m["RW"], propagation=m["Propagation"]
-            )
+                m["Name"], rec["Id"], destination=m["Destination"], rw=m["RW"], propagation=m["Propagation"],
+                announce=False,
+            )  # fmt: skip
             if not (opts.get(m["Destination"]) or {}).get("NoCopy"):
                 await self.volumes.copy_up(m["Name"], rootfs, m["Destination"])
 
-    async def _unmount_volumes(self, rec: Record) -> None:
+    async def _unmount_volumes(self, rec: Record, *, announce: bool = True) -> list[str]:
+        """Release the container's volumes; returns those it held (for a later `unmount` event)."""
+        held = []
+        for m in rec["Mounts"]:
+            if m["Type"] == "volume" and await self.volumes.unmount(m["Name"], rec["Id"], announce=announce):
+                held.append(m["Name"])
+        return held
+
+    def _announce_start(self, rec: Record) -> None:
+        """dockerd's events of a start, in its order: network connect, volume mount, start."""
+        if self.networks is not None and rec["State"]["Pid"]:
+            self.networks.announce("connect", rec)
         for m in rec["Mounts"]:
             if m["Type"] == "volume":
-                await self.volumes.unmount(m["Name"], rec["Id"])
+                self.volumes.announce_mount(
+                    m["Name"], rec["Id"], destination=m["Destination"], rw=m["RW"], propagation=m["Propagation"]
+                )
+        self.publish(rec, "start")
+
+    def _announce_exit(self, rec: Record, code: int, oom: bool, volumes: list[str], connected: Record) -> None:
+        """dockerd's events of an exit, in its order: oom, die, network disconnect, volume unmount."""
+        if oom:
+            self.publish(rec, "oom")
+        self.publish(rec, "die", exitCode=str(code))
+        if self.networks is not None:
+            self.networks.announce("disconnect", {**rec, "NetworkSettings": connected})
+        for name in volumes:
+            self.volumes.announce_unmount(name, rec["Id"])
 
     def _check_name_free(self, full_name: str) -> None:
         ids = self.store.containers.ids_by_name(full_name)
@@ -622,7 +650,7 @@ class ContainerService:
         self._attachable.discard(cid)
         self._watch(cid, started.conmon_pid)
         self._rotate_logs(rec)
-        self.publish(rec, "start")
+        self._announce_start(rec)
         if self.health is not None:
             self.health.watch(cid, rec["Config"], rec["State"])
 
@@ -700,7 +728,8 @@ class ContainerService:
             except errdefs.DockyardError as err:
                 log.debug("runtime delete %s: %s", cid[:12], err)
             await asyncio.to_thread(self._unmount_rootfs, cid)
-            await self._unmount_volumes(rec)
+            volumes = await self._unmount_volumes(rec, announce=False)
+            connected = copy.deepcopy(rec["NetworkSettings"])  # for the `disconnect` events after `die`
             if self.networks is not None:
                 await self.networks.detach(rec)
             restart = Policy.of(rec["HostConfig"]).should_restart(
@@ -717,9 +746,7 @@ class ContainerService:
             )  # fmt: skip
             rec["Dockyard"]["ConmonPid"] = 0
             self.save(rec)
-            if oom:
-                self.publish(rec, "oom")
-            self.publish(rec, "die", exitCode=str(code))
+            self._announce_exit(rec, code, oom, volumes, connected)
             for fut in self._exit_waiters.pop(cid, []):
                 if not fut.done():
                     fut.set_result(rec)
@@ -1055,15 +1082,18 @@ class ContainerService:
         if pause and rec["State"]["Running"] and not rec["State"]["Paused"]:
             await self.runtime(rec).pause(cid)
             paused_here = True
+            self.publish(rec, "pause")  # dockerd's commit shows its freeze as pause/unpause
         try:
             image = await self.images.commit(
                 cid, rec["Image"], merged, container_id=cid, repo=repo, tag=tag,
                 comment=comment, author=author, changes=changes,
             )  # fmt: skip
+            ref = familiar_ref(f"{repo}:{tag or 'latest'}") if repo else ""
+            self.publish(rec, "commit", comment=comment, imageID=image.id, imageRef=ref)
         finally:
             if paused_here:
                 await self.runtime(rec).resume(cid)
-        self.publish(rec, "commit", comment=comment, imageID=image.id, imageRef=f"{repo}:{tag or 'latest'}" if repo else "")
+                self.publish(rec, "unpause")
         return str(image.id)
 
     # ---- attach ------------------------------------------------------------------------------
@@ -1103,6 +1133,7 @@ class ContainerService:
         if not rec["State"]["Running"]:
             raise errdefs.Conflict(f"Container {rec['Id']} is not running")
         self.conmon.resize(self.bundle(rec["Id"]), height, width)
+        self.publish(rec, "resize", height=str(height), width=str(width))
 
     # ---- views used by listing, prune and the file-system routes -------------------------
 
@@ -1150,8 +1181,10 @@ class ContainerService:
         return {"ContainersDeleted": deleted, "SpaceReclaimed": reclaimed}
 
     @contextlib.asynccontextmanager
-    async def rootfs_mounted(self, ref: str) -> AsyncIterator[tuple[Record, Path]]:
-        """The container's merged root filesystem, mounted for the duration (cp, export)."""
+    async def rootfs_mounted(self, ref: str, *, announce_volumes: bool = False) -> AsyncIterator[tuple[Record, Path]]:
+        """The container's merged root filesystem, mounted for the duration (cp, export).
+        `announce_volumes`: publish `mount`/`unmount` of its volumes around it, as dockerd's
+        archive calls do (a `docker events --filter type=volume` sees every cp)."""
         cid = self.resolve_id(ref)
         async with self.lock(cid):
             rec = self.get(cid)
@@ -1163,9 +1196,16 @@ class ContainerService:
                 rootfs = await asyncio.to_thread(self._mount_rootfs, rec)
                 if not was_mounted:
                     self._temporary_mounts[cid] = 1
+        vols = [m for m in rec["Mounts"] if m["Type"] == "volume"] if announce_volumes else []
+        for m in vols:
+            self.volumes.announce_mount(
+                m["Name"], cid, destination=m["Destination"], rw=m["RW"], propagation=m["Propagation"]
+            )
         try:
             yield rec, rootfs
         finally:
+            for m in vols:
+                self.volumes.announce_unmount(m["Name"], cid)
             async with self.lock(cid):
                 if cid in self._temporary_mounts:
                     self._temporary_mounts[cid] -= 1

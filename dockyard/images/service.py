@@ -566,7 +566,7 @@ class ImageService:
             self._event("untag", img)
         with self._store.transaction():
             self._store.images.delete(image_id)
-        self._event("delete", img)
+        self._event("delete", img.id)  # dockerd: no labels on `delete`, unlike `untag`
         records.append({"Deleted": image_id})
         if prune and img.parent:
             self._delete_helper(img.parent, records, force=False, prune=True, quiet=True)

@@ -602,6 +602,22 @@ class NetworkService:
 
     # ---- containers: start / exit --------------------------------------------------------------
 
+    def announce(self, action: str, rec: Record) -> None:
+        """Publish `connect` or `disconnect` for each network the container is on, as dockerd
+        does when a container starts or stops (none and host included; a `container:` mode
+        shares another's endpoints and has none)."""
+        mode = rec["HostConfig"].get("NetworkMode") or "bridge"
+        if mode.startswith("container:"):
+            return
+        for name, entry in (rec["NetworkSettings"].get("Networks") or {}).items():
+            try:
+                doc = self.resolve(entry.get("NetworkID") or name)
+            except errdefs.DockyardError:
+                continue  # removed meanwhile (forced): nothing to tell
+            self.events.publish(
+                "network", action, doc["Id"], {"container": rec["Id"], "name": doc["Name"], "type": doc["Driver"]}
+            )
+
     async def attach(self, rec: Record, pid: int) -> None:
         """Give the created (not yet started) container its endpoints; fill NetworkSettings.
 
