@@ -39,6 +39,7 @@ from dockyard.filters import labels_match
 from dockyard.network import bridge, ipam
 from dockyard.network.dns import Resolver, embedded_resolv_conf, host_nameservers
 from dockyard.network.driver import EndpointSpec, NetworkDriver, NetworkSpec
+from dockyard.network.heal import Healer, repair_bridge
 from dockyard.network.portmap import (
     BridgeRules,
     ForwardBridge,
@@ -146,6 +147,7 @@ class NetworkService:
         self._rules_applied: tuple[str, tuple[ForwardBridge, ...]] | None = None  # last applied, and when
         self._rules_applied_at = 0.0
         self._ports = PortReservations()
+        self._healer = Healer(self)  # bridges, table and veths deleted behind our back
         self._resolvers: dict[str, Resolver] = {}
         self._upstreams: dict[str, list[str]] = {}
         # overlay networks exist only on a daemon given a cluster store (their state is shared)
@@ -295,6 +297,7 @@ class NetworkService:
             # the container's own `--dns` still decides where other names go after a restart
             await self._open_resolver(cid, netns, self.store.containers.get(cid), rewrite=False)
         await self._apply_rules()
+        self._healer.start()
 
     def _dns_wanted(self) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -307,6 +310,7 @@ class NetworkService:
     async def close(self) -> None:
         """Daemon shutdown. With no endpoints left, bridges and the table go too (nothing
         leaks); otherwise everything stays for the containers that keep running."""
+        await self._healer.close()
         for cid in list(self._resolvers):
             await self._close_resolver(cid)
         if self.overlay is not None:
@@ -701,6 +705,7 @@ class NetworkService:
             gateway=str(sub.gateway) if default_route else None, mtu=int(doc["Dockyard"].get("MTU") or 1500),
         )  # fmt: skip
         try:
+            await repair_bridge(self, doc)  # an admin's `ip link del`: the next start re-creates it
             await asyncio.to_thread(self._driver(doc).join, self._net_spec(doc), spec)
             if doc["Driver"] == "overlay" and self.overlay is not None:
                 await self.overlay.joined(doc, ep)
