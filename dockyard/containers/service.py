@@ -137,10 +137,28 @@ class ContainerService:
                     await self._handle_exit(rec["Id"])  # its restart policy applies now
             elif st == state.RESTARTING:
                 self.supervisor.schedule(rec["Id"])  # the previous daemon's pending restart
+                await self._undo_cut_start(rec)
             elif st == state.REMOVING:
                 # a removal cut short with the daemon: Docker's Dead, which `rm` finishes
                 state.transition(rec, "remove_failed")
                 self.save(rec)
+            else:
+                await self._undo_cut_start(rec)
+
+    async def _undo_cut_start(self, rec: Record) -> None:
+        """A start the previous daemon did not finish (killed between mounting the rootfs and
+        recording the container running): its conmon, runc container, rootfs mount, volume
+        users and endpoints are undone, so the container is cleanly not running (found by the
+        crash harness, tests/crash/)."""
+        cid = rec["Id"]
+        conmon = _read_int(self.bundle(cid) / "conmon.pid")
+        if not (sysmount.is_mounted(self._rootfs(cid)) or (conmon and _alive(conmon))):
+            return
+        log.warning("container %s: undoing a start cut short by the previous daemon", cid[:12])
+        await self._cleanup_failed_start(rec, self.runtime(rec), True)
+        if self.networks is not None:
+            await self.networks.detach(rec)
+            self.save(rec)
 
     async def supervise(self) -> None:
         """After every service has reconciled: probe the healthchecks of running containers,
@@ -689,7 +707,7 @@ class ContainerService:
                 except ProcessLookupError:
                     pass
         await asyncio.to_thread(self._unmount_rootfs, cid)
-        await self._unmount_volumes(rec)
+        await self._unmount_volumes(rec, announce=False)  # its `mount` was never announced
 
     # ---- exits -----------------------------------------------------------------------------
 
