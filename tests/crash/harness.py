@@ -191,7 +191,7 @@ class Harness:
 
         def settled() -> bool:  # the on-failure:2 ones have given up again (their checks race otherwise)
             return not flapping or all(
-                s == "exited" for s in _ok(d, "inspect", "-f", "{{.State.Status}}", *flapping).split()
+                s in ("exited", "created") for s in _ok(d, "inspect", "-f", "{{.State.Status}}", *flapping).split()
             )
 
         wait_for(settled, timeout=30, what="the restart-policy containers settled")
