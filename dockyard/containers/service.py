@@ -142,6 +142,7 @@ class ContainerService:
                 # a removal cut short with the daemon: Docker's Dead, which `rm` finishes
                 state.transition(rec, "remove_failed")
                 self.save(rec)
+                await self._undo_cut_start(rec)  # `rm -f` meant it gone: nothing of it runs on
             else:
                 await self._undo_cut_start(rec)
 

@@ -132,16 +132,18 @@ class Harness:
         if op in ("create", "run", "restart_policy"):
             if acked:
                 w.containers.add(target)
-        elif op == "rm" and acked:
+        # a removal not acknowledged may have happened: the item is no longer promised
+        elif op == "rm":
             w.containers.discard(target)
-            w.removed.add(target)
+            if acked:
+                w.removed.add(target)
         elif op == "volume_create" and acked:
             w.volumes.add(target)
-        elif op == "volume_rm" and acked:
+        elif op == "volume_rm":
             w.volumes.discard(target)
         elif op == "network_create" and acked:
             w.networks.add(target)
-        elif op == "network_rm" and acked:
+        elif op == "network_rm":
             w.networks.discard(target)
         elif op in ("commit", "build") and acked:
             w.images.add(target)
@@ -191,7 +193,7 @@ class Harness:
 
         def settled() -> bool:  # the on-failure:2 ones have given up again (their checks race otherwise)
             return not flapping or all(
-                s in ("exited", "created") for s in _ok(d, "inspect", "-f", "{{.State.Status}}", *flapping).split()
+                s in ("exited", "created", "dead") for s in _ok(d, "inspect", "-f", "{{.State.Status}}", *flapping).split()
             )
 
         wait_for(settled, timeout=30, what="the restart-policy containers settled")
