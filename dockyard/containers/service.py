@@ -136,8 +136,8 @@ class ContainerService:
                 else:
                     await self._handle_exit(rec["Id"])  # its restart policy applies now
             elif st == state.RESTARTING:
+                await self._undo_cut_start(rec)  # first: the restart below starts it afresh
                 self.supervisor.schedule(rec["Id"])  # the previous daemon's pending restart
-                await self._undo_cut_start(rec)
             elif st == state.REMOVING:
                 # a removal cut short with the daemon: Docker's Dead, which `rm` finishes
                 state.transition(rec, "remove_failed")
@@ -155,11 +155,15 @@ class ContainerService:
         conmon = _read_int(self.bundle(cid) / "conmon.pid")
         if not (sysmount.is_mounted(self._rootfs(cid)) or (conmon and _alive(conmon))):
             return
-        log.warning("container %s: undoing a start cut short by the previous daemon", cid[:12])
-        await self._cleanup_failed_start(rec, self.runtime(rec), True)
-        if self.networks is not None:
-            await self.networks.detach(rec)
-            self.save(rec)
+        async with self.lock(cid):  # the record as it is now (never save a stale copy over a start)
+            now = self.store.containers.get(cid)
+            if now is None or state.status(now) in (state.RUNNING, state.PAUSED):
+                return
+            log.warning("container %s: undoing a start cut short by the previous daemon", cid[:12])
+            await self._cleanup_failed_start(now, self.runtime(now), True)
+            if self.networks is not None:
+                await self.networks.detach(now)
+                self.save(now)
 
     async def supervise(self) -> None:
         """After every service has reconciled: probe the healthchecks of running containers,

@@ -196,7 +196,11 @@ class Harness:
                 s in ("exited", "created", "dead") for s in _ok(d, "inspect", "-f", "{{.State.Status}}", *flapping).split()
             )
 
-        wait_for(settled, timeout=30, what="the restart-policy containers settled")
+        try:
+            wait_for(settled, timeout=30, what="the restart-policy containers settled")
+        except AssertionError as err:
+            states = _ok(d, "inspect", "-f", "{{.Name}} {{.State.Status}} {{.RestartCount}} {{.State.Pid}}", *flapping)
+            raise AssertionError(f"{err}: {states}") from None
         running: set[str] = set()
         endpoints: set[str] = set()
         # a restart-policy container may be between two runs: let it settle for a moment
