@@ -161,7 +161,14 @@ async def _handle(request: web.Request, handler: Handler) -> web.StreamResponse:
     except json.JSONDecodeError as exc:
         return error_response(400, f"invalid JSON: {exc}")
     except ConnectionError:
-        raise  # the client went away mid-stream (docker stats, events): aiohttp drops it quietly
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            # the client went away mid-stream (docker stats, logs -f, events ^C): nothing to
+            # answer and nothing to log; aiohttp fails to send this and drops the connection
+            # quietly (raised on, it would log a traceback as a handler error)
+            log.debug("%s %s: the client went away", request.method, request.path)
+            return web.Response()
+        raise
     except Exception as exc:  # a request root: log and convert; a 500 is a bug
         log.exception("%s %s failed", request.method, request.path)
         return error_response(500, f"internal error: {exc}")

@@ -289,13 +289,13 @@ class ExecService:
             rec["Dockyard"]["Probe"] = True  # its record goes when it ends, even under a later daemon
         self.store.execs.put(eid, rec, name=crec["Id"])
         if not listed:
-            self.containers.publish(crec, f"exec_create: {' '.join(cmd)}", execID=eid)
+            self.containers.publish(crec, f"exec_create: {_action_cmd(cmd)}", execID=eid)
             return eid
         async with self.containers.lock(crec["Id"]):
             crec = self.containers.get(crec["Id"])
             crec["Dockyard"].setdefault("ExecIDs", []).append(eid)
             self.containers.save(crec)
-        self.containers.publish(crec, f"exec_create: {' '.join(cmd)}", execID=eid)
+        self.containers.publish(crec, f"exec_create: {_action_cmd(cmd)}", execID=eid)
         return eid
 
     def _process_spec(self, crec: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any]:
@@ -432,7 +432,7 @@ class ExecService:
         return session
 
     def _publish_start(self, crec: dict[str, Any], rec: dict[str, Any]) -> None:
-        cmd = " ".join([rec["ProcessConfig"]["entrypoint"], *rec["ProcessConfig"]["arguments"]])
+        cmd = _action_cmd([rec["ProcessConfig"]["entrypoint"], *rec["ProcessConfig"]["arguments"]])
         self.containers.publish(crec, f"exec_start: {cmd}", execID=rec["ID"])
 
     def _watch(self, eid: str, cid: str, conmon_pid: int, crec: dict[str, Any] | None) -> None:
@@ -589,3 +589,9 @@ def kill_process_tree(pid: int) -> None:
     for p in stopped:
         with contextlib.suppress(ProcessLookupError):
             os.kill(p, signal.SIGKILL)
+
+
+def _action_cmd(cmd: list[str]) -> str:
+    """The command in an exec event's action as dockerd writes it: the entrypoint, a space,
+    the arguments (`exec_start: true ` for `exec c true`); `event=` filters match it."""
+    return f"{cmd[0]} {' '.join(cmd[1:])}" if cmd else ""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import json
 import logging
 import os
@@ -47,6 +48,7 @@ from dockyard.containers.restart import Policy, Supervisor
 from dockyard.events import EventBus
 from dockyard.filters import labels_match
 from dockyard.idmap import IdentityMapping
+from dockyard.images.reference import familiar as familiar_ref
 from dockyard.runtime import spec as ocispec
 from dockyard.runtime.monitor import Conmon, Restore
 from dockyard.runtime.oci import OCIRuntime, RuntimeFailed, bounding_capabilities
@@ -134,11 +136,34 @@ class ContainerService:
                 else:
                     await self._handle_exit(rec["Id"])  # its restart policy applies now
             elif st == state.RESTARTING:
+                await self._undo_cut_start(rec)  # first: the restart below starts it afresh
                 self.supervisor.schedule(rec["Id"])  # the previous daemon's pending restart
             elif st == state.REMOVING:
                 # a removal cut short with the daemon: Docker's Dead, which `rm` finishes
                 state.transition(rec, "remove_failed")
                 self.save(rec)
+                await self._undo_cut_start(rec)  # `rm -f` meant it gone: nothing of it runs on
+            else:
+                await self._undo_cut_start(rec)
+
+    async def _undo_cut_start(self, rec: Record) -> None:
+        """A start the previous daemon did not finish (killed between mounting the rootfs and
+        recording the container running): its conmon, runc container, rootfs mount, volume
+        users and endpoints are undone, so the container is cleanly not running (found by the
+        crash harness, tests/crash/)."""
+        cid = rec["Id"]
+        conmon = _read_int(self.bundle(cid) / "conmon.pid")
+        if not (sysmount.is_mounted(self._rootfs(cid)) or (conmon and _alive(conmon))):
+            return
+        async with self.lock(cid):  # the record as it is now (never save a stale copy over a start)
+            now = self.store.containers.get(cid)
+            if now is None or state.status(now) in (state.RUNNING, state.PAUSED):
+                return
+            log.warning("container %s: undoing a start cut short by the previous daemon", cid[:12])
+            await self._cleanup_failed_start(now, self.runtime(now), True)
+            if self.networks is not None:
+                await self.networks.detach(now)
+                self.save(now)
 
     async def supervise(self) -> None:
         """After every service has reconciled: probe the healthchecks of running containers,
@@ -377,7 +402,7 @@ class ContainerService:
                     continue
                 priv = opts.get(m["Destination"]) or {}
                 if m["Name"] and self.store.volumes.get(m["Name"]) is not None:
-                    vol = self.volumes.inspect(m["Name"])
+                    vol = self.volumes.create(m["Name"], m.get("Driver"))  # existing: publishes `create`, as Docker
                 else:
                     vol = self.volumes.create(
                         m["Name"] or None, m.get("Driver"), priv.get("DriverOpts"), priv.get("Labels"),
@@ -392,14 +417,16 @@ class ContainerService:
         return made
 
     async def _mount_volumes(self, rec: Record, rootfs: Path) -> None:
-        """At start: mount volumes with driver options, and copy image content into empty new ones."""
+        """At start: mount volumes with driver options, and copy image content into empty new ones.
+        Their `mount` events wait for `_announce_start` (dockerd's order: connect, mount, start)."""
         opts = rec["Dockyard"].get("MountOptions") or {}
         for m in rec["Mounts"]:
             if m["Type"] != "volume":
                 continue
             mountpoint = await self.volumes.mount(
-                m["Name"], rec["Id"], destination=m["Destination"], rw=m["RW"], propagation=m["Propagation"]
-            )
+                m["Name"], rec["Id"], destination=m["Destination"], rw=m["RW"], propagation=m["Propagation"],
+                announce=False,
+            )  # fmt: skip
             if sub := (opts.get(m["Destination"]) or {}).get("Subpath"):
                 staged = subpaths.staging_point(self.bundle(rec["Id"]), m["Destination"])
                 await asyncio.to_thread(subpaths.stage, Path(mountpoint), sub, staged)
@@ -407,16 +434,42 @@ class ContainerService:
             if not (opts.get(m["Destination"]) or {}).get("NoCopy"):
                 await self.volumes.copy_up(m["Name"], rootfs, m["Destination"])
 
-    async def _unmount_volumes(self, rec: Record) -> None:
-        """At stop, failed start and remove: volumes, subpath staging points, a shareable /dev/shm."""
+    async def _unmount_volumes(self, rec: Record, *, announce: bool = True) -> list[str]:
+        """At stop, failed start and remove: volumes, subpath staging points, a shareable
+        /dev/shm. Returns the volumes it held (for a later `unmount` event)."""
         await asyncio.to_thread(hostconfig.release, rec, self.bundle(rec["Id"]))
         opts = rec["Dockyard"].get("MountOptions") or {}
+        held = []
         for m in rec["Mounts"]:
-            if m["Type"] == "volume" and (opts.get(m["Destination"]) or {}).get("Subpath"):
+            if m["Type"] != "volume":
+                continue
+            if (opts.get(m["Destination"]) or {}).get("Subpath"):
                 staged = subpaths.staging_point(self.bundle(rec["Id"]), m["Destination"])
                 await asyncio.to_thread(subpaths.release, staged)
+            if await self.volumes.unmount(m["Name"], rec["Id"], announce=announce):
+                held.append(m["Name"])
+        return held
+
+    def _announce_start(self, rec: Record) -> None:
+        """dockerd's events of a start, in its order: network connect, volume mount, start."""
+        if self.networks is not None and rec["State"]["Pid"]:
+            self.networks.announce("connect", rec)
+        for m in rec["Mounts"]:
             if m["Type"] == "volume":
-                await self.volumes.unmount(m["Name"], rec["Id"])
+                self.volumes.announce_mount(
+                    m["Name"], rec["Id"], destination=m["Destination"], rw=m["RW"], propagation=m["Propagation"]
+                )
+        self.publish(rec, "start")
+
+    def _announce_exit(self, rec: Record, code: int, oom: bool, volumes: list[str], connected: Record) -> None:
+        """dockerd's events of an exit, in its order: oom, die, network disconnect, volume unmount."""
+        if oom:
+            self.publish(rec, "oom")
+        self.publish(rec, "die", exitCode=str(code))
+        if self.networks is not None:
+            self.networks.announce("disconnect", {**rec, "NetworkSettings": connected})
+        for name in volumes:
+            self.volumes.announce_unmount(name, rec["Id"])
 
     def _check_name_free(self, full_name: str) -> None:
         ids = self.store.containers.ids_by_name(full_name)
@@ -660,7 +713,7 @@ class ContainerService:
         self._attachable.discard(cid)
         self._watch(cid, started.conmon_pid)
         self._rotate_logs(rec)
-        self.publish(rec, "start")
+        self._announce_start(rec)
         if self.health is not None:
             self.health.watch(cid, rec["Config"], rec["State"])
 
@@ -788,7 +841,7 @@ class ContainerService:
                 except ProcessLookupError:
                     pass
         await asyncio.to_thread(self._unmount_rootfs, cid)
-        await self._unmount_volumes(rec)
+        await self._unmount_volumes(rec, announce=False)  # its `mount` was never announced
 
     # ---- exits -----------------------------------------------------------------------------
 
@@ -826,11 +879,17 @@ class ContainerService:
                 await self.runtime(rec).delete(cid)
             except errdefs.DockyardError as err:
                 log.debug("runtime delete %s: %s", cid[:12], err)
+            connected = copy.deepcopy(rec["NetworkSettings"])  # for the `disconnect` events after `die`
+            volumes: list[str] = []
+
+            async def release_volumes() -> None:
+                volumes.extend(await self._unmount_volumes(rec, announce=False))
+
             # The exit is recorded whatever the teardown meets: a step that fails is logged,
             # never left to stall the waiters (`run --rm`, `wait`) of a container that is gone
             teardown: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
                 ("unmount the rootfs", lambda: asyncio.to_thread(self._unmount_rootfs, cid)),
-                ("unmount volumes", lambda: self._unmount_volumes(rec)),
+                ("unmount volumes", release_volumes),
             ]
             if self.networks is not None:
                 networks = self.networks
@@ -855,9 +914,7 @@ class ContainerService:
             )  # fmt: skip
             rec["Dockyard"]["ConmonPid"] = 0
             self.save(rec)
-            if oom:
-                self.publish(rec, "oom")
-            self.publish(rec, "die", exitCode=str(code))
+            self._announce_exit(rec, code, oom, volumes, connected)
             for fut in self._exit_waiters.pop(cid, []):
                 if not fut.done():
                     fut.set_result(rec)
@@ -1194,6 +1251,7 @@ class ContainerService:
             try:
                 await self.runtime(rec).pause(cid)
                 paused_here = True
+                self.publish(rec, "pause")  # dockerd's commit shows its freeze as pause/unpause
             except errdefs.DockyardError:
                 # a process that just exited (its exit not recorded yet): dockerd commits a
                 # stopped container as it is, so only a container runc still runs is an error
@@ -1205,10 +1263,12 @@ class ContainerService:
                 cid, rec["Image"], merged, container_id=cid, repo=repo, tag=tag,
                 comment=comment, author=author, changes=changes,
             )  # fmt: skip
+            ref = familiar_ref(f"{repo}:{tag or 'latest'}") if repo else ""
+            self.publish(rec, "commit", comment=comment, imageID=image.id, imageRef=ref)
         finally:
             if paused_here:
                 await self.runtime(rec).resume(cid)
-        self.publish(rec, "commit", comment=comment, imageID=image.id, imageRef=f"{repo}:{tag or 'latest'}" if repo else "")
+                self.publish(rec, "unpause")
         return str(image.id)
 
     # ---- attach ------------------------------------------------------------------------------
@@ -1248,6 +1308,7 @@ class ContainerService:
         if not rec["State"]["Running"]:
             raise errdefs.Conflict(f"Container {rec['Id']} is not running")
         self.conmon.resize(self.bundle(rec["Id"]), height, width)
+        self.publish(rec, "resize", height=str(height), width=str(width))
 
     # ---- views used by listing, prune and the file-system routes -------------------------
 
@@ -1295,8 +1356,10 @@ class ContainerService:
         return {"ContainersDeleted": deleted, "SpaceReclaimed": reclaimed}
 
     @contextlib.asynccontextmanager
-    async def rootfs_mounted(self, ref: str) -> AsyncIterator[tuple[Record, Path]]:
-        """The container's merged root filesystem, mounted for the duration (cp, export)."""
+    async def rootfs_mounted(self, ref: str, *, announce_volumes: bool = False) -> AsyncIterator[tuple[Record, Path]]:
+        """The container's merged root filesystem, mounted for the duration (cp, export).
+        `announce_volumes`: publish `mount`/`unmount` of its volumes around it, as dockerd's
+        archive calls do (a `docker events --filter type=volume` sees every cp)."""
         cid = self.resolve_id(ref)
         async with self.lock(cid):
             rec = self.get(cid)
@@ -1308,9 +1371,16 @@ class ContainerService:
                 rootfs = await asyncio.to_thread(self._mount_rootfs, rec)
                 if not was_mounted:
                     self._temporary_mounts[cid] = 1
+        vols = [m for m in rec["Mounts"] if m["Type"] == "volume"] if announce_volumes else []
+        for m in vols:
+            self.volumes.announce_mount(
+                m["Name"], cid, destination=m["Destination"], rw=m["RW"], propagation=m["Propagation"]
+            )
         try:
             yield rec, rootfs
         finally:
+            for m in vols:
+                self.volumes.announce_unmount(m["Name"], cid)
             async with self.lock(cid):
                 if cid in self._temporary_mounts:
                     self._temporary_mounts[cid] -= 1

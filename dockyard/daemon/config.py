@@ -11,6 +11,7 @@ from pathlib import Path
 from dockyard.idmap import IdentityMapping
 
 DEFAULT_HOST = "unix:///run/dockyard.sock"
+LOG_LEVELS = ("debug", "info", "warn", "error", "fatal")
 STOCK_RUNTIME = "runc"  # always known, found on PATH unless `runtimes` names its path
 
 
@@ -55,6 +56,10 @@ class DaemonConfig:
     # this node's underlay address (the VXLAN source; default: the one that reaches the store)
     cluster_store: str = ""
     cluster_advertise: str = ""
+    # daemon.json "labels" ("key=value"): /info's Labels; reloaded on SIGHUP (daemon/reload.py)
+    labels: list[str] = field(default_factory=list)
+    config_file: Path | None = None  # the daemon.json SIGHUP re-reads
+    flag_log_level: str | None = None  # `--log-level`: kept by a reload whose file names none
 
     def runtime_names(self) -> list[str]:
         """The runtimes a container may name: the stock `runc` and the configured ones."""
@@ -83,7 +88,7 @@ def parse_args(argv: list[str] | None = None) -> DaemonConfig:
     p.add_argument("--config-file", default=None, help="daemon.json (default /etc/dockyard/daemon.json)")
     p.add_argument("--runtime", "--default-runtime", dest="default_runtime", help="default OCI runtime")
     p.add_argument("--add-runtime", action="append", default=[], metavar="NAME=PATH")
-    p.add_argument("--log-level", "-l", choices=["debug", "info", "warn", "error", "fatal"])
+    p.add_argument("--log-level", "-l", choices=LOG_LEVELS)
     p.add_argument("--pidfile", "-p")
     p.add_argument("--tlscacert")
     p.add_argument("--tlscert")
@@ -105,6 +110,7 @@ def parse_args(argv: list[str] | None = None) -> DaemonConfig:
 
     cfg = DaemonConfig()
     cfg_path = Path(args.config_file or "/etc/dockyard/daemon.json")
+    cfg.config_file = cfg_path
     if cfg_path.exists():
         try:
             data = json.loads(cfg_path.read_text())
@@ -127,7 +133,7 @@ def parse_args(argv: list[str] | None = None) -> DaemonConfig:
         name, _, path = item.partition("=")
         cfg.runtimes[name] = path
     if args.log_level:
-        cfg.log_level = args.log_level
+        cfg.log_level = cfg.flag_log_level = args.log_level
     if args.pidfile:
         cfg.pidfile = Path(args.pidfile)
     for key in ("bridge_name", "bip", "fixed_cidr", "mtu", "cluster_store", "cluster_advertise"):
@@ -168,6 +174,11 @@ def _strings(data: dict[str, object], key: str) -> list[str]:
     return value
 
 
+def apply_file(cfg: DaemonConfig, data: dict[str, object]) -> None:
+    """daemon.json's settings onto cfg (at start, and by a SIGHUP reload on a fresh one)."""
+    _apply_file(cfg, data)
+
+
 def _apply_file(cfg: DaemonConfig, data: dict[str, object]) -> None:
     """daemon.json uses Docker's key names."""
     if "hosts" in data:
@@ -179,7 +190,14 @@ def _apply_file(cfg: DaemonConfig, data: dict[str, object]) -> None:
     if "pidfile" in data:
         cfg.pidfile = Path(str(data["pidfile"]))
     if "log-level" in data:
+        if data["log-level"] not in LOG_LEVELS:
+            raise ValueError(f"invalid log level: {data['log-level']}")
         cfg.log_level = str(data["log-level"])
+    if "labels" in data:
+        cfg.labels = _strings(data, "labels")
+        for label in cfg.labels:
+            if "=" not in label or not label.split("=", 1)[0]:
+                raise ValueError(f"bad attribute format: {label}")  # dockerd's wording
     if "criu-path" in data:
         cfg.criu = str(data["criu-path"])
     if "default-runtime" in data:

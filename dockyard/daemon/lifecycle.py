@@ -22,6 +22,7 @@ from dockyard import idmap
 from dockyard.api.streams import cancel_long_lived
 from dockyard.daemon.config import DaemonConfig
 from dockyard.daemon.listeners import Listener, ListenerConfigError, plan_listeners
+from dockyard.daemon.reload import reload
 from dockyard.daemon.roots import RootInUse, prepare_roots, tighten_content
 from dockyard.daemon.wiring import build
 
@@ -99,6 +100,7 @@ async def _serve_locked(cfg: DaemonConfig, listeners: list[Listener], tls: ssl.S
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload, cfg, graph.app)  # daemon.json again, as dockerd
     await stop.wait()
     log.info("shutting down; containers keep running")
     await runner.cleanup()

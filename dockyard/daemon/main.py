@@ -9,14 +9,14 @@ import sys
 from dockyard._sys.malloc import limit_arenas
 from dockyard.daemon.config import parse_args
 from dockyard.daemon.lifecycle import StartupError, serve
+from dockyard.daemon.reload import python_level
 from dockyard.errdefs import DockyardError
 
 
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_args(argv)
-    level = {"warn": "WARNING", "fatal": "CRITICAL"}.get(cfg.log_level, cfg.log_level.upper())
     logging.basicConfig(
-        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=python_level(cfg.log_level), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     limit_arenas()  # before the worker threads start allocating
     try:

@@ -122,7 +122,7 @@ class ImageRemover:
         for r in self._s.refs_for(image_id):
             self._untag(img, r, records)
         self._s.delete_image_locked(image_id)
-        self._s.publish("delete", img)
+        self._s.publish("delete", img.id)  # dockerd: no labels on `delete`, unlike `untag`
         records.append({"Deleted": image_id})
         if prune and img.parent:
             self._delete_helper(img.parent, records, force=False, prune=True, quiet=True)

@@ -152,6 +152,19 @@ def ensure_bridge(spec: BridgeSpec) -> bool:
     return created
 
 
+def reattach(bridge_name: str, host_ifs: Iterable[str]) -> None:
+    """Plug the existing host ends among host_ifs into the bridge (a deleted bridge frees
+    its ports; the veths stay)."""
+    with IPRoute() as ipr:
+        br = ipr.link_lookup(ifname=bridge_name)
+        if not br:
+            raise OSError(errno.ENODEV, f"bridge {bridge_name} does not exist")
+        for name in host_ifs:
+            idx = ipr.link_lookup(ifname=name)
+            if idx:
+                ipr.link("set", index=idx[0], master=br[0], state="up")
+
+
 def delete_owned(name: str, kind: str, tag: str) -> bool:
     """Delete the link called name only if it is of `kind` and carries our tag, i.e. this
     daemon made it; True when it was deleted. Anything else is left untouched."""
@@ -319,6 +332,16 @@ class BridgeDriver:
 
     def leave(self, net: NetworkSpec, host_if: str) -> None:
         delete_owned(host_if, "veth", self.tag)
+
+    def repair(self, net: NetworkSpec, host_ifs: Iterable[str]) -> bool:
+        """The network's bridge again when something outside the daemon deleted it (an admin's
+        `ip link del`): re-created and addressed, and the host ends of the endpoints that
+        survived plugged back in. True when it had to be re-created."""
+        if link_exists(net.device):
+            return False
+        ensure_bridge(self._spec(net))
+        reattach(net.device, host_ifs)
+        return True
 
     def restore(self, nets: Iterable[NetworkSpec], host_ifs: Iterable[str]) -> list[str]:
         nets = list(nets)

@@ -39,6 +39,7 @@ from dockyard.filters import labels_match
 from dockyard.network import bridge, endpoint_fields, ipam, ipam6
 from dockyard.network.dns import Resolver, embedded_resolv_conf, host_nameservers
 from dockyard.network.driver import EndpointSpec, NetworkDriver, NetworkSpec
+from dockyard.network.heal import Healer, repair_bridge
 from dockyard.network.portmap import (
     BridgeRules,
     ForwardBridge,
@@ -146,6 +147,7 @@ class NetworkService:
         self._rules_applied: tuple[str, tuple[ForwardBridge, ...]] | None = None  # last applied, and when
         self._rules_applied_at = 0.0
         self._ports = PortReservations()
+        self._healer = Healer(self)  # bridges, table and veths deleted behind our back
         self._resolvers: dict[str, Resolver] = {}
         self._upstreams: dict[str, list[str]] = {}
         # overlay networks exist only on a daemon given a cluster store (their state is shared)
@@ -304,6 +306,7 @@ class NetworkService:
             # the container's own `--dns` still decides where other names go after a restart
             await self._open_resolver(cid, netns, self.store.containers.get(cid), rewrite=False)
         await self._apply_rules()
+        self._healer.start()
 
     def _dns_wanted(self) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -316,6 +319,7 @@ class NetworkService:
     async def close(self) -> None:
         """Daemon shutdown. With no endpoints left, bridges and the table go too (nothing
         leaks); otherwise everything stays for the containers that keep running."""
+        await self._healer.close()
         for cid in list(self._resolvers):
             await self._close_resolver(cid)
         if self.overlay is not None:
@@ -669,6 +673,22 @@ class NetworkService:
 
     # ---- containers: start / exit --------------------------------------------------------------
 
+    def announce(self, action: str, rec: Record) -> None:
+        """Publish `connect` or `disconnect` for each network the container is on, as dockerd
+        does when a container starts or stops (none and host included; a `container:` mode
+        shares another's endpoints and has none)."""
+        mode = rec["HostConfig"].get("NetworkMode") or "bridge"
+        if mode.startswith("container:"):
+            return
+        for name, entry in (rec["NetworkSettings"].get("Networks") or {}).items():
+            try:
+                doc = self.resolve(entry.get("NetworkID") or name)
+            except errdefs.DockyardError:
+                continue  # removed meanwhile (forced): nothing to tell
+            self.events.publish(
+                "network", action, doc["Id"], {"container": rec["Id"], "name": doc["Name"], "type": doc["Driver"]}
+            )
+
     async def attach(self, rec: Record, pid: int, netns_path: str | None = None) -> None:
         """Give the created (not yet started) container its endpoints; fill NetworkSettings.
         `netns_path`: a namespace pinned before the container exists (pid 0 until
@@ -787,6 +807,7 @@ class NetworkService:
             gateway6=str(sub6.gateway) if sub6 and default_route else None,
         )  # fmt: skip
         try:
+            await repair_bridge(self, doc)  # an admin's `ip link del`: the next start re-creates it
             await asyncio.to_thread(self._driver(doc).join, self._net_spec(doc), spec)
             if doc["Driver"] == "overlay" and self.overlay is not None:
                 await self.overlay.joined(doc, ep)

@@ -106,7 +106,8 @@ class VolumeService:
         opts = {str(k): str(v) for k, v in (driver_opts or {}).items()}
         local.validate_options(opts)
         existing = self.store.volumes.get(name)
-        if existing is not None:
+        if existing is not None:  # Docker publishes `create` for every create, new or not
+            self.events.publish("volume", "create", name, {"driver": existing["Driver"]})
             return view(existing)
         labels = dict(labels or {})
         if anonymous:
@@ -175,9 +176,12 @@ class VolumeService:
     # ---- mount / unmount ---------------------------------------------------------------------
 
     async def mount(
-        self, name: str, cid: str, *, destination: str = "", rw: bool = True, propagation: str = ""
+        self, name: str, cid: str, *, destination: str = "", rw: bool = True, propagation: str = "",
+        announce: bool = True,
     ) -> str:
-        """Make the volume ready for a starting container; returns its Mountpoint."""
+        """Make the volume ready for a starting container; returns its Mountpoint.
+        `announce=False`: the caller publishes `mount` later (`announce_mount`), in dockerd's
+        order (after the container's network `connect`)."""
         async with self._lock:
             doc = self.get(name)
             opts = doc.get("Options") or {}
@@ -187,27 +191,41 @@ class VolumeService:
             if cid not in users:
                 users.append(cid)
                 self.store.volumes.put(name, doc, name=name)
-        self.events.publish(
-            "volume", "mount", name,
-            {"container": cid, "destination": destination, "driver": doc["Driver"],
-             "propagation": propagation, "read/write": str(rw).lower()},
-        )  # fmt: skip
+        if announce:
+            self.announce_mount(name, cid, destination=destination, rw=rw, propagation=propagation)
         return str(doc["Mountpoint"])
 
-    async def unmount(self, name: str, cid: str) -> None:
-        """A container that used the volume stopped; the last one out unmounts driver options."""
+    def announce_mount(self, name: str, cid: str, *, destination: str, rw: bool, propagation: str) -> None:
+        doc = self.store.volumes.get(name)
+        driver = doc["Driver"] if doc is not None else "local"
+        self.events.publish(
+            "volume", "mount", name,
+            {"container": cid, "destination": destination, "driver": driver,
+             "propagation": propagation, "read/write": str(rw).lower()},
+        )  # fmt: skip
+
+    def announce_unmount(self, name: str, cid: str) -> None:
+        doc = self.store.volumes.get(name)
+        self.events.publish("volume", "unmount", name, {"container": cid, "driver": doc["Driver"] if doc else "local"})
+
+    async def unmount(self, name: str, cid: str, *, announce: bool = True) -> bool:
+        """A container that used the volume stopped; the last one out unmounts driver options.
+        False: the container did not hold it. `announce=False`: the caller publishes `unmount`
+        later (`announce_unmount`, after `die`, as dockerd)."""
         async with self._lock:
             doc = self.store.volumes.get(name)
             if doc is None:
-                return
+                return False
             users = doc["Dockyard"].setdefault("MountedBy", [])
             if cid not in users:
-                return
+                return False
             users.remove(cid)
             self.store.volumes.put(name, doc, name=name)
             if not users:
                 await asyncio.to_thread(self.driver.unmount, name, doc.get("Options") or {})
-        self.events.publish("volume", "unmount", name, {"container": cid, "driver": doc["Driver"]})
+        if announce:
+            self.events.publish("volume", "unmount", name, {"container": cid, "driver": doc["Driver"]})
+        return True
 
     async def copy_up(self, name: str, rootfs: Path, path: str) -> bool:
         """Docker's copy-up: an empty volume gets the image's content at its mount path.

@@ -118,7 +118,7 @@ async def _stream_tar(request: web.Request, headers: dict[str, str], produce: An
 @routes.head("/containers/{id}/archive", query="path")
 async def archive_head(request: web.Request) -> web.Response:
     svc, ref, path = _svc(request), _ref(request), _path(request)
-    async with svc.rootfs_mounted(ref) as (rec, rootfs):
+    async with svc.rootfs_mounted(ref, announce_volumes=True) as (rec, rootfs):
         cfs = archive.view(rec, rootfs, svc.bundle(rec["Id"]), ref, svc.id_mapping)
         st = await asyncio.to_thread(cfs.stat, path)
     headers = {archive.STAT_HEADER: st.header_value(), "Content-Type": "application/x-tar"}
@@ -128,9 +128,10 @@ async def archive_head(request: web.Request) -> web.Response:
 @routes.get("/containers/{id}/archive", query="path")
 async def archive_get(request: web.Request) -> web.StreamResponse:
     svc, ref, path = _svc(request), _ref(request), _path(request)
-    async with svc.rootfs_mounted(ref) as (rec, rootfs):
+    async with svc.rootfs_mounted(ref, announce_volumes=True) as (rec, rootfs):
         cfs = archive.view(rec, rootfs, svc.bundle(rec["Id"]), ref, svc.id_mapping)
         st = await asyncio.to_thread(cfs.stat, path)
+        svc.publish(rec, "archive-path")
         return await _stream_tar(
             request, {archive.STAT_HEADER: st.header_value()}, lambda out: cfs.write_archive(path, out)
         )
@@ -143,7 +144,7 @@ async def archive_put(request: web.Request) -> web.Response:
     svc, ref, path = _svc(request), _ref(request), _path(request)
     no_overwrite = qbool(request, "noOverwriteDirNonDir")
     copy_uid_gid = qbool(request, "copyUIDGID")
-    async with svc.rootfs_mounted(ref) as (rec, rootfs):
+    async with svc.rootfs_mounted(ref, announce_volumes=True) as (rec, rootfs):
         cfs = archive.view(rec, rootfs, svc.bundle(rec["Id"]), ref, svc.id_mapping)
         owner = None
         if copy_uid_gid and rec["Config"].get("User"):
@@ -153,6 +154,7 @@ async def archive_put(request: web.Request) -> web.Response:
         await asyncio.to_thread(
             cfs.extract, path, src, no_overwrite_dir_non_dir=no_overwrite, owner=owner
         )
+        svc.publish(rec, "extract-to-dir")
     return web.Response(status=200)
 
 
@@ -190,7 +192,9 @@ async def top_route(request: web.Request) -> web.Response:
     if not rec["State"]["Running"]:
         raise errdefs.Conflict(f"Container {cid} is not running")
     pids = await svc.runtime(rec).ps(cid)
-    return web.json_response(await top.top(pids, request.query.get("ps_args", "")))
+    result = await top.top(pids, request.query.get("ps_args", ""))
+    svc.publish(rec, "top")
+    return web.json_response(result)
 
 
 # ---- stats ---------------------------------------------------------------------------------

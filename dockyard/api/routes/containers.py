@@ -349,6 +349,7 @@ async def attach(request: web.Request) -> web.StreamResponse:
         rec, conn = opening.result()
         if conn is None:
             return resp
+        svc.publish(rec, "attach")
         detached = asyncio.Event()
         out_task = asyncio.ensure_future(_pump_output(conn, stream, tty, want))
         in_task: asyncio.Future[Any] | None = None
@@ -365,6 +366,8 @@ async def attach(request: web.Request) -> web.StreamResponse:
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             for t in waiters[1:]:
                 t.cancel()
+            if detached.is_set():
+                svc.publish(rec, "detach")
         finally:
             for task in (out_task, in_task):
                 if task and not task.done():

@@ -128,6 +128,13 @@ def _event_matches(ev: dict[str, Any], f: dict[str, list[str]]) -> bool:
             return False
         if key == "image" and not any(_image_matches(w, ev) for w in wanted):
             return False
+        # moby's fuzzy match: the actor's ID or name starts with a wanted value, whatever the type
+        if key in ("network", "volume", "daemon") and not any(
+            ev["Actor"]["ID"].startswith(w) or attrs.get("name", "").startswith(w) for w in wanted
+        ):
+            return False
+        if key == "scope" and ev.get("scope") not in wanted:
+            return False
         if key == "label" and not all(
             (attrs.get(w.split("=", 1)[0]) == w.split("=", 1)[1]) if "=" in w else w in attrs for w in wanted
         ):
