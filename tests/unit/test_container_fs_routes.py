@@ -42,11 +42,13 @@ class FakeContainers:
     def bundle(self, cid: str) -> Path:
         return self.root / "bundle"
 
-    def publish(self, rec: dict[str, Any], action: str) -> None:
+    def publish(self, rec: dict[str, Any], action: str, **attrs: str) -> None:
         pass
 
     @contextlib.asynccontextmanager
-    async def rootfs_mounted(self, ref: str) -> AsyncIterator[tuple[dict[str, Any], Path]]:
+    async def rootfs_mounted(
+        self, ref: str, *, announce_volumes: bool = False
+    ) -> AsyncIterator[tuple[dict[str, Any], Path]]:
         yield self.get(ref), self.rootfs
 
 
