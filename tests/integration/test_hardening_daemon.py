@@ -25,6 +25,7 @@ from pathlib import Path
 import docker
 import pytest
 
+from dockyard.api.versions import API_VERSION
 from tests.conftest import REPO, destroy_daemon, import_busybox, make_daemon, wait_for
 from tests.integration.test_daemon import tls_material  # noqa: F401  (a fixture)
 
@@ -177,7 +178,7 @@ def test_plain_tcp_only_when_asked_for_and_loudly(tmp_path) -> None:
     try:
         res = subprocess.run(["docker", "-H", f"tcp://127.0.0.1:{port}", "version", "--format",
                               "{{.Server.APIVersion}}"], capture_output=True, text=True, timeout=30)  # fmt: skip
-        assert res.stdout.strip() == "1.47", res.stderr
+        assert res.stdout.strip() == API_VERSION, res.stderr
         log = d.log.read_text()
         assert "WARNING" in log and "without --tlsverify is insecure and gives root access" in log
         assert f"API is accessible on tcp://127.0.0.1:{port} without TLS (--tls=false)" in log
