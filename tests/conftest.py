@@ -181,6 +181,20 @@ def daemon() -> Iterator[Daemon]:
     destroy_daemon(d)
 
 
+@pytest.fixture
+def own_daemon() -> Iterator[Daemon]:
+    """A daemon of the test's own (for tests that kill or restart it), with busybox; at the
+    end its log must hold no traceback."""
+    d = make_daemon()
+    import_busybox(d.host)
+    yield d
+    if d.proc.poll() is not None:
+        d.start()
+    log = d.log.read_text(errors="replace")
+    destroy_daemon(d)
+    assert "Traceback" not in log, log[-3000:]
+
+
 def import_busybox(host: str, ref: str = "busybox:latest") -> None:
     """The same image `make run` makes: scripts/busybox-rootfs.sh, then `docker import`."""
     tar = subprocess.run([str(REPO / "scripts" / "busybox-rootfs.sh")], capture_output=True, check=True).stdout

@@ -8,25 +8,12 @@ import json
 import os
 import signal
 import subprocess
-from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import Daemon, destroy_daemon, import_busybox, make_daemon, wait_for
+from tests.conftest import Daemon, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (overlayfs, runc)")
-
-
-@pytest.fixture
-def own_daemon() -> Iterator[Daemon]:
-    d = make_daemon()
-    import_busybox(d.host)
-    yield d
-    if d.proc.poll() is not None:
-        d.start()
-    log = d.log.read_text(errors="replace")
-    destroy_daemon(d)
-    assert "Traceback" not in log, log[-3000:]
 
 
 def test_removing_then_dead_after_a_daemon_kill(own_daemon: Daemon) -> None:

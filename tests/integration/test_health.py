@@ -10,14 +10,14 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import docker
 import pytest
 
-from tests.conftest import Daemon, Runner, destroy_daemon, import_busybox, make_daemon, wait_for
+from tests.conftest import Daemon, Runner, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (overlayfs, runc)")
 
@@ -201,18 +201,6 @@ def test_docker_py_and_dockyard(
     finally:
         c.remove(force=True)
         dockyard_cli("rm", "-f", name, check=False)
-
-
-@pytest.fixture
-def own_daemon() -> Iterator[Daemon]:
-    d = make_daemon()
-    import_busybox(d.host)
-    yield d
-    if d.proc.poll() is not None:
-        d.start()
-    log = d.log.read_text(errors="replace")
-    destroy_daemon(d)
-    assert "Traceback" not in log, log[-3000:]
 
 
 def test_probing_resumes_after_daemon_kill(own_daemon: Daemon) -> None:

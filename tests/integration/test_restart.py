@@ -9,13 +9,13 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import docker
 import pytest
 
-from tests.conftest import Daemon, Runner, destroy_daemon, import_busybox, make_daemon, wait_for
+from tests.conftest import Daemon, Runner, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (overlayfs, runc)")
 
@@ -180,18 +180,6 @@ def test_docker_py_restart_count(docker_py: docker.DockerClient, busybox: str, u
 
 
 # ---- across a daemon restart --------------------------------------------------------------
-
-
-@pytest.fixture
-def own_daemon() -> Iterator[Daemon]:
-    d = make_daemon()
-    import_busybox(d.host)
-    yield d
-    if d.proc.poll() is not None:
-        d.start()
-    log = d.log.read_text(errors="replace")
-    destroy_daemon(d)
-    assert "Traceback" not in log, log[-3000:]
 
 
 def _cli(d: Daemon) -> Runner:
