@@ -82,14 +82,19 @@ class HostDaemon(Daemon):
 
     netns: str = ""
 
+    hostname: str = ""
+
     def start(self) -> None:
-        self.proc = _spawn_in(self.netns, self.root, self.socket, self.log, self.extra_args)
+        self.proc = _spawn_in(self.netns, self.hostname, self.root, self.socket, self.log, self.extra_args)
         _wait_for_socket(self, timeout=30)
 
 
-def _spawn_in(netns: str, root: Path, sock: Path, log: Path, extra: tuple[str, ...]) -> subprocess.Popen[bytes]:
+def _spawn_in(netns: str, hostname: str, root: Path, sock: Path, log: Path, extra: tuple[str, ...]
+              ) -> subprocess.Popen[bytes]:
+    # its own UTS namespace too, so each "host" has its own hostname (node.hostname placement)
     argv = [
-        "nsenter", f"--net={NETNS_DIR / netns}", "--",
+        "nsenter", f"--net={NETNS_DIR / netns}", "--", "unshare", "--uts", "--",
+        "sh", "-c", 'hostname "$0" && exec "$@"', hostname,
         sys.executable, "-m", "dockyard.daemon.main",
         "-H", f"unix://{sock}",
         "--data-root", str(root / "data"),
@@ -208,7 +213,8 @@ class Cluster:
         }
         (root / "daemon.json").write_text(json.dumps(settings))
         sock, log = root / "d.sock", root / "daemon.log"
-        d = HostDaemon(root, sock, _spawn_in(netns, root, sock, log, extra), log, extra, netns=netns)
+        d = HostDaemon(root, sock, _spawn_in(netns, f"node{i}", root, sock, log, extra), log, extra, netns=netns,
+                       hostname=f"node{i}")
         _wait_for_socket(d, timeout=30)
         host = ClusterHost(i, f"node{i}", netns, address, d)
         self.hosts.append(host)

@@ -17,3 +17,5 @@ DISTRIBUTION: web.AppKey[Any] = web.AppKey("distribution")  # dockyard.images.re
 VOLUMES: web.AppKey[Any] = web.AppKey("volumes")  # dockyard.volumes.service.VolumeService
 NETWORKS: web.AppKey[Any] = web.AppKey("networks")  # dockyard.network.service.NetworkService
 BUILDS: web.AppKey[Any] = web.AppKey("builds")  # dockyard.build.service.BuildService
+SWARM: web.AppKey[Any] = web.AppKey("swarm")  # dockyard.cluster.swarm.SwarmService
+CLUSTER: web.AppKey[Any] = web.AppKey("cluster")  # dockyard.cluster.services.ServiceManager

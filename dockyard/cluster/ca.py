@@ -122,7 +122,20 @@ def client_context(files: NodeFiles) -> ssl.SSLContext:
 
 
 def server_context(files: NodeFiles) -> ssl.SSLContext:
-    """The join endpoint: our certificate; clients do not have one yet (they come to get one)."""
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    """The join endpoint: our certificate. A client certificate is optional (a joiner has
+    none yet) but verified when given (a node asking for its promotion shows its own)."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(files.ca_cert))
+    ctx.verify_mode = ssl.CERT_OPTIONAL
     ctx.load_cert_chain(str(files.cert), str(files.key))
     return ctx
+
+
+def peer_node_id(peercert: dict[str, object] | None) -> str | None:
+    """The CN of a verified peer certificate (ssl's getpeercert() shape)."""
+    if not peercert:
+        return None
+    for rdn in peercert.get("subject", ()):  # type: ignore[attr-defined]
+        for k, v in rdn:
+            if k == "commonName":
+                return str(v)
+    return None

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from dockyard.api import keys
+from dockyard.api import keys, versions
 from dockyard.api.app import create_app
 from dockyard.api.routes import build as build_routes
 from dockyard.api.routes import container_fs
@@ -15,9 +15,11 @@ from dockyard.api.routes import distribution as distribution_routes
 from dockyard.api.routes import exec as exec_routes
 from dockyard.api.routes import images as image_routes
 from dockyard.api.routes import networks as network_routes
+from dockyard.api.routes import swarm as swarm_routes
 from dockyard.api.routes import system as system_routes
 from dockyard.api.routes import volumes as volume_routes
 from dockyard.build.service import BuildService
+from dockyard.cluster.swarm import SwarmService
 from dockyard.containers.exec import ExecService
 from dockyard.containers.service import ContainerService
 from dockyard.daemon.config import DaemonConfig
@@ -38,6 +40,7 @@ class Graph:
     networks: NetworkService | None = None
     execs: ExecService | None = None
     builds: BuildService | None = None
+    swarm: SwarmService | None = None
 
     async def start(self) -> None:
         if self.networks is not None:
@@ -47,8 +50,12 @@ class Graph:
             await self.execs.reconcile()
         if self.builds is not None:
             await self.builds.recover()
+        if self.swarm is not None:
+            await self.swarm.start()  # after containers are adopted: the agent converges them
 
     async def stop(self) -> None:
+        if self.swarm is not None:
+            await self.swarm.close()
         if self.execs is not None:
             await self.execs.close()
         await self.containers.close()
@@ -87,4 +94,6 @@ def build(cfg: DaemonConfig) -> Graph:
         store, images, containers, cfg.data_root, distribution.pull_for_build
     )
     build_routes.routes.install(app)
-    return Graph(app, store, containers, networks, execs, builds)
+    swarm = app[keys.SWARM] = SwarmService(cfg, versions.ENGINE_VERSION)
+    swarm_routes.routes.install(app)
+    return Graph(app, store, containers, networks, execs, builds, swarm)
