@@ -36,10 +36,12 @@ from typing import Any
 from aiohttp import web
 
 from dockyard import errdefs
-from dockyard.cluster import ca, state, tokens
+from dockyard.cluster import ca, scheduler, state, tokens
+from dockyard.cluster.agent import Agent, TaskRuntime
 from dockyard.cluster.kv import Election, EtcdClient, StoreUnavailable
 from dockyard.cluster.member import CLIENT_PORT, EtcdMember, MemberConfig
 from dockyard.cluster.state import ClusterState
+from dockyard.events import EventBus
 from dockyard.timefmt import now_rfc3339
 
 log = logging.getLogger(__name__)
@@ -166,7 +168,8 @@ def _mem_total() -> int:
 class SwarmService:
     """This daemon's membership. The API's swarm and node routes call it."""
 
-    def __init__(self, cfg: Any, engine_version: str) -> None:
+    def __init__(self, cfg: Any, engine_version: str, runtime: TaskRuntime | None = None,
+                 events: EventBus | None = None) -> None:  # fmt: skip
         self.cfg = cfg
         self.engine_version = engine_version
         self.root: Path = cfg.data_root / "swarm"
@@ -182,10 +185,9 @@ class SwarmService:
         self._lock = asyncio.Lock()
         self._is_leader = False
         self._info_cache: dict[str, Any] = {}
-        # the scheduler and the agent: started with membership (set by the wiring)
-        self.on_member: list[Callable[[SwarmService], Awaitable[asyncio.Task[None] | None]]] = []
-        self.on_manager: list[Callable[[SwarmService], Awaitable[asyncio.Task[None] | None]]] = []
-        self.on_leave: list[Callable[[], Awaitable[None]]] = []
+        self.runtime = runtime  # the node's containers, for the agent
+        self.events = events
+        self.agent: Agent | None = None
 
     def __repr__(self) -> str:
         st = self.local
@@ -217,6 +219,8 @@ class SwarmService:
             self.kv = None
 
     async def _stop_loops(self) -> None:
+        if self.agent is not None:
+            await self.agent.close()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -226,6 +230,27 @@ class SwarmService:
         if self._join_runner is not None:
             await self._join_runner.cleanup()
             self._join_runner = None
+
+    def _start_agent(self) -> None:
+        if self.runtime is None or self.store is None or self.local is None:
+            return
+        self.agent = Agent(self.local.node_id, self.store, self.runtime, bytes.fromhex(self.local.data_key),
+                           self.run_dir / "secrets")  # fmt: skip
+        self._spawn(self.agent.run(), "swarm-agent")
+        if self.events is not None:
+            self._spawn(self._forward_events(self.agent), "swarm-agent-events")
+
+    async def _forward_events(self, agent: Agent) -> None:
+        """A task container that dies wakes the agent at once (no waiting for its tick)."""
+        assert self.events is not None
+        q = self.events.subscribe()
+        try:
+            while True:
+                ev = await q.get()
+                if ev.get("Type") == "container" and "com.docker.swarm.task.id" in ev["Actor"]["Attributes"]:
+                    agent.wake.set()
+        finally:
+            self.events.unsubscribe(q)
 
     def _spawn(self, coro: Awaitable[None], name: str) -> None:
         self._tasks.append(asyncio.get_running_loop().create_task(coro, name=name))  # type: ignore[arg-type]
@@ -260,10 +285,7 @@ class SwarmService:
         self._spawn(self._refresh_loop(), "swarm-refresh")
         if st.role == "manager":
             await self._start_manager_side()
-        for hook in self.on_member:
-            t = await hook(self)
-            if t is not None:
-                self._tasks.append(t)
+        self._start_agent()
 
     async def _start_manager_side(self) -> None:
         assert self.local is not None
@@ -317,7 +339,11 @@ class SwarmService:
                 await election.campaign(self.lease)
                 self._is_leader = True
                 log.info("this node leads the scheduler")
-                running = [t for t in [await h(self) for h in self.on_manager] if t is not None]
+                assert self.store is not None
+                wake = asyncio.Event()
+                loop = asyncio.get_running_loop()
+                running = [loop.create_task(scheduler.run(self.store, wake), name="scheduler"),
+                           loop.create_task(scheduler.watch_changes(self.store, wake), name="scheduler-watch")]
                 try:
                     while await election.is_leader():
                         await asyncio.sleep(0.5)
@@ -488,10 +514,7 @@ class SwarmService:
         self._spawn(self._refresh_loop(), "swarm-refresh")
         if self.local.role == "manager":
             await self._start_manager_side()
-        for hook in self.on_member:
-            t = await hook(self)
-            if t is not None:
-                self._tasks.append(t)
+        self._start_agent()
 
     def _description(self) -> dict[str, Any]:
         return {
@@ -564,10 +587,11 @@ class SwarmService:
                     f"Removing this node leaves {n - 1} managers out of a possible {n}. "
                     "Use `--force` to ignore this message."
                 )
-            with contextlib.suppress(Exception):
-                for hook in self.on_leave:
-                    await hook()
             await self._stop_loops()
+            if self.agent is not None:
+                with contextlib.suppress(Exception):
+                    await self.agent.leave()
+                self.agent = None
             if self.kv is not None:
                 with contextlib.suppress(Exception):
                     if self.lease:

@@ -15,10 +15,12 @@ from dockyard.api.routes import distribution as distribution_routes
 from dockyard.api.routes import exec as exec_routes
 from dockyard.api.routes import images as image_routes
 from dockyard.api.routes import networks as network_routes
+from dockyard.api.routes import services as service_routes
 from dockyard.api.routes import swarm as swarm_routes
 from dockyard.api.routes import system as system_routes
 from dockyard.api.routes import volumes as volume_routes
 from dockyard.build.service import BuildService
+from dockyard.cluster.services import ServiceManager
 from dockyard.cluster.swarm import SwarmService
 from dockyard.containers.exec import ExecService
 from dockyard.containers.service import ContainerService
@@ -94,6 +96,8 @@ def build(cfg: DaemonConfig) -> Graph:
         store, images, containers, cfg.data_root, distribution.pull_for_build
     )
     build_routes.routes.install(app)
-    swarm = app[keys.SWARM] = SwarmService(cfg, versions.ENGINE_VERSION)
+    swarm = app[keys.SWARM] = SwarmService(cfg, versions.ENGINE_VERSION, containers, events)
+    app[keys.CLUSTER] = ServiceManager(swarm)
     swarm_routes.routes.install(app)
+    service_routes.routes.install(app)
     return Graph(app, store, containers, networks, execs, builds, swarm)

@@ -80,3 +80,77 @@ def test_init_join_tokens_and_leave(cluster_hosts) -> None:  # type: ignore[no-u
     assert len(_nodes(a)) == 2
     res = a.cli("swarm", "leave", check=False)
     assert res.returncode != 0 and "--force" in res.stderr
+
+
+def _tasks(h: ClusterHost, service: str, desired: str = "running") -> list[dict[str, Any]]:
+    api = docker.APIClient(base_url=h.host, version="1.47")
+    return [t for t in api.tasks(filters={"service": service}) if t["DesiredState"] == desired]
+
+
+def _running_by_node(h: ClusterHost, service: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for t in _tasks(h, service):
+        if t["Status"]["State"] == "running":
+            out[t["NodeID"]] = out.get(t["NodeID"], 0) + 1
+    return out
+
+
+def _local_task_containers(h: ClusterHost, service: str) -> list[str]:
+    return h.cli("ps", "-q", "--filter", f"label=com.docker.swarm.service.name={service}").stdout.split()
+
+
+def test_services_spread_scale_drain_and_node_death(cluster_hosts) -> None:  # type: ignore[no-untyped-def]
+    hosts = cluster_hosts(3)
+    for h in hosts:
+        h.import_busybox()
+    a, b, c = hosts
+    _swarm(hosts)
+    ids = {n["Hostname"]: n["ID"] for n in _nodes(a)}
+    t0 = time.monotonic()
+    a.cli("service", "create", "--detach", "--name", "web", "--replicas", "6", "busybox", "sleep", "1000")
+    wait_for(lambda: sum(_running_by_node(a, "web").values()) == 6, timeout=30, what="6 running tasks")
+    create_s = time.monotonic() - t0
+    spread = _running_by_node(a, "web")
+    assert sorted(spread.values()) == [2, 2, 2], spread
+    for h in hosts:  # each node runs its own share, as containers of its own daemon
+        assert len(_local_task_containers(h, "web")) == 2
+    ls = a.cli("service", "ls", "--format", "{{.Name}} {{.Replicas}}").stdout.split()
+    assert ls == ["web", "6/6"], ls
+    ps = a.cli("service", "ps", "--format", "{{.Name}} {{.Node}} {{.CurrentState}}", "web").stdout.splitlines()
+    assert len(ps) == 6 and all("Running" in line for line in ps), ps
+
+    # scale 6 -> 9 through docker-py
+    svc = a.client().services.get("web")
+    svc.scale(9)
+    wait_for(lambda: sum(_running_by_node(a, "web").values()) == 9, timeout=30, what="9 running tasks")
+    assert sorted(_running_by_node(a, "web").values()) == [3, 3, 3]
+
+    # drain node3: its tasks move to the others, its containers go
+    a.cli("node", "update", "--availability", "drain", "node3")
+    wait_for(lambda: (r := _running_by_node(a, "web")) and sum(r.values()) == 9 and ids["node3"] not in r,
+             timeout=30, what="tasks moved off the drained node")
+    wait_for(lambda: not _local_task_containers(c, "web"), timeout=20, what="node3's containers stopped")
+    a.cli("node", "update", "--availability", "active", "node3")
+
+    # SIGKILL node2's daemon: node2 is down within seconds, its tasks run elsewhere
+    b_tasks = _running_by_node(a, "web").get(ids["node2"], 0)
+    assert b_tasks > 0
+    t_kill = time.monotonic()
+    b.kill()
+    wait_for(lambda: any(n["Hostname"] == "node2" and n["Status"] == "Down" for n in _nodes(a)), timeout=10,
+             what="node2 down")
+    down_s = time.monotonic() - t_kill
+    wait_for(lambda: (r := _running_by_node(a, "web")) and sum(r.values()) == 9 and ids["node2"] not in r,
+             timeout=20, what="node2's tasks rescheduled")
+    resched_s = time.monotonic() - t_kill
+    # node2 returns: its stale containers are stopped, it gets no task back by itself
+    b.start()
+    wait_for(lambda: not _local_task_containers(b, "web"), timeout=20, what="node2's stale containers stopped")
+    wait_for(lambda: any(n["Hostname"] == "node2" and n["Status"] == "Ready" for n in _nodes(a)), timeout=10,
+             what="node2 ready again")
+    print(f"\nMEASURE create6={create_s:.2f}s node-down={down_s:.2f}s rescheduled={resched_s:.2f}s")
+    assert resched_s < 8, resched_s
+
+    a.cli("service", "rm", "web")
+    wait_for(lambda: all(not _local_task_containers(h, "web") for h in hosts), timeout=20,
+             what="service containers removed")
