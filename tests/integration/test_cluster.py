@@ -154,3 +154,56 @@ def test_services_spread_scale_drain_and_node_death(cluster_hosts) -> None:  # t
     a.cli("service", "rm", "web")
     wait_for(lambda: all(not _local_task_containers(h, "web") for h in hosts), timeout=20,
              what="service containers removed")
+
+
+def _svc_inspect(h: ClusterHost, name: str) -> dict[str, Any]:
+    return json.loads(h.cli("service", "inspect", name).stdout)[0]
+
+
+def test_rolling_update_and_rollback_on_failure(cluster_hosts) -> None:  # type: ignore[no-untyped-def]
+    hosts = cluster_hosts(2)
+    for h in hosts:
+        h.import_busybox()
+    a = hosts[0]
+    _swarm(hosts)
+    a.cli("service", "create", "--detach", "--name", "app", "--replicas", "4", "--update-parallelism", "2",
+          "--update-delay", "1s", "--update-monitor", "1s", "--rollback-parallelism", "0", "--rollback-monitor", "1s",
+          "--env", "V=1", "busybox", "sleep", "1000")
+    wait_for(lambda: sum(_running_by_node(a, "app").values()) == 4, timeout=30, what="4 running")
+    # a good rolling update: all tasks replaced, two at a time
+    a.cli("service", "update", "--detach", "--env-add", "V=2", "app")
+    wait_for(lambda: _svc_inspect(a, "app").get("UpdateStatus", {}).get("State") == "completed", timeout=60,
+             what="update completed")
+    tasks = _tasks(a, "app")
+    assert len(tasks) == 4 and all("V=2" in t["Spec"]["ContainerSpec"]["Env"] for t in tasks)
+    assert all(t["Status"]["State"] == "running" for t in tasks)
+    # the old tasks are kept as history, shut down
+    assert len(_tasks(a, "app", "shutdown")) == 4
+    # a failing update with failure action rollback: back to V=2 by itself
+    a.cli("service", "update", "--detach", "--update-failure-action", "rollback", "--env-add", "V=3",
+          "--args", "sh -c 'exit 3'", "--restart-condition", "none", "app")
+    wait_for(lambda: _svc_inspect(a, "app").get("UpdateStatus", {}).get("State") == "rollback_completed",
+             timeout=60, what="rollback completed")
+    svc = _svc_inspect(a, "app")
+    assert "V=2" in svc["Spec"]["TaskTemplate"]["ContainerSpec"]["Env"]
+    assert "update rolled back" in svc["UpdateStatus"]["Message"] or svc["UpdateStatus"]["State"] == "rollback_completed"
+    wait_for(lambda: (t := _tasks(a, "app")) and len(t) == 4 and all(x["Status"]["State"] == "running" for x in t)
+             and all("V=2" in x["Spec"]["ContainerSpec"]["Env"] for x in t), timeout=30, what="4 V=2 tasks")
+    failed = [t for t in a.client().api.tasks(filters={"service": "app"}) if t["Status"]["State"] == "failed"]
+    assert failed and failed[0]["Status"]["ContainerStatus"]["ExitCode"] == 3
+    # a manual rollback (docker service rollback) returns to the previous spec
+    a.cli("service", "update", "--detach", "--env-add", "V=4", "app")
+    wait_for(lambda: _svc_inspect(a, "app").get("UpdateStatus", {}).get("State") == "completed", timeout=60,
+             what="V=4 rolled out")
+    a.cli("service", "rollback", "--detach", "app")
+    wait_for(lambda: _svc_inspect(a, "app").get("UpdateStatus", {}).get("State") == "rollback_completed",
+             timeout=60, what="manual rollback")
+    assert "V=2" in _svc_inspect(a, "app")["Spec"]["TaskTemplate"]["ContainerSpec"]["Env"]
+    # a stale version is refused
+    api = a.client().api
+    v = _svc_inspect(a, "app")["Version"]["Index"]
+    with pytest.raises(docker.errors.APIError) as err:
+        api.update_service("app", v - 1, docker.types.TaskTemplate(
+            docker.types.ContainerSpec("busybox", ["sleep", "5"])), name="app")
+    assert err.value.status_code == 409 and "out of sequence" in str(err.value)
+    a.cli("service", "rm", "app")
