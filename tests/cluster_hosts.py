@@ -263,6 +263,13 @@ class Cluster:
         for veth in self._veths:
             _ip("link", "del", veth, check=False)
         _ip("link", "del", self.bridge, check=False)
+        keep = os.environ.get("DY_CLUSTER_LOGS")  # a folder to keep the daemons' logs in
+        for i, root in enumerate(self._roots, start=1):
+            if keep:
+                Path(keep).mkdir(parents=True, exist_ok=True)
+                for src in (root / "daemon.log", root / "data" / "swarm" / "etcd.log"):
+                    if src.exists():
+                        shutil.copy(src, Path(keep) / f"node{i}-{src.name}")
         for root in self._roots:
             with open("/proc/self/mountinfo") as f:
                 mounts = [line.split()[4] for line in f if line.split()[4].startswith(str(root))]

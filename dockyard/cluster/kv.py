@@ -39,6 +39,7 @@ from dockyard import errdefs
 log = logging.getLogger(__name__)
 
 REQUEST_TIMEOUT = 3.0  # a write without quorum hangs inside etcd; say so after this long
+RETRY_FOR = 4.0  # rounds over every endpoint are retried this long before giving up
 
 
 class StoreUnavailable(errdefs.Unavailable):
@@ -159,7 +160,18 @@ class EtcdClient:
             self._session = None
 
     async def call(self, path: str, body: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
-        """POST one gateway call, failing over across the endpoints."""
+        """POST one gateway call, failing over across the endpoints; rounds over all of them
+        are retried for a few seconds, which covers a leader election (≈ 1-2 s here)."""
+        deadline = asyncio.get_running_loop().time() + RETRY_FOR
+        while True:
+            try:
+                return await self._call_round(path, body, timeout)
+            except StoreUnavailable:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+
+    async def _call_round(self, path: str, body: dict[str, Any], timeout: float | None) -> dict[str, Any]:
         errors: list[str] = []
         n = len(self.endpoints)
         for attempt in range(n):

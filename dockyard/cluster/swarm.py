@@ -310,6 +310,23 @@ class SwarmService:
                     raise
                 await asyncio.sleep(0.1)
 
+    async def _local_member_ready(self, timeout: float) -> None:
+        """A new manager's own member has caught up: a read through it alone succeeds."""
+        assert self.member is not None
+        local = EtcdClient([self.member.cfg.client_url], self._client_tls(), timeout=2)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                try:
+                    await local.get(state.CLUSTER)
+                    return
+                except StoreUnavailable:
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.2)
+        finally:
+            await local.close()
+
     # -- loops --------------------------------------------------------------------------
 
     async def _heartbeat(self) -> None:
@@ -568,6 +585,8 @@ class SwarmService:
                     log.warning("joined a swarm on an external store: its TLS files must be configured here too")
                 await self._connect(answer.get("InitialCluster", ""), "existing")
                 await self._ready(30)
+                if self.member is not None:
+                    await self._local_member_ready(30)
             except BaseException:
                 await self.close()
                 self.local = None
@@ -707,7 +726,17 @@ class SwarmService:
         peer = f"https://{addr}:2380"
         existing = await self.kv.members()
         if not any(peer in (m.get("peerURLs") or []) for m in existing):
-            await self.kv.member_add(peer)
+            # etcd refuses a reconfiguration while a recent member is not yet connected
+            # ("unhealthy cluster"): that passes within seconds, so retry for a while
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    await self.kv.member_add(peer)
+                    break
+                except StoreUnavailable as err:
+                    if "unhealthy cluster" not in str(err) or time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.3)
         members = await self.kv.members()
         parts = [f"{m.get('name') or node_id}={u}" for m in members for u in (m.get("peerURLs") or [])
                  if m.get("name") or u == peer]  # fmt: skip
@@ -746,6 +775,10 @@ class SwarmService:
             with contextlib.suppress(errdefs.DockyardError):
                 obj = await self.cluster_record()
                 out["Cluster"] = self._view(obj, False)
+                nodes = await self.store.list("nodes")
+                managers = [n for n in nodes if n.data["Spec"]["Role"] == "manager"]
+                out["Nodes"], out["Managers"] = len(nodes), len(managers)
+                out["RemoteManagers"] = [{"NodeID": n.id, "Addr": f"{n.data['Addr']}:{SWARM_PORT}"} for n in managers]
         return out
 
     def ping_state(self) -> str:

@@ -207,3 +207,47 @@ def test_rolling_update_and_rollback_on_failure(cluster_hosts) -> None:  # type:
             docker.types.ContainerSpec("busybox", ["sleep", "5"])), name="app")
     assert err.value.status_code == 409 and "out of sequence" in str(err.value)
     a.cli("service", "rm", "app")
+
+
+def _etcd_pid(h: ClusterHost) -> int:
+    return int((h.daemon.exec_root / "swarm" / "etcd.pid").read_text())
+
+
+def test_three_managers_survive_a_member_and_refuse_writes_without_quorum(cluster_hosts) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import signal
+
+    hosts = cluster_hosts(3)
+    for h in hosts:
+        h.import_busybox()
+    a, b, c = hosts
+    _swarm(hosts, managers=3)
+    nodes = wait_for(lambda: (n := _nodes(a)) and len(n) == 3 and all(x["Status"] == "Ready" for x in n) and n,
+                     what="3 ready managers")
+    assert sorted(n["ManagerStatus"] for n in nodes) == ["Leader", "Reachable", "Reachable"]
+    for h in hosts:
+        assert h.cli("info", "--format", "{{.Swarm.ControlAvailable}} {{.Swarm.Managers}}").stdout.split() == [
+            "true", "3"]
+    # kill a's etcd member (the first one, the store's first endpoint): the cluster keeps working,
+    # also through a itself, whose client fails over to the other members
+    os.kill(_etcd_pid(a), signal.SIGKILL)
+    a.cli("service", "create", "--detach", "--name", "s1", "--replicas", "3", "busybox", "sleep", "1000")
+    wait_for(lambda: sum(_running_by_node(b, "s1").values()) == 3, timeout=30, what="s1 running")
+    # the daemon restarts its member
+    wait_for(lambda: (a.daemon.exec_root / "swarm" / "etcd.pid").exists() and
+             os.path.exists(f"/proc/{_etcd_pid(a)}"), timeout=10, what="a's member restarted")
+    # lose quorum: two members gone (their daemons too, or they would restart them)
+    b.kill()
+    c.kill()
+    for h in (b, c):
+        os.kill(_etcd_pid(h), signal.SIGKILL)
+    res = a.cli("service", "create", "--detach", "--name", "s2", "busybox", "sleep", "1000", check=False, timeout=60)
+    assert res.returncode != 0
+    assert "cluster store is unavailable" in res.stderr, res.stderr
+    # running tasks keep running on a's node
+    assert len(_local_task_containers(a, "s1")) >= 1
+    b.start()
+    c.start()
+    wait_for(lambda: a.cli("service", "ls", check=False).returncode == 0, timeout=30, what="quorum back")
+    a.cli("service", "rm", "s1")
+    wait_for(lambda: all(not _local_task_containers(h, "s1") for h in hosts), timeout=20, what="s1 gone")
