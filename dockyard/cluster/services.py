@@ -188,8 +188,10 @@ class ServiceManager:
                 views = [v for v in views if v["NodeID"] in ids]
             elif k == "desired-state":
                 views = [v for v in views if v["DesiredState"] in vals]
-            elif k == "label":
-                views = [v for v in views if all(_label_match(v.get("Labels") or {}, x) for x in vals)]
+            elif k == "label":  # swarmkit matches a task's labels and its service's
+                svc_labels = {o.id: o.data["Spec"].get("Labels") or {} for o in await self._services()}
+                views = [v for v in views if all(
+                    _label_match({**svc_labels.get(v["ServiceID"], {}), **(v.get("Labels") or {})}, x) for x in vals)]
             elif k == "name":
                 pass  # task names are <service>.<slot>: matched client-side by the CLI
             elif k == "_up-to-date":

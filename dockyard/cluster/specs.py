@@ -26,6 +26,7 @@ _CONTAINER_FIELDS = {
 _TEMPLATE_FIELDS = {"ContainerSpec", "Resources", "RestartPolicy", "Placement", "ForceUpdate", "Runtime",
                     "Networks", "LogDriver"}  # fmt: skip
 
+LOCAL_NETWORKS = ("bridge", "host", "none")  # each node's own: no overlay needed
 DEFAULT_UPDATE: dict[str, Any] = {"Parallelism": 1, "Delay": 0, "FailureAction": "pause", "Monitor": 5_000_000_000,
                   "MaxFailureRatio": 0, "Order": "stop-first"}  # fmt: skip
 DEFAULT_RESTART: dict[str, Any] = {"Condition": "any", "Delay": 5_000_000_000, "MaxAttempts": 0, "Window": 0}
@@ -73,8 +74,16 @@ def validate(spec: Any, secrets_known: set[str] | None = None) -> dict[str, Any]
     ld = tt.get("LogDriver")
     if ld and (ld.get("Name") or "json-file") not in ("json-file", "local"):
         raise errdefs.Unsupported(f"log driver {ld.get('Name')!r} is not supported for services")
-    if tt.get("Networks"):
-        raise errdefs.Unsupported("service networks need the overlay driver, which this engine does not have yet")
+    nets = tt.get("Networks") or spec.get("Networks") or []
+    for n in nets:
+        if n.get("Target") not in LOCAL_NETWORKS or len(nets) > 1:
+            raise errdefs.Unsupported(
+                f"service network {n.get('Target')!r}: services attach to overlay networks, which this engine "
+                "does not have yet; only one of the node-local bridge, host or none networks can be used"
+            )
+    if nets:
+        tt["Networks"] = nets
+        spec.pop("Networks", None)
     rp = {**DEFAULT_RESTART, **{k: v for k, v in (tt.get("RestartPolicy") or {}).items() if v is not None}}
     _check(rp["Condition"] in ("none", "on-failure", "any"),
            f"invalid restart condition {rp['Condition']!r}: must be none, on-failure or any")  # fmt: skip
@@ -185,6 +194,7 @@ def container_body(task: dict[str, Any], service_name: str, node_id: str,
         "CapAdd": cs.get("CapabilityAdd"), "CapDrop": cs.get("CapabilityDrop"), "Sysctls": cs.get("Sysctls"),
         "ExtraHosts": [" ".join(reversed(h.split(None, 1))) if " " in h else h for h in cs.get("Hosts") or []] or None,
         "GroupAdd": cs.get("Groups"), "Ulimits": cs.get("Ulimits"),
+        "NetworkMode": next((n["Target"] for n in tt.get("Networks") or []), None),
     }  # fmt: skip
     if limits.get("Pids"):
         hc["PidsLimit"] = int(limits["Pids"])

@@ -10,7 +10,7 @@ Services, tasks, secrets and configs are `services.py`'s; the scheduler and the 
 are started from here because their lifetime is the membership's.
 
 A flow: `init()` makes a cluster ID, a CA and this node's certificate, starts an etcd
-member (or uses `cluster-store` from daemon.json), writes the cluster and node records,
+member (or uses `swarm-store` from daemon.json), writes the cluster and node records,
 and starts the loops. `join()` fetches the manager's CA over TLS, checks it against the
 digest the token pins, sends a CSR with the token, and gets back a certificate, the etcd
 endpoints and (for a manager) a member slot in etcd and the CA key.
@@ -261,7 +261,7 @@ class SwarmService:
                             self.local.cluster_id)  # fmt: skip
 
     def _client_tls(self) -> ssl.SSLContext:
-        t = self.cfg.cluster_store_tls
+        t = self.cfg.swarm_store_tls
         if self.local is not None and self.local.external_store:
             if not t:
                 return None  # type: ignore[return-value]
@@ -485,8 +485,8 @@ class SwarmService:
                 await ca.create_ca(self.files, cluster_id)
                 csr = await ca.make_key_and_csr(self.files)
                 self.files.cert.write_bytes(await ca.sign(self.files, csr, node_id, "manager", cluster_id, [addr]))
-                external = bool(self.cfg.cluster_store)
-                endpoints = list(self.cfg.cluster_store) or [f"https://{addr}:{CLIENT_PORT}"]
+                external = bool(self.cfg.swarm_store)
+                endpoints = list(self.cfg.swarm_store) or [f"https://{addr}:{CLIENT_PORT}"]
                 self.local = LocalState(node_id, cluster_id, "manager", addr, endpoints,
                                         pysecrets.token_hex(32), external)  # fmt: skip
                 await self._connect_new(req, addr)

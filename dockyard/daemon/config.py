@@ -49,8 +49,8 @@ class DaemonConfig:
     labels: list[str] = field(default_factory=list)  # engine labels ("k=v"): /info and swarm placement
     # cluster mode: an external etcd cluster's client URLs (and TLS files) to use instead of
     # starting a member at `swarm init` (decisions/cluster.md)
-    cluster_store: list[str] = field(default_factory=list)
-    cluster_store_tls: dict[str, str] = field(default_factory=dict)  # cacert, cert, key
+    swarm_store: list[str] = field(default_factory=list)
+    swarm_store_tls: dict[str, str] = field(default_factory=dict)  # cacert, cert, key
 
     def runtime_names(self) -> list[str]:
         """The runtimes a container may name: the stock `runc` and the configured ones."""
@@ -205,13 +205,13 @@ def _apply_file(cfg: DaemonConfig, data: dict[str, object]) -> None:
         cfg.default_address_pools = pools
     if "labels" in data:
         cfg.labels = _strings(data, "labels")
-    if "cluster-store" in data:
-        cfg.cluster_store = _strings(data, "cluster-store")
-    if "cluster-store-tls" in data:
-        tls = data["cluster-store-tls"]
+    if "swarm-store" in data:
+        cfg.swarm_store = _strings(data, "swarm-store")
+    if "swarm-store-tls" in data:
+        tls = data["swarm-store-tls"]
         if not isinstance(tls, dict) or not set(tls) <= {"cacert", "cert", "key"}:
-            raise TypeError('"cluster-store-tls" must be an object of cacert, cert and key paths')
-        cfg.cluster_store_tls = {str(k): str(v) for k, v in tls.items()}
+            raise TypeError('"swarm-store-tls" must be an object of cacert, cert and key paths')
+        cfg.swarm_store_tls = {str(k): str(v) for k, v in tls.items()}
     if "no-new-privileges" in data:
         if not isinstance(data["no-new-privileges"], bool):
             raise TypeError('"no-new-privileges" must be true or false')

@@ -251,3 +251,66 @@ def test_three_managers_survive_a_member_and_refuse_writes_without_quorum(cluste
     wait_for(lambda: a.cli("service", "ls", check=False).returncode == 0, timeout=30, what="quorum back")
     a.cli("service", "rm", "s1")
     wait_for(lambda: all(not _local_task_containers(h, "s1") for h in hosts), timeout=20, what="s1 gone")
+
+
+def test_secrets_configs_and_stack_deploy(cluster_hosts, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    hosts = cluster_hosts(2)
+    for h in hosts:
+        h.import_busybox()
+    a, b = hosts
+    _swarm(hosts)
+    a.cli("secret", "create", "db_pass", "-", input="s3cr3t-value\n")
+    a.cli("config", "create", "app_conf", "-", input="mode=prod\n")
+    assert a.cli("secret", "ls", "--format", "{{.Name}}").stdout.split() == ["db_pass"]
+    sec = json.loads(a.cli("secret", "inspect", "db_pass").stdout)[0]
+    assert "Data" not in sec["Spec"]  # secret data never comes back out of the API
+    res = a.cli("secret", "create", "db_pass", "-", input="again", check=False)
+    assert res.returncode != 0 and "already exists" in res.stderr
+    # encrypted at rest: the plain value is in no etcd file of any manager
+    a.cli("service", "create", "--detach", "--name", "usesec", "--replicas", "2", "--secret", "db_pass",
+          "--config", "source=app_conf,target=/etc/app.conf", "busybox", "sleep", "1000")
+    wait_for(lambda: sum(_running_by_node(a, "usesec").values()) == 2, timeout=30, what="usesec running")
+    for h in hosts:
+        for cid in _local_task_containers(h, "usesec"):
+            assert h.cli("exec", cid, "cat", "/run/secrets/db_pass").stdout == "s3cr3t-value\n"
+            assert h.cli("exec", cid, "cat", "/etc/app.conf").stdout == "mode=prod\n"
+            res = h.cli("exec", cid, "sh", "-c", "echo x > /run/secrets/db_pass", check=False)
+            assert res.returncode != 0  # read-only
+    etcd_dir = a.daemon.data_root / "swarm" / "etcd"
+    for f in etcd_dir.rglob("*"):
+        if f.is_file():
+            assert b"s3cr3t-value" not in f.read_bytes(), f
+    res = a.cli("secret", "rm", "db_pass", check=False)
+    assert res.returncode != 0 and "in use" in res.stderr
+    a.cli("service", "rm", "usesec")
+    a.cli("secret", "rm", "db_pass")
+    a.cli("config", "rm", "app_conf")
+
+    # docker stack deploy: the CLI makes the services (and their labels) over the API
+    (tmp_path / "compose.yml").write_text(
+        "version: '3.8'\n"
+        "services:\n"
+        "  web:\n"
+        "    image: busybox\n"
+        "    command: sleep 1000\n"
+        "    deploy:\n"
+        "      replicas: 3\n"
+        "  worker:\n"
+        "    image: busybox\n"
+        "    command: sleep 1000\n"
+        "    deploy:\n"
+        "      mode: global\n"
+        # the node-local default bridge (overlay networks are the overlay driver's)
+        "networks:\n"
+        "  default:\n"
+        "    external: true\n"
+        "    name: bridge\n"
+    )
+    a.cli("stack", "deploy", "--detach=true", "-c", str(tmp_path / "compose.yml"), "app")
+    assert a.cli("stack", "ls", "--format", "{{.Name}} {{.Services}}").stdout.split() == ["app", "2"]
+    wait_for(lambda: sum(_running_by_node(a, "app_web").values()) == 3, timeout=30, what="app_web running")
+    wait_for(lambda: len(_running_by_node(a, "app_worker")) == 2, timeout=30, what="app_worker on each node")
+    ps = a.cli("stack", "ps", "--format", "{{.Name}}", "app").stdout.split()
+    assert len(ps) == 5, ps
+    a.cli("stack", "rm", "app")
+    wait_for(lambda: all(not h.cli("ps", "-q").stdout.strip() for h in hosts), timeout=30, what="stack gone")
