@@ -314,3 +314,24 @@ def test_secrets_configs_and_stack_deploy(cluster_hosts, tmp_path) -> None:  # t
     assert len(ps) == 5, ps
     a.cli("stack", "rm", "app")
     wait_for(lambda: all(not h.cli("ps", "-q").stdout.strip() for h in hosts), timeout=30, what="stack gone")
+
+
+def test_measure_create_10_and_scale_to_50(cluster_hosts) -> None:  # type: ignore[no-untyped-def]
+    """The benchmarks of docs/decisions/cluster.md (printed; bounds are generous)."""
+    hosts = cluster_hosts(3)
+    for h in hosts:
+        h.import_busybox()
+    a = hosts[0]
+    _swarm(hosts)
+    t0 = time.monotonic()
+    a.cli("service", "create", "--detach", "--name", "bench", "--replicas", "10", "busybox", "sleep", "1000")
+    wait_for(lambda: sum(_running_by_node(a, "bench").values()) == 10, timeout=60, what="10 running")
+    create10 = time.monotonic() - t0
+    t0 = time.monotonic()
+    a.cli("service", "scale", "--detach", "bench=50")
+    wait_for(lambda: sum(_running_by_node(a, "bench").values()) == 50, timeout=120, what="50 running")
+    scale50 = time.monotonic() - t0
+    print(f"\nMEASURE create10={create10:.2f}s scale10to50={scale50:.2f}s")
+    assert create10 < 30 and scale50 < 90
+    a.cli("service", "rm", "bench")
+    wait_for(lambda: all(not _local_task_containers(h, "bench") for h in hosts), timeout=60, what="bench gone")
