@@ -26,6 +26,7 @@ from aiohttp import web
 
 from dockyard import errdefs
 from dockyard.cluster import ca
+from dockyard.cluster.tasklogs import LogQuery, local_frames
 from dockyard.cluster.tokens import Token
 
 if TYPE_CHECKING:
@@ -74,12 +75,38 @@ async def _promote(request: web.Request) -> web.Response:
         return _error(status_for(err), str(err))
 
 
-def join_app(swarm: SwarmService) -> web.Application:
+async def _logs(request: web.Request) -> web.StreamResponse:
+    """A local task's log for another node of the cluster (mutual TLS)."""
+    swarm: SwarmService = request.app[SWARM_KEY]
+    if not ca.peer_node_id(request.transport.get_extra_info("peercert") if request.transport else None):
+        return _error(403, "a node certificate of this cluster is required")
+    from dockyard.cluster.services import ServiceManager
+
+    tid = request.match_info["task"]
+    mgr = ServiceManager(swarm)
+    path = mgr.local_log_path(tid)
+    if path is None or swarm.store is None:
+        return _error(404, f"task {tid} has no container on this node")
+    t = await swarm.store.get("tasks", tid)
+    if t is None:
+        return _error(404, f"task {tid} not found")
+    resp = web.StreamResponse(headers={"Content-Type": "application/vnd.docker.multiplexed-stream"})
+    await resp.prepare(request)
+    async for chunk in local_frames(t.data, swarm.node_id, path, LogQuery.from_params(request.query)):
+        await resp.write(chunk)
+    await resp.write_eof()
+    return resp
+
+
+def join_app(swarm: SwarmService, manager: bool = True) -> web.Application:
+    """The node endpoint: every node serves its tasks' logs; managers also take joins."""
     app = web.Application(client_max_size=1 << 20)
     app[SWARM_KEY] = swarm
-    app.router.add_get("/ca", _ca)
-    app.router.add_post("/join", _join)
-    app.router.add_post("/promote", _promote)
+    app.router.add_get("/logs/{task}", _logs)
+    if manager:
+        app.router.add_get("/ca", _ca)
+        app.router.add_post("/join", _join)
+        app.router.add_post("/promote", _promote)
     return app
 
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from dockyard import errdefs
-from dockyard.cluster import seal, specs, state, tokens
+from dockyard.cluster import seal, specs, state, tasklogs, tokens
+from dockyard.cluster.tasklogs import LogQuery
 from dockyard.cluster.swarm import SwarmService
 from dockyard.timefmt import now_rfc3339
 
@@ -214,24 +215,34 @@ class ServiceManager:
         st = await s.get("status", t.id)
         return task_view(t, st.data if st else None)
 
-    async def local_task_logs(self, ref: str, task: bool) -> list[tuple[dict[str, Any], str, str]]:
-        """The log files of ref's tasks (a service, or one task) whose containers run here.
-        Tasks on other nodes are not included (decisions/cluster.md)."""
+    async def log_frames(self, ref: str, task: bool, q: LogQuery) -> AsyncIterator[bytes]:
+        """The multiplexed log frames of ref's tasks (a service, or one task), from every
+        node that runs them (tasklogs.py)."""
         if task:
             tasks = [await self.inspect_task(ref)]
         else:
             svc = await self.find_service(ref)
             tasks = await self.list_tasks({"service": [svc.id]})
+        nodes = {n.id: n.data for n in await self.swarm.manager_state().list("nodes")}
+        for t in sorted(tasks, key=lambda t: (t.get("Slot") or 0, t["CreatedAt"])):
+            nid = t.get("NodeID") or ""
+            if nid == self.swarm.node_id:
+                path = self.local_log_path(t["ID"])
+                if path:
+                    async for chunk in tasklogs.local_frames(t, nid, path, q):
+                        yield chunk
+            elif nid in nodes:
+                async for chunk in tasklogs.remote_frames(self.swarm.files, nodes[nid]["Addr"], t["ID"], q):
+                    yield chunk
+
+    def local_log_path(self, task_id: str) -> str | None:
         runtime = self.swarm.runtime
         if runtime is None:
-            return []
-        by_task = {(r.get("Config", {}).get("Labels") or {}).get("com.docker.swarm.task.id"): r for r in runtime.all()}
-        out = []
-        for t in sorted(tasks, key=lambda t: (t.get("Slot") or 0, t["CreatedAt"])):
-            rec = by_task.get(t["ID"])
-            if rec is not None:
-                out.append((t, str(rec["LogPath"]), self.swarm.node_id))
-        return out
+            return None
+        for r in runtime.all():
+            if (r.get("Config", {}).get("Labels") or {}).get("com.docker.swarm.task.id") == task_id:
+                return str(r["LogPath"])
+        return None
 
     # -- secrets and configs --------------------------------------------------------------
 

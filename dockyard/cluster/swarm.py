@@ -285,17 +285,26 @@ class SwarmService:
         self._spawn(self._refresh_loop(), "swarm-refresh")
         if st.role == "manager":
             await self._start_manager_side()
+        else:
+            await self._serve_endpoint()
         self._start_agent()
 
-    async def _start_manager_side(self) -> None:
+    async def _serve_endpoint(self) -> None:
+        """The node endpoint on <addr>:2377: task logs for the other nodes, and on a
+        manager the join and promotion routes too."""
         assert self.local is not None
         from dockyard.cluster.join import join_app
 
-        self._join_runner = web.AppRunner(join_app(self), access_log=None)
+        if self._join_runner is not None:
+            await self._join_runner.cleanup()
+        self._join_runner = web.AppRunner(join_app(self, self.local.role == "manager"), access_log=None)
         await self._join_runner.setup()
         site = web.TCPSite(self._join_runner, self.local.addr, SWARM_PORT,
                            ssl_context=ca.server_context(self.files), reuse_address=True)  # fmt: skip
         await site.start()
+
+    async def _start_manager_side(self) -> None:
+        await self._serve_endpoint()
         self._spawn(self._leader_loop(), "swarm-leader")
 
     async def _ready(self, timeout: float = 20) -> None:
@@ -444,9 +453,7 @@ class SwarmService:
                 await self.member.stop(remove_data=True)
                 self.member = None
             self.files.ca_key.unlink(missing_ok=True)
-            if self._join_runner is not None:
-                await self._join_runner.cleanup()
-                self._join_runner = None
+            await self._serve_endpoint()  # no joins taken here any more
             for t in [t for t in self._tasks if t.get_name() == "swarm-leader"]:
                 t.cancel()
                 self._tasks.remove(t)
@@ -531,6 +538,8 @@ class SwarmService:
         self._spawn(self._refresh_loop(), "swarm-refresh")
         if self.local.role == "manager":
             await self._start_manager_side()
+        else:
+            await self._serve_endpoint()
         self._start_agent()
 
     def _description(self) -> dict[str, Any]:

@@ -315,6 +315,25 @@ def test_secrets_configs_and_stack_deploy(cluster_hosts, tmp_path) -> None:  # t
     a.cli("stack", "rm", "app")
     wait_for(lambda: all(not h.cli("ps", "-q").stdout.strip() for h in hosts), timeout=30, what="stack gone")
 
+    # the CLI's default (attached) create follows the tasks until they converge
+    res = a.cli("service", "create", "--name", "fg", "--replicas", "2", "busybox", "sleep", "1000", timeout=60)
+    assert "converged" in res.stdout + res.stderr, res.stdout + res.stderr
+    out = a.cli("node", "ps", "--format", "{{.Name}} {{.CurrentState}}", "self").stdout
+    assert "fg." in out
+    a.cli("service", "rm", "fg")
+
+    # service logs gather the tasks' output from every node (over the nodes' mutual-TLS endpoint)
+    a.cli("service", "create", "--detach", "--name", "talk", "--mode", "global", "busybox",
+          "sh", "-c", "echo hello from $(hostname); sleep 1000")
+    wait_for(lambda: len(_running_by_node(a, "talk")) == 2, timeout=30, what="talk on both nodes")
+    time.sleep(0.5)
+    res = a.cli("service", "logs", "--raw", "talk")
+    assert res.stdout.count("hello from") == 2, res.stdout + res.stderr
+    res = a.cli("service", "logs", "talk")
+    lines = [line for line in res.stdout.splitlines() if "hello from" in line]
+    assert {line.split("@")[1].split()[0] for line in lines} == {"node1", "node2"}, res.stdout
+    a.cli("service", "rm", "talk")
+
 
 def test_measure_create_10_and_scale_to_50(cluster_hosts) -> None:  # type: ignore[no-untyped-def]
     """The benchmarks of docs/decisions/cluster.md (printed; bounds are generous)."""

@@ -8,7 +8,7 @@ logs are multiplexed frames whose lines carry the task's swarm labels as "detail
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -17,8 +17,8 @@ from dockyard import errdefs
 from dockyard.api import keys
 from dockyard.api.app import Routes
 from dockyard.api.schemas import filters, json_body, qbool, qint
-from dockyard.api.streams import STDERR, STDOUT, frame, long_lived
-from dockyard.containers.logs import read_log
+from dockyard.api.streams import long_lived
+from dockyard.cluster.tasklogs import LogQuery
 
 routes = Routes()
 
@@ -36,7 +36,7 @@ class ClusterBackend(Protocol):
     async def list_objects(self, kind: str, filters: dict[str, list[str]]) -> list[dict[str, Any]]: ...
     async def inspect_object(self, kind: str, ref: str) -> dict[str, Any]: ...
     async def remove_object(self, kind: str, ref: str) -> None: ...
-    async def local_task_logs(self, ref: str, task: bool) -> list[tuple[dict[str, Any], str, str]]: ...
+    def log_frames(self, ref: str, task: bool, q: LogQuery) -> AsyncIterator[bytes]: ...
 
 
 def _svc(request: web.Request) -> ClusterBackend:
@@ -88,25 +88,20 @@ async def _logs(request: web.Request, task: bool) -> web.StreamResponse:
     want_out, want_err = qbool(request, "stdout"), qbool(request, "stderr")
     if not (want_out or want_err):
         raise errdefs.InvalidArgument("Bad parameters: you must choose at least one stream")
-    found = await _svc(request).local_task_logs(request.match_info["id"], task)
-    details, timestamps = qbool(request, "details"), qbool(request, "timestamps")
+    if qbool(request, "follow"):
+        raise errdefs.Unsupported("following service logs is not supported yet; omit --follow")
     tail_s = request.query.get("tail", "all")
     tail = None if tail_s in ("all", "") else int(tail_s) if tail_s.lstrip("-").isdigit() else None
+    q = LogQuery(want_out, want_err, qbool(request, "details"), qbool(request, "timestamps"), tail)
+    frames = _svc(request).log_frames(request.match_info["id"], task, q)
+    first = await anext(frames, b"")  # a missing service is a 404 before any header
     resp = web.StreamResponse(headers={"Content-Type": "application/vnd.docker.multiplexed-stream"})
     await resp.prepare(request)
     with contextlib.suppress(ConnectionResetError), long_lived():
-        for t, log_path, node in found:
-            prefix = (f"com.docker.swarm.node.id={node},com.docker.swarm.service.id={t['ServiceID']},"
-                      f"com.docker.swarm.task.id={t['ID']} ").encode() if details else b""  # fmt: skip
-            async for batch in read_log(Path(log_path), tail=tail):
-                out = bytearray()
-                for e in batch:
-                    if (e.stream == STDOUT and not want_out) or (e.stream == STDERR and not want_err):
-                        continue
-                    ts = e.timestamp.replace(b"+00:00", b"Z") + b" " if timestamps else b""
-                    out += frame(e.stream, ts + prefix + e.data)
-                if out:
-                    await resp.write(bytes(out))
+        if first:
+            await resp.write(first)
+        async for chunk in frames:
+            await resp.write(chunk)
         await resp.write_eof()
     return resp
 
