@@ -354,3 +354,22 @@ def test_measure_create_10_and_scale_to_50(cluster_hosts) -> None:  # type: igno
     assert create10 < 30 and scale50 < 90
     a.cli("service", "rm", "bench")
     wait_for(lambda: all(not _local_task_containers(h, "bench") for h in hosts), timeout=60, what="bench gone")
+
+
+def test_promote_and_demote(cluster_hosts) -> None:  # type: ignore[no-untyped-def]
+    a, b = cluster_hosts(2)
+    _swarm([a, b])
+    res = a.cli("node", "demote", "node1", check=False)
+    assert res.returncode != 0 and "last manager" in res.stderr
+    a.cli("node", "promote", "node2")
+    wait_for(lambda: b.cli("info", "--format", "{{.Swarm.ControlAvailable}}").stdout.strip() == "true",
+             timeout=30, what="node2 a manager")
+    wait_for(lambda: b.cli("node", "ls", check=False).returncode == 0, timeout=30, what="node2 answers node ls")
+    assert (b.daemon.exec_root / "swarm" / "etcd.pid").exists()  # it runs an etcd member now
+    roles = {n["Hostname"]: n["ManagerStatus"] for n in _nodes(b)}
+    assert roles["node1"] == "Leader" and roles["node2"] == "Reachable"
+    b.cli("node", "demote", "node2")
+    wait_for(lambda: b.cli("info", "--format", "{{.Swarm.ControlAvailable}}").stdout.strip() == "false",
+             timeout=30, what="node2 a worker again")
+    wait_for(lambda: not (b.daemon.exec_root / "swarm" / "etcd.pid").exists(), timeout=20, what="member gone")
+    a.cli("service", "create", "--detach", "--name", "after", "--replicas", "2", "busybox", "true")  # still writable
