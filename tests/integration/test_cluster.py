@@ -373,3 +373,34 @@ def test_promote_and_demote(cluster_hosts) -> None:  # type: ignore[no-untyped-d
              timeout=30, what="node2 a worker again")
     wait_for(lambda: not (b.daemon.exec_root / "swarm" / "etcd.pid").exists(), timeout=20, what="member gone")
     a.cli("service", "create", "--detach", "--name", "after", "--replicas", "2", "busybox", "true")  # still writable
+
+
+def test_network_cut_marks_node_down_and_moves_its_tasks(cluster_hosts) -> None:  # type: ignore[no-untyped-def]
+    a, b = cluster_hosts(2)
+    for h in (a, b):
+        h.import_busybox()
+    # this time through docker-py
+    ca, cb = a.client(), b.client()
+    ca.swarm.init(advertise_addr=a.address, listen_addr=f"{a.address}:2377")
+    ca.swarm.reload()
+    cb.swarm.join(remote_addrs=[f"{a.address}:2377"], join_token=ca.swarm.attrs["JoinTokens"]["Worker"],
+                  advertise_addr=b.address)
+    assert cb.info()["Swarm"]["LocalNodeState"] == "active"
+    ca.services.create("busybox", ["sleep", "1000"], name="cut", mode=docker.types.ServiceMode("replicated", 4))
+    wait_for(lambda: sorted(_running_by_node(a, "cut").values()) == [2, 2], timeout=30, what="2+2 running")
+    ids = {n["Hostname"]: n["ID"] for n in _nodes(a)}
+    b.ns_run("ip", "link", "set", "eth0", "down")  # node2 loses the network; its daemon lives on
+    try:
+        wait_for(lambda: any(n["Hostname"] == "node2" and n["Status"] == "Down" for n in _nodes(a)), timeout=10,
+                 what="node2 down")
+        wait_for(lambda: _running_by_node(a, "cut") == {ids["node1"]: 4}, timeout=20, what="tasks moved to node1")
+        # cut off, node2 keeps its containers running: it cannot know, and never stops on a guess
+        assert len(_local_task_containers(b, "cut")) == 2
+    finally:
+        b.ns_run("ip", "link", "set", "eth0", "up")
+    # back: its stale containers are stopped
+    wait_for(lambda: not _local_task_containers(b, "cut"), timeout=30, what="node2's stale containers stopped")
+    wait_for(lambda: any(n["Hostname"] == "node2" and n["Status"] == "Ready" for n in _nodes(a)), timeout=10,
+             what="node2 ready")
+    assert _running_by_node(a, "cut") == {ids["node1"]: 4}
+    ca.services.get("cut").remove()
