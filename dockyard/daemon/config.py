@@ -46,8 +46,12 @@ class DaemonConfig:
     # startup it resolves to `id_mapping` and data_root moves to `<data-root>/<uid>.<gid>`
     userns_remap: str = ""
     id_mapping: IdentityMapping | None = None
+    # overlay networks: the etcd holding them and their peer tables ("etcd://host:port"), and
+    # this node's underlay address (the VXLAN source; default: the one that reaches the store)
+    cluster_store: str = ""
+    cluster_advertise: str = ""
     labels: list[str] = field(default_factory=list)  # engine labels ("k=v"): /info and swarm placement
-    # cluster mode: an external etcd cluster's client URLs (and TLS files) to use instead of
+    # swarm mode: an external etcd cluster's client URLs (and TLS files) to use instead of
     # starting a member at `swarm init` (decisions/cluster.md)
     swarm_store: list[str] = field(default_factory=list)
     swarm_store_tls: dict[str, str] = field(default_factory=dict)  # cacert, cert, key
@@ -95,6 +99,8 @@ def parse_args(argv: list[str] | None = None) -> DaemonConfig:
     p.add_argument("--dns", action="append", default=[], help="DNS server for containers (repeatable)")
     p.add_argument("--no-new-privileges", action="store_true", default=None, help="set no-new-privileges on new containers")
     p.add_argument("--userns-remap", help="user/group for user namespaces (default, user[:group], uid[:gid])")
+    p.add_argument("--cluster-store", help="etcd of the overlay networks (etcd://host:port)")
+    p.add_argument("--cluster-advertise", help="this node's underlay address for overlay networks")
     args = p.parse_args(argv)
 
     cfg = DaemonConfig()
@@ -124,7 +130,7 @@ def parse_args(argv: list[str] | None = None) -> DaemonConfig:
         cfg.log_level = args.log_level
     if args.pidfile:
         cfg.pidfile = Path(args.pidfile)
-    for key in ("bridge_name", "bip", "fixed_cidr", "mtu"):
+    for key in ("bridge_name", "bip", "fixed_cidr", "mtu", "cluster_store", "cluster_advertise"):
         if getattr(args, key) is not None:
             setattr(cfg, key, getattr(args, key))
     if args.dns:
@@ -190,6 +196,11 @@ def _apply_file(cfg: DaemonConfig, data: dict[str, object]) -> None:
     for key in ("bip", "fixed-cidr"):
         if key in data:
             setattr(cfg, key.replace("-", "_"), str(data[key]))
+    for key in ("cluster-store", "cluster-advertise"):
+        if key in data:
+            if not isinstance(data[key], str):
+                raise TypeError(f'"{key}" must be a string')
+            setattr(cfg, key.replace("-", "_"), data[key])
     if "mtu" in data:
         cfg.mtu = int(str(data["mtu"]))
     if "dns" in data:

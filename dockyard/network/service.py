@@ -31,7 +31,7 @@ import secrets
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from dockyard import errdefs
 from dockyard._sys.netns import set_loopback_up
@@ -51,6 +51,9 @@ from dockyard.network.portmap import (
     sync_forward_accept,
     table_name,
 )
+
+if TYPE_CHECKING:
+    from dockyard.network.overlay_service import OverlayNetworks
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +127,12 @@ class NetworkService:
         self._ports = PortReservations()
         self._resolvers: dict[str, Resolver] = {}
         self._upstreams: dict[str, list[str]] = {}
+        # overlay networks exist only on a daemon given a cluster store (their state is shared)
+        self.overlay: OverlayNetworks | None = None
+        if getattr(cfg, "cluster_store", ""):
+            from dockyard.network.overlay_service import OverlayNetworks
+
+            self.overlay = OverlayNetworks(self, cfg)
 
     def __repr__(self) -> str:
         return f"<NetworkService {self.table} {len(self._resolvers)} resolvers>"
@@ -180,6 +189,11 @@ class NetworkService:
         return bool(doc["Driver"] == "bridge")
 
     @staticmethod
+    def _has_endpoints(doc: Record) -> bool:
+        """Networks whose containers get an interface of their own (not host/none)."""
+        return doc["Driver"] in ("bridge", "overlay")
+
+    @staticmethod
     def _user_defined(doc: Record) -> bool:
         return doc["Name"] not in BUILTIN
 
@@ -234,7 +248,7 @@ class NetworkService:
         async with self._lock:
             await self._ensure_builtin()
             for doc in self.all():
-                if not self._is_bridge(doc):
+                if doc["Driver"] not in self.drivers:
                     continue
                 eps = doc["Dockyard"].setdefault("Endpoints", {})
                 for cid, ep in list(eps.items()):
@@ -254,6 +268,8 @@ class NetworkService:
                 removed = await asyncio.to_thread(drv.restore, [self._net_spec(d) for d in docs], keep)
                 if removed:
                     log.info("reconcile: removed %s left by an earlier run", ", ".join(removed))
+        if self.overlay is not None:
+            await self.overlay.start()
         for cid, netns in self._dns_wanted().items():
             # the container's own `--dns` still decides where other names go after a restart
             await self._open_resolver(cid, netns, self.store.containers.get(cid), rewrite=False)
@@ -262,7 +278,7 @@ class NetworkService:
     def _dns_wanted(self) -> dict[str, str]:
         out: dict[str, str] = {}
         for doc in self.all():
-            if self._is_bridge(doc) and self._user_defined(doc):
+            if self._has_endpoints(doc) and self._user_defined(doc):
                 for cid, ep in (doc["Dockyard"].get("Endpoints") or {}).items():
                     out[cid] = ep["Netns"]
         return out
@@ -272,6 +288,8 @@ class NetworkService:
         leaks); otherwise everything stays for the containers that keep running."""
         for cid in list(self._resolvers):
             await self._close_resolver(cid)
+        if self.overlay is not None:
+            await self.overlay.close()
         self._ports.close()
         docs = self.all()
         if any(doc.get("Dockyard", {}).get("Endpoints") for doc in docs):
@@ -386,10 +404,12 @@ class NetworkService:
         driver = body.get("Driver") or "bridge"
         if name in BUILTIN or driver in ("host", "null"):
             raise errdefs.PermissionDenied(f"{name} is a pre-defined network and cannot be created")
-        if driver != "bridge":
+        if driver not in ("bridge", "overlay"):
             raise errdefs.NotFound(f'plugin "{driver}" not found')
         opts = {str(k): str(v) for k, v in (body.get("Options") or {}).items()}
         labels = dict(body.get("Labels") or {})
+        if driver == "overlay":
+            return await self._create_overlay(body, name, opts, labels)
         configs = [c for c in ((body.get("IPAM") or {}).get("Config") or []) if ":" not in str(c.get("Subnet", ""))]
         async with self._lock:
             if self.store.networks.get_by_name(name) is not None:
@@ -436,6 +456,20 @@ class NetworkService:
         warning = "IPv6 is not supported by this daemon; the network is IPv4 only" if body.get("EnableIPv6") else ""
         return {"Id": doc["Id"], "Warning": warning}
 
+    async def _create_overlay(self, body: dict[str, Any], name: str, opts: dict[str, str],
+                              labels: dict[str, str]) -> dict[str, str]:  # fmt: skip
+        if self.overlay is None:  # dockerd's answer outside swarm mode (503)
+            raise errdefs.Unavailable(
+                'This node is not a swarm manager. Use "docker swarm init" or "docker swarm join" to connect '
+                "this node to swarm and try again."
+            )
+        async with self._lock:
+            if self.store.networks.get_by_name(name) is not None:
+                raise errdefs.Conflict(f"network with name {name} already exists")
+            doc = await self.overlay.create(body, name, opts, labels)
+        self.events.publish("network", "create", doc["Id"], {"name": name, "type": "overlay"})
+        return {"Id": doc["Id"], "Warning": ""}
+
     async def remove(self, ref: str) -> None:
         doc = self.resolve(ref)
         if doc["Name"] in BUILTIN:
@@ -446,6 +480,9 @@ class NetworkService:
                 raise errdefs.Conflict(
                     f"error while removing network: network {doc['Name']} id {doc['Id']} has active endpoints"
                 )
+            if doc["Driver"] == "overlay" and self.overlay is not None:
+                self.overlay.check_removable(doc)  # endpoints on other nodes count too
+                await self.overlay.removed(doc)
             self.store.networks.delete(doc["Id"])
             await asyncio.to_thread(self._driver(doc).delete_network, self._net_spec(doc))
             await self._apply_rules()
@@ -545,7 +582,7 @@ class NetworkService:
             entry["Aliases"] = list(epc["Aliases"])
         ip_cfg = epc.get("IPAMConfig") or {}
         if ip_cfg.get("IPv4Address"):
-            if not self._user_defined(doc) or not self._is_bridge(doc):
+            if not self._user_defined(doc) or not self._has_endpoints(doc):
                 raise errdefs.InvalidArgument("user specified IP address is supported on user defined networks only")
             addr = ipam.parse_addr(ip_cfg["IPv4Address"])
             sub = self._subnet(doc)
@@ -577,7 +614,8 @@ class NetworkService:
         try:
             nets = list(ns["Networks"].items())
             docs = [self.resolve(entry.get("NetworkID") or name) for name, entry in nets]
-            gw_doc = next((d for d in docs if not d.get("Internal")), None)
+            # an overlay has no way out of its sandbox: the default route stays on a bridge
+            gw_doc = next((d for d in docs if not d.get("Internal") and self._is_bridge(d)), None)
             for (name, entry), doc in zip(nets, docs, strict=True):
                 await self._add_endpoint(rec, doc, netns, entry, default_route=doc is gw_doc)
             if docs:
@@ -599,8 +637,10 @@ class NetworkService:
     async def _add_endpoint(self, rec: Record, doc: Record, netns: str, entry: dict[str, Any],
                             default_route: bool) -> None:  # fmt: skip
         cid = rec["Id"]
-        if not self._is_bridge(doc):
+        if not self._has_endpoints(doc) or doc["Driver"] not in self.drivers:
             raise errdefs.InvalidArgument(f"container cannot be connected to network {doc['Name']}")
+        if doc["Driver"] == "overlay" and self.overlay is not None:
+            self.overlay.check_attach(rec, doc)
         async with self._lock:
             doc = self.resolve(doc["Id"])
             eps = doc["Dockyard"].setdefault("Endpoints", {})
@@ -608,13 +648,22 @@ class NetworkService:
                 raise errdefs.Conflict(f"endpoint with name {rec['Name'].lstrip('/')} already exists in network {doc['Name']}")
             sub = self._subnet(doc)
             used = [ipam.parse_addr(e["IPv4Address"]) for e in eps.values()]
+            overlay = self.overlay if doc["Driver"] == "overlay" else None
+            if overlay is not None:  # addresses are the cluster's: held elsewhere, and claimed
+                used += [ipam.parse_addr(ip) for ip in overlay.used_addresses(doc["Id"])]
             want = (entry.get("IPAMConfig") or {}).get("IPv4Address")
-            if want:
-                addr = ipam.parse_addr(want)
-                sub.check_static(addr, used)
-            else:
-                addr = sub.allocate(used)
             eid = secrets.token_hex(32)
+            while True:
+                if want:
+                    addr = ipam.parse_addr(want)
+                    sub.check_static(addr, used)
+                else:
+                    addr = sub.allocate(used)
+                if overlay is None or await overlay.claim(doc["Id"], str(addr), eid):
+                    break
+                if want:
+                    raise errdefs.Conflict("Address already in use")
+                used.append(addr)  # taken on another node meanwhile: the next one
             mac = entry.get("MacAddress") or ipam.mac_for(addr)
             aliases = list(entry.get("Aliases") or [])
             names = [rec["Name"].lstrip("/"), cid[:12], *aliases]
@@ -632,6 +681,8 @@ class NetworkService:
         )  # fmt: skip
         try:
             await asyncio.to_thread(self._driver(doc).join, self._net_spec(doc), spec)
+            if doc["Driver"] == "overlay" and self.overlay is not None:
+                await self.overlay.joined(doc, ep)
         except BaseException as err:
             await self._drop_endpoint(doc["Id"], cid)
             if isinstance(err, OSError):
@@ -654,6 +705,8 @@ class NetworkService:
                 self._ports.release(pm["proto"], pm["host_ip"], pm["host_port"])
             self._save(doc)
         await asyncio.to_thread(self._driver(doc).leave, self._net_spec(doc), ep["HostIf"])
+        if doc["Driver"] == "overlay" and self.overlay is not None:
+            await self.overlay.left(doc, ep)
         return ep  # type: ignore[no-any-return]
 
     async def _publish_ports(self, rec: Record, doc: Record) -> None:
@@ -668,6 +721,12 @@ class NetworkService:
         if not bindings:
             rec["NetworkSettings"]["Ports"] = ports_view
             return
+        if not self._is_bridge(doc):
+            # the host has no route into an overlay's sandbox, so a port would never answer
+            raise errdefs.InvalidArgument(
+                f"cannot publish ports on overlay network {doc['Name']}: connect the container to a bridge "
+                "network first (docker run --network <bridge> ... then docker network connect)"
+            )
         cid = rec["Id"]
         maps: list[dict[str, Any]] = []
         async with self._lock:
@@ -760,6 +819,11 @@ class NetworkService:
                 if name in names:
                     known = True
                     ip = ep["IPv4Address"].split("/")[0]
+                    if ip not in found:
+                        found.append(ip)
+            if doc["Driver"] == "overlay" and self.overlay is not None:
+                for ip in self.overlay.remote_addresses(doc["Id"], name):
+                    known = True
                     if ip not in found:
                         found.append(ip)
         return found if known else None
