@@ -123,7 +123,11 @@ class Agent:
                     s = rec["State"]
                     if s.get("Running"):
                         await self._status(tid, "running", "started", cid=rec["Id"], pid=int(s.get("Pid") or 0))
-                    elif rec["State"].get("Status") in ("exited", "dead"):
+                    elif s.get("Status") == "created" and cur not in TERMINAL:  # no start job runs (not busy)
+                        # created but never started (a daemon killed mid-start): the task failed
+                        await self._status(tid, "failed", "starting", "container was created but not started",
+                                           cid=rec["Id"], exit_code=-1)  # fmt: skip
+                    elif s.get("Status") in ("exited", "dead"):
                         code = int(s.get("ExitCode") or 0)
                         if code == 0:
                             await self._status(tid, "complete", "finished", cid=rec["Id"], exit_code=0)
@@ -177,8 +181,10 @@ class Agent:
         await self._status(tid, "starting", "starting", cid=cid)
         try:
             await self.runtime.start_container(cid)
-        except errdefs.DockyardError as err:
-            await self._status(tid, "failed", "starting", str(err), cid=cid, exit_code=-1)
+        except Exception as err:  # the task failed, whatever broke; the scheduler decides what next
+            log.warning("task %s: start failed: %s", tid, err)
+            await self._status(tid, "failed", "starting", f"starting container failed: {err}", cid=cid,
+                               exit_code=-1)  # fmt: skip
             return
         rec = next((r for r in self.runtime.all() if r["Id"] == cid), None)
         pid = int(rec["State"].get("Pid") or 0) if rec else 0

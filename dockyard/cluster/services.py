@@ -19,6 +19,7 @@ from dockyard.cluster.tasklogs import LogQuery
 from dockyard.cluster.swarm import SwarmService
 from dockyard.timefmt import now_rfc3339
 
+OVERLAY_NETWORKS = "/dockyard/overlay/networks/"  # the overlay driver's documents (network/overlay_store.py)
 TERMINAL = ("complete", "shutdown", "failed", "rejected", "remove", "orphaned")
 
 
@@ -67,12 +68,28 @@ class ServiceManager:
                     raise errdefs.NotFound(f"{field[:-1].lower()} not found: {want_name or want_id}")
                 ref[f"{field[:-1]}ID"], ref[f"{field[:-1]}Name"] = obj.id, obj.data["Spec"]["Name"]
 
+    async def _resolve_networks(self, spec: dict[str, Any]) -> None:
+        """Overlay networks by name or ID become their ID (Docker stores the ID); a network
+        that is no overlay of this swarm is refused."""
+        nets = spec["TaskTemplate"].get("Networks") or []
+        if not nets or nets[0]["Target"] in specs.LOCAL_NETWORKS:
+            return
+        kvs, _ = await self.swarm.manager_state().kv.get_prefix(OVERLAY_NETWORKS)
+        docs = [json.loads(kv.value) for kv in kvs]
+        want = nets[0]["Target"]
+        doc = next((d for d in docs if d["Id"] == want), None) or next((d for d in docs if d["Name"] == want), None) \
+            or next((d for d in docs if d["Id"].startswith(want)), None)
+        if doc is None:
+            raise errdefs.NotFound(f"network {want} not found")
+        nets[0]["Target"] = doc["Id"]
+
     async def create_service(self, spec: dict[str, Any]) -> dict[str, Any]:
         s = self.swarm.manager_state()
         if not spec.get("Name"):
             spec["Name"] = "svc-" + tokens.new_id()[:8]
         spec = specs.validate(spec)
         await self._resolve_refs(spec)
+        await self._resolve_networks(spec)
         if any(o.data["Spec"]["Name"] == spec["Name"] for o in await self._services()):
             raise errdefs.Conflict(
                 f"rpc error: code = AlreadyExists desc = name conflicts with an existing object: service {spec['Name']} "
@@ -104,6 +121,7 @@ class ServiceManager:
             if new["Name"] != d["Spec"]["Name"]:
                 raise errdefs.InvalidArgument("renaming services is not supported")
             await self._resolve_refs(new)
+            await self._resolve_networks(new)
             if specs.template_hash(new["TaskTemplate"]) != specs.template_hash(d["Spec"]["TaskTemplate"]):
                 d["UpdateStatus"] = {"State": "updating", "StartedAt": now, "Message": "update in progress"}
             d["PreviousSpec"], d["Spec"] = d["Spec"], new

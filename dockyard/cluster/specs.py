@@ -75,12 +75,10 @@ def validate(spec: Any, secrets_known: set[str] | None = None) -> dict[str, Any]
     if ld and (ld.get("Name") or "json-file") not in ("json-file", "local"):
         raise errdefs.Unsupported(f"log driver {ld.get('Name')!r} is not supported for services")
     nets = tt.get("Networks") or spec.get("Networks") or []
+    if len(nets) > 1:
+        raise errdefs.Unsupported("a service attaches to one network here (an overlay, or bridge/host/none)")
     for n in nets:
-        if n.get("Target") not in LOCAL_NETWORKS or len(nets) > 1:
-            raise errdefs.Unsupported(
-                f"service network {n.get('Target')!r}: services attach to overlay networks, which this engine "
-                "does not have yet; only one of the node-local bridge, host or none networks can be used"
-            )
+        _check(isinstance(n, dict) and bool(n.get("Target")), "invalid service network: Target is required")
     if nets:
         tt["Networks"] = nets
         spec.pop("Networks", None)
@@ -196,6 +194,12 @@ def container_body(task: dict[str, Any], service_name: str, node_id: str,
         "GroupAdd": cs.get("Groups"), "Ulimits": cs.get("Ulimits"),
         "NetworkMode": next((n["Target"] for n in tt.get("Networks") or []), None),
     }  # fmt: skip
+    net = next(iter(tt.get("Networks") or []), None)
+    networking: dict[str, Any] = {}
+    if net is not None and net["Target"] not in LOCAL_NETWORKS:
+        # on an overlay the service's name (and tasks.<name>) resolves to its tasks
+        aliases = [service_name, f"tasks.{service_name}", *(net.get("Aliases") or [])]
+        networking = {"EndpointsConfig": {net["Target"]: {"Aliases": aliases}}}
     if limits.get("Pids"):
         hc["PidsLimit"] = int(limits["Pids"])
     dns = cs.get("DNSConfig") or {}
@@ -215,6 +219,8 @@ def container_body(task: dict[str, Any], service_name: str, node_id: str,
     }  # fmt: skip
     if ports:
         body["ExposedPorts"] = {k: {} for k in hc["PortBindings"]}
+    if networking:
+        body["NetworkingConfig"] = networking
     if cs.get("StopSignal"):
         body["StopSignal"] = cs["StopSignal"]
     if cs.get("StopGracePeriod") is not None:

@@ -36,7 +36,7 @@ from typing import Any
 from aiohttp import web
 
 from dockyard import errdefs
-from dockyard.cluster import ca, scheduler, state, tokens
+from dockyard.cluster import ca, overlay_link, scheduler, state, tokens
 from dockyard.cluster.agent import Agent, TaskRuntime
 from dockyard.cluster.kv import Election, EtcdClient, StoreUnavailable
 from dockyard.cluster.member import CLIENT_PORT, EtcdMember, MemberConfig
@@ -169,7 +169,7 @@ class SwarmService:
     """This daemon's membership. The API's swarm and node routes call it."""
 
     def __init__(self, cfg: Any, engine_version: str, runtime: TaskRuntime | None = None,
-                 events: EventBus | None = None) -> None:  # fmt: skip
+                 events: EventBus | None = None, networks: Any = None) -> None:  # fmt: skip
         self.cfg = cfg
         self.engine_version = engine_version
         self.root: Path = cfg.data_root / "swarm"
@@ -188,6 +188,7 @@ class SwarmService:
         self.runtime = runtime  # the node's containers, for the agent
         self.events = events
         self.agent: Agent | None = None
+        self.networks = networks  # the node's NetworkService: overlay networks join it in swarm mode
 
     def __repr__(self) -> str:
         st = self.local
@@ -211,6 +212,10 @@ class SwarmService:
 
     async def close(self) -> None:
         await self._stop_loops()
+        ov = getattr(self.networks, "overlay", None)
+        if ov is not None:  # it reads through our store client: stop it before the client goes
+            await ov.close()
+            self.networks.overlay = None
         if self.member is not None:
             await self.member.stop()
             self.member = None
@@ -230,6 +235,13 @@ class SwarmService:
         if self._join_runner is not None:
             await self._join_runner.cleanup()
             self._join_runner = None
+
+    async def _attach_overlay(self) -> None:
+        assert self.kv is not None and self.local is not None
+        try:
+            await overlay_link.attach(self.networks, self.cfg, self.kv, self.local.addr)
+        except Exception:  # the node still runs tasks on node-local networks
+            log.exception("overlay networks are not available on this node")
 
     def _start_agent(self) -> None:
         if self.runtime is None or self.store is None or self.local is None:
@@ -287,6 +299,7 @@ class SwarmService:
             await self._start_manager_side()
         else:
             await self._serve_endpoint()
+        await self._attach_overlay()
         self._start_agent()
 
     async def _serve_endpoint(self) -> None:
@@ -540,6 +553,7 @@ class SwarmService:
             await self._start_manager_side()
         else:
             await self._serve_endpoint()
+        await self._attach_overlay()
         self._start_agent()
 
     def _description(self) -> dict[str, Any]:
@@ -620,6 +634,8 @@ class SwarmService:
                 with contextlib.suppress(Exception):
                     await self.agent.leave()
                 self.agent = None
+            with contextlib.suppress(Exception):
+                await overlay_link.detach(self.networks)
             if self.kv is not None:
                 with contextlib.suppress(Exception):
                     if self.lease:

@@ -96,7 +96,7 @@ def build(cfg: DaemonConfig) -> Graph:
         store, images, containers, cfg.data_root, distribution.pull_for_build
     )
     build_routes.routes.install(app)
-    swarm = app[keys.SWARM] = SwarmService(cfg, versions.ENGINE_VERSION, containers, events)
+    swarm = app[keys.SWARM] = SwarmService(cfg, versions.ENGINE_VERSION, containers, events, networks)
     app[keys.CLUSTER] = ServiceManager(swarm)
     swarm_routes.routes.install(app)
     service_routes.routes.install(app)

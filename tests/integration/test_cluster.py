@@ -300,18 +300,17 @@ def test_secrets_configs_and_stack_deploy(cluster_hosts, tmp_path) -> None:  # t
         "    command: sleep 1000\n"
         "    deploy:\n"
         "      mode: global\n"
-        # the node-local default bridge (overlay networks are the overlay driver's)
-        "networks:\n"
-        "  default:\n"
-        "    external: true\n"
-        "    name: bridge\n"
     )
     a.cli("stack", "deploy", "--detach=true", "-c", str(tmp_path / "compose.yml"), "app")
     assert a.cli("stack", "ls", "--format", "{{.Name}} {{.Services}}").stdout.split() == ["app", "2"]
     wait_for(lambda: sum(_running_by_node(a, "app_web").values()) == 3, timeout=30, what="app_web running")
     wait_for(lambda: len(_running_by_node(a, "app_worker")) == 2, timeout=30, what="app_worker on each node")
-    ps = a.cli("stack", "ps", "--format", "{{.Name}}", "app").stdout.split()
+    ps = a.cli("stack", "ps", "--filter", "desired-state=running", "--format", "{{.Name}}", "app").stdout.split()
     assert len(ps) == 5, ps
+    # the stack's default network is an overlay: web's tasks resolve worker's by name
+    (web1,) = _local_task_containers(a, "app_web")[:1]
+    wait_for(lambda: a.cli("exec", web1, "nslookup", "tasks.app_worker", check=False).stdout.count("Address") >= 3,
+             timeout=10, what="tasks.app_worker resolves to both nodes' tasks")
     a.cli("stack", "rm", "app")
     wait_for(lambda: all(not h.cli("ps", "-q").stdout.strip() for h in hosts), timeout=30, what="stack gone")
 
@@ -404,3 +403,42 @@ def test_network_cut_marks_node_down_and_moves_its_tasks(cluster_hosts) -> None:
              what="node2 ready")
     assert _running_by_node(a, "cut") == {ids["node1"]: 4}
     ca.services.get("cut").remove()
+
+
+def _overlay_ip(h: ClusterHost, cid: str, net: str) -> str:
+    return h.cli("inspect", "--format", f'{{{{(index .NetworkSettings.Networks "{net}").IPAddress}}}}', cid).stdout.strip()
+
+
+def test_service_tasks_on_two_nodes_talk_over_an_overlay_by_name(cluster_hosts) -> None:  # type: ignore[no-untyped-def]
+    a, b = cluster_hosts(2)
+    for h in (a, b):
+        h.import_busybox()
+    _swarm([a, b])
+    a.cli("network", "create", "-d", "overlay", "appnet")
+    a.cli("service", "create", "--detach", "--name", "web", "--mode", "global", "--network", "appnet",
+          "busybox", "httpd", "-f", "-p", "80", "-h", "/etc")
+    wait_for(lambda: len(_running_by_node(a, "web")) == 2, timeout=30, what="web on both nodes")
+    # the task's network is the overlay, by ID, with the service name as an alias
+    t = _tasks(a, "web")[0]
+    net_id = json.loads(a.cli("network", "inspect", "appnet").stdout)[0]["Id"]
+    assert t["Spec"]["Networks"][0]["Target"] == net_id
+    (ca_,), (cb_,) = _local_task_containers(a, "web"), _local_task_containers(b, "web")
+    ip_a, ip_b = _overlay_ip(a, ca_, "appnet"), _overlay_ip(b, cb_, "appnet")
+    assert ip_a and ip_b and ip_a != ip_b
+    # from node1's task: node2's task answers over the overlay, and names resolve to the tasks
+    a.cli("exec", ca_, "ping", "-c1", "-W3", ip_b)
+    out = wait_for(lambda: (r := a.cli("exec", ca_, "nslookup", "tasks.web", check=False)).returncode == 0
+                   and ip_b in r.stdout and r.stdout, timeout=10, what="tasks.web resolves to node2's task")
+    assert ip_a in out
+    host_b = b.cli("exec", cb_, "cat", "/etc/hostname").stdout.strip()
+    got = wait_for(lambda: host_b in a.cli("exec", ca_, "wget", "-q", "-O-", f"http://{ip_b}/hostname",
+                                            check=False).stdout, timeout=10, what="http over the overlay")
+    assert got
+    seen = {a.cli("exec", ca_, "wget", "-q", "-O-", "http://web/hostname", check=False).stdout.strip()
+            for _ in range(10)}
+    host_a = a.cli("exec", ca_, "cat", "/etc/hostname").stdout.strip()
+    assert seen & {host_a, host_b}, seen
+    a.cli("service", "rm", "web")
+    wait_for(lambda: all(not _local_task_containers(h, "web") for h in (a, b)), timeout=20, what="web gone")
+    wait_for(lambda: a.cli("network", "rm", "appnet", check=False).returncode == 0, timeout=20,
+             what="overlay removable once its endpoints are gone")

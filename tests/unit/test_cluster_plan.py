@@ -102,8 +102,9 @@ def test_scale_down_and_removed_service() -> None:
 def test_spec_validation_refuses_what_it_cannot_run() -> None:
     with pytest.raises(errdefs.InvalidArgument, match="image reference must be provided"):
         specs.validate({"Name": "x", "TaskTemplate": {"ContainerSpec": {}}})
-    with pytest.raises(errdefs.Unsupported, match="overlay"):
-        specs.validate({"Name": "x", "TaskTemplate": {"ContainerSpec": {"Image": "b"}, "Networks": [{"Target": "net"}]}})
+    with pytest.raises(errdefs.Unsupported, match="one network"):
+        specs.validate({"Name": "x", "TaskTemplate": {"ContainerSpec": {"Image": "b"},
+                                                      "Networks": [{"Target": "n1"}, {"Target": "n2"}]}})
     with pytest.raises(errdefs.Unsupported, match="routing mesh"):
         specs.validate({"Name": "x", "TaskTemplate": {"ContainerSpec": {"Image": "b"}},
                         "EndpointSpec": {"Ports": [{"TargetPort": 80, "PublishedPort": 8080}]}})
