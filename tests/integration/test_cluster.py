@@ -405,6 +405,16 @@ def test_network_cut_marks_node_down_and_moves_its_tasks(cluster_hosts) -> None:
     ca.services.get("cut").remove()
 
 
+def _http_get(url: str) -> str:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return str(resp.read().decode())
+    except OSError:
+        return ""
+
+
 def _overlay_ip(h: ClusterHost, cid: str, net: str) -> str:
     return h.cli("inspect", "--format", f'{{{{(index .NetworkSettings.Networks "{net}").IPAddress}}}}', cid).stdout.strip()
 
@@ -442,3 +452,17 @@ def test_service_tasks_on_two_nodes_talk_over_an_overlay_by_name(cluster_hosts) 
     wait_for(lambda: all(not _local_task_containers(h, "web") for h in (a, b)), timeout=20, what="web gone")
     wait_for(lambda: a.cli("network", "rm", "appnet", check=False).returncode == 0, timeout=20,
              what="overlay removable once its endpoints are gone")
+
+    # published ports: mode=host answers on each node's own address; the ingress mesh is refused
+    res = a.cli("service", "create", "--detach", "--name", "mesh", "--publish", "8081:80", "busybox", "true",
+                check=False)
+    assert res.returncode != 0 and "routing mesh" in res.stderr
+    a.cli("service", "create", "--detach", "--name", "hostport", "--mode", "global", "--publish",
+          "mode=host,target=80,published=8081", "busybox", "httpd", "-f", "-p", "80", "-h", "/etc")
+    wait_for(lambda: len(_running_by_node(a, "hostport")) == 2, timeout=30, what="hostport on both nodes")
+    for h in (a, b):
+        (cid,) = _local_task_containers(h, "hostport")
+        want = h.cli("exec", cid, "cat", "/etc/hostname").stdout.strip()
+        wait_for(lambda h=h, want=want: want in _http_get(f"http://{h.address}:8081/hostname"), timeout=10,
+                 what=f"port 8081 on {h.name}")
+    a.cli("service", "rm", "hostport")
