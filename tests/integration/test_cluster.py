@@ -249,6 +249,12 @@ def test_three_managers_survive_a_member_and_refuse_writes_without_quorum(cluste
     b.start()
     c.start()
     wait_for(lambda: a.cli("service", "ls", check=False).returncode == 0, timeout=30, what="quorum back")
+    # the scheduler's leader (a) dies: another manager takes over scheduling
+    assert a.cli("node", "inspect", "--format", "{{.ManagerStatus.Leader}}", "self").stdout.strip() == "true"
+    a.kill()
+    b.cli("service", "scale", "--detach", "s1=5")
+    wait_for(lambda: sum(_running_by_node(b, "s1").values()) == 5, timeout=30, what="s1 scaled by the new leader")
+    a.start()
     a.cli("service", "rm", "s1")
     wait_for(lambda: all(not _local_task_containers(h, "s1") for h in hosts), timeout=20, what="s1 gone")
 
