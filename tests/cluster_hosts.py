@@ -89,8 +89,9 @@ class HostDaemon(Daemon):
         _wait_for_socket(self, timeout=30)
 
 
-def _spawn_in(netns: str, hostname: str, root: Path, sock: Path, log: Path, extra: tuple[str, ...]
-              ) -> subprocess.Popen[bytes]:
+def _spawn_in(
+    netns: str, hostname: str, root: Path, sock: Path, log: Path, extra: tuple[str, ...]
+) -> subprocess.Popen[bytes]:
     # its own UTS namespace too, so each "host" has its own hostname (node.hostname placement)
     argv = [
         "nsenter", f"--net={NETNS_DIR / netns}", "--", "unshare", "--uts", "--",
@@ -103,9 +104,9 @@ def _spawn_in(netns: str, hostname: str, root: Path, sock: Path, log: Path, extr
         "--log-level", "debug",
         *extra,
     ]  # fmt: skip
-    out: IO[bytes] = open(log, "ab")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen(argv, stdout=out, stderr=out, cwd=REPO, env=env)
+    with open(log, "ab") as out:  # the daemon keeps its own copy of the descriptor
+        return subprocess.Popen(argv, stdout=out, stderr=out, cwd=REPO, env=env)
 
 
 @dataclass
@@ -123,14 +124,17 @@ class ClusterHost:
     def host(self) -> str:
         return self.daemon.host
 
-    def cli(self, *args: str, check: bool = True, timeout: float = 120, input: str | None = None
-            ) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, check: bool = True, timeout: float = 120, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """The real docker CLI against this host's daemon."""
         env = {**os.environ, "DOCKER_HOST": self.host, "DOCKER_BUILDKIT": "0"}
         res = subprocess.run(["docker", *args], capture_output=True, text=True, env=env, timeout=timeout,
                              input=input)  # fmt: skip
         if check and res.returncode != 0:
-            raise AssertionError(f"[{self.name}] docker {args} exited {res.returncode}:\n{res.stdout}\n{res.stderr}")
+            raise AssertionError(
+                f"[{self.name}] docker {args} exited {res.returncode}:\n{res.stdout}\n{res.stderr}"
+            )
         return res
 
     def client(self, timeout: int = 60) -> docker.DockerClient:
@@ -213,8 +217,15 @@ class Cluster:
         }
         (root / "daemon.json").write_text(json.dumps(settings))
         sock, log = root / "d.sock", root / "daemon.log"
-        d = HostDaemon(root, sock, _spawn_in(netns, f"node{i}", root, sock, log, extra), log, extra, netns=netns,
-                       hostname=f"node{i}")
+        d = HostDaemon(
+            root,
+            sock,
+            _spawn_in(netns, f"node{i}", root, sock, log, extra),
+            log,
+            extra,
+            netns=netns,
+            hostname=f"node{i}",
+        )
         _wait_for_socket(d, timeout=30)
         host = ClusterHost(i, f"node{i}", netns, address, d)
         self.hosts.append(host)
@@ -324,7 +335,7 @@ def _claim_subnet() -> tuple[int, IO[str]]:
     """A free k in 10.213.<k>.0/24: its lock file held for the cluster's life, and no link
     of that name on the host (a crashed session's leftovers are not reused)."""
     for k in range(1, 250):
-        lock = open(f"/tmp/dockyard-cluster-{k}.lock", "w")
+        lock = open(f"/tmp/dockyard-cluster-{k}.lock", "w")  # noqa: SIM115  (held for the cluster's life)
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -348,7 +359,9 @@ def cluster_hosts() -> Iterator[Factory]:
         pytest.skip("cluster hosts need root (network namespaces)")
     cluster: Cluster | None = None
 
-    def make(n: int, daemon_json: dict[str, object] | None = None, extra: tuple[str, ...] = ()) -> list[ClusterHost]:
+    def make(
+        n: int, daemon_json: dict[str, object] | None = None, extra: tuple[str, ...] = ()
+    ) -> list[ClusterHost]:
         nonlocal cluster
         if cluster is None:
             cluster = Cluster()

@@ -122,7 +122,9 @@ class Agent:
                 else:
                     s = rec["State"]
                     if s.get("Running"):
-                        await self._status(tid, "running", "started", cid=rec["Id"], pid=int(s.get("Pid") or 0))
+                        await self._status(
+                            tid, "running", "started", cid=rec["Id"], pid=int(s.get("Pid") or 0)
+                        )
                     elif s.get("Status") == "created" and cur not in TERMINAL:  # no start job runs (not busy)
                         # created but never started (a daemon killed mid-start): the task failed
                         await self._status(tid, "failed", "starting", "container was created but not started",
@@ -181,7 +183,7 @@ class Agent:
         await self._status(tid, "starting", "starting", cid=cid)
         try:
             await self.runtime.start_container(cid)
-        except Exception as err:  # the task failed, whatever broke; the scheduler decides what next
+        except Exception as err:  # noqa: BLE001  (a task's root: whatever broke, the task failed; the scheduler decides)
             log.warning("task %s: start failed: %s", tid, err)
             await self._status(tid, "failed", "starting", f"starting container failed: {err}", cid=cid,
                                exit_code=-1)  # fmt: skip
@@ -208,7 +210,9 @@ class Agent:
             await self.runtime.remove(rec["Id"], force=True)
         shutil.rmtree(self.secrets_dir / tid, ignore_errors=True)
         if cur not in TERMINAL:
-            await self._status(tid, "shutdown", "shutdown", cid=rec["Id"], exit_code=int(rec["State"].get("ExitCode") or 0))
+            await self._status(
+                tid, "shutdown", "shutdown", cid=rec["Id"], exit_code=int(rec["State"].get("ExitCode") or 0)
+            )
 
     async def _remove_stale(self, tid: str, rec: dict[str, Any]) -> None:
         with contextlib.suppress(errdefs.DockyardError):
@@ -223,7 +227,9 @@ class Agent:
         the exec root (tmpfs on a normal host), never on the data disk."""
         cs = t["Spec"]["ContainerSpec"]
         out: list[dict[str, Any]] = []
-        refs = [("secrets", r) for r in cs.get("Secrets") or []] + [("configs", r) for r in cs.get("Configs") or []]
+        refs = [("secrets", r) for r in cs.get("Secrets") or []] + [
+            ("configs", r) for r in cs.get("Configs") or []
+        ]
         if not refs:
             return out
         d = self.secrets_dir / t["ID"]

@@ -61,7 +61,9 @@ async def _openssl(*args: str, stdin: bytes = b"") -> bytes:
 async def create_ca(files: NodeFiles, cluster_id: str) -> None:
     """A new root: an EC P-256 key and a self-signed certificate."""
     files.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    await _openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", str(files.ca_key))
+    await _openssl(
+        "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", str(files.ca_key)
+    )
     files.ca_key.chmod(0o600)
     await _openssl("req", "-x509", "-new", "-key", str(files.ca_key), "-sha256", "-days", str(CA_DAYS),
                    "-subj", f"/O={cluster_id}/CN=swarm-ca", "-addext", "basicConstraints=critical,CA:TRUE",
@@ -72,7 +74,9 @@ async def make_key_and_csr(files: NodeFiles) -> bytes:
     """This node's own key (kept) and a CSR for the CA (sent)."""
     files.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     if not files.key.exists():
-        await _openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", str(files.key))
+        await _openssl(
+            "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", str(files.key)
+        )
         files.key.chmod(0o600)
     return await _openssl("req", "-new", "-key", str(files.key), "-subj", "/CN=pending")
 

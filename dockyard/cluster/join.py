@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import ssl
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import aiohttp
 from aiohttp import web
@@ -29,8 +29,32 @@ from dockyard.cluster import ca
 from dockyard.cluster.tasklogs import LogQuery, local_frames
 from dockyard.cluster.tokens import Token
 
-if TYPE_CHECKING:
-    from dockyard.cluster.swarm import SwarmService
+
+class JoinBackend(Protocol):
+    """What the endpoint needs of this node's membership (SwarmService)."""
+
+    files: ca.NodeFiles
+
+    @property
+    def node_id(self) -> str: ...
+
+    async def accept_join(self, body: dict[str, Any]) -> dict[str, Any]: ...
+
+    async def accept_promotion(self, node_id: str) -> dict[str, Any]: ...
+
+    async def local_task(self, task_id: str) -> tuple[dict[str, Any], str] | None: ...
+
+
+# the error classes a joiner can cause, as HTTP statuses (this endpoint is not the Docker API)
+_STATUS: dict[type[errdefs.DockyardError], int] = {
+    errdefs.InvalidArgument: 400, errdefs.PermissionDenied: 403, errdefs.NotFound: 404,
+    errdefs.Conflict: 409, errdefs.AlreadyExists: 409, errdefs.Unavailable: 503,
+}  # fmt: skip
+
+
+def _status_for(err: errdefs.DockyardError) -> int:
+    return next((code for cls, code in _STATUS.items() if isinstance(err, cls)), 500)
+
 
 log = logging.getLogger(__name__)
 
@@ -43,62 +67,53 @@ def _error(status: int, msg: str) -> web.Response:
 
 
 async def _ca(request: web.Request) -> web.Response:
-    swarm: SwarmService = request.app[SWARM_KEY]
+    swarm: JoinBackend = request.app[SWARM_KEY]
     return web.Response(body=swarm.files.ca_cert.read_bytes(), content_type="application/x-pem-file")
 
 
 async def _join(request: web.Request) -> web.Response:
-    swarm: SwarmService = request.app[SWARM_KEY]
+    swarm: JoinBackend = request.app[SWARM_KEY]
     try:
         body = await request.json()
         if not isinstance(body, dict):
             raise errdefs.InvalidArgument("invalid join request")
         return web.json_response(await swarm.accept_join(body))
     except errdefs.DockyardError as err:
-        from dockyard.api.errors import status_for
-
-        return _error(status_for(err), str(err))
+        return _error(_status_for(err), str(err))
     except ValueError:
         return _error(400, "invalid join request")
 
 
 async def _promote(request: web.Request) -> web.Response:
-    swarm: SwarmService = request.app[SWARM_KEY]
+    swarm: JoinBackend = request.app[SWARM_KEY]
     node_id = ca.peer_node_id(request.transport.get_extra_info("peercert") if request.transport else None)
     if not node_id:
         return _error(403, "a node certificate of this cluster is required")
     try:
         return web.json_response(await swarm.accept_promotion(node_id))
     except errdefs.DockyardError as err:
-        from dockyard.api.errors import status_for
-
-        return _error(status_for(err), str(err))
+        return _error(_status_for(err), str(err))
 
 
 async def _logs(request: web.Request) -> web.StreamResponse:
     """A local task's log for another node of the cluster (mutual TLS)."""
-    swarm: SwarmService = request.app[SWARM_KEY]
+    swarm: JoinBackend = request.app[SWARM_KEY]
     if not ca.peer_node_id(request.transport.get_extra_info("peercert") if request.transport else None):
         return _error(403, "a node certificate of this cluster is required")
-    from dockyard.cluster.services import ServiceManager
-
     tid = request.match_info["task"]
-    mgr = ServiceManager(swarm)
-    path = mgr.local_log_path(tid)
-    if path is None or swarm.store is None:
+    found = await swarm.local_task(tid)
+    if found is None:
         return _error(404, f"task {tid} has no container on this node")
-    t = await swarm.store.get("tasks", tid)
-    if t is None:
-        return _error(404, f"task {tid} not found")
+    task, path = found
     resp = web.StreamResponse(headers={"Content-Type": "application/vnd.docker.multiplexed-stream"})
     await resp.prepare(request)
-    async for chunk in local_frames(t.data, swarm.node_id, path, LogQuery.from_params(request.query)):
+    async for chunk in local_frames(task, swarm.node_id, path, LogQuery.from_params(request.query)):
         await resp.write(chunk)
     await resp.write_eof()
     return resp
 
 
-def join_app(swarm: SwarmService, manager: bool = True) -> web.Application:
+def join_app(swarm: JoinBackend, manager: bool = True) -> web.Application:
     """The node endpoint: every node serves its tasks' logs; managers also take joins."""
     app = web.Application(client_max_size=1 << 20)
     app[SWARM_KEY] = swarm
@@ -121,14 +136,18 @@ async def _fetch_ca(remote: str) -> bytes:
     insecure = ssl.create_default_context()
     insecure.check_hostname = False
     insecure.verify_mode = ssl.CERT_NONE  # only to read the CA: its digest is checked against the token
-    async with aiohttp.ClientSession(timeout=TIMEOUT) as http:
-        async with http.get(_url(remote, "/ca"), ssl=insecure) as resp:
-            if resp.status != 200:
-                raise errdefs.Unavailable(f"manager {remote} did not give its CA (status {resp.status})")
-            return await resp.read()
+    async with (
+        aiohttp.ClientSession(timeout=TIMEOUT) as http,
+        http.get(_url(remote, "/ca"), ssl=insecure) as resp,
+    ):
+        if resp.status != 200:
+            raise errdefs.Unavailable(f"manager {remote} did not give its CA (status {resp.status})")
+        return await resp.read()
 
 
-async def request_join(remotes: list[str], token: Token, body: dict[str, Any], files: ca.NodeFiles) -> dict[str, Any]:
+async def request_join(
+    remotes: list[str], token: Token, body: dict[str, Any], files: ca.NodeFiles
+) -> dict[str, Any]:
     errors = []
     for remote in remotes:
         try:
@@ -145,33 +164,37 @@ async def request_join(remotes: list[str], token: Token, body: dict[str, Any], f
         ctx = ssl.create_default_context(cafile=str(files.ca_cert))
         ctx.check_hostname = False  # managers are reached by address; the pinned CA is the check
         try:
-            async with aiohttp.ClientSession(timeout=TIMEOUT) as http:
-                async with http.post(_url(remote, "/join"), data=json.dumps(body), ssl=ctx) as resp:
-                    answer = await resp.json(content_type=None)
-                    if resp.status != 200:
-                        msg = answer.get("message") if isinstance(answer, dict) else str(answer)
-                        if resp.status == 400:
-                            raise errdefs.InvalidArgument(f"rpc error: code = InvalidArgument desc = {msg}")
-                        raise errdefs.Unavailable(f"manager {remote} refused the join: {msg}")
-                    return dict(answer)
+            async with (
+                aiohttp.ClientSession(timeout=TIMEOUT) as http,
+                http.post(_url(remote, "/join"), data=json.dumps(body), ssl=ctx) as resp,
+            ):
+                answer = await resp.json(content_type=None)
+                if resp.status != 200:
+                    msg = answer.get("message") if isinstance(answer, dict) else str(answer)
+                    if resp.status == 400:
+                        raise errdefs.InvalidArgument(f"rpc error: code = InvalidArgument desc = {msg}")
+                    raise errdefs.Unavailable(f"manager {remote} refused the join: {msg}")
+                return dict(answer)
         except (aiohttp.ClientError, OSError, TimeoutError) as err:
             errors.append(f"{remote}: {err}")
     raise errdefs.Unavailable("could not reach any manager to join: " + "; ".join(errors))
 
 
-async def request_promotion(swarm: SwarmService, remotes: list[str]) -> dict[str, Any]:
-    ctx = ca.client_context(swarm.files)
+async def request_promotion(files: ca.NodeFiles, own_addr: str, remotes: list[str]) -> dict[str, Any]:
+    ctx = ca.client_context(files)
     errors = []
     for remote in remotes:
-        if swarm.local is not None and remote.startswith(swarm.local.addr + ":"):
+        if remote.startswith(own_addr + ":"):
             continue
         try:
-            async with aiohttp.ClientSession(timeout=TIMEOUT) as http:
-                async with http.post(_url(remote, "/promote"), data="{}", ssl=ctx) as resp:
-                    answer = await resp.json(content_type=None)
-                    if resp.status == 200:
-                        return dict(answer)
-                    errors.append(f"{remote}: {answer}")
+            async with (
+                aiohttp.ClientSession(timeout=TIMEOUT) as http,
+                http.post(_url(remote, "/promote"), data="{}", ssl=ctx) as resp,
+            ):
+                answer = await resp.json(content_type=None)
+                if resp.status == 200:
+                    return dict(answer)
+                errors.append(f"{remote}: {answer}")
         except (aiohttp.ClientError, OSError, TimeoutError) as err:
             errors.append(f"{remote}: {err}")
     raise errdefs.Unavailable("no manager granted the promotion: " + "; ".join(errors))

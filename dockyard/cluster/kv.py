@@ -181,8 +181,14 @@ class EtcdClient:
                 async with asyncio.timeout(timeout or self._timeout):
                     async with self._http().post(url, data=json.dumps(body)) as resp:
                         data = await resp.json(content_type=None)
-                        if resp.status >= 500 or (isinstance(data, dict) and "error" in data and resp.status != 200):
-                            msg = data.get("error") or data.get("message") if isinstance(data, dict) else str(data)
+                        if resp.status >= 500 or (
+                            isinstance(data, dict) and "error" in data and resp.status != 200
+                        ):
+                            msg = (
+                                data.get("error") or data.get("message")
+                                if isinstance(data, dict)
+                                else str(data)
+                            )
                             # a member without quorum or a stopping one: try the next
                             errors.append(f"{self.endpoints[idx]}: {msg}")
                             continue
@@ -220,12 +226,16 @@ class EtcdClient:
         return int(data.get("deleted", 0))
 
     async def delete_prefix(self, prefix: str) -> int:
-        data = await self.call("/v3/kv/deleterange", {"key": _b64(prefix), "range_end": _range_end_b64(prefix)})
+        data = await self.call(
+            "/v3/kv/deleterange", {"key": _b64(prefix), "range_end": _range_end_b64(prefix)}
+        )
         return int(data.get("deleted", 0))
 
     async def txn(self, compare: list[dict[str, Any]], success: list[dict[str, Any]],
                   failure: list[dict[str, Any]] | None = None) -> tuple[bool, list[dict[str, Any]]]:  # fmt: skip
-        data = await self.call("/v3/kv/txn", {"compare": compare, "success": success, "failure": failure or []})
+        data = await self.call(
+            "/v3/kv/txn", {"compare": compare, "success": success, "failure": failure or []}
+        )
         return bool(data.get("succeeded")), list(data.get("responses") or [])
 
     async def create(self, key: str, value: bytes, lease: int = 0) -> bool:

@@ -121,13 +121,14 @@ class EtcdMember:
         self._supervisor = asyncio.get_running_loop().create_task(self._supervise(), name="etcd-member")
 
     async def _spawn(self) -> None:
-        logf = open(self.cfg.data_dir.parent / "etcd.log", "ab")
-        try:
+        with open(self.cfg.data_dir.parent / "etcd.log", "ab") as logf:  # the child keeps its own copy
             p = await asyncio.create_subprocess_exec(
-                *self.argv(), stdin=asyncio.subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True
+                *self.argv(),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=logf,
+                stderr=logf,
+                start_new_session=True,
             )
-        finally:
-            logf.close()
         self.pid = p.pid
         self.pidfile.write_text(f"{p.pid}\n")
         # the child is reaped by asyncio's child watcher; we poll /proc like for an adopted one

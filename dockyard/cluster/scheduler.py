@@ -121,20 +121,29 @@ class _Planner:
                 used[n] = (uc + c, um + m)
         return count, used
 
-    def pick(self, svc: dict[str, Any], tt: dict[str, Any], only: str | None = None) -> tuple[str | None, str]:
+    def pick(
+        self, svc: dict[str, Any], tt: dict[str, Any], only: str | None = None
+    ) -> tuple[str | None, str]:
         placement = tt.get("Placement") or {}
         cons = placement.get("Constraints") or []
         cands = [n for n in self.eligible if specs.satisfies(n, cons) and (only is None or n["ID"] == only)]
         if not cands:
-            return None, f"no suitable node ({len(self.eligible)} nodes not available for new tasks or " \
-                         "not matching the constraints)"
+            return (
+                None,
+                f"no suitable node ({len(self.eligible)} nodes not available for new tasks or "
+                "not matching the constraints)",
+            )
         count, used = self._load()
         want_c, want_m = _reservations(tt)
         if want_c or want_m:
+
             def fits(n: dict[str, Any]) -> bool:
                 res = (n.get("Description") or {}).get("Resources") or {}
                 uc, um = used.get(n["ID"], (0, 0))
-                return uc + want_c <= int(res.get("NanoCPUs") or 0) and um + want_m <= int(res.get("MemoryBytes") or 0)
+                return uc + want_c <= int(res.get("NanoCPUs") or 0) and um + want_m <= int(
+                    res.get("MemoryBytes") or 0
+                )
+
             fit = [n for n in cands if fits(n)]
             if not fit:
                 return None, f"no suitable node (insufficient resources on {len(cands)} nodes)"
@@ -186,9 +195,8 @@ class _Planner:
         st = _state(self.snap, last)
         node_up = last.get("NodeID") in self.snap.alive
         if reason in IMMEDIATE:
-            if reason == "update" and st not in TERMINAL and node_up:
-                return False  # stop-first: the old task must end before its replacement starts
-            return True
+            # stop-first: an old task still stopping (on a live node) holds its slot
+            return not (reason == "update" and st not in TERMINAL and node_up)
         rp = svc["Spec"]["TaskTemplate"].get("RestartPolicy") or specs.DEFAULT_RESTART
         cond = rp.get("Condition", "any")
         if cond == "none":
@@ -240,7 +248,7 @@ class _Planner:
                 svc = self.snap.services.get(t["ServiceID"])
                 if svc is None:
                     continue
-                nid, why = self.pick(svc.data, t["Spec"])
+                nid, _why = self.pick(svc.data, t["Spec"])
                 if nid:
                     t["NodeID"] = nid
                     t["InitialStatus"] = {"Timestamp": format_ts(self.now), "State": "assigned",
@@ -283,7 +291,9 @@ class _Planner:
         cfg = spec.get("RollbackConfig" if rolling_back else "UpdateConfig") or specs.DEFAULT_UPDATE
         meta = dict(d.get("Dockyard") or {})
         live = self.live(svc.id)
-        outdated = sorted([t for t in live if _meta(t).get("SpecHash") != h], key=lambda t: int(t.get("Slot") or 0))
+        outdated = sorted(
+            [t for t in live if _meta(t).get("SpecHash") != h], key=lambda t: int(t.get("Slot") or 0)
+        )
         if ustate in ("paused", "rollback_paused"):
             return
         if not outdated and ustate not in ("updating", "rollback_started"):
@@ -321,7 +331,9 @@ class _Planner:
         # start-first: an old task leaves once its slot's new task has settled
         if cfg.get("Order") == "start-first":
             for t in outdated:
-                if any(int(f.get("Slot") or 0) == int(t.get("Slot") or 0) and f not in inflight for f in fresh):
+                if any(
+                    int(f.get("Slot") or 0) == int(t.get("Slot") or 0) and f not in inflight for f in fresh
+                ):
                     self._stop(t, "update")
             outdated = [t for t in outdated if t["DesiredState"] == "running"]
         if not outdated:
@@ -382,7 +394,7 @@ class _Planner:
                 groups.setdefault((t["ServiceID"], str(t.get("Slot") or t.get("NodeID"))), []).append(t)
         for group in groups.values():
             group.sort(key=lambda t: float(_meta(t).get("Created", 0)), reverse=True)
-            for t in group[self.snap.retention:]:
+            for t in group[self.snap.retention :]:
                 self.ops.delete_tasks.add(t["ID"])
         for tid in self.ops.delete_tasks:
             self.ops.put_tasks.pop(tid, None)
@@ -404,7 +416,8 @@ def plan(snap: Snapshot, now: float) -> Ops:
 
 async def read_snapshot(s: state.ClusterState) -> Snapshot:
     services, tasks, statuses, nodes = await asyncio.gather(
-        s.list("services"), s.list("tasks"), s.list("status"), s.list("nodes"))
+        s.list("services"), s.list("tasks"), s.list("status"), s.list("nodes")
+    )
     alive_kvs, _ = await s.kv.get_prefix(state.prefix("alive"))
     cluster = await s.cluster()
     retention = 5

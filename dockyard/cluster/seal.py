@@ -53,5 +53,7 @@ def open_sealed(key: bytes, blob: bytes, aad: bytes) -> bytes:
     nonce, ct, tag = raw[:NONCE], raw[NONCE:-TAG], raw[-TAG:]
     kenc, kmac = _keys(key)
     if not hmac.compare_digest(tag, hmac.new(kmac, aad + nonce + ct, hashlib.sha256).digest()):
-        raise errdefs.Internal("sealed secret failed its integrity check (wrong cluster key or tampered data)")
+        raise errdefs.Internal(
+            "sealed secret failed its integrity check (wrong cluster key or tampered data)"
+        )
     return bytes(a ^ b for a, b in zip(ct, _stream(kenc, nonce, len(ct)), strict=True))

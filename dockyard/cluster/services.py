@@ -15,8 +15,8 @@ from typing import Any
 
 from dockyard import errdefs
 from dockyard.cluster import seal, specs, state, tasklogs, tokens
-from dockyard.cluster.tasklogs import LogQuery
 from dockyard.cluster.swarm import SwarmService
+from dockyard.cluster.tasklogs import LogQuery
 from dockyard.timefmt import now_rfc3339
 
 OVERLAY_NETWORKS = "/dockyard/overlay/networks/"  # the overlay driver's documents (network/overlay_store.py)
@@ -25,7 +25,11 @@ TERMINAL = ("complete", "shutdown", "failed", "rejected", "remove", "orphaned")
 
 def task_view(t: state.Obj, status: dict[str, Any] | None) -> dict[str, Any]:
     d = t.data
-    st = status or d.get("InitialStatus") or {"State": "new", "Timestamp": d["CreatedAt"], "Message": "created"}
+    st = (
+        status
+        or d.get("InitialStatus")
+        or {"State": "new", "Timestamp": d["CreatedAt"], "Message": "created"}
+    )
     out = {k: v for k, v in d.items() if k not in ("InitialStatus", "Dockyard")}
     out["Version"] = {"Index": t.revision}
     out["Status"] = st
@@ -63,7 +67,8 @@ class ServiceManager:
             for ref in refs:
                 want_id, want_name = ref.get(f"{field[:-1]}ID"), ref.get(f"{field[:-1]}Name")
                 obj = next((o for o in objs if o.id == want_id), None) or next(
-                    (o for o in objs if o.data["Spec"]["Name"] in (want_name, want_id)), None)
+                    (o for o in objs if o.data["Spec"]["Name"] in (want_name, want_id)), None
+                )
                 if obj is None:
                     raise errdefs.NotFound(f"{field[:-1].lower()} not found: {want_name or want_id}")
                 ref[f"{field[:-1]}ID"], ref[f"{field[:-1]}Name"] = obj.id, obj.data["Spec"]["Name"]
@@ -77,8 +82,11 @@ class ServiceManager:
         kvs, _ = await self.swarm.manager_state().kv.get_prefix(OVERLAY_NETWORKS)
         docs = [json.loads(kv.value) for kv in kvs]
         want = nets[0]["Target"]
-        doc = next((d for d in docs if d["Id"] == want), None) or next((d for d in docs if d["Name"] == want), None) \
+        doc = (
+            next((d for d in docs if d["Id"] == want), None)
+            or next((d for d in docs if d["Name"] == want), None)
             or next((d for d in docs if d["Id"].startswith(want)), None)
+        )
         if doc is None:
             raise errdefs.NotFound(f"network {want} not found")
         nets[0]["Target"] = doc["Id"]
@@ -101,7 +109,9 @@ class ServiceManager:
                                          "Endpoint": {"Spec": spec.get("EndpointSpec") or {"Mode": "vip"}}})  # fmt: skip
         return {"ID": sid, "Warnings": None}
 
-    async def update_service(self, ref: str, version: int | None, spec: dict[str, Any], rollback: str = "") -> list[str]:
+    async def update_service(
+        self, ref: str, version: int | None, spec: dict[str, Any], rollback: str = ""
+    ) -> list[str]:
         s = self.swarm.manager_state()
         obj = await self.find_service(ref)
         if version is None:
@@ -113,7 +123,11 @@ class ServiceManager:
             if not prev:
                 raise errdefs.InvalidArgument(f"service {obj.id} does not have a previous spec")
             d["Spec"], d["PreviousSpec"] = prev, d["Spec"]
-            d["UpdateStatus"] = {"State": "rollback_started", "StartedAt": now, "Message": "manually requested rollback"}
+            d["UpdateStatus"] = {
+                "State": "rollback_started",
+                "StartedAt": now,
+                "Message": "manually requested rollback",
+            }
         else:
             if rollback:
                 raise errdefs.InvalidArgument(f"unrecognized rollback option {rollback}")
@@ -142,7 +156,9 @@ class ServiceManager:
         nodes = {n.id: n.data for n in await s.list("nodes")}
         out: dict[str, dict[str, int]] = {}
         for t in tasks:
-            c = out.setdefault(t.data["ServiceID"], {"RunningTasks": 0, "DesiredTasks": 0, "CompletedTasks": 0})
+            c = out.setdefault(
+                t.data["ServiceID"], {"RunningTasks": 0, "DesiredTasks": 0, "CompletedTasks": 0}
+            )
             st = (statuses.get(t.id) or {}).get("State")
             if t.data["DesiredState"] == "running":
                 c["DesiredTasks"] += 1
@@ -172,7 +188,9 @@ class ServiceManager:
             elif k == "name":
                 svcs = [o for o in svcs if any(o.data["Spec"]["Name"].startswith(x) for x in vals)]
             elif k == "label":
-                svcs = [o for o in svcs if all(_label_match(o.data["Spec"].get("Labels") or {}, x) for x in vals)]
+                svcs = [
+                    o for o in svcs if all(_label_match(o.data["Spec"].get("Labels") or {}, x) for x in vals)
+                ]
             elif k == "mode":
                 svcs = [o for o in svcs if any(m.capitalize() in o.data["Spec"]["Mode"] for m in vals)]
             else:
@@ -199,25 +217,44 @@ class ServiceManager:
                 if svc_by_name is None:
                     svc_by_name = {o.data["Spec"]["Name"]: o.id for o in await self._services()}
                 ids = {svc_by_name.get(x, x) for x in vals}
-                views = [v for v in views if v["ServiceID"] in ids or any(v["ServiceID"].startswith(x) for x in vals)]
+                views = [
+                    v
+                    for v in views
+                    if v["ServiceID"] in ids or any(v["ServiceID"].startswith(x) for x in vals)
+                ]
             elif k == "node":
                 nodes = await s.list("nodes")
-                ids = {n.id for n in nodes if n.id in vals or n.data.get("Description", {}).get("Hostname") in vals}
+                ids = {
+                    n.id
+                    for n in nodes
+                    if n.id in vals or n.data.get("Description", {}).get("Hostname") in vals
+                }
                 ids |= {x for x in vals}
                 views = [v for v in views if v["NodeID"] in ids]
             elif k == "desired-state":
                 views = [v for v in views if v["DesiredState"] in vals]
             elif k == "label":  # swarmkit matches a task's labels and its service's
                 svc_labels = {o.id: o.data["Spec"].get("Labels") or {} for o in await self._services()}
-                views = [v for v in views if all(
-                    _label_match({**svc_labels.get(v["ServiceID"], {}), **(v.get("Labels") or {})}, x) for x in vals)]
+                views = [
+                    v
+                    for v in views
+                    if all(
+                        _label_match({**svc_labels.get(v["ServiceID"], {}), **(v.get("Labels") or {})}, x)
+                        for x in vals
+                    )
+                ]
             elif k == "name":
                 pass  # task names are <service>.<slot>: matched client-side by the CLI
             elif k == "_up-to-date":
-                svcs = {o.id: specs.template_hash(o.data["Spec"]["TaskTemplate"]) for o in await self._services()}
+                svcs = {
+                    o.id: specs.template_hash(o.data["Spec"]["TaskTemplate"]) for o in await self._services()
+                }
                 by_id = {t.id: t.data for t in tasks}
-                views = [v for v in views
-                         if by_id[v["ID"]].get("Dockyard", {}).get("SpecHash") == svcs.get(v["ServiceID"])]
+                views = [
+                    v
+                    for v in views
+                    if by_id[v["ID"]].get("Dockyard", {}).get("SpecHash") == svcs.get(v["ServiceID"])
+                ]
             else:
                 raise errdefs.InvalidArgument(f"invalid filter '{k}'")
         return views
@@ -254,13 +291,7 @@ class ServiceManager:
                     yield chunk
 
     def local_log_path(self, task_id: str) -> str | None:
-        runtime = self.swarm.runtime
-        if runtime is None:
-            return None
-        for r in runtime.all():
-            if (r.get("Config", {}).get("Labels") or {}).get("com.docker.swarm.task.id") == task_id:
-                return str(r["LogPath"])
-        return None
+        return self.swarm.local_log_path(task_id)
 
     # -- secrets and configs --------------------------------------------------------------
 
@@ -268,7 +299,9 @@ class ServiceManager:
         s = self.swarm.manager_state()
         name = str(spec.get("Name") or "")
         if not specs.NAME_RE.match(name):
-            raise errdefs.InvalidArgument(f"invalid name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+            raise errdefs.InvalidArgument(
+                f"invalid name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+            )
         try:
             data = base64.b64decode(str(spec.get("Data") or ""), validate=True)
         except ValueError:
@@ -278,7 +311,9 @@ class ServiceManager:
         if not data or len(data) > 500 * 1024:
             raise errdefs.InvalidArgument(f"{kind[:-1]} data must be 1 byte to 500 KiB")
         if any(o.data["Spec"]["Name"] == name for o in await s.list(kind)):
-            raise errdefs.Conflict(f"rpc error: code = AlreadyExists desc = {kind[:-1]} {name} already exists")
+            raise errdefs.Conflict(
+                f"rpc error: code = AlreadyExists desc = {kind[:-1]} {name} already exists"
+            )
         oid = tokens.new_id()
         now = now_rfc3339()
         clean = {"Name": name, "Labels": spec.get("Labels") or {}}
@@ -310,7 +345,9 @@ class ServiceManager:
             elif k == "id":
                 objs = [o for o in objs if any(o.id.startswith(x) for x in vals)]
             elif k == "label":
-                objs = [o for o in objs if all(_label_match(o.data["Spec"].get("Labels") or {}, x) for x in vals)]
+                objs = [
+                    o for o in objs if all(_label_match(o.data["Spec"].get("Labels") or {}, x) for x in vals)
+                ]
             elif k != "names":
                 raise errdefs.InvalidArgument(f"invalid filter '{k}'")
         return [self._object_view(o) for o in objs]

@@ -93,7 +93,9 @@ def validate(spec: Any, secrets_known: set[str] | None = None) -> dict[str, Any]
         _check(isinstance(p, dict) and isinstance(p.get("Spread"), dict) and bool(p["Spread"].get("SpreadDescriptor")),
                "invalid placement preference: only spread=<descriptor> is supported")  # fmt: skip
     for s in cs.get("Secrets") or []:
-        _check(bool(s.get("SecretID") or s.get("SecretName")), "invalid secret reference: SecretID is required")
+        _check(
+            bool(s.get("SecretID") or s.get("SecretName")), "invalid secret reference: SecretID is required"
+        )
     # Go's JSON decoding matches keys case-insensitively; docker-py sends {"replicated": ...}
     mode = {str(k).capitalize(): v for k, v in (spec.get("Mode") or {"Replicated": {"Replicas": 1}}).items()}
     if "Replicated" in mode and isinstance(mode["Replicated"], dict):
@@ -130,10 +132,15 @@ def template_hash(tt: dict[str, Any]) -> str:
 def parse_constraint(expr: str) -> tuple[str, str, str]:
     m = re.match(r"^\s*([\w.\-]+)\s*(==|!=)\s*(.*?)\s*$", str(expr))
     if not m:
-        raise errdefs.InvalidArgument(f"invalid constraint {expr!r}: expected <key>==<value> or <key>!=<value>")
+        raise errdefs.InvalidArgument(
+            f"invalid constraint {expr!r}: expected <key>==<value> or <key>!=<value>"
+        )
     key, op, value = m.groups()
-    ok = key in ("node.id", "node.hostname", "node.role", "node.platform.os", "node.platform.arch") or \
-        key.startswith("node.labels.") or key.startswith("engine.labels.")
+    ok = (
+        key in ("node.id", "node.hostname", "node.role", "node.platform.os", "node.platform.arch")
+        or key.startswith("node.labels.")
+        or key.startswith("engine.labels.")
+    )
     if not ok:
         raise errdefs.InvalidArgument(f"invalid constraint key {key!r}")
     return key, op, value
@@ -152,10 +159,10 @@ def node_attr(node: dict[str, Any], key: str) -> str | None:
     if key == "node.platform.arch":
         return str((desc.get("Platform") or {}).get("Architecture", ""))
     if key.startswith("node.labels."):
-        v = (node["Spec"].get("Labels") or {}).get(key[len("node.labels."):])
+        v = (node["Spec"].get("Labels") or {}).get(key[len("node.labels.") :])
         return None if v is None else str(v)
     if key.startswith("engine.labels."):
-        v = ((desc.get("Engine") or {}).get("Labels") or {}).get(key[len("engine.labels."):])
+        v = ((desc.get("Engine") or {}).get("Labels") or {}).get(key[len("engine.labels.") :])
         return None if v is None else str(v)
     return None
 
@@ -204,11 +211,15 @@ def container_body(task: dict[str, Any], service_name: str, node_id: str,
         hc["PidsLimit"] = int(limits["Pids"])
     dns = cs.get("DNSConfig") or {}
     if dns:
-        hc.update({"Dns": dns.get("Nameservers"), "DnsSearch": dns.get("Search"), "DnsOptions": dns.get("Options")})
+        hc.update(
+            {"Dns": dns.get("Nameservers"), "DnsSearch": dns.get("Search"), "DnsOptions": dns.get("Options")}
+        )
     ports = [p for p in (task.get("Endpoint") or {}).get("Ports") or [] if p.get("PublishMode") == "host"]
     if ports:
         hc["PortBindings"] = {
-            f"{p['TargetPort']}/{p.get('Protocol') or 'tcp'}": [{"HostPort": str(p.get("PublishedPort") or "")}]
+            f"{p['TargetPort']}/{p.get('Protocol') or 'tcp'}": [
+                {"HostPort": str(p.get("PublishedPort") or "")}
+            ]
             for p in ports
         }
     body: dict[str, Any] = {

@@ -381,8 +381,10 @@ class SwarmService:
                 assert self.store is not None
                 wake = asyncio.Event()
                 loop = asyncio.get_running_loop()
-                running = [loop.create_task(scheduler.run(self.store, wake), name="scheduler"),
-                           loop.create_task(scheduler.watch_changes(self.store, wake), name="scheduler-watch")]
+                running = [
+                    loop.create_task(scheduler.run(self.store, wake), name="scheduler"),
+                    loop.create_task(scheduler.watch_changes(self.store, wake), name="scheduler-watch"),
+                ]
                 try:
                     while await election.is_leader():
                         await asyncio.sleep(0.5)
@@ -447,7 +449,7 @@ class SwarmService:
         if want == "manager":
             from dockyard.cluster.join import request_promotion
 
-            answer = await request_promotion(self, st.remote_managers)
+            answer = await request_promotion(self.files, st.addr, st.remote_managers)
             self.files.ca_key.write_bytes(answer["CAKey"].encode())
             self.files.ca_key.chmod(0o600)
             st.role = "manager"
@@ -470,7 +472,9 @@ class SwarmService:
             for t in [t for t in self._tasks if t.get_name() == "swarm-leader"]:
                 t.cancel()
                 self._tasks.remove(t)
-            self.kv.set_endpoints([u for m in members if m.get("name") != st.node_id for u in m.get("clientURLs") or []])
+            self.kv.set_endpoints(
+                [u for m in members if m.get("name") != st.node_id for u in m.get("clientURLs") or []]
+            )
         log.info("this node is now a %s", want)
 
     # -- guards ---------------------------------------------------------------------------
@@ -504,7 +508,9 @@ class SwarmService:
             try:
                 await ca.create_ca(self.files, cluster_id)
                 csr = await ca.make_key_and_csr(self.files)
-                self.files.cert.write_bytes(await ca.sign(self.files, csr, node_id, "manager", cluster_id, [addr]))
+                self.files.cert.write_bytes(
+                    await ca.sign(self.files, csr, node_id, "manager", cluster_id, [addr])
+                )
                 external = bool(self.cfg.swarm_store)
                 endpoints = list(self.cfg.swarm_store) or [f"https://{addr}:{CLIENT_PORT}"]
                 self.local = LocalState(node_id, cluster_id, "manager", addr, endpoints,
@@ -605,7 +611,9 @@ class SwarmService:
                 self.local = LocalState(answer["NodeID"], answer["ClusterID"], role, addr, endpoints,
                                         answer["DataKey"], external)  # fmt: skip
                 if external and answer.get("StoreTLS"):
-                    log.warning("joined a swarm on an external store: its TLS files must be configured here too")
+                    log.warning(
+                        "joined a swarm on an external store: its TLS files must be configured here too"
+                    )
                 await self._connect(answer.get("InitialCluster", ""), "existing")
                 await self._ready(30)
                 if self.member is not None:
@@ -700,7 +708,9 @@ class SwarmService:
             d["ManagerSecret"] = tokens.new_secret()
         d["UpdatedAt"] = now_rfc3339()
         if not await s.kv.cas(state.CLUSTER, state.dump(d), version):
-            raise errdefs.Conflict("update out of sequence: the swarm changed since this version; inspect it and retry")
+            raise errdefs.Conflict(
+                "update out of sequence: the swarm changed since this version; inspect it and retry"
+            )
 
     def unlock_key(self) -> dict[str, str]:
         self.manager_state()
@@ -728,7 +738,9 @@ class SwarmService:
             raise errdefs.InvalidArgument(BAD_TOKEN)
         addr = str(body.get("Addr") or "")
         node_id = tokens.new_id()
-        cert = await ca.sign(self.files, str(body.get("CSR") or "").encode(), node_id, role, st.cluster_id, [addr])
+        cert = await ca.sign(
+            self.files, str(body.get("CSR") or "").encode(), node_id, role, st.cluster_id, [addr]
+        )
         now = now_rfc3339()
         desc = body.get("Description") if isinstance(body.get("Description"), dict) else {}
         await s.put("nodes", node_id, {"ID": node_id, "CreatedAt": now, "UpdatedAt": now,
@@ -775,6 +787,23 @@ class SwarmService:
             raise errdefs.PermissionDenied(f"node {node_id} is not to be a manager")
         return await self._add_member(node_id, node.data["Addr"])
 
+    def local_log_path(self, task_id: str) -> str | None:
+        """The log file of a task's container on this node."""
+        if self.runtime is None:
+            return None
+        for r in self.runtime.all():
+            if (r.get("Config", {}).get("Labels") or {}).get("com.docker.swarm.task.id") == task_id:
+                return str(r["LogPath"])
+        return None
+
+    async def local_task(self, task_id: str) -> tuple[dict[str, Any], str] | None:
+        """A task with a container here, and its log file (the node endpoint's logs route)."""
+        path = self.local_log_path(task_id)
+        if path is None or self.store is None:
+            return None
+        t = await self.store.get("tasks", task_id)
+        return (t.data, path) if t is not None else None
+
     # -- /info and /_ping -----------------------------------------------------------------
 
     def info_section(self) -> dict[str, Any]:
@@ -803,7 +832,9 @@ class SwarmService:
                 nodes = await self.store.list("nodes")
                 managers = [n for n in nodes if n.data["Spec"]["Role"] == "manager"]
                 out["Nodes"], out["Managers"] = len(nodes), len(managers)
-                out["RemoteManagers"] = [{"NodeID": n.id, "Addr": f"{n.data['Addr']}:{SWARM_PORT}"} for n in managers]
+                out["RemoteManagers"] = [
+                    {"NodeID": n.id, "Addr": f"{n.data['Addr']}:{SWARM_PORT}"} for n in managers
+                ]
         return out
 
     def ping_state(self) -> str:
@@ -868,11 +899,21 @@ class SwarmService:
                 views = [v for v in views if "accepted" in vals]
             elif k in ("label", "node.label"):
                 src = "Engine" if k == "label" else "Spec"
-                def has(v: dict[str, Any], src: str = src) -> bool:
-                    labels = v["Description"].get("Engine", {}).get("Labels") if src == "Engine" else v["Spec"]["Labels"]
+
+                def has(v: dict[str, Any], src: str = src, vals: list[str] = vals) -> bool:
+                    labels = (
+                        v["Description"].get("Engine", {}).get("Labels")
+                        if src == "Engine"
+                        else v["Spec"]["Labels"]
+                    )
                     labels = labels or {}
-                    return all((x.split("=", 1)[0] in labels) if "=" not in x else
-                               labels.get(x.split("=", 1)[0]) == x.split("=", 1)[1] for x in vals)
+                    return all(
+                        (x.split("=", 1)[0] in labels)
+                        if "=" not in x
+                        else labels.get(x.split("=", 1)[0]) == x.split("=", 1)[1]
+                        for x in vals
+                    )
+
                 views = [v for v in views if has(v)]
             else:
                 raise errdefs.InvalidArgument(f"invalid filter '{k}'")
@@ -901,7 +942,11 @@ class SwarmService:
             if len(managers) <= 1:
                 raise errdefs.InvalidArgument("attempting to demote the last manager of the swarm")
         d = dict(obj.data)
-        d["Spec"] = {"Labels": {str(k): str(v) for k, v in labels.items()}, "Role": role, "Availability": avail}
+        d["Spec"] = {
+            "Labels": {str(k): str(v) for k, v in labels.items()},
+            "Role": role,
+            "Availability": avail,
+        }
         if spec.get("Name"):
             d["Spec"]["Name"] = str(spec["Name"])
         d["UpdatedAt"] = now_rfc3339()

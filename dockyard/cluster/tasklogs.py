@@ -49,7 +49,9 @@ def frame(stream: int, data: bytes) -> bytes:
     return struct.pack(">BxxxL", stream, len(data)) + data
 
 
-async def local_frames(task: dict[str, Any], node_id: str, log_path: str, q: LogQuery) -> AsyncIterator[bytes]:
+async def local_frames(
+    task: dict[str, Any], node_id: str, log_path: str, q: LogQuery
+) -> AsyncIterator[bytes]:
     prefix = (f"com.docker.swarm.node.id={node_id},com.docker.swarm.service.id={task['ServiceID']},"
               f"com.docker.swarm.task.id={task['ID']} ").encode() if q.details else b""  # fmt: skip
     async for batch in read_log(Path(log_path), tail=q.tail):
@@ -67,13 +69,15 @@ async def remote_frames(files: ca.NodeFiles, addr: str, task_id: str, q: LogQuer
     ctx = ca.client_context(files)
     url = f"https://{addr}:{LOG_PORT}/logs/{task_id}"
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
-            async with http.get(url, params=q.params(), ssl=ctx) as resp:
-                if resp.status != 200:
-                    log.warning("logs of task %s on %s: status %d", task_id, addr, resp.status)
-                    return
-                async for chunk in resp.content.iter_any():
-                    yield chunk
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http,
+            http.get(url, params=q.params(), ssl=ctx) as resp,
+        ):
+            if resp.status != 200:
+                log.warning("logs of task %s on %s: status %d", task_id, addr, resp.status)
+                return
+            async for chunk in resp.content.iter_any():
+                yield chunk
     except (aiohttp.ClientError, OSError, TimeoutError) as err:
         # a node that is down cannot give its logs; the others' still come
         log.info("logs of task %s on %s: %s", task_id, addr, err)

@@ -3,9 +3,9 @@ containers, and leave nothing behind (the teardown asserts it)."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from tests.cluster_hosts import NETNS_DIR
 
-from tests.cluster_hosts import NETNS_DIR, ClusterHost, cluster_hosts  # noqa: F401  (fixture)
+pytest_plugins = ("tests.cluster_hosts",)  # the cluster_hosts fixture
 
 
 def test_hosts_reach_each_other_and_run_containers(cluster_hosts) -> None:  # type: ignore[no-untyped-def]
@@ -19,7 +19,11 @@ def test_hosts_reach_each_other_and_run_containers(cluster_hosts) -> None:  # ty
         assert out.strip() == f"hi-{h.name}"
     # a published port on b answers at b's underlay address, from a's namespace
     b.cli("run", "-d", "--name", "web", "-p", "8080:80", "busybox", "httpd", "-f", "-p", "80", "-h", "/etc")
-    res = a.ns_run("sh", "-c", f"for i in 1 2 3 4 5 6 7 8 9 10; do busybox wget -q -O- http://{b.address}:8080/hostname && exit 0; sleep 0.3; done; exit 1")
+    res = a.ns_run(
+        "sh",
+        "-c",
+        f"for i in 1 2 3 4 5 6 7 8 9 10; do busybox wget -q -O- http://{b.address}:8080/hostname && exit 0; sleep 0.3; done; exit 1",
+    )
     assert res.stdout.strip()
     b.cli("rm", "-f", "web")
 

@@ -5,13 +5,11 @@ and mutual TLS."""
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
-import signal
 import socket
 import ssl
 import tempfile
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any

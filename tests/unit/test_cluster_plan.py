@@ -20,8 +20,13 @@ def _node(nid: str, role: str = "worker", avail: str = "active", labels: dict[st
 
 
 def _svc(sid: str, replicas: int | None = 3, **tt: Any) -> Obj:
-    spec = specs.validate({"Name": sid, "TaskTemplate": {"ContainerSpec": {"Image": "busybox"}, **tt},
-                           "Mode": {"Replicated": {"Replicas": replicas}} if replicas is not None else {"Global": {}}})
+    spec = specs.validate(
+        {
+            "Name": sid,
+            "TaskTemplate": {"ContainerSpec": {"Image": "busybox"}, **tt},
+            "Mode": {"Replicated": {"Replicas": replicas}} if replicas is not None else {"Global": {}},
+        }
+    )
     return Obj(sid, {"ID": sid, "Spec": spec}, 10)
 
 
@@ -47,7 +52,11 @@ def test_replicas_spread_and_skip_drained_and_down_nodes() -> None:
 
 
 def test_constraints_preferences_and_reservations() -> None:
-    nodes = [_node("n1", labels={"zone": "a"}), _node("n2", labels={"zone": "a"}), _node("n3", labels={"zone": "b"})]
+    nodes = [
+        _node("n1", labels={"zone": "a"}),
+        _node("n2", labels={"zone": "a"}),
+        _node("n3", labels={"zone": "b"}),
+    ]
     ops = plan(_snap([_svc("z", 4, Placement={"Preferences": [{"Spread": {"SpreadDescriptor": "node.labels.zone"}}]})],
                      nodes), now=1.0)  # fmt: skip
     zones = {"n1": "a", "n2": "a", "n3": "b"}
@@ -103,17 +112,41 @@ def test_spec_validation_refuses_what_it_cannot_run() -> None:
     with pytest.raises(errdefs.InvalidArgument, match="image reference must be provided"):
         specs.validate({"Name": "x", "TaskTemplate": {"ContainerSpec": {}}})
     with pytest.raises(errdefs.Unsupported, match="one network"):
-        specs.validate({"Name": "x", "TaskTemplate": {"ContainerSpec": {"Image": "b"},
-                                                      "Networks": [{"Target": "n1"}, {"Target": "n2"}]}})
+        specs.validate(
+            {
+                "Name": "x",
+                "TaskTemplate": {
+                    "ContainerSpec": {"Image": "b"},
+                    "Networks": [{"Target": "n1"}, {"Target": "n2"}],
+                },
+            }
+        )
     with pytest.raises(errdefs.Unsupported, match="routing mesh"):
-        specs.validate({"Name": "x", "TaskTemplate": {"ContainerSpec": {"Image": "b"}},
-                        "EndpointSpec": {"Ports": [{"TargetPort": 80, "PublishedPort": 8080}]}})
+        specs.validate(
+            {
+                "Name": "x",
+                "TaskTemplate": {"ContainerSpec": {"Image": "b"}},
+                "EndpointSpec": {"Ports": [{"TargetPort": 80, "PublishedPort": 8080}]},
+            }
+        )
     with pytest.raises(errdefs.InvalidArgument, match="constraint"):
-        specs.validate({"Name": "x", "TaskTemplate": {"ContainerSpec": {"Image": "b"},
-                                                      "Placement": {"Constraints": ["node.colour==red"]}}})
+        specs.validate(
+            {
+                "Name": "x",
+                "TaskTemplate": {
+                    "ContainerSpec": {"Image": "b"},
+                    "Placement": {"Constraints": ["node.colour==red"]},
+                },
+            }
+        )
     # docker-py's lower-case mode keys
-    assert specs.validate({"Name": "x", "TaskTemplate": {"ContainerSpec": {"Image": "b"}},
-                           "Mode": {"replicated": {"Replicas": 2}}})["Mode"] == {"Replicated": {"Replicas": 2}}
+    assert specs.validate(
+        {
+            "Name": "x",
+            "TaskTemplate": {"ContainerSpec": {"Image": "b"}},
+            "Mode": {"replicated": {"Replicas": 2}},
+        }
+    )["Mode"] == {"Replicated": {"Replicas": 2}}
 
 
 def test_tokens_and_sealing() -> None:

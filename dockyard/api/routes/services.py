@@ -56,7 +56,9 @@ async def list_services(request: web.Request) -> web.Response:
 
 @routes.get("/services/{id}")
 async def inspect_service(request: web.Request) -> web.Response:
-    return web.json_response(await _svc(request).inspect_service(request.match_info["id"], qbool(request, "status")))
+    return web.json_response(
+        await _svc(request).inspect_service(request.match_info["id"], qbool(request, "status"))
+    )
 
 
 @routes.delete("/services/{id}")
@@ -117,10 +119,13 @@ async def task_logs(request: web.Request) -> web.StreamResponse:
 
 
 for _kind in ("secrets", "configs"):
+
     def _make(kind: str) -> None:
         @routes.post(f"/{kind}/create")
         async def create(request: web.Request) -> web.Response:
-            return web.json_response(await _svc(request).create_object(kind, await json_body(request)), status=201)
+            return web.json_response(
+                await _svc(request).create_object(kind, await json_body(request)), status=201
+            )
 
         @routes.get(f"/{kind}")
         async def list_(request: web.Request) -> web.Response:
