@@ -7,13 +7,15 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import docker
 import pytest
 
-from tests.cluster_hosts import ClusterHost
 from tests.conftest import wait_for
+
+if TYPE_CHECKING:
+    from tests.cluster_hosts import ClusterHost
 
 pytest_plugins = ("tests.cluster_hosts",)  # the cluster_hosts fixture
 
