@@ -51,6 +51,10 @@ LEASE_TTL = 2  # seconds: a dead daemon's node is down within ~2.5 s
 HEARTBEAT = 0.5
 
 NOT_IN_SWARM = "This node is not part of a swarm"
+NO_MANAGER = (  # moby's errNoManager for a node in no swarm
+    'This node is not a swarm manager. Use "docker swarm init" or "docker swarm join" to connect this node to '
+    "swarm and try again."
+)
 NOT_MANAGER = (
     "This node is not a swarm manager. Worker nodes can't be used to view or modify cluster state. "
     "Please run this command on a manager node or promote the current node to a manager."
@@ -479,13 +483,15 @@ class SwarmService:
 
     # -- guards ---------------------------------------------------------------------------
 
-    def member_state(self) -> ClusterState:
+    def member_state(self, swarm_route: bool = False) -> ClusterState:
+        """The store, or Docker's 503: `/swarm*` routes say the node is in no swarm; the
+        others (nodes, services, tasks, secrets, configs) that it is no manager."""
         if self.local is None or self.store is None:
-            raise NotInSwarm(NOT_IN_SWARM)
+            raise NotInSwarm(NOT_IN_SWARM if swarm_route else NO_MANAGER)
         return self.store
 
-    def manager_state(self) -> ClusterState:
-        s = self.member_state()
+    def manager_state(self, swarm_route: bool = False) -> ClusterState:
+        s = self.member_state(swarm_route)
         assert self.local is not None
         if self.local.role != "manager":
             raise errdefs.Unavailable(NOT_MANAGER)
@@ -664,7 +670,7 @@ class SwarmService:
     # -- the swarm object -----------------------------------------------------------------
 
     async def cluster_record(self) -> state.Obj:
-        s = self.member_state()
+        s = self.member_state(swarm_route=True)
         obj = await s.cluster()
         if obj is None:
             raise errdefs.Unavailable(NOT_IN_SWARM)
@@ -686,12 +692,12 @@ class SwarmService:
         return out
 
     async def inspect(self) -> dict[str, Any]:
-        self.manager_state()
+        self.manager_state(swarm_route=True)
         return self._view(await self.cluster_record(), True)
 
     async def update(self, spec: dict[str, Any], version: int | None, rotate_worker: bool, rotate_manager: bool,
                      rotate_unlock: bool) -> None:  # fmt: skip
-        s = self.manager_state()
+        s = self.manager_state(swarm_route=True)
         obj = await self.cluster_record()
         if version is None:
             raise errdefs.InvalidArgument("invalid swarm version: the version parameter is required")
@@ -713,7 +719,7 @@ class SwarmService:
             )
 
     def unlock_key(self) -> dict[str, str]:
-        self.manager_state()
+        self.manager_state(swarm_route=True)
         return {"UnlockKey": ""}  # autolock is refused, so there is never a key
 
     # -- the join endpoint's side (managers) ----------------------------------------------

@@ -43,6 +43,12 @@ def test_init_join_tokens_and_leave(cluster_hosts) -> None:  # type: ignore[no-u
     assert a.cli("info", "--format", "{{.Swarm.LocalNodeState}}").stdout.strip() == "inactive"
     res = a.cli("swarm", "leave", check=False)
     assert res.returncode != 0 and "This node is not part of a swarm" in res.stderr
+    res = a.cli("service", "ls", check=False)  # moby's errNoManager for a node in no swarm
+    assert res.returncode != 0 and 'not a swarm manager. Use "docker swarm init"' in res.stderr, res.stderr
+    api = docker.APIClient(base_url=a.host, version="1.47")
+    for path in ("/swarm", "/swarm/unlockkey"):
+        r = api._get(api._url(path))
+        assert r.status_code == 503 and r.json()["message"] == "This node is not part of a swarm", path
     out = a.cli("swarm", "init", "--advertise-addr", a.address).stdout
     assert "docker swarm join --token SWMTKN-1-" in out and f"{a.address}:2377" in out
     worker = a.cli("swarm", "join-token", "-q", "worker").stdout.strip()
@@ -195,6 +201,18 @@ def _svc_inspect(h: ClusterHost, name: str) -> dict[str, Any]:
     return json.loads(h.cli("service", "inspect", name).stdout)[0]
 
 
+def _wait_update(h: ClusterHost, name: str, want: str, timeout: float = 120) -> None:
+    """Wait for a service's UpdateStatus.State; on timeout say where it stood, and its tasks."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _svc_inspect(h, name).get("UpdateStatus", {}).get("State") == want:
+            return
+        time.sleep(0.2)
+    tasks = [(t["Slot"], t["DesiredState"], t["Status"]["State"], t["Status"].get("Err"))
+             for t in h.client().api.tasks(filters={"service": name})]  # fmt: skip
+    raise AssertionError(f"{name} never reached {want}: {_svc_inspect(h, name).get('UpdateStatus')} {tasks}")
+
+
 def test_rolling_update_and_rollback_on_failure(cluster_hosts) -> None:  # type: ignore[no-untyped-def]
     hosts = cluster_hosts(2)
     for h in hosts:
@@ -228,11 +246,7 @@ def test_rolling_update_and_rollback_on_failure(cluster_hosts) -> None:  # type:
     wait_for(lambda: sum(_running_by_node(a, "app").values()) == 4, timeout=30, what="4 running")
     # a good rolling update: all tasks replaced, two at a time
     a.cli("service", "update", "--detach", "--env-add", "V=2", "app")
-    wait_for(
-        lambda: _svc_inspect(a, "app").get("UpdateStatus", {}).get("State") == "completed",
-        timeout=60,
-        what="update completed",
-    )
+    _wait_update(a, "app", "completed")
     tasks = _tasks(a, "app")
     assert len(tasks) == 4 and all("V=2" in t["Spec"]["ContainerSpec"]["Env"] for t in tasks)
     assert all(t["Status"]["State"] == "running" for t in tasks)
@@ -253,11 +267,7 @@ def test_rolling_update_and_rollback_on_failure(cluster_hosts) -> None:  # type:
         "none",
         "app",
     )
-    wait_for(
-        lambda: _svc_inspect(a, "app").get("UpdateStatus", {}).get("State") == "rollback_completed",
-        timeout=60,
-        what="rollback completed",
-    )
+    _wait_update(a, "app", "rollback_completed")
     svc = _svc_inspect(a, "app")
     assert "V=2" in svc["Spec"]["TaskTemplate"]["ContainerSpec"]["Env"]
     assert (
@@ -278,17 +288,9 @@ def test_rolling_update_and_rollback_on_failure(cluster_hosts) -> None:  # type:
     assert failed and failed[0]["Status"]["ContainerStatus"]["ExitCode"] == 3
     # a manual rollback (docker service rollback) returns to the previous spec
     a.cli("service", "update", "--detach", "--env-add", "V=4", "app")
-    wait_for(
-        lambda: _svc_inspect(a, "app").get("UpdateStatus", {}).get("State") == "completed",
-        timeout=60,
-        what="V=4 rolled out",
-    )
+    _wait_update(a, "app", "completed")
     a.cli("service", "rollback", "--detach", "app")
-    wait_for(
-        lambda: _svc_inspect(a, "app").get("UpdateStatus", {}).get("State") == "rollback_completed",
-        timeout=60,
-        what="manual rollback",
-    )
+    _wait_update(a, "app", "rollback_completed")
     assert "V=2" in _svc_inspect(a, "app")["Spec"]["TaskTemplate"]["ContainerSpec"]["Env"]
     # a stale version is refused
     api = a.client().api
