@@ -615,7 +615,7 @@ class SwarmService:
                 if role == "manager" and not external:
                     endpoints = [f"https://{addr}:{CLIENT_PORT}", *endpoints]
                 self.local = LocalState(answer["NodeID"], answer["ClusterID"], role, addr, endpoints,
-                                        answer["DataKey"], external)  # fmt: skip
+                                        answer["DataKey"], external, remote_managers=remotes)  # fmt: skip
                 if external and answer.get("StoreTLS"):
                     log.warning(
                         "joined a swarm on an external store: its TLS files must be configured here too"
@@ -821,7 +821,10 @@ class SwarmService:
         out: dict[str, Any] = {
             "NodeID": st.node_id, "NodeAddr": st.addr, "LocalNodeState": "active",
             "ControlAvailable": st.role == "manager", "Error": "",
-            "RemoteManagers": c.get("RemoteManagers") or [{"NodeID": st.node_id, "Addr": f"{st.addr}:{SWARM_PORT}"}],
+            # until the first refresh: the managers this node joined through (or itself, a manager)
+            "RemoteManagers": c.get("RemoteManagers") or (
+                [{"NodeID": "", "Addr": r} for r in st.remote_managers] if st.role == "worker"
+                else [{"NodeID": st.node_id, "Addr": f"{st.addr}:{SWARM_PORT}"}]),
             "Nodes": c.get("Nodes", 1), "Managers": c.get("Managers", 1),
         }  # fmt: skip
         cluster = c.get("Cluster")

@@ -58,6 +58,8 @@ def test_init_join_tokens_and_leave(cluster_hosts) -> None:  # type: ignore[no-u
     assert res.returncode != 0 and "A valid join token is necessary" in res.stderr, res.stderr
     assert b.cli("info", "--format", "{{.Swarm.LocalNodeState}}").stdout.strip() == "inactive"
     b.cli("swarm", "join", "--token", worker, "--advertise-addr", b.address, f"{a.address}:2377")
+    managers = b.cli("info", "--format", "{{range .Swarm.RemoteManagers}}{{.Addr}} {{end}}").stdout.split()
+    assert managers == [f"{a.address}:2377"], managers
     assert b.cli(
         "info", "--format", "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}"
     ).stdout.split() == ["active", "false"]
