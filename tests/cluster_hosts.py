@@ -367,6 +367,14 @@ def cluster_hosts() -> Iterator[Factory]:
             cluster = Cluster()
         return [cluster.add(daemon_json, extra) for _ in range(n)]
 
+    def gateway() -> str:
+        """The underlay bridge's own address (in the root namespace): where a test may run
+        a service every host reaches, such as an external etcd."""
+        make(0)
+        assert cluster is not None
+        return cluster.gateway
+
+    make.gateway = gateway  # type: ignore[attr-defined]
     try:
         yield make
     finally:

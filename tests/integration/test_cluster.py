@@ -706,3 +706,47 @@ def test_service_tasks_on_two_nodes_talk_over_an_overlay_by_name(cluster_hosts) 
             what=f"port 8081 on {h.name}",
         )
     a.cli("service", "rm", "hostport")
+
+
+def test_swarm_on_an_external_etcd_from_daemon_json(cluster_hosts, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """daemon.json "swarm-store": the swarm uses that etcd cluster and starts no member."""
+    import signal
+    import socket
+    import subprocess
+
+    gw = cluster_hosts.gateway()
+    with socket.socket() as s:
+        s.bind((gw, 0))
+        client_port = s.getsockname()[1]
+    with socket.socket() as s:
+        s.bind((gw, 0))
+        peer_port = s.getsockname()[1]
+    url = f"http://{gw}:{client_port}"
+    log = open(tmp_path / "etcd.log", "wb")  # noqa: SIM115  (the etcd process writes it until the end)
+    etcd = subprocess.Popen(
+        ["etcd", "--name", "ext", "--data-dir", str(tmp_path / "etcd"), "--listen-client-urls", url,
+         "--advertise-client-urls", url, "--listen-peer-urls", f"http://{gw}:{peer_port}",
+         "--initial-advertise-peer-urls", f"http://{gw}:{peer_port}",
+         "--initial-cluster", f"ext=http://{gw}:{peer_port}", "--logger", "zap"],
+        stdout=log, stderr=log,
+    )  # fmt: skip
+    try:
+        a, b = cluster_hosts(2, daemon_json={"swarm-store": [url]})
+        for h in (a, b):
+            h.import_busybox()
+        _swarm([a, b])
+        assert not (a.daemon.exec_root / "swarm" / "etcd.pid").exists()  # no member of its own
+        a.cli("service", "create", "--detach", "--name", "ext", "--replicas", "2", "busybox", "sleep", "1000")
+        wait_for(
+            lambda: sorted(_running_by_node(a, "ext").values()) == [1, 1], timeout=30, what="ext on both"
+        )
+        a.cli("service", "rm", "ext")
+        wait_for(
+            lambda: all(not _local_task_containers(h, "ext") for h in (a, b)), timeout=20, what="ext gone"
+        )
+        b.cli("swarm", "leave")
+        a.cli("swarm", "leave", "--force")
+    finally:
+        etcd.send_signal(signal.SIGTERM)
+        etcd.wait(timeout=20)
+        log.close()
