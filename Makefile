@@ -2,7 +2,7 @@
 # Both install what is missing first (Debian packages, the virtualenv), so they work on a
 # fresh Debian 12 machine as root.
 
-APT_PACKAGES := runc conmon busybox-static tini nftables iproute2 docker.io docker-registry skopeo gcc libc6-dev git
+APT_PACKAGES := runc conmon busybox-static tini nftables iproute2 docker.io docker-registry skopeo gcc libc6-dev git etcd-server etcd-client
 PYTHON       ?= python3
 VENV         := .venv
 BIN          := $(VENV)/bin

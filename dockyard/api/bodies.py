@@ -212,3 +212,13 @@ CHECKPOINT_CREATE = struct(
 
 # POST /dockyard/layers/missing (a move asks its target which layers to send)
 MISSING_LAYERS = struct("dockyard.MissingLayers", DiffIDs=STRINGS)
+
+# Swarm mode's requests: their shapes are checked by the cluster's own spec validation
+# (cluster/specs.py and friends); here only "a JSON object" is, as for any body.
+SWARM_INIT = struct("swarm.InitRequest")
+SWARM_JOIN = struct("swarm.JoinRequest")
+SWARM_SPEC = struct("swarm.Spec")
+NODE_SPEC = struct("swarm.NodeSpec")
+SERVICE_SPEC = struct("swarm.ServiceSpec")
+SECRET_SPEC = struct("swarm.SecretSpec")
+CONFIG_SPEC = struct("swarm.ConfigSpec")

@@ -20,3 +20,5 @@ NETWORKS: web.AppKey[Any] = web.AppKey("networks")  # dockyard.network.service.N
 BUILDS = web.AppKey("builds", BuildService)
 CHECKPOINTS: web.AppKey[Any] = web.AppKey("checkpoints")  # dockyard.containers.checkpoint.CheckpointService
 TRANSFERS: web.AppKey[Any] = web.AppKey("transfers")  # dockyard.containers.transfer.TransferService
+SWARM: web.AppKey[Any] = web.AppKey("swarm")  # dockyard.cluster.swarm.SwarmService
+CLUSTER: web.AppKey[Any] = web.AppKey("cluster")  # dockyard.cluster.services.ServiceManager

@@ -56,10 +56,15 @@ class DaemonConfig:
     # this node's underlay address (the VXLAN source; default: the one that reaches the store)
     cluster_store: str = ""
     cluster_advertise: str = ""
-    # daemon.json "labels" ("key=value"): /info's Labels; reloaded on SIGHUP (daemon/reload.py)
+    # daemon.json "labels" ("key=value"): /info's Labels and swarm placement (engine labels);
+    # reloaded on SIGHUP (daemon/reload.py)
     labels: list[str] = field(default_factory=list)
     config_file: Path | None = None  # the daemon.json SIGHUP re-reads
     flag_log_level: str | None = None  # `--log-level`: kept by a reload whose file names none
+    # swarm mode: an external etcd cluster's client URLs (and TLS files) to use instead of
+    # starting a member at `swarm init` (decisions/cluster.md)
+    swarm_store: list[str] = field(default_factory=list)
+    swarm_store_tls: dict[str, str] = field(default_factory=dict)  # cacert, cert, key
 
     def runtime_names(self) -> list[str]:
         """The runtimes a container may name: the stock `runc` and the configured ones."""
@@ -241,6 +246,15 @@ def _apply_file(cfg: DaemonConfig, data: dict[str, object]) -> None:
         if not isinstance(pools, list) or not all(isinstance(x, dict) for x in pools):
             raise TypeError('"default-address-pools" must be a list of {"base": ..., "size": ...}')
         cfg.default_address_pools = pools
+    if "labels" in data:
+        cfg.labels = _strings(data, "labels")
+    if "swarm-store" in data:
+        cfg.swarm_store = _strings(data, "swarm-store")
+    if "swarm-store-tls" in data:
+        tls = data["swarm-store-tls"]
+        if not isinstance(tls, dict) or not set(tls) <= {"cacert", "cert", "key"}:
+            raise TypeError('"swarm-store-tls" must be an object of cacert, cert and key paths')
+        cfg.swarm_store_tls = {str(k): str(v) for k, v in tls.items()}
     if "no-new-privileges" in data:
         if not isinstance(data["no-new-privileges"], bool):
             raise TypeError('"no-new-privileges" must be true or false')

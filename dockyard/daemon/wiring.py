@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from dockyard.api import keys, progress
+from dockyard.api import keys, progress, versions
 from dockyard.api.app import create_app
 from dockyard.api.routes import absent as absent_routes
 from dockyard.api.routes import attach_ws, container_fs
@@ -22,10 +22,13 @@ from dockyard.api.routes import links as link_routes
 from dockyard.api.routes import move as move_routes
 from dockyard.api.routes import networks as network_routes
 from dockyard.api.routes import plugins as plugin_routes
+from dockyard.api.routes import services as service_routes
 from dockyard.api.routes import swarm as swarm_routes
 from dockyard.api.routes import system as system_routes
 from dockyard.api.routes import volumes as volume_routes
 from dockyard.build.service import BuildService
+from dockyard.cluster.services import ServiceManager
+from dockyard.cluster.swarm import SwarmService
 from dockyard.containers.checkpoint import CheckpointService
 from dockyard.containers.exec import ExecService
 from dockyard.containers.health import HealthMonitor
@@ -49,6 +52,7 @@ class Graph:
     networks: NetworkService | None = None
     execs: ExecService | None = None
     builds: BuildService | None = None
+    swarm: SwarmService | None = None
 
     async def start(self) -> None:
         if self.networks is not None:
@@ -59,8 +63,12 @@ class Graph:
         await self.containers.supervise()  # restart policies and healthchecks, once all is adopted
         if self.builds is not None:
             await self.builds.recover()
+        if self.swarm is not None:
+            await self.swarm.start()  # after containers are adopted: the agent converges them
 
     async def stop(self) -> None:
+        if self.swarm is not None:
+            await self.swarm.close()
         if self.containers.health is not None:
             await self.containers.health.close()  # no probe may outlive us unwatched
         if self.execs is not None:
@@ -101,7 +109,7 @@ def build(cfg: DaemonConfig) -> Graph:
         {keys.EVENTS: events, keys.IMAGES: images, keys.CONTAINERS: containers, keys.EXECS: execs, keys.SYSTEM: system,
          keys.VOLUMES: volumes, keys.NETWORKS: networks},
         [system_routes.routes, image_routes.routes, container_routes.routes, exec_routes.routes, container_fs.routes,
-         volume_routes.routes, network_routes.routes, swarm_routes.routes, plugin_routes.routes, absent_routes.routes,
+         volume_routes.routes, network_routes.routes, plugin_routes.routes, absent_routes.routes,
          link_routes.routes, attach_ws.routes],
     )
     settings = RegistrySettings(
@@ -119,4 +127,8 @@ def build(cfg: DaemonConfig) -> Graph:
     checkpoint_routes.routes.install(app)
     app[keys.TRANSFERS] = TransferService(containers, images, volumes, cfg.data_root / "tmp")
     move_routes.routes.install(app)
-    return Graph(app, store, containers, networks, execs, builds)
+    swarm = app[keys.SWARM] = SwarmService(cfg, versions.ENGINE_VERSION, containers, events, networks)
+    app[keys.CLUSTER] = ServiceManager(swarm)
+    swarm_routes.routes.install(app)
+    service_routes.routes.install(app)
+    return Graph(app, store, containers, networks, execs, builds, swarm)

@@ -317,6 +317,10 @@ class OverlayDriver:
         self.tag = tag
         self.root = Path(exec_root) / "netns"
         self.vtep = vtep
+        # one sandbox change at a time: two tasks joining a new network together both made
+        # its segment ("vxlan device ... already exists", EEXIST) and the peer programming
+        # raced them (seen with swarm services starting tasks in parallel)
+        self._lock = threading.RLock()
 
     def __repr__(self) -> str:
         return f"<OverlayDriver {self.tag} vtep={self.vtep}>"
@@ -332,12 +336,18 @@ class OverlayDriver:
         return SegmentSpec(self.sandbox(net.id), vni, self.vtep, net.gateway, net.prefixlen, net.mtu, self.tag)
 
     def create_network(self, net: NetworkSpec) -> None:
-        ensure_segment(self._segment(net))
+        with self._lock:
+            ensure_segment(self._segment(net))
 
     def delete_network(self, net: NetworkSpec) -> None:
-        remove_sandbox(self.sandbox(net.id))
+        with self._lock:
+            remove_sandbox(self.sandbox(net.id))
 
     def join(self, net: NetworkSpec, ep: driver.EndpointSpec) -> str:
+        with self._lock:
+            return self._join_locked(net, ep)
+
+    def _join_locked(self, net: NetworkSpec, ep: driver.EndpointSpec) -> str:
         ensure_segment(self._segment(net))  # a network known here only since another node made it
         ns = str(self.sandbox(net.id))
         tmp = "vp" + ep.host_if[4:]
@@ -352,8 +362,9 @@ class OverlayDriver:
 
     def leave(self, net: NetworkSpec, host_if: str) -> None:
         ns = self.sandbox(net.id)
-        if ns.exists():
-            run_in_netns(str(ns), lambda: _del_link_inside(host_if))
+        with self._lock:
+            if ns.exists():
+                run_in_netns(str(ns), lambda: _del_link_inside(host_if))
 
     def restore(self, nets: Iterable[NetworkSpec], host_ifs: Iterable[str]) -> list[str]:
         """Sandboxes of `nets` exist again; sandboxes of other networks and veths of gone
@@ -386,10 +397,11 @@ class OverlayDriver:
         steps taken. A network with no sandbox on this node (no local endpoint yet) is left
         alone: its entries are programmed when the first container joins."""
         ns = self.sandbox(net.id)
-        if not ns.exists():
-            return []
-        current = run_in_netns(str(ns), _read_entries_inside)
-        steps = plan_peers(self.vtep, peers, current)
-        if steps:
-            run_in_netns(str(ns), lambda: _apply_inside(steps))
-        return steps
+        with self._lock:
+            if not ns.exists():
+                return []
+            current = run_in_netns(str(ns), _read_entries_inside)
+            steps = plan_peers(self.vtep, peers, current)
+            if steps:
+                run_in_netns(str(ns), lambda: _apply_inside(steps))
+            return steps

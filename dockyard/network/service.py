@@ -316,6 +316,18 @@ class NetworkService:
                     out[cid] = ep["Netns"]
         return out
 
+    async def forget_overlays(self) -> None:
+        """The node left its swarm: drop the local copies of overlay networks (and their
+        sandboxes); their endpoints are gone with the tasks."""
+        async with self._lock:
+            for doc in self.all():
+                if doc["Driver"] == "overlay" and not doc["Dockyard"].get("Endpoints"):
+                    self.store.networks.delete(doc["Id"])
+                    drv = self.drivers.get("overlay")
+                    if drv is not None:
+                        await asyncio.to_thread(drv.delete_network, self._net_spec(doc))
+        self.drivers.pop("overlay", None)
+
     async def close(self) -> None:
         """Daemon shutdown. With no endpoints left, bridges and the table go too (nothing
         leaks); otherwise everything stays for the containers that keep running."""
@@ -507,10 +519,7 @@ class NetworkService:
     async def _create_overlay(self, body: dict[str, Any], name: str, opts: dict[str, str],
                               labels: dict[str, str]) -> dict[str, str]:  # fmt: skip
         if self.overlay is None:  # dockerd's answer outside swarm mode (503)
-            raise errdefs.Unavailable(
-                'This node is not a swarm manager. Use "docker swarm init" or "docker swarm join" to connect '
-                "this node to swarm and try again."
-            )
+            raise errdefs.not_a_swarm_manager()
         async with self._lock:
             if self.store.networks.get_by_name(name) is not None:
                 raise errdefs.Conflict(f"network with name {name} already exists")
@@ -522,6 +531,8 @@ class NetworkService:
         doc = self.resolve(ref)
         if doc["Name"] in BUILTIN:
             raise errdefs.PermissionDenied(f"{doc['Name']} is a pre-defined network and cannot be removed")
+        if doc["Driver"] == "overlay" and self.overlay is not None:
+            await self._wait_tasks_left(doc)
         async with self._lock:
             doc = self.resolve(doc["Id"])
             if doc["Dockyard"].get("Endpoints"):
@@ -535,6 +546,22 @@ class NetworkService:
             await asyncio.to_thread(self._driver(doc).delete_network, self._net_spec(doc))
             await self._apply_rules()
         self.events.publish("network", "destroy", doc["Id"], {"name": doc["Name"], "type": doc["Driver"]})
+
+    async def _wait_tasks_left(self, doc: Record, timeout: float = 20.0) -> None:
+        """Swarm mode: `docker stack rm` removes a stack's network right after its services,
+        while their tasks are still stopping (swarm accepts that). When every endpoint left
+        on the overlay, here or on other nodes, is a service task's (its DNS names carry
+        `tasks.<service>`), wait for them to leave; anything else is refused at once below."""
+        assert self.overlay is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            cur = self.resolve(doc["Id"])
+            local = [ep.get("DNSNames") or [] for ep in (cur["Dockyard"].get("Endpoints") or {}).values()]
+            remote = [list(p.names) for p in self.overlay.snapshot.peers.get(doc["Id"], [])]
+            names = local + remote
+            if not names or not all(any(n.startswith("tasks.") for n in ns) for ns in names):
+                return
+            await asyncio.sleep(0.2)
 
     def list(self, f: dict[str, list[str]]) -> list[Record]:
         for key in f:

@@ -62,7 +62,7 @@ class SystemService:
                                "InsecureRegistryCIDRs": ["127.0.0.0/8"], "IndexConfigs": {}, "Mirrors": None},
             "NCPU": os.cpu_count() or 1, "MemTotal": _mem_total(), "GenericResources": None,
             "DockerRootDir": str(self.cfg.data_root), "HttpProxy": "", "HttpsProxy": "", "NoProxy": "",
-            "Name": socket.gethostname(), "Labels": list(getattr(self.cfg, "labels", [])), "ExperimentalBuild": versions.EXPERIMENTAL,
+            "Name": socket.gethostname(), "Labels": list(self.cfg.labels), "ExperimentalBuild": versions.EXPERIMENTAL,
             "ServerVersion": versions.ENGINE_VERSION, "Runtimes": runtimes,
             "DefaultRuntime": self.cfg.default_runtime,
             "Swarm": {"NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive", "ControlAvailable": False,

@@ -27,11 +27,12 @@ def all_tables() -> list[Routes]:
         move,
         networks,
         plugins,
+        services,
         swarm,
         system,
         volumes,
     )
 
-    modules = (system, images, containers, exec, container_fs, volumes, networks, swarm, plugins, absent, links,
-               attach_ws, distribution, build, checkpoints, move)  # fmt: skip
+    modules = (system, images, containers, exec, container_fs, volumes, networks, plugins, absent, links,
+               attach_ws, distribution, build, checkpoints, move, swarm, services)  # fmt: skip
     return [m.routes for m in modules]

@@ -30,14 +30,19 @@ _PING_HEADERS = {
 }
 
 
+def _ping_headers(request: web.Request) -> dict[str, str]:
+    swarm = request.app.get(keys.SWARM)
+    return {**_PING_HEADERS, "Swarm": swarm.ping_state()} if swarm is not None else _PING_HEADERS
+
+
 @routes.get("/_ping")
 async def ping(request: web.Request) -> web.Response:
-    return web.Response(text="OK", headers=_PING_HEADERS)
+    return web.Response(text="OK", headers=_ping_headers(request))
 
 
 @routes.head("/_ping")
 async def ping_head(request: web.Request) -> web.Response:
-    return web.Response(headers={**_PING_HEADERS, "Content-Length": "0"})
+    return web.Response(headers={**_ping_headers(request), "Content-Length": "0"})
 
 
 @routes.get("/version")
@@ -78,7 +83,11 @@ async def version(request: web.Request) -> web.Response:
 
 @routes.get("/info")
 async def info(request: web.Request) -> web.Response:
-    return web.json_response(await request.app[keys.SYSTEM].info())
+    out = await request.app[keys.SYSTEM].info()
+    swarm = request.app.get(keys.SWARM)
+    if swarm is not None:
+        out["Swarm"] = await swarm.info_section_fresh()
+    return web.json_response(out)
 
 
 @routes.get("/openapi.json")
