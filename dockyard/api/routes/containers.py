@@ -349,7 +349,6 @@ async def attach(request: web.Request) -> web.StreamResponse:
         rec, conn = opening.result()
         if conn is None:
             return resp
-        svc.publish(rec, "attach")
         detached = asyncio.Event()
         out_task = asyncio.ensure_future(_pump_output(conn, stream, tty, want))
         in_task: asyncio.Future[Any] | None = None
