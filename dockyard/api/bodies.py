@@ -212,3 +212,10 @@ CHECKPOINT_CREATE = struct(
 
 # POST /dockyard/layers/missing (a move asks its target which layers to send)
 MISSING_LAYERS = struct("dockyard.MissingLayers", DiffIDs=STRINGS)
+
+# the move journal's routes (api/routes/move.py): a source's journal, its resolution, and
+# the target's `move` event with the CLI's figures
+MOVE_LEAVE = struct("dockyard.MoveLeave", ID=string(), To=string(), Live=boolean(), Checkpoint=string(),
+                    WithVolumes=boolean())  # fmt: skip
+MOVE_RESOLVE = struct("dockyard.MoveResolve", Outcome=string(), Attributes=STRING_MAP)
+MOVE_ARRIVED = struct("dockyard.MoveArrived", Attributes=STRING_MAP)

@@ -20,3 +20,4 @@ NETWORKS: web.AppKey[Any] = web.AppKey("networks")  # dockyard.network.service.N
 BUILDS = web.AppKey("builds", BuildService)
 CHECKPOINTS: web.AppKey[Any] = web.AppKey("checkpoints")  # dockyard.containers.checkpoint.CheckpointService
 TRANSFERS: web.AppKey[Any] = web.AppKey("transfers")  # dockyard.containers.transfer.TransferService
+MOVES: web.AppKey[Any] = web.AppKey("moves")  # dockyard.containers.movejournal.MoveJournal

@@ -26,10 +26,12 @@ from dockyard.api.routes import swarm as swarm_routes
 from dockyard.api.routes import system as system_routes
 from dockyard.api.routes import volumes as volume_routes
 from dockyard.build.service import BuildService
+from dockyard.client import Client
 from dockyard.containers.checkpoint import CheckpointService
 from dockyard.containers.exec import ExecService
 from dockyard.containers.health import HealthMonitor
 from dockyard.containers.service import ContainerService
+from dockyard.containers.movejournal import MoveJournal
 from dockyard.containers.transfer import TransferService
 from dockyard.daemon.config import DaemonConfig
 from dockyard.events import EventBus
@@ -49,6 +51,7 @@ class Graph:
     networks: NetworkService | None = None
     execs: ExecService | None = None
     builds: BuildService | None = None
+    moves: MoveJournal | None = None
 
     async def start(self) -> None:
         if self.networks is not None:
@@ -57,10 +60,14 @@ class Graph:
         if self.execs is not None:
             await self.execs.reconcile()
         await self.containers.supervise()  # restart policies and healthchecks, once all is adopted
+        if self.moves is not None:
+            self.moves.start_recovery()  # moves the previous daemon left half done
         if self.builds is not None:
             await self.builds.recover()
 
     async def stop(self) -> None:
+        if self.moves is not None:
+            await self.moves.close()
         if self.containers.health is not None:
             await self.containers.health.close()  # no probe may outlive us unwatched
         if self.execs is not None:
@@ -118,5 +125,13 @@ def build(cfg: DaemonConfig) -> Graph:
     app[keys.CHECKPOINTS] = CheckpointService(containers)
     checkpoint_routes.routes.install(app)
     app[keys.TRANSFERS] = TransferService(containers, images, volumes, cfg.data_root / "tmp")
+    moves = app[keys.MOVES] = MoveJournal(containers, _ask_move_target)
     move_routes.routes.install(app)
-    return Graph(app, store, containers, networks, execs, builds)
+    return Graph(app, store, containers, networks, execs, builds, moves)
+
+
+def _ask_move_target(address: str, move_id: str) -> str:
+    """Blocking: the target's decision on a move this daemon was the source of (the
+    target's address as the CLI gave it; a TLS target needs the daemon's DOCKER_CERT_PATH)."""
+    answer = Client(address).post_json("/dockyard/moves/{0}/abort", move_id, body={})
+    return str(answer["Outcome"])
