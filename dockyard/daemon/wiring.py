@@ -30,8 +30,8 @@ from dockyard.client import Client
 from dockyard.containers.checkpoint import CheckpointService
 from dockyard.containers.exec import ExecService
 from dockyard.containers.health import HealthMonitor
-from dockyard.containers.service import ContainerService
 from dockyard.containers.movejournal import MoveJournal
+from dockyard.containers.service import ContainerService
 from dockyard.containers.transfer import TransferService
 from dockyard.daemon.config import DaemonConfig
 from dockyard.events import EventBus
