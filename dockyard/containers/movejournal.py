@@ -216,12 +216,19 @@ class MoveJournal:
             await svc.remove(cid, force=True, volumes=True)
         return {"Outcome": "aborted"}
 
-    def arrived(self, mid: str, attrs: dict[str, str]) -> None:
-        """The CLI saw the move through: the target's `move` event, with its figures."""
+    async def arrived(self, mid: str, attrs: dict[str, str]) -> None:
+        """The CLI saw the move through: commit it here if no start did (a container that
+        was not running), and publish the target's `move` event with the CLI's figures."""
         svc = self.containers
-        for rec in svc.all():
-            j = rec["Dockyard"].get("Move") or {}
-            if j.get("Id") == mid and j.get("Role") == "target":
-                svc.publish(rec, "move", outcome="arrived", moveID=mid, **attrs)
-                return
+        _check_id(mid)
+        for r in svc.all():
+            labelled = (r["Config"].get("Labels") or {}).get(MOVE_LABEL) == mid
+            if not labelled and (r["Dockyard"].get("Move") or {}).get("Id") != mid:
+                continue
+            async with svc.lock(r["Id"]):
+                rec = svc.get(r["Id"])
+                if commit_arrival(rec, svc.cfg.data_root):
+                    svc.save(rec)
+            svc.publish(rec, "move", outcome="arrived", moveID=mid, **attrs)
+            return
         raise errdefs.NotFound(f"no container arrived here by move {mid}")

@@ -154,5 +154,5 @@ async def move_abort(request: web.Request) -> web.Response:
 @routes.post("/dockyard/moves/{id}/arrived", body=bodies.MOVE_ARRIVED)
 async def move_arrived(request: web.Request) -> web.Response:
     body = await json_body(request)
-    _journal(request).arrived(request.match_info["id"], body.get("Attributes") or {})
+    await _journal(request).arrived(request.match_info["id"], body.get("Attributes") or {})
     return web.Response(status=204)
