@@ -217,5 +217,5 @@ MISSING_LAYERS = struct("dockyard.MissingLayers", DiffIDs=STRINGS)
 # the target's `move` event with the CLI's figures
 MOVE_LEAVE = struct("dockyard.MoveLeave", ID=string(), To=string(), Live=boolean(), Checkpoint=string(),
                     WithVolumes=boolean())  # fmt: skip
-MOVE_RESOLVE = struct("dockyard.MoveResolve", Outcome=string(), Attributes=STRING_MAP)
+MOVE_RESOLVE = struct("dockyard.MoveResolve", Outcome=string(), Attributes=STRING_MAP, Later=boolean())
 MOVE_ARRIVED = struct("dockyard.MoveArrived", Attributes=STRING_MAP)

@@ -325,6 +325,10 @@ def settle(src: Client, dst: Client, cid: str, mid: str, made_volumes: list[str]
             "move journal; the source daemon finishes or undoes the move once the target answers",
             err=True,
         )
+        try:
+            src.post_json("/dockyard/containers/{0}/move/resolve", cid, body={"Later": True})
+        except errdefs.DockyardError:
+            pass  # the source daemon is down too: it settles the move at its next start
         return
     if outcome == "aborted":
         undo_target(dst, "", made_volumes)

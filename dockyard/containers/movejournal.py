@@ -97,7 +97,7 @@ class MoveJournal:
         self.containers = containers
         self.ask_peer = ask_peer  # (target address, move id) -> "committed" | "aborted"
         self.tombstones = tombstone_dir(containers.cfg.data_root)
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # ---- source -------------------------------------------------------------------------
 
@@ -182,8 +182,8 @@ class MoveJournal:
                 await asyncio.sleep(RETRY_SECONDS)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in list(self._tasks):
+            task.cancel()
 
     # ---- target -------------------------------------------------------------------------
 

@@ -140,6 +140,9 @@ async def move_leave(request: web.Request) -> web.Response:
 @routes.post("/dockyard/containers/{id}/move/resolve", body=bodies.MOVE_RESOLVE)
 async def move_resolve(request: web.Request) -> web.Response:
     body = await json_body(request)
+    if body.get("Later"):
+        _journal(request).settle_later(request.match_info["id"])
+        return web.json_response({"Result": "pending"})
     result = await _journal(request).resolve(
         request.match_info["id"], body.get("Outcome") or None, body.get("Attributes") or None
     )
