@@ -22,13 +22,14 @@ container carries the move's id, and its start (5) is the commit point; the fail
 and the success path both go through the target's decision (`/dockyard/moves/{id}/abort`)
 and the source's `resolve`, which a restarted source daemon also runs by itself.
 `DOCKYARD_MOVE_PAUSE_AT=<step>` (tests only; off when unset) makes the CLI stop for
-60 s at a step: stopped, created, sent, started. `--dry-run` stops after 1-2's questions and says what would be sent.
+60 s (or until SIGUSR1) at a step: stopped, created, sent, started. `--dry-run` stops after 1-2's questions and says what would be sent.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -289,8 +290,9 @@ def pause_at(step: str) -> None:
     """Test hook (off unless DOCKYARD_MOVE_PAUSE_AT names the step): hold the move here so
     a test can kill -9 a daemon or this CLI at a known point."""
     if os.environ.get(PAUSE_ENV) == step:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
         click.echo(f"paused at {step}", err=True)
-        time.sleep(60)
+        signal.sigtimedwait({signal.SIGUSR1}, 60)  # SIGUSR1: go on
 
 
 def move_id(cid: str) -> str:

@@ -165,7 +165,19 @@ class MoveJournal:
             if (r["Dockyard"].get("Move") or {}).get("Role") == "source"
         ]
         if pending:
-            self._task = asyncio.get_running_loop().create_task(self._recover(pending))
+            self._spawn(pending)
+
+    def settle_later(self, ref: str) -> None:
+        """The CLI could not reach the target: keep asking it from here until it answers."""
+        rec = self.containers.get(ref)
+        if (rec["Dockyard"].get("Move") or {}).get("Role") != "source":
+            raise errdefs.Conflict(f"container {rec['Id'][:12]} has no move in progress")
+        self._spawn([rec["Id"]])
+
+    def _spawn(self, pending: list[str]) -> None:
+        task = asyncio.get_running_loop().create_task(self._recover(pending))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _recover(self, pending: list[str]) -> None:
         while pending:
