@@ -62,19 +62,25 @@ def commit_arrival(rec: Record, data_root: Path) -> bool:
     """Before a start: a container a move made here becomes this daemon's for good, unless
     the move was aborted here (then it must never start). True when the record changed
     (the caller saves it before starting anything)."""
-    mid = (rec["Config"].get("Labels") or {}).get(MOVE_LABEL)
-    if not mid or (rec["Dockyard"].get("Move") or {}).get("Role") == "target":
+    labels = rec["Config"].get("Labels") or {}
+    mid = labels.get(MOVE_LABEL)
+    if not mid or rec["Dockyard"].get("Move"):
         return False
     if (tombstone_dir(data_root) / _check_id(mid)).exists():
         raise errdefs.Conflict(f"move {mid} was undone: container {rec['Id'][:12]} must not start here")
+    # the label was the journal's carrier; from here the record is (and a later move of
+    # this container to elsewhere must not find a stale label)
+    labels.pop(MOVE_LABEL, None)
     rec["Dockyard"]["Move"] = {"Id": mid, "Role": "target"}
     return True
 
 
 def uncommit_arrival(rec: Record) -> None:
     """A start that failed: the move did not arrive, the source may still take it back."""
-    if (rec["Dockyard"].get("Move") or {}).get("Role") == "target":
+    j = rec["Dockyard"].get("Move") or {}
+    if j.get("Role") == "target":
         rec["Dockyard"].pop("Move", None)
+        rec["Config"].setdefault("Labels", {})[MOVE_LABEL] = j["Id"]
 
 
 class Containers(Protocol):
@@ -109,7 +115,7 @@ class MoveJournal:
         async with svc.lock(cid):
             rec = svc.get(cid)
             now = rec["Dockyard"].get("Move")
-            if now and now.get("Id") != mid:
+            if now and now.get("Role") == "source" and now.get("Id") != mid:
                 raise errdefs.Conflict(
                     f"container {rec['Id'][:12]} is being moved to {now.get('To')} (move {now.get('Id')}): "
                     "that move must finish or be undone first"
