@@ -222,3 +222,9 @@ NODE_SPEC = struct("swarm.NodeSpec")
 SERVICE_SPEC = struct("swarm.ServiceSpec")
 SECRET_SPEC = struct("swarm.SecretSpec")
 CONFIG_SPEC = struct("swarm.ConfigSpec")
+# the move journal's routes (api/routes/move.py): a source's journal, its resolution, and
+# the target's `move` event with the CLI's figures
+MOVE_LEAVE = struct("dockyard.MoveLeave", ID=string(), To=string(), Live=boolean(), Checkpoint=string(),
+                    WithVolumes=boolean())  # fmt: skip
+MOVE_RESOLVE = struct("dockyard.MoveResolve", Outcome=string(), Attributes=STRING_MAP, Later=boolean())
+MOVE_ARRIVED = struct("dockyard.MoveArrived", Attributes=STRING_MAP)

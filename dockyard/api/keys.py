@@ -22,3 +22,4 @@ CHECKPOINTS: web.AppKey[Any] = web.AppKey("checkpoints")  # dockyard.containers.
 TRANSFERS: web.AppKey[Any] = web.AppKey("transfers")  # dockyard.containers.transfer.TransferService
 SWARM: web.AppKey[Any] = web.AppKey("swarm")  # dockyard.cluster.swarm.SwarmService
 CLUSTER: web.AppKey[Any] = web.AppKey("cluster")  # dockyard.cluster.services.ServiceManager
+MOVES: web.AppKey[Any] = web.AppKey("moves")  # dockyard.containers.movejournal.MoveJournal

@@ -19,8 +19,10 @@ the freeze resumable on the source from the very checkpoint that was taken:
    come back where their address and routes already are; see it running: the freeze ends;
 7. remove it from the source, and the checkpoint from the target.
 
-Not yet: memory sent ahead (lazy pages), a journal that finishes or undoes a move after a
-`kill -9` of a daemon or the CLI, `move` events.
+The move journal (cli/move.py's begin/mark/settle/finish, containers/movejournal.py)
+is written before the freeze; the target's restore is the commit point, so a `kill -9`
+of either daemon or of this CLI is finished or undone by the next daemon.
+Not yet: memory sent ahead (lazy pages).
 
 A failure in 4 leaves it running on the source (CRIU resumes it when a dump fails); in
 5-6 the target's container is removed and the source restores the checkpoint it took.
@@ -96,26 +98,33 @@ def live_move(src: Client, dst: Client, ref: str, *, with_volumes: bool, dry_run
     made_volumes: list[str] = []
     target_id = ""
     checkpoint = f"move-{int(time.time() * 1000)}"
-    dumped = False
+    mid = cold.move_id(cid)
     try:
         body, others = create_body(plan, image)
+        cold.mark(body, mid)
         made_volumes = cold.create_volumes(src, dst, plan)
         target_id = dst.post_json("/containers/create", body=body, params={"name": plan.name})["Id"]
         for net, cfg in others:
             dst.post_json(f"/networks/{net}/connect", body={"Container": target_id, "EndpointConfig": cfg})
+    except BaseException:
+        cold.undo_target(dst, target_id, made_volumes)  # nothing was frozen yet
+        raise
+    try:
+        cold.begin(src, dst, cid, mid, live=True, checkpoint=checkpoint, with_volumes=with_volumes)
         frozen_at = time.monotonic()
         src.post_json(
             "/containers/{0}/checkpoints", cid,
             body={"CheckpointID": checkpoint, "Exit": True, "TCPEstablished": True},
         )  # fmt: skip
-        dumped = True
         click.echo(f"checkpoint {checkpoint} taken in {time.monotonic() - frozen_at:.2f}s")
+        cold.pause_at("stopped")
         cold.stream(src, dst, f"/dockyard/containers/{cid}/layer", "PUT",
-                     f"/dockyard/containers/{target_id}/layer", "writable layer")  # fmt: skip
+                     f"/dockyard/containers/{target_id}/layer", "writable layer", plan=plan)  # fmt: skip
         cold.send_volumes(src, dst, plan, target_id)
         cold.stream(src, dst, f"/dockyard/containers/{cid}/checkpoints/{checkpoint}/archive", "PUT",
                      f"/dockyard/containers/{target_id}/checkpoints/{checkpoint}/archive",
-                     "checkpoint (processes and memory)")  # fmt: skip
+                     "checkpoint (processes and memory)", plan=plan)  # fmt: skip
+        cold.pause_at("sent")
         dst.request("POST", "/containers/{0}/start", target_id, params={"checkpoint": checkpoint}, stream=False)
         state = dst.inspect_container(target_id)["State"]
         if not state["Running"]:
@@ -123,13 +132,12 @@ def live_move(src: Client, dst: Client, ref: str, *, with_volumes: bool, dry_run
         frozen = time.monotonic() - frozen_at
     except BaseException as err:
         click.echo(f"move failed ({err}); resuming {plan.name} on the source", err=True)
-        cold.undo_target(dst, target_id, made_volumes)
-        if dumped:
-            src.request("POST", "/containers/{0}/start", cid, params={"checkpoint": checkpoint}, stream=False)
-            _forget(src, cid, checkpoint)
+        # the source restores from its checkpoint (or, had the dump failed, still runs)
+        cold.settle(src, dst, cid, mid, made_volumes)
         raise
+    cold.pause_at("started")
     _forget(dst, target_id, checkpoint)
-    src.remove_container(cid, v=with_volumes)
+    cold.finish(src, dst, cid, mid, plan, frozen)
     click.echo(
         f"moved {plan.name} live to {dst.host} as {target_id[:12]}: frozen {frozen * 1000:.0f} ms, "
         f"total {time.monotonic() - t_start:.2f}s"

@@ -16,12 +16,20 @@ one place a user can observe, and makes every failure resumable on the source:
 6. only then remove it from the source.
 
 Any failure in 3-5 removes what was made on the target and starts the container on the
-source again, unchanged. `--dry-run` stops after 1-2's questions and says what would be sent.
+source again, unchanged. A `kill -9` of a daemon or of this CLI is covered by the move
+journal (containers/movejournal.py): before 3 the source records the move; the target's
+container carries the move's id, and its start (5) is the commit point; the failure path
+and the success path both go through the target's decision (`/dockyard/moves/{id}/abort`)
+and the source's `resolve`, which a restarted source daemon also runs by itself.
+`DOCKYARD_MOVE_PAUSE_AT=<step>` (tests only; off when unset) makes the CLI stop for
+60 s (or until SIGUSR1) at a step: stopped, created, sent, started. `--dry-run` stops after 1-2's questions and says what would be sent.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -44,6 +52,7 @@ class Plan:
     volumes: list[dict[str, Any]]  # the container's volume mounts (Name, Destination)
     send_volumes: list[dict[str, Any]] = field(default_factory=list)
     size_rw: int = 0
+    sent: int = 0  # bytes sent so far (the `move` events' figure)
 
     @property
     def name(self) -> str:
@@ -157,7 +166,8 @@ def _counted(chunks: Iterator[bytes], total: list[int]) -> Iterator[bytes]:
 
 
 def stream(src: Client, dst: Client, src_path: str, dst_method: str, dst_path: str, what: str,
-            src_params: dict[str, Any] | None = None, dst_params: dict[str, Any] | None = None) -> Any:  # fmt: skip
+            src_params: dict[str, Any] | None = None, dst_params: dict[str, Any] | None = None,
+            plan: Plan | None = None) -> Any:  # fmt: skip
     t0 = time.monotonic()
     resp = src.request("GET", src_path, params=src_params)
     total = [0]
@@ -168,6 +178,8 @@ def stream(src: Client, dst: Client, src_path: str, dst_method: str, dst_path: s
     if dst_path == "/images/load":
         for _ in dst.iter_json(out):  # the load's progress; an error entry raises
             pass
+    if plan is not None:
+        plan.sent += total[0]
     dt = max(time.monotonic() - t0, 1e-6)
     click.echo(f"sent {what}: {_human(total[0])} in {dt:.2f}s ({_human(total[0] / dt)}/s)")
     return out
@@ -228,24 +240,31 @@ def move(
     send_image(src, dst, plan)
     image = image_ref_for_target(dst, plan)
     was_running = bool(src.inspect_container(cid)["State"]["Running"])
+    mid = move_id(cid)
+    begin(src, dst, cid, mid, live=False, checkpoint="", with_volumes=with_volumes)
     frozen_at = time.monotonic()
     if was_running:
         try:
             src.stop(cid, timeout=stop_timeout)
         except errdefs.NotModified:
             pass
+    pause_at("stopped")
     made_volumes: list[str] = []
     target_id = ""
+    frozen = 0.0
     try:
         body, others = create_body(plan, image)
+        mark(body, mid)
         made_volumes = create_volumes(src, dst, plan)
         created = dst.post_json("/containers/create", body=body, params={"name": plan.name})
         target_id = created["Id"]
         for net, cfg in others:
             dst.post_json(f"/networks/{net}/connect", body={"Container": target_id, "EndpointConfig": cfg})
+        pause_at("created")
         stream(src, dst, f"/dockyard/containers/{cid}/layer", "PUT", f"/dockyard/containers/{target_id}/layer",
-                "writable layer")  # fmt: skip
+                "writable layer", plan=plan)  # fmt: skip
         send_volumes(src, dst, plan, target_id)
+        pause_at("sent")
         if was_running:
             dst.start(target_id)
             state = dst.inspect_container(target_id)["State"]
@@ -253,15 +272,80 @@ def move(
                 raise errdefs.Internal(
                     f"the container did not keep running on the target: exit {state['ExitCode']}"
                 )
-            click.echo(f"running on {dst.host} after {time.monotonic() - frozen_at:.2f}s stopped")
+            frozen = time.monotonic() - frozen_at
+            click.echo(f"running on {dst.host} after {frozen:.2f}s stopped")
     except BaseException as err:
         click.echo(f"move failed ({err}); resuming {plan.name} on the source", err=True)
-        undo_target(dst, target_id, made_volumes)
-        if was_running:
-            src.start(cid)
+        settle(src, dst, cid, mid, made_volumes)
         raise
-    src.remove_container(cid, v=with_volumes)
+    pause_at("started")
+    finish(src, dst, cid, mid, plan, frozen)
     click.echo(f"moved {plan.name} to {dst.host} as {target_id[:12]}")
+
+
+PAUSE_ENV = "DOCKYARD_MOVE_PAUSE_AT"
+
+
+def pause_at(step: str) -> None:
+    """Test hook (off unless DOCKYARD_MOVE_PAUSE_AT names the step): hold the move here so
+    a test can kill -9 a daemon or this CLI at a known point."""
+    if os.environ.get(PAUSE_ENV) == step:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+        click.echo(f"paused at {step}", err=True)
+        signal.sigtimedwait({signal.SIGUSR1}, 60)  # SIGUSR1: go on
+
+
+def move_id(cid: str) -> str:
+    return f"{cid[:12]}-{int(time.time() * 1000)}"
+
+
+def mark(body: dict[str, Any], mid: str) -> None:
+    """The target's half of the journal: the container it creates carries the move's id."""
+    body["Labels"] = {**(body.get("Labels") or {}), MOVE_LABEL: mid}
+
+
+MOVE_LABEL = "org.dockyard.move"  # containers/movejournal.py reads it on the target
+
+
+def begin(src: Client, dst: Client, cid: str, mid: str, *, live: bool, checkpoint: str, with_volumes: bool) -> None:
+    """The source's half of the journal, before anything irreversible."""
+    src.post_json(
+        "/dockyard/containers/{0}/move", cid,
+        body={"ID": mid, "To": dst.host, "Live": live, "Checkpoint": checkpoint, "WithVolumes": with_volumes},
+    )  # fmt: skip
+
+
+def settle(src: Client, dst: Client, cid: str, mid: str, made_volumes: list[str]) -> None:
+    """A failed move: the target decides (it removes an uncommitted container and fences
+    the move), then the source finishes or undoes accordingly. If the target cannot be
+    asked, nothing is started on the source: its daemon settles it once it can."""
+    try:
+        outcome = str(dst.post_json("/dockyard/moves/{0}/abort", mid, body={})["Outcome"])
+    except errdefs.DockyardError as err:
+        click.echo(
+            f"the target cannot be asked ({err}): the container stays stopped on the source with its "
+            "move journal; the source daemon finishes or undoes the move once the target answers",
+            err=True,
+        )
+        try:
+            src.post_json("/dockyard/containers/{0}/move/resolve", cid, body={"Later": True})
+        except errdefs.DockyardError:
+            pass  # the source daemon is down too: it settles the move at its next start
+        return
+    if outcome == "aborted":
+        undo_target(dst, "", made_volumes)
+    try:
+        src.post_json("/dockyard/containers/{0}/move/resolve", cid, body={"Outcome": outcome})
+    except errdefs.DockyardError as err:
+        click.echo(f"the source cannot settle the move yet ({err}); its daemon does at its next start", err=True)
+
+
+def finish(src: Client, dst: Client, cid: str, mid: str, plan: Plan, frozen: float) -> None:
+    """The target has it (it commits a container that was not running now): the source
+    removes its copy; both publish `move` events."""
+    attrs = {"frozenMs": str(int(frozen * 1000)), "bytes": str(plan.sent), "from": src.host}
+    dst.post_json("/dockyard/moves/{0}/arrived", mid, body={"Attributes": attrs})
+    src.post_json("/dockyard/containers/{0}/move/resolve", cid, body={"Outcome": "committed", "Attributes": attrs})
 
 
 def send_image(src: Client, dst: Client, plan: Plan) -> None:
@@ -269,7 +353,8 @@ def send_image(src: Client, dst: Client, plan: Plan) -> None:
     if plan.missing or not _has_image(dst, plan.image_id):
         stream(src, dst, f"/dockyard/images/{plan.image_id}/archive", "POST", "/images/load",
                 f"image ({len(plan.missing)} layers)",
-                src_params={"skip": [d for d in plan.layers if d not in plan.missing]}, dst_params={"quiet": "1"})  # fmt: skip
+                src_params={"skip": [d for d in plan.layers if d not in plan.missing]}, dst_params={"quiet": "1"},
+                plan=plan)  # fmt: skip
 
 
 def create_volumes(src: Client, dst: Client, plan: Plan) -> list[str]:
@@ -289,7 +374,7 @@ def send_volumes(src: Client, dst: Client, plan: Plan, target_id: str) -> None:
         if tm is None or tm.get("Type") != "volume":
             raise errdefs.Internal(f"the target container has no volume at {m['Destination']}")
         stream(src, dst, f"/dockyard/volumes/{m['Name']}/content", "PUT",
-                f"/dockyard/volumes/{tm['Name']}/content", f"volume {m['Name']}")  # fmt: skip
+                f"/dockyard/volumes/{tm['Name']}/content", f"volume {m['Name']}", plan=plan)  # fmt: skip
 
 
 def undo_target(dst: Client, target_id: str, made_volumes: list[str]) -> None:

@@ -29,7 +29,7 @@ from dockyard._sys.fs import write_atomic
 from dockyard._sys.netns import pin_new_netns, set_loopback_up, unpin_netns
 from dockyard.containers import checkpoint as checkpoints
 from dockyard.containers import health as healthcheck
-from dockyard.containers import hostconfig, links, logconfig, names, state, subpaths
+from dockyard.containers import hostconfig, links, logconfig, movejournal, names, state, subpaths
 from dockyard.containers import mounts as mountplan
 from dockyard.containers import security as secopts
 from dockyard.containers.attach import AttachConnection
@@ -494,7 +494,17 @@ class ContainerService:
                     restore = checkpoints.restore_for(
                         rec, self.bundle(cid), checkpoint, checkpoint_dir, checkpoints.criu_binary(self.cfg.criu)
                     )
-                await self._start_locked(rec, restore, user=True)
+                # the commit point of a move to this daemon, recorded before anything runs
+                arriving = movejournal.commit_arrival(rec, self.cfg.data_root)
+                if arriving:
+                    self.save(rec)
+                try:
+                    await self._start_locked(rec, restore, user=True)
+                except BaseException:
+                    if arriving:  # it did not arrive: the source may still take it back
+                        movejournal.uncommit_arrival(rec)
+                        self.save(rec)
+                    raise
         except (errdefs.NotModified, errdefs.Conflict):
             raise
         except BaseException:

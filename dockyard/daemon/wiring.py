@@ -27,11 +27,13 @@ from dockyard.api.routes import swarm as swarm_routes
 from dockyard.api.routes import system as system_routes
 from dockyard.api.routes import volumes as volume_routes
 from dockyard.build.service import BuildService
+from dockyard.client import Client
 from dockyard.cluster.services import ServiceManager
 from dockyard.cluster.swarm import SwarmService
 from dockyard.containers.checkpoint import CheckpointService
 from dockyard.containers.exec import ExecService
 from dockyard.containers.health import HealthMonitor
+from dockyard.containers.movejournal import MoveJournal
 from dockyard.containers.service import ContainerService
 from dockyard.containers.transfer import TransferService
 from dockyard.daemon.config import DaemonConfig
@@ -53,6 +55,7 @@ class Graph:
     execs: ExecService | None = None
     builds: BuildService | None = None
     swarm: SwarmService | None = None
+    moves: MoveJournal | None = None
 
     async def start(self) -> None:
         if self.networks is not None:
@@ -61,6 +64,8 @@ class Graph:
         if self.execs is not None:
             await self.execs.reconcile()
         await self.containers.supervise()  # restart policies and healthchecks, once all is adopted
+        if self.moves is not None:
+            self.moves.start_recovery()  # moves the previous daemon left half done
         if self.builds is not None:
             await self.builds.recover()
         if self.swarm is not None:
@@ -69,6 +74,8 @@ class Graph:
     async def stop(self) -> None:
         if self.swarm is not None:
             await self.swarm.close()
+        if self.moves is not None:
+            await self.moves.close()
         if self.containers.health is not None:
             await self.containers.health.close()  # no probe may outlive us unwatched
         if self.execs is not None:
@@ -126,9 +133,17 @@ def build(cfg: DaemonConfig) -> Graph:
     app[keys.CHECKPOINTS] = CheckpointService(containers)
     checkpoint_routes.routes.install(app)
     app[keys.TRANSFERS] = TransferService(containers, images, volumes, cfg.data_root / "tmp")
+    moves = app[keys.MOVES] = MoveJournal(containers, _ask_move_target)
     move_routes.routes.install(app)
     swarm = app[keys.SWARM] = SwarmService(cfg, versions.ENGINE_VERSION, containers, events, networks)
     app[keys.CLUSTER] = ServiceManager(swarm)
     swarm_routes.routes.install(app)
     service_routes.routes.install(app)
-    return Graph(app, store, containers, networks, execs, builds, swarm)
+    return Graph(app, store, containers, networks, execs, builds, swarm, moves)
+
+
+def _ask_move_target(address: str, move_id: str) -> str:
+    """Blocking: the target's decision on a move this daemon was the source of (the
+    target's address as the CLI gave it; a TLS target needs the daemon's DOCKER_CERT_PATH)."""
+    answer = Client(address).post_json("/dockyard/moves/{0}/abort", move_id, body={})
+    return str(answer["Outcome"])

@@ -10,6 +10,10 @@
     GET  /dockyard/move/capabilities         {"Cold": true, "Live": bool, "LiveProblem": why not}
     GET  /dockyard/containers/{id}/checkpoints/{name}/archive   a finished checkpoint (tar)
     PUT  /dockyard/containers/{id}/checkpoints/{name}/archive   receive one (live move)
+    POST /dockyard/containers/{id}/move      the source's journal, before the stop/freeze
+    POST /dockyard/containers/{id}/move/resolve   {"Outcome"?}: finish or undo it there
+    POST /dockyard/moves/{id}/abort          the target decides: {"Outcome": committed|aborted}
+    POST /dockyard/moves/{id}/arrived        the target's `move` event, with the CLI's figures
 
 The images are then loaded with Docker's own `POST /images/load`.
 """
@@ -106,10 +110,52 @@ async def checkpoint_archive(request: web.Request) -> web.StreamResponse:
 
 @routes.put("/dockyard/containers/{id}/checkpoints/{name}/archive", body="stream")
 async def receive_checkpoint(request: web.Request) -> web.Response:
-    await _svc(request).receive_checkpoint(request.match_info["id"], request.match_info["name"], _body(request))
+    await _svc(request).receive_checkpoint(
+        request.match_info["id"], request.match_info["name"], _body(request)
+    )
     return web.Response(status=204)
 
 
 @routes.get("/dockyard/move/capabilities")
 async def capabilities(request: web.Request) -> web.Response:
     return web.json_response(await _svc(request).capabilities())
+
+
+def _journal(request: web.Request) -> Any:
+    return request.app[keys.MOVES]
+
+
+@routes.post("/dockyard/containers/{id}/move", body=bodies.MOVE_LEAVE)
+async def move_leave(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    if not body.get("ID") or not body.get("To"):
+        raise InvalidArgument("ID and To are required")
+    await _journal(request).leave(
+        request.match_info["id"], str(body["ID"]), str(body["To"]), live=bool(body.get("Live")),
+        checkpoint=str(body.get("Checkpoint") or ""), with_volumes=bool(body.get("WithVolumes")),
+    )  # fmt: skip
+    return web.Response(status=204)
+
+
+@routes.post("/dockyard/containers/{id}/move/resolve", body=bodies.MOVE_RESOLVE)
+async def move_resolve(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    if body.get("Later"):
+        _journal(request).settle_later(request.match_info["id"])
+        return web.json_response({"Result": "pending"})
+    result = await _journal(request).resolve(
+        request.match_info["id"], body.get("Outcome") or None, body.get("Attributes") or None
+    )
+    return web.json_response({"Result": result})
+
+
+@routes.post("/dockyard/moves/{id}/abort")
+async def move_abort(request: web.Request) -> web.Response:
+    return web.json_response(await _journal(request).abort(request.match_info["id"]))
+
+
+@routes.post("/dockyard/moves/{id}/arrived", body=bodies.MOVE_ARRIVED)
+async def move_arrived(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    await _journal(request).arrived(request.match_info["id"], body.get("Attributes") or {})
+    return web.Response(status=204)
