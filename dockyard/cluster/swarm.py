@@ -489,8 +489,10 @@ class SwarmService:
     # -- guards ---------------------------------------------------------------------------
 
     def member_state(self, swarm_route: bool = False) -> ClusterState:
-        """The store, or Docker's 503: `/swarm*` routes say the node is in no swarm; the
-        others (nodes, services, tasks, secrets, configs) that it is no manager."""
+        """The store, or Docker's 503: `swarm_route` (leave, and the record a member reads)
+        says the node is in no swarm; the rest (GET /swarm, update, unlockkey, nodes,
+        services, tasks, secrets, configs) that it is no manager — dockerd's words, compared
+        live by tests/integration/test_api_conformance.py."""
         if self.local is None or self.store is None:
             raise NotInSwarm(NOT_IN_SWARM if swarm_route else NO_MANAGER)
         return self.store
@@ -697,12 +699,12 @@ class SwarmService:
         return out
 
     async def inspect(self) -> dict[str, Any]:
-        self.manager_state(swarm_route=True)
+        self.manager_state()
         return self._view(await self.cluster_record(), True)
 
     async def update(self, spec: dict[str, Any], version: int | None, rotate_worker: bool, rotate_manager: bool,
                      rotate_unlock: bool) -> None:  # fmt: skip
-        s = self.manager_state(swarm_route=True)
+        s = self.manager_state()
         obj = await self.cluster_record()
         if version is None:
             raise errdefs.InvalidArgument("invalid swarm version: the version parameter is required")
@@ -724,7 +726,7 @@ class SwarmService:
             )
 
     def unlock_key(self) -> dict[str, str]:
-        self.manager_state(swarm_route=True)
+        self.manager_state()
         return {"UnlockKey": ""}  # autolock is refused, so there is never a key
 
     # -- the join endpoint's side (managers) ----------------------------------------------
