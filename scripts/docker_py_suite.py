@@ -142,11 +142,12 @@ def run_suite(tree: Path, deps: Path, host: str, report: Path, select: list[str]
     ignores.append("--ignore=tests/integration/credentials")
     env = {**os.environ, "DOCKER_HOST": host, "PYTHONPATH": f"{deps}:{tree}"}
     env.pop("DOCKER_TEST_API_VERSION", None)
-    subprocess.run(
-        [sys.executable, "-m", "pytest", *(select or ["tests/integration"]), *ignores, "-q",
-         "-p", "no:cacheprovider", "--timeout", "180", f"--junitxml={report}", "-o", "junit_family=xunit1"],
-        cwd=tree, env=env, stdout=open(report.with_suffix(".log"), "w"), stderr=subprocess.STDOUT, check=False,
-    )  # fmt: skip
+    with open(report.with_suffix(".log"), "w") as log:
+        subprocess.run(
+            [sys.executable, "-m", "pytest", *(select or ["tests/integration"]), *ignores, "-q",
+             "-p", "no:cacheprovider", "--timeout", "180", f"--junitxml={report}", "-o", "junit_family=xunit1"],
+            cwd=tree, env=env, stdout=log, stderr=subprocess.STDOUT, check=False,
+        )  # fmt: skip
 
 
 def run_engine(engine: str, tree: Path, deps: Path, out: Path, select: list[str]) -> None:
