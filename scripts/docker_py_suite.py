@@ -11,7 +11,8 @@ What it does:
 - keeps docker-py's `tests/` at the tag of the installed docker-py in a cache directory
   (--cache, default /var/tmp/dockyard-docker-py-suite), taken with `git archive` from a
   local clone (--source, e.g. a mirror) or cloned from GitHub;
-- installs paramiko (docker-py's tests/helpers.py imports it) into that cache with pip;
+- installs paramiko (docker-py's tests/helpers.py imports it) and websocket-client (the
+  attach websocket test) into that cache with pip;
 - starts a dockyardd of its own (tests/conftest.py's make_daemon: own data root, socket and
   bridge) and Debian's dockerd on its own roots and socket with `--bridge none
   --iptables=false`, holding /tmp/dockyard-real-dockerd.lock as the real_docker fixture does;
@@ -85,8 +86,8 @@ def _git_dir(p: Path) -> str:
 
 def prepare_deps(cache: Path) -> Path:
     deps = cache / "deps"
-    if not (deps / "paramiko").exists():
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--target", str(deps), "paramiko"], check=True)
+    if not (deps / "websocket").exists():
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--target", str(deps), "paramiko", "websocket-client"], check=True)
     return deps
 
 

@@ -1,0 +1,54 @@
+"""`platform` parameters as dockerd parses them (containerd's platforms.Parse), through
+docker-py: found by docker-py's own integration suite (scripts/docker_py_suite.py), whose
+test_build_invalid_platform and test_pull_invalid_platform look for containerd's words."""
+
+from __future__ import annotations
+
+import io
+
+import docker
+import pytest
+
+from dockyard import errdefs
+from dockyard.images import platforms
+
+
+def test_pull_refuses_a_bad_platform_before_the_registry(docker_py: docker.DockerClient) -> None:
+    # docker.io is not reachable (nor allowed) here: dockerd checks the platform first
+    with pytest.raises(docker.errors.APIError) as exc:
+        docker_py.api.pull("hello-world", tag="latest", platform="foobar")
+    assert exc.value.status_code == 400
+    assert '"foobar": unknown operating system or architecture' in str(exc.value)
+
+
+def test_build_refuses_a_bad_platform_with_containerds_words(docker_py: docker.DockerClient, busybox: str) -> None:
+    with pytest.raises(docker.errors.APIError) as exc:
+        for _ in docker_py.api.build(fileobj=io.BytesIO(b"FROM busybox\n"), platform="foobar"):
+            pass
+    assert exc.value.status_code == 400
+    assert "unknown operating system" in str(exc.value)
+    # a lone OS or architecture is a platform, as in dockerd
+    out = list(docker_py.api.build(fileobj=io.BytesIO(b"FROM busybox\n"), platform="amd64", decode=True))
+    assert "Successfully built" in out[-1].get("stream", ""), out
+    image_id = next(m["aux"]["ID"] for m in out if "aux" in m)
+    docker_py.api.remove_image(image_id)
+
+
+@pytest.mark.parametrize(
+    ("spec", "want"),
+    [
+        ("linux", platforms.Platform("linux", "amd64")),
+        ("x86_64", platforms.Platform("linux", "amd64")),
+        ("linux/aarch64", platforms.Platform("linux", "arm64")),
+        ("linux/armhf", platforms.Platform("linux", "arm", "v7")),
+        ("windows/amd64", platforms.Platform("windows", "amd64")),
+    ],
+)
+def test_parse(spec: str, want: platforms.Platform) -> None:
+    assert platforms.parse(spec) == want
+
+
+@pytest.mark.parametrize("spec", ["foobar", "linux//", "a/b/c/d", "linux/*"])
+def test_parse_refuses(spec: str) -> None:
+    with pytest.raises(errdefs.InvalidArgument):
+        platforms.parse(spec)
