@@ -1,6 +1,8 @@
-"""`platform` parameters as dockerd parses them (containerd's platforms.Parse), through
-docker-py: found by docker-py's own integration suite (scripts/docker_py_suite.py), whose
-test_build_invalid_platform and test_pull_invalid_platform look for containerd's words."""
+"""Differences docker-py's own integration suite (scripts/docker_py_suite.py) found between
+dockyardd and dockerd, each fixed and checked here through docker-py: `platform` parameters
+parsed as dockerd does (containerd's platforms.Parse and its words, which the suite's
+test_build_invalid_platform and test_pull_invalid_platform look for), and build options
+dockerd refuses (squash without experimental mode, isolation) refused instead of ignored."""
 
 from __future__ import annotations
 
@@ -52,3 +54,23 @@ def test_parse(spec: str, want: platforms.Platform) -> None:
 def test_parse_refuses(spec: str) -> None:
     with pytest.raises(errdefs.InvalidArgument):
         platforms.parse(spec)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"squash": True}, "squash is only supported with experimental mode"),
+        ({"isolation": "hyperv"}, 'unsupported isolation: "hyperv"'),
+    ],
+)
+def test_build_refuses_what_dockerd_refuses(
+    docker_py: docker.DockerClient, busybox: str, kwargs: dict[str, object], words: str
+) -> None:
+    # docker-py's test_build_squash: the option was ignored and an unsquashed image built
+    before = {i.id for i in docker_py.images.list(all=True)}
+    with pytest.raises(docker.errors.APIError) as exc:
+        for _ in docker_py.api.build(fileobj=io.BytesIO(b"FROM busybox\nRUN echo x > /x\n"), **kwargs):
+            pass
+    assert exc.value.status_code == 400
+    assert words in str(exc.value)
+    assert {i.id for i in docker_py.images.list(all=True)} == before
