@@ -18,9 +18,10 @@ What it does:
   --iptables=false`, holding /tmp/dockyard-real-dockerd.lock as the real_docker fixture does;
 - makes the images the tests use, all from the busybox rootfs of scripts/busybox-rootfs.sh
   (no registry is reachable here):
-    alpine:3.10 (docker-py's TEST_IMG), alpine:latest, busybox:latest -> busybox, CMD ["sh"].
-  Tests that need what only alpine has (a postgres user, /var/opt) or Docker Hub fail on
-  both engines, so they do not show up as differences;
+    busybox:latest -> that rootfs, CMD ["sh"] (what `make run` imports);
+    alpine:3.10 (docker-py's TEST_IMG), alpine:latest -> that rootfs plus alpine's postgres
+      user (uid 70) and /var/opt, which exec tests use; CMD ["/bin/sh"] as alpine's.
+  Tests that need Docker Hub fail on both engines, so they do not show up as differences;
 - runs the suite without the swarm/service/node/secret/config/plugin modules (features of
   other issues; both engines run outside a swarm) and compares the junit reports.
 """
@@ -91,10 +92,33 @@ def prepare_deps(cache: Path) -> Path:
     return deps
 
 
+def _alpine_rootfs() -> bytes:
+    """The busybox rootfs with what docker-py's tests use of alpine besides busybox: its
+    postgres user (uid 70, exec `user=`) and /var/opt (exec `workdir=`)."""
+    base = subprocess.run([str(REPO / "scripts" / "busybox-rootfs.sh")], capture_output=True, check=True).stdout
+    extra = {"./etc/passwd": b"postgres:x:70:70:postgres:/var/lib/postgresql:/bin/sh\n", "./etc/group": b"postgres:x:70:\n"}
+    out = io.BytesIO()
+    with tarfile.open(fileobj=io.BytesIO(base)) as src, tarfile.open(fileobj=out, mode="w") as dst:
+        for m in src.getmembers():
+            data = src.extractfile(m).read() if m.isfile() else None  # type: ignore[union-attr]
+            if data is not None and m.name in extra:
+                data += extra[m.name]
+                m.size = len(data)
+            dst.addfile(m, io.BytesIO(data) if data is not None else None)
+        opt = tarfile.TarInfo("./var/opt")
+        opt.type, opt.mode = tarfile.DIRTYPE, 0o755
+        dst.addfile(opt)
+    return out.getvalue()
+
+
 def make_images(host: str) -> None:
-    import_busybox(host, STAND_INS[0])
-    for ref in STAND_INS[1:]:
-        subprocess.run(["docker", "tag", STAND_INS[0], ref], check=True, env={**os.environ, "DOCKER_HOST": host})
+    env = {**os.environ, "DOCKER_HOST": host}
+    import_busybox(host, "busybox:latest")
+    subprocess.run(
+        ["docker", "import", "-c", 'CMD ["/bin/sh"]', "-", STAND_INS[0]], input=_alpine_rootfs(), env=env,
+        capture_output=True, check=True,
+    )  # fmt: skip
+    subprocess.run(["docker", "tag", STAND_INS[0], STAND_INS[1]], check=True, env=env)
 
 
 class RealDockerd:
