@@ -165,8 +165,13 @@ def run_suite(tree: Path, deps: Path, host: str, report: Path, select: list[str]
     ignores = [f"--ignore=tests/integration/{m}" for m in SKIPPED_MODULES]
     # the credentials tests need docker-credential-* helpers, not an engine
     ignores.append("--ignore=tests/integration/credentials")
-    env = {**os.environ, "DOCKER_HOST": host, "PYTHONPATH": f"{deps}:{tree}"}
-    env.pop("DOCKER_TEST_API_VERSION", None)
+    # a HOME of its own per engine: the context tests write ~/.docker/contexts, and the two
+    # runs go on at the same time
+    home = report.with_suffix(".home")
+    home.mkdir(exist_ok=True)
+    env = {**os.environ, "DOCKER_HOST": host, "PYTHONPATH": f"{deps}:{tree}", "HOME": str(home)}
+    for var in ("DOCKER_TEST_API_VERSION", "DOCKER_CONFIG", "DOCKER_CONTEXT", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH"):
+        env.pop(var, None)
     with open(report.with_suffix(".log"), "w") as log:
         subprocess.run(
             [sys.executable, "-m", "pytest", *(select or ["tests/integration"]), *ignores, "-q",
