@@ -162,6 +162,7 @@ class RealDockerd:
 
 
 def run_suite(tree: Path, deps: Path, host: str, report: Path, select: list[str]) -> None:
+    extra = os.environ.get("DOCKER_PY_SUITE_PYTEST_ARGS", "").split()
     ignores = [f"--ignore=tests/integration/{m}" for m in SKIPPED_MODULES]
     # the credentials tests need docker-credential-* helpers, not an engine
     ignores.append("--ignore=tests/integration/credentials")
@@ -175,7 +176,7 @@ def run_suite(tree: Path, deps: Path, host: str, report: Path, select: list[str]
     with open(report.with_suffix(".log"), "w") as log:
         subprocess.run(
             [sys.executable, "-m", "pytest", *(select or ["tests/integration"]), *ignores, "-q",
-             "-p", "no:cacheprovider", "--timeout", "180", f"--junitxml={report}", "-o", "junit_family=xunit1"],
+             "-p", "no:cacheprovider", "--timeout", "180", *extra, f"--junitxml={report}", "-o", "junit_family=xunit1"],
             cwd=tree, env=env, stdout=log, stderr=subprocess.STDOUT, check=False,
         )  # fmt: skip
 

@@ -30,7 +30,9 @@ def test_build_refuses_a_bad_platform_with_containerds_words(docker_py: docker.D
     assert exc.value.status_code == 400
     assert "unknown operating system" in str(exc.value)
     # a lone OS or architecture is a platform, as in dockerd
-    out = list(docker_py.api.build(fileobj=io.BytesIO(b"FROM busybox\n"), platform="amd64", decode=True))
+    # (a step of its own, so that the image removed below is not busybox itself)
+    df = io.BytesIO(b"FROM busybox\nLABEL dockyard.test=platform\n")
+    out = list(docker_py.api.build(fileobj=df, platform="amd64", decode=True))
     assert "Successfully built" in out[-1].get("stream", ""), out
     image_id = next(m["aux"]["ID"] for m in out if "aux" in m)
     docker_py.api.remove_image(image_id)
@@ -74,3 +76,16 @@ def test_build_refuses_what_dockerd_refuses(
     assert exc.value.status_code == 400
     assert words in str(exc.value)
     assert {i.id for i in docker_py.images.list(all=True)} == before
+
+
+def test_create_field_names_match_case_insensitively(docker_py: docker.DockerClient, busybox: str) -> None:
+    # docker-py spells them CPURealtimePeriod/CPURealtimeRuntime; Go's decoder (and so
+    # dockerd) matches field names case-insensitively: they were stored and ignored
+    hc = docker_py.api.create_host_config(cpu_rt_period=1000, cpu_rt_runtime=500)
+    assert "CPURealtimeRuntime" in hc
+    cid = docker_py.api.create_container(busybox, "true", host_config=hc)["Id"]
+    try:
+        got = docker_py.api.inspect_container(cid)["HostConfig"]
+        assert (got["CpuRealtimePeriod"], got["CpuRealtimeRuntime"]) == (1000, 500)
+    finally:
+        docker_py.api.remove_container(cid, force=True)
