@@ -167,9 +167,11 @@ def run_suite(tree: Path, deps: Path, host: str, report: Path, select: list[str]
     # the credentials tests need docker-credential-* helpers, not an engine
     ignores.append("--ignore=tests/integration/credentials")
     # a HOME of its own per engine: the context tests write ~/.docker/contexts, and the two
-    # runs go on at the same time
+    # runs go on at the same time. Without a ~/.docker/config.json docker-py keeps contexts in
+    # ./contexts, the shared tree: so there is one.
     home = report.with_suffix(".home")
-    home.mkdir(exist_ok=True)
+    (home / ".docker").mkdir(parents=True, exist_ok=True)
+    (home / ".docker" / "config.json").write_text("{}\n")
     env = {**os.environ, "DOCKER_HOST": host, "PYTHONPATH": f"{deps}:{tree}", "HOME": str(home)}
     for var in ("DOCKER_TEST_API_VERSION", "DOCKER_CONFIG", "DOCKER_CONTEXT", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH"):
         env.pop(var, None)
