@@ -181,6 +181,28 @@ def check(v: Any, schema: Schema, struct: str = "", path: list[str] | None = Non
         raise _type_error(v, schema, struct, path)
 
 
+def canonical(v: Any, schema: Schema) -> Any:
+    """`v` with each struct field name spelled as the schema spells it. Go's decoder matches
+    field names case-insensitively (an exact match first), and clients rely on it: docker-py
+    sends `CPURealtimeRuntime` and `detachKeys`. Map keys (labels, options) are data and kept."""
+    if isinstance(v, dict) and "properties" in schema:
+        props: dict[str, Schema] = schema["properties"]
+        folded: dict[str, str] = {k.lower(): k for k in props}
+        out: dict[str, Any] = {}
+        for raw_key, item in v.items():
+            key = str(raw_key)  # JSON object keys are strings
+            name = key if key in props else folded.get(key.lower(), key)
+            if name != key and name in v:
+                continue  # the exact spelling is there too: Go keeps the field it names
+            out[name] = canonical(item, props[name]) if name in props else item
+        return out
+    if isinstance(v, dict) and "additionalProperties" in schema:
+        return {k: canonical(item, schema["additionalProperties"]) for k, item in v.items()}
+    if isinstance(v, list) and "items" in schema:
+        return [canonical(item, schema["items"]) for item in v]
+    return v
+
+
 async def _read_capped(request: web.Request) -> bytes:
     if request.content_length is not None and request.content_length > MAX_JSON_BODY:
         raise BodyTooLarge()
@@ -207,5 +229,6 @@ async def json_body(request: web.Request, *, required: bool = True) -> dict[str,
         return {}
     if not isinstance(data, dict):
         raise _type_error(data, schema, "", [])
-    check(data, schema)
-    return data
+    fixed: dict[str, Any] = canonical(data, schema)
+    check(fixed, schema)
+    return fixed

@@ -33,6 +33,7 @@ from dockyard.build.model import BuildError, BuildOptions
 from dockyard.build.ports import BaseImagePuller, BuildImages, StepRunner
 from dockyard.build.session import BuildSession, Services
 from dockyard.build.stages import StageGraph
+from dockyard.images import platforms
 
 __all__ = ["BuildError", "BuildOptions", "Builder"]
 
@@ -60,7 +61,7 @@ class Builder:
         return {"builds_running": self._builds}
 
     async def build(self, ctx: ctxmod.Context, opts: BuildOptions, emit: progress.Emit) -> str:
-        if opts.platform and not opts.platform.startswith("linux"):
+        if opts.platform and platforms.parse(opts.platform).os != "linux":
             raise BuildError(f'"{opts.platform}" is not a supported platform')
         images = self._svc.images
         targets = [images.parse_target(t, None) for t in opts.tags]  # bad tags fail first

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dockyard import errdefs
-from dockyard.images import reference
+from dockyard.images import platforms, reference
 from dockyard.images.endpoints import RegistrySettings
 from dockyard.images.progress import Event
 from dockyard.images.pull import pull
@@ -47,6 +47,8 @@ class DistributionService:
     def pull(
         self, name: str, tag: str, auth_header: str | None, platform: str | None = None
     ) -> AsyncGenerator[Event, None]:
+        if platform:
+            platforms.parse(platform)  # dockerd refuses a bad platform before it looks at the name
         ref = _ref(name, tag)
         return pull(self.images, self.settings, ref, decode_registry_auth(auth_header), platform)
 

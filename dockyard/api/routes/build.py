@@ -49,7 +49,18 @@ def _json_param(request: web.Request, name: str, kind: type) -> Any:
     return val
 
 
+def _refuse_unsupported(request: web.Request) -> None:
+    """What dockerd (not experimental, on Linux) refuses, with its words, rather than build
+    something else than was asked."""
+    if qbool(request, "squash"):
+        raise errdefs.InvalidArgument("squash is only supported with experimental mode")
+    isolation = request.query.get("isolation", "")
+    if isolation.lower() not in ("", "default"):
+        raise errdefs.InvalidArgument(f'unsupported isolation: "{isolation}"')
+
+
 def _options(request: web.Request) -> BuildOptions:
+    _refuse_unsupported(request)
     q = request.query
     hosts: list[str] = []
     for h in q.getall("extrahosts", []):
@@ -86,7 +97,8 @@ def _options(request: web.Request) -> BuildOptions:
     "/build",
     query="t:list dockerfile buildargs:json labels:json target nocache:boolean rm:boolean forcerm:boolean "
     "pull:boolean networkmode extrahosts:list shmsize:integer memory:integer memswap:integer "
-    "cpushares:integer cpusetcpus cpuperiod:integer cpuquota:integer platform q:boolean cachefrom:json remote",
+    "cpushares:integer cpusetcpus cpuperiod:integer cpuquota:integer platform q:boolean cachefrom:json remote "
+    "squash:boolean isolation",
     body="stream",
 )
 async def build(request: web.Request) -> web.StreamResponse:
