@@ -25,16 +25,11 @@ def _svc(request: web.Request) -> Any:
     return request.app[keys.EXECS]
 
 
-_FIELDS = {f.lower(): f for f in (
-    "AttachStdin", "AttachStdout", "AttachStderr", "ConsoleSize", "DetachKeys", "Tty", "Env", "Cmd", "Privileged",
-    "User", "WorkingDir",
-)}  # fmt: skip
 
 
 @routes.post("/containers/{id}/exec", body=bodies.EXEC_CREATE)
 async def create(request: web.Request) -> web.Response:
-    # Go decodes JSON field names case-insensitively, and docker-py sends `detachKeys`
-    body = {_FIELDS.get(k.lower(), k): v for k, v in (await json_body(request)).items()}
+    body = await json_body(request)  # field names matched as Go does (docker-py sends `detachKeys`)
     if body.get("DetachKeys"):
         try:
             parse_detach_keys(str(body["DetachKeys"]))
