@@ -156,6 +156,16 @@ def _read(p: Path) -> str:
         return ""
 
 
+def _remove_leftover_containers(d: Daemon) -> None:
+    """A daemon that was dead at the end (killed by its test) cannot remove its containers:
+    their processes and conmons would outlive the test. runc's own state under the exec
+    root names them; `delete --force` kills each, and its conmon then exits by itself."""
+    for runtime_root in sorted((d.exec_root / "runtime").glob("*")) if (d.exec_root / "runtime").is_dir() else []:
+        for state in sorted(runtime_root.iterdir()) if runtime_root.is_dir() else []:
+            subprocess.run(["runc", "--root", str(runtime_root), "delete", "--force", state.name],
+                           capture_output=True, check=False, timeout=30)  # fmt: skip
+
+
 def destroy_daemon(d: Daemon) -> None:
     """Remove every container, stop the daemon, and leave no mount or file behind."""
     if d.proc.poll() is None:
@@ -166,6 +176,7 @@ def destroy_daemon(d: Daemon) -> None:
         except (OSError, docker.errors.DockerException):  # a daemon that no longer answers is stopped below
             pass
         d.stop()
+    _remove_leftover_containers(d)
     _remove_network_leftovers(d)
     with open("/proc/self/mountinfo") as f:
         mounts = [line.split()[4] for line in f if str(d.root) in line.split()[4]]
