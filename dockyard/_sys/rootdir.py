@@ -30,6 +30,8 @@ import os
 import stat
 from types import TracebackType
 
+from dockyard._sys.fs import RootPathError, walk_in_scope
+
 __all__ = [
     "HAVE_OPENAT2",
     "RESOLVE_BENEATH",
@@ -308,33 +310,19 @@ class RootDir:
     def resolve(self, path: str, *, follow_last: bool = True) -> str:
         """The in-root path `path` names once its symlinks are evaluated in the root ("/..."),
         for messages and mount lookup. Missing components are kept as written."""
-        parts = _parts(path)
-        cur: list[str] = []
-        links = 0
-        while parts:
-            part = parts.pop(0)
-            if part == "..":
-                if cur:
-                    cur.pop()
-                continue
-            cur.append(part)
-            if not parts and not follow_last:
-                break
+
+        def link_at(components: list[str], last: bool) -> str | None:
+            rel = "/".join(components)
             try:
-                info = self.lstat("/".join(cur))
+                info = self.lstat(rel)
             except (FileNotFoundError, NotADirectoryError):
-                continue
-            if not stat.S_ISLNK(info.st_mode):
-                continue
-            links += 1
-            if links > _MAX_SYMLINKS:
-                raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path)
-            target = self.readlink("/".join(cur))
-            cur.pop()
-            if target.startswith("/"):
-                cur = []
-            parts[:0] = _parts(target)
-        return "/" + "/".join(cur)
+                return None
+            return self.readlink(rel) if stat.S_ISLNK(info.st_mode) else None
+
+        try:  # the same scope rule as every chroot-style lookup of the project
+            return "/" + "/".join(walk_in_scope(path, link_at, follow_last=follow_last, max_links=_MAX_SYMLINKS))
+        except RootPathError:
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path) from None
 
 
 # ---- copying a tree between two roots --------------------------------------------------------
